@@ -1,0 +1,79 @@
+"""The Source protocol and registry: one module per source kind, registered by name.
+
+A source turns a raw file (already copied, untouched, under ``var/raw``) into an Arrow
+table whose columns are the *source* headers and whose values are all strings (or
+null). Typing, renaming and validation are shared by every kind (``cast.py``,
+``quality/``), so a new kind only has to know how to read its format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from civicflow.spec.models import DatasetSpec
+
+
+class ExtractError(Exception):
+    """The raw input cannot be read at all (encoding, empty file, ragged rows, ...).
+
+    The message names the file and, where known, the row; it never holds secrets.
+    """
+
+
+class Source(Protocol):
+    kind: ClassVar[str]
+    #: file suffix of the immutable raw copy (".csv", ".geojson", ...)
+    suffix: ClassVar[str]
+
+    def read(self, spec: DatasetSpec, raw_path: Path) -> pa.Table:
+        """Read the raw copy into an all-string Arrow table keyed by source headers."""
+        ...
+
+
+_REGISTRY: dict[str, Source] = {}
+
+
+def register_source(kind: str) -> Callable[[type], type]:
+    def decorate(cls: type) -> type:
+        cls.kind = kind
+        _REGISTRY[kind] = cls()
+        return cls
+
+    return decorate
+
+
+def get_source(kind: str) -> Source:
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ExtractError(f"no source kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def registered_sources() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class Extract:
+    """One run's extract: the raw copy, its hash, the string table and the typed frame.
+
+    ``frame`` is indexed by 1-based data row number (row 1 is the first row after the
+    header), so every check can name the rows it failed on.
+    """
+
+    dataset_id: str
+    run_id: str
+    raw_path: Path
+    sha256: str
+    raw: pa.Table
+    frame: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        return self.raw.num_rows

@@ -1,0 +1,117 @@
+"""Load YAML files into pydantic models, with errors naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from civicflow.spec.errors import SpecError, SpecProblem
+from civicflow.spec.models import DatasetSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map every key path in a YAML document to its 1-based line number."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines.update(_line_index(value_node, child))
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_index(item, (*path, i)))
+    return lines
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    # Pydantic adds union tags (e.g. 'csv') to loc; drop parts until a known path matches.
+    loc = tuple(str(p) if not isinstance(p, int) else p for p in loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse a YAML file; syntax errors become a SpecError with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from exc
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError([SpecProblem(path, "", f"YAML does not parse: {getattr(exc, 'problem', exc)}", line)]) from exc
+    lines = _line_index(node) if node is not None else {}
+    return data, lines
+
+
+def validate_model(model: type[M], data: Any, path: Path, lines: dict[tuple[Any, ...], int]) -> M:
+    """Validate parsed YAML into ``model``; every error names file, line and dotted key."""
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(path, "", f"expected a mapping at the top level, got {type(data).__name__}")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(p) for p in loc)
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling; see datasets/spec.schema.json)"
+            elif err["type"] == "enum" or err["type"] == "literal_error":
+                message = f"{message} (got {err.get('input')!r})"
+            problems.append(SpecProblem(path, key, message, _line_for(lines, loc)))
+        raise SpecError(problems) from None
+
+
+def load_model(model: type[M], path: Path) -> M:
+    data, lines = read_yaml(path)
+    return validate_model(model, data, path, lines)
+
+
+def load_dataset(path: Path) -> DatasetSpec:
+    """Load one dataset spec; its id must match the file name."""
+    spec = load_model(DatasetSpec, path)
+    if spec.id != path.stem:
+        data, lines = read_yaml(path)
+        raise SpecError([SpecProblem(path, "id", f"id {spec.id!r} must match the file name {path.stem!r}", lines.get(("id",)))])
+    return spec
+
+
+def dataset_paths(datasets_dir: Path) -> list[Path]:
+    return sorted(p for p in datasets_dir.glob("*.yaml"))
+
+
+def load_all(datasets_dir: Path) -> dict[str, DatasetSpec]:
+    """Every dataset spec in the folder; all problems from all files in one SpecError."""
+    specs: dict[str, DatasetSpec] = {}
+    problems: list[SpecProblem] = []
+    for path in dataset_paths(datasets_dir):
+        try:
+            spec = load_dataset(path)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        specs[spec.id] = spec
+    if problems:
+        raise SpecError(problems)
+    return specs
+
+
+def find_dataset(datasets_dir: Path, dataset_id: str) -> DatasetSpec:
+    path = datasets_dir / f"{dataset_id}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in dataset_paths(datasets_dir)) or "none"
+        raise SpecError([SpecProblem(path, "", f"no dataset {dataset_id!r} (known: {known})")])
+    return load_dataset(path)

@@ -1,0 +1,276 @@
+"""Pydantic models of a dataset spec: one YAML file per dataset in ``datasets/``.
+
+Every field carries a description (it becomes the JSON Schema editors use) and
+unknown keys are errors, so a typo in a steward's YAML fails loudly.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class StrictModel(BaseModel):
+    """Base for every spec model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
+
+
+class FieldType(StrEnum):
+    """Types a dataset field can be declared as (Table Schema names)."""
+
+    string = "string"
+    integer = "integer"
+    number = "number"
+    boolean = "boolean"
+    date = "date"
+    datetime = "datetime"
+    geopoint = "geopoint"
+
+
+class UpdateFrequency(StrEnum):
+    """How often a dataset is refreshed (drives the timeliness criterion)."""
+
+    daily = "daily"
+    weekly = "weekly"
+    monthly = "monthly"
+    quarterly = "quarterly"
+    annually = "annually"
+    irregular = "irregular"
+    static = "static"
+
+
+class Semantic(StrEnum):
+    """What a column holds, where the privacy scan needs to know it is declared as such."""
+
+    address = "address"
+    latitude = "latitude"
+    longitude = "longitude"
+    geopoint = "geopoint"
+    zip_code = "zip_code"
+    free_text = "free_text"
+    identifier = "identifier"
+
+
+class Constraints(StrictModel):
+    """Table Schema constraints checked on every row by the structure check."""
+
+    enum: list[str | int | float] | None = Field(None, description="Allowed values; anything else is a constraint error.")
+    minimum: float | None = Field(None, description="Smallest allowed value (numbers, integers).")
+    maximum: float | None = Field(None, description="Largest allowed value (numbers, integers).")
+    pattern: str | None = Field(None, description="Regular expression every non-empty value must fully match.")
+    min_length: int | None = Field(None, ge=0, description="Shortest allowed string length.")
+    max_length: int | None = Field(None, ge=0, description="Longest allowed string length.")
+    unique: bool = Field(False, description="Every non-empty value must be distinct.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from exc
+        return value
+
+
+PrivacyRuleName = Literal["drop", "hash", "generalise", "redact"]
+GeneraliseMethod = Literal["hundred_block", "round", "grid", "truncate", "age_band", "zip5"]
+
+
+class PrivacyRule(StrictModel):
+    """A privacy rule applied to one column after validation and before publishing."""
+
+    rule: PrivacyRuleName = Field(description="drop: never leaves the extract; hash: keyed HMAC-SHA256; generalise: coarsen; redact: replace PII found in free text.")
+    reason: str = Field(min_length=3, description="Why this rule was chosen, in a steward's words (shown in the privacy report).")
+    method: GeneraliseMethod | None = Field(None, description="For generalise: hundred_block, round, grid, truncate, age_band or zip5.")
+    decimals: int | None = Field(None, ge=0, le=8, description="For generalise/round: decimals kept on coordinates.")
+    grid_size: float | None = Field(None, gt=0, description="For generalise/grid: snap coordinates to a grid of this many degrees.")
+    truncate_to: Literal["day", "hour", "month"] | None = Field(None, description="For generalise/truncate: the timestamp unit kept.")
+    band_width: int | None = Field(None, gt=0, description="For generalise/age_band: width of each age band in years.")
+    detectors: list[str] | None = Field(None, description="For redact: which detectors to apply (default: all of them).")
+
+    @model_validator(mode="after")
+    def _method_matches_rule(self) -> PrivacyRule:
+        if self.rule == "generalise" and self.method is None:
+            raise ValueError("generalise needs a method (hundred_block, round, grid, truncate, age_band, zip5)")
+        if self.rule != "generalise" and self.method is not None:
+            raise ValueError(f"method only applies to generalise, not {self.rule}")
+        return self
+
+
+class PiiAllowance(StrictModel):
+    """A written exception: this column may carry what one scan detector finds."""
+
+    detector: str = Field(description="Name of the PII detector whose findings are allowed in this column.")
+    reason: str = Field(min_length=10, description="Why publishing this is acceptable; shown in the report and the published metadata.")
+
+
+class FieldSpec(StrictModel):
+    """One column of the published dataset."""
+
+    name: str = Field(description="Column name on the portal (snake_case).")
+    source: str | None = Field(None, description="Header of the column in the source file, if it differs from name (a rename).")
+    type: FieldType = Field(description="Declared type; values that do not parse are type errors.")
+    description: str = Field(min_length=3, description="What the column means, for the data dictionary.")
+    nullable: bool = Field(True, description="Whether empty values are allowed (false makes the column required).")
+    formats: list[str] | None = Field(None, description="strptime formats for date/datetime values, tried in order (default: the source's timestamp_formats).")
+    constraints: Constraints | None = Field(None, description="Table Schema constraints on the values.")
+    unit: str | None = Field(None, description="Unit of measure, for the data dictionary.")
+    semantic: Semantic | None = Field(None, description="What the column holds, declared so the PII scan knows it is expected (address, latitude, ...).")
+    precision: int | None = Field(None, ge=0, le=10, description="For coordinate columns: decimals the published values may carry.")
+    privacy: PrivacyRule | None = Field(None, description="Privacy rule applied before publishing.")
+    pii_allow: list[PiiAllowance] = Field(default_factory=list, description="Scan findings allowed in this column, each with a reason.")
+
+    @field_validator("name")
+    @classmethod
+    def _snake(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"field name {value!r} must be snake_case (a-z, 0-9, _)")
+        return value
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.name
+
+
+class CsvSource(StrictModel):
+    """A CSV drop from a department."""
+
+    kind: Literal["csv"] = Field(description="Source kind.")
+    path: str = Field(description="Path of the file, relative to the project folder.")
+    encoding: str = Field("utf-8", description="Text encoding of the file; anything that does not decode is rejected.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
+    timestamp_formats: list[str] = Field(
+        default_factory=lambda: ["%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
+        description="strptime formats tried for date/datetime fields that give none of their own.",
+    )
+    null_values: list[str] = Field(default_factory=lambda: [""], description="Strings read as null.")
+
+
+class GeoJsonSource(StrictModel):
+    """A GeoJSON FeatureCollection; feature properties become columns."""
+
+    kind: Literal["geojson"] = Field(description="Source kind.")
+    path: str = Field(description="Path of the file, relative to the project folder.")
+    geometry: Literal["drop", "wkt", "centroid"] = Field("centroid", description="How geometry is published: dropped, as WKT text, or as centroid latitude/longitude columns.")
+
+
+SourceSpec = Annotated[CsvSource | GeoJsonSource, Field(discriminator="kind")]
+
+
+class ReprojectTransform(StrictModel):
+    """Convert projected coordinates (e.g. State Plane feet) to WGS84 degrees in place."""
+
+    kind: Literal["reproject"] = Field(description="Transform kind.")
+    x_field: str = Field(description="Field holding the easting (x), replaced by longitude.")
+    y_field: str = Field(description="Field holding the northing (y), replaced by latitude.")
+    source_crs: str = Field(description="CRS of the input, e.g. EPSG:2229 (California zone V, US feet).")
+    missing_values: list[float] = Field(default_factory=list, description="Sentinel values that mean no coordinate (become null).")
+
+
+TransformSpec = Annotated[ReprojectTransform, Field(discriminator="kind")]
+
+
+class Steward(StrictModel):
+    """The person who answers for a dataset."""
+
+    name: str = Field(description="Steward's name or role.")
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Contact email shown on the portal.")
+
+
+class PortalTarget(StrictModel):
+    """Where the dataset is published."""
+
+    kind: str = Field("datasette", description="Registered portal kind (datasette, socrata, ...).")
+    table: str | None = Field(None, description="Table or dataset name on the portal (default: the dataset id).")
+
+
+class PrivacyReview(StrictModel):
+    """Record that someone reviewed the dataset for privacy before publishing."""
+
+    reviewed_by: str = Field(description="Who reviewed the dataset's privacy rules.")
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Review date (YYYY-MM-DD).")
+    notes: str | None = Field(None, description="What the review concluded.")
+
+
+class DatasetPrivacy(StrictModel):
+    """Dataset-level privacy settings."""
+
+    review: PrivacyReview | None = Field(None, description="The privacy review behind this spec.")
+    small_count_columns: list[str] = Field(default_factory=list, description="Count columns of an aggregate output to suppress below the threshold.")
+    small_count_threshold: int = Field(11, ge=1, description="Counts below this are published as suppressed.")
+
+
+class DatasetSpec(StrictModel):
+    """One dataset: where it comes from, what it holds, how it is checked and published."""
+
+    id: str = Field(description="snake_case identifier; also the portal table name.")
+    title: str = Field(min_length=3, description="Human title shown on the portal.")
+    description: str = Field(min_length=10, description="What the dataset holds and how it is collected.")
+    department: str = Field(description="Owning department.")
+    steward: Steward = Field(description="Who answers questions about the data.")
+    license: str = Field(description="SPDX license identifier, e.g. CC0-1.0.")
+    update_frequency: UpdateFrequency = Field(description="How often the dataset is refreshed.")
+    category: str = Field(description="Portal category (e.g. Service Requests, Transportation).")
+    tags: list[str] = Field(default_factory=list, description="Keywords for search on the portal.")
+    provenance: str | None = Field(None, description="Where the data came from (system, export, licence facts).")
+    access_level: Literal["public", "restricted public", "non-public"] = Field("public", description="DCAT-US access level.")
+    source: SourceSpec = Field(description="How to extract the data.")
+    transforms: list[TransformSpec] = Field(default_factory=list, description="Column transforms applied after parsing and before validation.")
+    fields: list[FieldSpec] = Field(min_length=1, description="Columns, in published order.")
+    primary_key: list[str] = Field(default_factory=list, description="Field names whose values identify a row (checked unique).")
+    expectation_suite: str | None = Field(None, description="Name of the GX suite in expectations/ (default: the dataset id; null when none).")
+    portal: PortalTarget = Field(default_factory=PortalTarget, description="Where the dataset is published.")
+    produced_by: str | None = Field(None, description="Name of the flow whose output is this dataset's source (e.g. scorecard); publish --all leaves it to that flow.")
+    privacy: DatasetPrivacy = Field(default_factory=DatasetPrivacy, description="Dataset-level privacy settings.")
+
+    @field_validator("id")
+    @classmethod
+    def _snake_id(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"id {value!r} must be snake_case (a-z, 0-9, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> DatasetSpec:
+        names = [f.name for f in self.fields]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate field names: {', '.join(duplicates)}")
+        for key in self.primary_key:
+            if key not in names:
+                raise ValueError(f"primary_key names {key!r}, which is not a field")
+        for transform in self.transforms:
+            for ref in (transform.x_field, transform.y_field):
+                if ref not in names:
+                    raise ValueError(f"transform {transform.kind} names {ref!r}, which is not a field")
+        for col in self.privacy.small_count_columns:
+            if col not in names:
+                raise ValueError(f"privacy.small_count_columns names {col!r}, which is not a field")
+        return self
+
+    @property
+    def table(self) -> str:
+        return self.portal.table or self.id
+
+    @property
+    def suite_name(self) -> str:
+        return self.expectation_suite or self.id
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def published_fields(self) -> list[FieldSpec]:
+        """Fields that reach the portal (dropped ones never leave the extract)."""
+        return [f for f in self.fields if not (f.privacy and f.privacy.rule == "drop")]
+
+

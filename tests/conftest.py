@@ -1,0 +1,22 @@
+"""Shared fixtures. Server fixtures live in tests/fixtures/ and are loaded as plugins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+# No telemetry or update checks from Prefect: this machine has no network.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+pytest_plugins = [
+    "tests.fixtures.portal",
+]
+
+
+@pytest.fixture(scope="session")
+def project_dir() -> Path:
+    return PROJECT_DIR
