@@ -1,0 +1,67 @@
+"""Extract: copy the raw input untouched, read it with its source kind, apply types.
+
+``extract()`` is the one entry point; source kinds register themselves by name in
+``base.py``. Importing this package registers the built-in kinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from pathlib import Path
+
+from civicflow.settings import Settings
+from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
+from civicflow.sources.base import Extract, ExtractError, Source, get_source, register_source, registered_sources
+from civicflow.sources.cast import cast_frame
+from civicflow.spec.models import DatasetSpec
+
+try:  # registers "geojson" once that module exists
+    from civicflow.sources import geojson as _geojson  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["Extract", "ExtractError", "Source", "extract", "get_source", "register_source", "registered_sources", "resolve_source_path"]
+
+
+def resolve_source_path(spec: DatasetSpec, settings: Settings, override: Path | str | None = None) -> Path:
+    """The input file: an explicit override, or the spec's path (``{var}`` = the var folder)."""
+    if override is not None:
+        return Path(override).resolve()
+    declared = spec.source.path.replace("{var}", str(settings.var_dir))
+    path = Path(declared)
+    return path if path.is_absolute() else (settings.project_dir / path)
+
+
+def _copy_immutable(src: Path, dest: Path) -> str:
+    """Copy ``src`` to ``dest`` byte for byte, read-only, returning its sha256 (one pass)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        while chunk := fin.read(1 << 20):
+            digest.update(chunk)
+            fout.write(chunk)
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, dest)
+    return digest.hexdigest()
+
+
+def extract(spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None = None) -> Extract:
+    """Copy the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms."""
+    src = resolve_source_path(spec, settings, source_path)
+    if not src.is_file():
+        raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
+    source = get_source(spec.source.kind)
+    raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
+    sha256 = _copy_immutable(src, raw_path)
+    raw = source.read(spec, raw_path)
+    frame = cast_frame(spec, raw)
+    if spec.transforms:
+        from civicflow.sources.transforms import apply_transforms
+
+        frame = apply_transforms(spec, frame)
+    return Extract(dataset_id=spec.id, run_id=run_id, raw_path=raw_path, sha256=sha256, raw=raw, frame=frame)
+
+
