@@ -1,0 +1,138 @@
+"""Run history: every run of every dataset, whatever its outcome, in SQLite under var/.
+
+The ledger is what stewards read to see why a run failed, and what certification
+criteria (timeliness, quality pass rate) are computed from.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+Outcome = Literal["published", "unchanged", "rejected", "failed"]
+OUTCOMES: tuple[str, ...] = ("published", "unchanged", "rejected", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    dataset_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('published', 'unchanged', 'rejected', 'failed')),
+    reason TEXT NOT NULL,
+    rows_in INTEGER,
+    rows_out INTEGER,
+    critical_passed INTEGER NOT NULL DEFAULT 0,
+    critical_failed INTEGER NOT NULL DEFAULT 0,
+    warning_passed INTEGER NOT NULL DEFAULT 0,
+    warning_failed INTEGER NOT NULL DEFAULT 0,
+    privacy_findings INTEGER NOT NULL DEFAULT 0,
+    portal_version TEXT,
+    report_path TEXT,
+    privacy_report_path TEXT,
+    PRIMARY KEY (dataset_id, run_id)
+);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of one dataset."""
+
+    dataset_id: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: Outcome
+    reason: str
+    rows_in: int | None = None
+    rows_out: int | None = None
+    critical_passed: int = 0
+    critical_failed: int = 0
+    warning_passed: int = 0
+    warning_failed: int = 0
+    privacy_findings: int = 0
+    portal_version: str | None = None
+    report_path: str | None = None
+    privacy_report_path: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+_COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+def _to_row(record: RunRecord) -> dict[str, object]:
+    row = asdict(record)
+    for key in ("started_at", "finished_at"):
+        row[key] = row[key].astimezone(UTC).isoformat()
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> RunRecord:
+    data = dict(row)
+    for key in ("started_at", "finished_at"):
+        data[key] = datetime.fromisoformat(data[key])
+    return RunRecord(**data)
+
+
+class Ledger:
+    """The run ledger in one SQLite file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def record(self, run: RunRecord) -> None:
+        if run.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {run.outcome!r}")
+        placeholders = ", ".join(f":{c}" for c in _COLUMNS)
+        with self._connect() as db:
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _to_row(run))
+
+    def runs(self, dataset_id: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first, optionally for one dataset and since a time."""
+        sql = "SELECT * FROM runs WHERE 1=1"
+        params: list[object] = []
+        if dataset_id is not None:
+            sql += " AND dataset_id = ?"
+            params.append(dataset_id)
+        if since is not None:
+            sql += " AND started_at >= ?"
+            params.append(since.astimezone(UTC).isoformat())
+        sql += " ORDER BY started_at DESC, run_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._connect() as db:
+            return [_from_row(r) for r in db.execute(sql, params)]
+
+    def last(self, dataset_id: str, outcome: Outcome | None = None) -> RunRecord | None:
+        sql = "SELECT * FROM runs WHERE dataset_id = ?"
+        params: list[object] = [dataset_id]
+        if outcome is not None:
+            sql += " AND outcome = ?"
+            params.append(outcome)
+        sql += " ORDER BY started_at DESC, run_id DESC LIMIT 1"
+        with self._connect() as db:
+            row = db.execute(sql, params).fetchone()
+        return _from_row(row) if row else None

@@ -1,0 +1,254 @@
+"""The stages chained as plain functions: extract → validate → protect → publish.
+
+``run_dataset`` is the one orchestration. Flows pass a ``wrap`` callable that turns
+each stage into a Prefect task, so the Prefect UI shows every stage while the logic
+(and its tests) stays here, Prefect-free. Every run ends in the ledger, whatever
+its outcome; nothing reaches the portal unless every critical check passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from civicflow import published
+from civicflow.ledger import Ledger, Outcome, RunRecord
+from civicflow.portals import PortalError, PublishResult, TableMetadata, get_portal
+from civicflow.settings import Settings
+from civicflow.sources import Extract, ExtractError, extract
+from civicflow.spec import DatasetSpec, SpecError, find_dataset
+
+log = logging.getLogger("civicflow.pipeline")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Wrap = Callable[[str, F], F]
+
+
+def _no_wrap(name: str, fn: F) -> F:
+    return fn
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique: UTC timestamp plus random suffix (e.g. 20261123T094512Z-3fa9c1)."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, with the ledger record and the reports a steward reads."""
+
+    outcome: Outcome
+    reason: str
+    record: RunRecord
+    report_path: Path | None = None
+    privacy_report_path: Path | None = None
+    result: PublishResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("published", "unchanged")
+
+
+class Rejected(Exception):
+    """The input was refused (bad file, failed critical check, privacy finding)."""
+
+
+def report_paths(settings: Settings, dataset_id: str, run_id: str) -> tuple[Path, Path]:
+    folder = settings.reports_dir / dataset_id
+    return folder / f"{run_id}.json", folder / f"{run_id}.privacy.json"
+
+
+def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None) -> TableMetadata:
+    """Portal metadata from the spec: the dataset page and its data dictionary."""
+    column_notes = column_notes or {}
+    columns = {}
+    for f in spec.published_fields():
+        text = f.description + (f" Unit: {f.unit}." if f.unit else "")
+        if f.privacy:
+            text += f" Privacy: {f.privacy.rule}{' (' + f.privacy.method + ')' if f.privacy.method else ''} — {f.privacy.reason}"
+        if f.name in column_notes:
+            text += f" {column_notes[f.name]}"
+        columns[f.name] = text
+    review = spec.privacy.review
+    return TableMetadata(
+        title=spec.title,
+        description=spec.description,
+        license=spec.license,
+        source=spec.department,
+        columns=columns,
+        extra={
+            "steward": spec.steward.name,
+            "steward_email": spec.steward.email,
+            "update_frequency": spec.update_frequency,
+            "category": spec.category,
+            "tags": list(spec.tags),
+            "provenance": spec.provenance,
+            "privacy_review": review.model_dump() if review else None,
+        },
+    )
+
+
+# -- stages: plain functions, each testable alone --------------------------------
+
+
+def extract_stage(spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None) -> Extract:
+    ext = extract(spec, settings, run_id, source_path)
+    log.info("%s: extracted %s rows from %s (sha256 %s…), raw copy %s", spec.id, f"{ext.rows:,}", ext.raw_path.name, ext.sha256[:12], ext.raw_path)
+    return ext
+
+
+def validate_stage(spec: DatasetSpec, ext: Extract, settings: Settings) -> Any:
+    from civicflow.quality import validate
+
+    report = validate(spec, ext, settings.expectations_dir)
+    path, _ = report_paths(settings, spec.id, ext.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.write(path)
+    log.info("%s: %s (report %s)", spec.id, report.summary(), path)
+    return report
+
+
+def protect_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, run_id: str) -> Any:
+    from civicflow.privacy import protect
+
+    result = protect(spec, frame, settings)
+    _, path = report_paths(settings, spec.id, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.report.write(path)
+    log.info("%s: privacy: %s (report %s)", spec.id, result.report.summary(), path)
+    return result
+
+
+def publish_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, run_id: str, column_notes: dict[str, str]) -> PublishResult:
+    portal = get_portal(spec.portal.kind, settings)
+    version = published.content_version(frame)
+    result = portal.publish(
+        spec.table,
+        frame,
+        fields=spec.published_fields(),
+        primary_key=[k for k in spec.primary_key if k in frame.columns],
+        version=version,
+        run_id=run_id,
+        metadata=table_metadata(spec, column_notes),
+    )
+    if result.changed or published.latest(settings, spec.id) is None:
+        published.write_version(settings, spec.id, frame, version, run_id)
+    verb = "published" if result.changed else "unchanged (portal already holds this version)"
+    log.info("%s: %s: %s rows, version %s… at %s", spec.id, verb, f"{result.rows:,}", version[:12], result.url)
+    return result
+
+
+# -- orchestration ----------------------------------------------------------------
+
+
+def _check_ready(spec: DatasetSpec, settings: Settings) -> None:
+    from civicflow.privacy import check_ready
+
+    check_ready(spec, settings)
+
+
+def _counts(report: Any) -> dict[str, int]:
+    counts = getattr(report, "counts", {}) or {}
+    out = {}
+    for severity in ("critical", "warning"):
+        c = counts.get(severity, {})
+        out[f"{severity}_passed"] = int(c.get("passed", 0))
+        out[f"{severity}_failed"] = int(c.get("failed", 0))
+    return out
+
+
+def run_dataset(
+    settings: Settings,
+    dataset_id: str,
+    source_path: Path | str | None = None,
+    spec: DatasetSpec | None = None,
+    wrap: Wrap = _no_wrap,
+) -> RunOutcome:
+    """Run one dataset end to end and record it. Spec errors raise SpecError (usage error).
+
+    Bad input, failed critical checks and privacy findings end as ``rejected``;
+    anything unexpected (portal down, a bug) ends as ``failed`` and is re-raised
+    after it is recorded, so no exception is swallowed.
+    """
+    spec = spec or find_dataset(settings.datasets_dir, dataset_id)
+    run_id = new_run_id()
+    started = datetime.now(UTC)
+    report_path, privacy_path = report_paths(settings, spec.id, run_id)
+    stats: dict[str, Any] = {}
+    paths: dict[str, str | None] = {"report_path": None, "privacy_report_path": None}
+
+    def finish(outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any) -> RunOutcome:
+        record = RunRecord(
+            dataset_id=spec.id,
+            run_id=run_id,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            outcome=outcome,
+            reason=reason,
+            **paths,
+            **stats,
+            **extra,
+        )
+        Ledger(settings.ledger_path).record(record)
+        return RunOutcome(
+            outcome,
+            reason,
+            record,
+            Path(paths["report_path"]) if paths["report_path"] else None,
+            Path(paths["privacy_report_path"]) if paths["privacy_report_path"] else None,
+            result,
+        )
+
+    try:
+        # A missing hash key is a configuration error: refuse before any work.
+        wrap("check-ready", _check_ready)(spec, settings)
+        try:
+            ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
+        except ExtractError as exc:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            report_path.write_text(json.dumps({"dataset_id": spec.id, "run_id": run_id, "passed": False, "stage": "extract", "error": str(exc)}, indent=2))
+            paths["report_path"] = str(report_path)
+            log.error("%s: REJECTED at extract: %s", spec.id, exc)
+            return finish("rejected", f"extract: {exc}")
+        stats["rows_in"] = ext.rows
+
+        report = wrap("validate", validate_stage)(spec, ext, settings)
+        paths["report_path"] = str(report_path)
+        stats.update(_counts(report))
+        if not report.passed:
+            return finish("rejected", report.summary())
+
+        protected = wrap("protect", protect_stage)(spec, ext.frame, settings, run_id)
+        paths["privacy_report_path"] = str(privacy_path)
+        stats["privacy_findings"] = len(protected.report.findings)
+        if protected.report.blocked:
+            return finish("rejected", f"privacy: {protected.report.summary()}")
+
+        result = wrap("publish", publish_stage)(spec, protected.frame, settings, run_id, protected.report.metadata_notes())
+        stats["rows_out"] = result.rows
+        outcome: Outcome = "published" if result.changed else "unchanged"
+        reason = "published a new version" if result.changed else "portal already holds this exact version"
+        return finish(outcome, reason, portal_version=result.version, result=result)
+    except SpecError:
+        raise
+    except Exception as exc:
+        kind = "portal" if isinstance(exc, PortalError) else type(exc).__name__
+        log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
+        log.debug("%s", traceback.format_exc())
+        finish("failed", f"{kind}: {exc}")
+        raise
+
+
+def publishable(specs: dict[str, DatasetSpec]) -> list[str]:
+    """Datasets ``publish --all`` runs: those no other flow produces."""
+    return [i for i, s in sorted(specs.items()) if s.produced_by is None]

@@ -1,0 +1,114 @@
+"""Published versions kept as Parquet, so metrics read what residents actually got.
+
+``var/published/<id>/<version>.parquet`` plus ``<version>.json`` (the manifest) and
+``latest.json``. Files are written to a temporary name and renamed, so a reader never
+sees half a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from civicflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one published version is: its content hash, rows and file."""
+
+    dataset_id: str
+    version: str
+    run_id: str
+    rows: int
+    sha256: str
+    published_at: str
+    path: Path
+    columns: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["path"] = self.path.name
+        return data
+
+
+def content_version(frame: pd.DataFrame) -> str:
+    """sha256 of the table's content (values, column names and types, row order).
+
+    Hashing pandas' vectorised per-row hashes keeps this fast on a million rows.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    row_hashes = pd.util.hash_pandas_object(frame, index=False, categorize=False)
+    digest.update(row_hashes.to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _dir(settings: Settings, dataset_id: str) -> Path:
+    return settings.published_dir / dataset_id
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_version(settings: Settings, dataset_id: str, frame: pd.DataFrame, version: str, run_id: str) -> Manifest:
+    """Write the published table as Parquet with its manifest; make it the latest."""
+    folder = _dir(settings, dataset_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{version}.parquet"
+    tmp = path.with_name(path.name + ".part")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    os.replace(tmp, path)
+    manifest = Manifest(
+        dataset_id=dataset_id,
+        version=version,
+        run_id=run_id,
+        rows=len(frame),
+        sha256=_file_sha256(path),
+        published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        path=path,
+        columns=[str(c) for c in frame.columns],
+    )
+    text = json.dumps(manifest.to_dict(), indent=2).encode()
+    _atomic_write_bytes(folder / f"{version}.json", text)
+    _atomic_write_bytes(folder / "latest.json", text)
+    return manifest
+
+
+def _read_manifest(folder: Path, name: str) -> Manifest:
+    data = json.loads((folder / name).read_text())
+    data["path"] = folder / data["path"]
+    return Manifest(**data)
+
+
+def latest(settings: Settings, dataset_id: str) -> Manifest | None:
+    folder = _dir(settings, dataset_id)
+    return _read_manifest(folder, "latest.json") if (folder / "latest.json").is_file() else None
+
+
+def versions(settings: Settings, dataset_id: str) -> list[Manifest]:
+    """Every published version, oldest first."""
+    folder = _dir(settings, dataset_id)
+    if not folder.is_dir():
+        return []
+    found = [_read_manifest(folder, p.name) for p in folder.glob("*.json") if p.name != "latest.json"]
+    return sorted(found, key=lambda m: (m.published_at, m.run_id))
