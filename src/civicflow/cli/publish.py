@@ -1,0 +1,68 @@
+"""``civicflow publish``: run the publish flow for datasets and report each outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from civicflow.cli._common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_problems
+from civicflow.settings import load_settings
+from civicflow.spec import SpecError, find_dataset, load_all
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    typer.echo(f"{summary['dataset_id']}: {summary['outcome'].upper()}: {summary['reason']}")
+    for key in ("report", "privacy_report", "url"):
+        if summary.get(key):
+            typer.echo(f"  {key.replace('_', ' ')}: {summary[key]}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def publish(
+        dataset_ids: list[str] = typer.Argument(None, help="Dataset ids (file names in datasets/ without .yaml).", show_default=False),
+        all_: bool = typer.Option(False, "--all", help="Publish every dataset no other flow produces."),
+        source: Path | None = typer.Option(None, "--source", help="Publish from this file instead of the spec's source.path (one dataset only)."),
+    ) -> None:
+        """Extract, validate, protect and publish datasets to the portal.
+
+        Exit 0: all published or unchanged. 1: any dataset rejected or failed (its
+        portal table untouched). 2: bad spec or usage.
+        """
+        settings = load_settings()
+        ids = list(dataset_ids or [])
+        if all_ == bool(ids):
+            typer.echo("give dataset ids or --all (not both)", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        if source is not None and (all_ or len(ids) != 1):
+            typer.echo("--source needs exactly one dataset id", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        if source is not None and not source.is_file():
+            typer.echo(f"{source}: no such file", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        try:
+            if all_:
+                load_all(settings.datasets_dir)
+            for dataset_id in ids:
+                find_dataset(settings.datasets_dir, dataset_id)
+        except SpecError as exc:
+            print_problems(exc.problems)
+            raise typer.Exit(EXIT_USAGE) from None
+
+        from flows.publish import publish_all, publish_dataset
+
+        summaries: list[dict[str, Any]] = []
+        if all_:
+            result = publish_all(return_state=True).result(raise_on_failure=False)
+            summaries = result if isinstance(result, list) else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+        else:
+            for dataset_id in ids:
+                state = publish_dataset(dataset_id, str(source) if source else None, return_state=True)
+                result = state.result(raise_on_failure=False)
+                summaries.append(result if isinstance(result, dict) else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)})
+        for summary in summaries:
+            _print_summary(summary)
+        ok = all(s["outcome"] in ("published", "unchanged") for s in summaries)
+        raise typer.Exit(EXIT_OK if ok else EXIT_REJECTED)

@@ -1,0 +1,78 @@
+"""``civicflow run``: the main job on the embedded defaults (what ``make run`` calls).
+
+Starts the local portal if it is not up, publishes every dataset, builds the
+scorecard, prints where to look, then keeps serving until Ctrl-C (or exits with
+``--no-serve``, leaving nothing running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import typer
+
+from civicflow.cli._common import EXIT_OK, EXIT_REJECTED
+from civicflow.settings import load_settings
+
+
+def _print_outcomes(summaries: list[dict[str, Any]]) -> None:
+    for s in summaries:
+        typer.echo(f"  {s['dataset_id']:<28} {s['outcome'].upper():<10} {s['reason']}")
+        for key in ("report", "privacy_report"):
+            if s.get(key):
+                typer.echo(f"  {'':<28} {key.replace('_', ' ')}: {s[key]}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        serve: bool = typer.Option(True, "--serve/--no-serve", help="Keep the portal running after the job."),
+        port: int = typer.Option(8001, "--port", help="Portal port."),
+    ) -> None:
+        """Start the portal, publish all datasets, build the scorecard; then serve."""
+        from civicflow.portals import server
+
+        settings = load_settings()
+        url = f"http://127.0.0.1:{port}"
+        settings = dataclasses.replace(settings, portal_url=url)
+        os.environ["CIVICFLOW_PORTAL_URL"] = url
+        proc = None
+        if server.is_up(url):
+            typer.echo(f"portal already up at {url}/")
+        else:
+            typer.echo(f"starting portal at {url}/ ...")
+            proc = server.start(settings, port, quiet=True)
+            server.wait_until_up(url, timeout=60)
+        code = EXIT_OK
+        try:
+            from flows.publish import publish_all
+
+            result = publish_all(return_state=True).result(raise_on_failure=False)
+            summaries = result if isinstance(result, list) else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+            typer.echo("\npublish:")
+            _print_outcomes(summaries)
+            if not all(s["outcome"] in ("published", "unchanged") for s in summaries):
+                code = EXIT_REJECTED
+            try:
+                from flows.scorecard import scorecard
+            except ModuleNotFoundError:
+                scorecard = None
+            if scorecard is not None:
+                card = scorecard(return_state=True).result(raise_on_failure=False)
+                typer.echo(f"\nscorecard: {url}/scorecard/  ({settings.site_dir / 'scorecard' / 'index.html'})")
+                if isinstance(card, BaseException):
+                    typer.echo(f"  scorecard failed: {card}", err=True)
+                    code = EXIT_REJECTED
+            typer.echo(f"\nportal: {url}/{settings.portal_database}")
+            typer.echo(f"reports: {settings.reports_dir}/<dataset>/<run-id>.json   runs: civicflow runs")
+            if serve and proc is not None:
+                typer.echo("serving; Ctrl-C to stop")
+                proc.wait()
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+        finally:
+            if proc is not None:
+                server.stop(proc)
+        raise typer.Exit(code)
