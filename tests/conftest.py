@@ -14,6 +14,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 pytest_plugins = [
     "tests.fixtures.portal",
+    "tests.fixtures.prefect",
 ]
 
 

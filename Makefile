@@ -1,0 +1,45 @@
+# civicflow — the two commands of the quick start are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SERVE  ?= 1
+PORT   ?= 8001
+
+# Prefect keeps its state inside the project; no telemetry (no network here).
+export PREFECT_HOME ?= $(CURDIR)/var/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_EXTRA_LOGGERS := civicflow
+
+.PHONY: install run test lint check bench portal clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+## run the main job on the embedded defaults (SERVE=0: exit after the job)
+run: install
+	$(BIN)/civicflow run --port $(PORT) $(if $(filter 0,$(SERVE)),--no-serve,--serve)
+
+## set up and pass the tests
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src flows tests benchmarks scripts
+	$(BIN)/ruff format --check src flows tests benchmarks scripts
+	$(BIN)/mypy
+
+check: install
+	$(BIN)/civicflow check
+
+portal: install
+	$(BIN)/civicflow portal serve --port $(PORT)
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf var
