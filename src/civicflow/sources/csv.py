@@ -56,6 +56,18 @@ def read_header(path: Path, source: CsvSource) -> list[str]:
     return header
 
 
+def _locate(path: Path, row: pacsv.InvalidRow, encoding: str) -> str:
+    """Physical line of a malformed row. Arrow's parallel parser does not know it, so
+    scan for the row's text; this runs only on the error path."""
+    if row.number is not None:
+        return str(row.number)
+    with path.open(encoding=encoding, newline="") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.rstrip("\r\n") == row.text:
+                return str(number)
+    return "?"
+
+
 @register_source("csv")
 class CsvReader:
     suffix = ".csv"
@@ -68,11 +80,10 @@ class CsvReader:
         check_encoding(raw_path, source.encoding)
         header = read_header(raw_path, source)
 
-        ragged: list[str] = []
+        ragged: list[pacsv.InvalidRow] = []
 
         def on_invalid_row(row: pacsv.InvalidRow) -> str:
-            where = f"line {row.number}" if row.number is not None else "a line"
-            ragged.append(f"{where}: expected {row.expected_columns} columns, got {row.actual_columns}")
+            ragged.append(row)
             return "skip"
 
         try:
@@ -90,7 +101,11 @@ class CsvReader:
         except pa.ArrowInvalid as exc:
             raise ExtractError(f"{raw_path}: unreadable CSV: {exc}") from None
         if ragged:
-            shown = "; ".join(ragged[:5]) + (f"; and {len(ragged) - 5} more" if len(ragged) > 5 else "")
+            described = [
+                f"line {_locate(raw_path, row, source.encoding)}: expected {row.expected_columns} columns, got {row.actual_columns}"
+                for row in ragged[:5]
+            ]
+            shown = "; ".join(described) + (f"; and {len(ragged) - 5} more" if len(ragged) > 5 else "")
             raise ExtractError(f"{raw_path}: {len(ragged)} malformed row(s) (truncated or extra fields): {shown}")
         if table.num_rows == 0:
             raise ExtractError(f"{raw_path}: has a header but no data rows")

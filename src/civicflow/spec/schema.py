@@ -11,8 +11,18 @@ from pydantic import BaseModel
 from civicflow.spec.models import DatasetSpec
 
 
+def _restore_descriptions(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Pydantic omits a field's description next to a ``$ref`` with a default factory; put it back."""
+    props = schema.get("properties", {})
+    for name, info in model.model_fields.items():
+        prop = props.get(info.alias or name)
+        if prop is not None and "description" not in prop and info.description:
+            prop["description"] = info.description
+
+
 def json_schema(model: type[BaseModel] = DatasetSpec, title: str | None = None) -> dict[str, Any]:
     schema = model.model_json_schema()
+    _restore_descriptions(schema, model)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     if title:
         schema["title"] = title
