@@ -239,10 +239,8 @@ def run_dataset(
         outcome: Outcome = "published" if result.changed else "unchanged"
         reason = "published a new version" if result.changed else "portal already holds this exact version"
         return finish(outcome, reason, portal_version=result.version, result=result)
-    except SpecError:
-        raise
     except Exception as exc:
-        kind = "portal" if isinstance(exc, PortalError) else type(exc).__name__
+        kind = "portal" if isinstance(exc, PortalError) else "spec" if isinstance(exc, SpecError) else type(exc).__name__
         log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
         log.debug("%s", traceback.format_exc())
         finish("failed", f"{kind}: {exc}")

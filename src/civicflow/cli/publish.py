@@ -43,10 +43,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{source}: no such file", err=True)
             raise typer.Exit(EXIT_USAGE)
         try:
-            if all_:
-                load_all(settings.datasets_dir)
-            for dataset_id in ids:
-                find_dataset(settings.datasets_dir, dataset_id)
+            specs = list(load_all(settings.datasets_dir).values()) if all_ else [find_dataset(settings.datasets_dir, i) for i in ids]
+            from civicflow.quality import load_suite
+
+            # A suite that does not parse is a bad spec (exit 2), caught before any run.
+            for spec in specs:
+                load_suite(settings.expectations_dir / f"{spec.suite_name}.json")
         except SpecError as exc:
             print_problems(exc.problems)
             raise typer.Exit(EXIT_USAGE) from None
