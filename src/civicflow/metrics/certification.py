@@ -1,0 +1,456 @@
+"""Assess the certification criteria from the catalog, the run ledger and published data.
+
+Each auto check is a small function registered by name; it scores items (datasets,
+departments, runs, KPIs), and the criterion is met when the share of passing items
+reaches the configured ``min_share``. Attested criteria are met by a current
+attestation (an expired one counts as unmet). Levels and thresholds come from
+``metrics/certification.yaml``; comparisons are exact (fractions), so 51 % means 51 %.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from civicflow import published
+from civicflow.ledger import Ledger, RunRecord
+from civicflow.metrics.compute import KpiResult
+from civicflow.metrics.models import (
+    Attestation,
+    CertificationConfig,
+    Criterion,
+    DataDictionary,
+    DatasetPublished,
+    DepartmentsPublishing,
+    Kpi,
+    KpiCurrent,
+    KpiEquity,
+    KpiTargets,
+    MetadataComplete,
+    PrivacyClean,
+    RunsPassing,
+    Timeliness,
+)
+from civicflow.published import Manifest
+from civicflow.settings import Settings
+from civicflow.spec.models import DatasetSpec
+
+# Licences the Open Definition lists as conformant (SPDX ids), for the openness dimension.
+OPEN_LICENSES = {"CC0-1.0", "PDDL-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "ODC-By-1.0", "ODbL-1.0", "CC-BY-3.0", "CC-BY-SA-3.0"}
+# SPDX ids recognised for the conformance dimension (open and common non-open ones).
+KNOWN_LICENSES = OPEN_LICENSES | {"CC-BY-NC-4.0", "CC-BY-ND-4.0", "CC-BY-NC-SA-4.0", "LicenseRef-Proprietary"}
+FREQUENCY_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "annually": 366}
+GOOD_OUTCOMES = ("published", "unchanged")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass
+class Inputs:
+    """Everything the checks read, gathered once (tests build it directly)."""
+
+    catalog: dict[str, DatasetSpec]
+    latest: dict[str, Manifest]
+    runs: list[RunRecord]
+    kpis: dict[str, Kpi]
+    kpi_results: list[KpiResult] | None
+    attestations: list[Attestation]
+    now: datetime
+
+
+def gather(
+    settings: Settings,
+    catalog: dict[str, DatasetSpec],
+    kpis: dict[str, Kpi],
+    kpi_results: list[KpiResult] | None,
+    attestations: list[Attestation],
+    now: datetime | None = None,
+) -> Inputs:
+    latest = {i: m for i in catalog if (m := published.latest(settings, i)) is not None}
+    runs = Ledger(settings.ledger_path).runs() if settings.ledger_path.exists() else []
+    return Inputs(catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing a check scored (a dataset, a department, a run, a KPI)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class CheckOutcome:
+    items: list[Item]
+    #: what the share is of, e.g. "datasets refreshed within their declared frequency"
+    noun: str
+    note: str | None = None
+
+
+@dataclass
+class CriterionResult:
+    criterion: Criterion
+    met: bool
+    evidence: str
+    missing: str | None = None
+    share: float | None = None
+    items: list[Item] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.criterion
+        return {
+            "id": c.id,
+            "practice": c.practice,
+            "practice_area": c.practice_area,
+            "standard": c.standard.model_dump() if c.standard else None,
+            "text": c.text,
+            "weight": c.weight,
+            "assessment": c.assessment,
+            "met": self.met,
+            "share": self.share,
+            "evidence": self.evidence,
+            "missing": self.missing,
+            "items": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in self.items],
+        }
+
+
+@dataclass
+class CertificationResult:
+    standard: str
+    scoring: str
+    level: str
+    achieved: bool
+    percent: float
+    points: float
+    total: float
+    next_level: str | None
+    next_level_percent: float | None
+    points_to_next: float | None
+    criteria: list[CriterionResult]
+    levels: list[dict[str, Any]]
+
+    @property
+    def missing_for_next(self) -> list[CriterionResult]:
+        unmet = [r for r in self.criteria if not r.met]
+        return sorted(unmet, key=lambda r: -r.criterion.weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "standard": self.standard,
+            "scoring": self.scoring,
+            "level": self.level,
+            "achieved": self.achieved,
+            "percent": round(self.percent, 1),
+            "points": self.points,
+            "total": self.total,
+            "levels": self.levels,
+            "next_level": self.next_level,
+            "next_level_percent": self.next_level_percent,
+            "points_to_next": self.points_to_next,
+            "missing_for_next": [r.criterion.id for r in self.missing_for_next] if self.next_level else [],
+            "criteria": [r.to_dict() for r in self.criteria],
+        }
+
+
+# -- auto checks: registered by name ------------------------------------------------------
+
+CheckFn = Callable[[Any, Inputs], CheckOutcome]
+_CHECKS: dict[str, CheckFn] = {}
+
+
+def register_check(name: str) -> Callable[[CheckFn], CheckFn]:
+    def decorate(fn: CheckFn) -> CheckFn:
+        _CHECKS[name] = fn
+        return fn
+
+    return decorate
+
+
+def registered_checks() -> list[str]:
+    return sorted(_CHECKS)
+
+
+@register_check("departments_publishing")
+def _departments(cfg: DepartmentsPublishing, inputs: Inputs) -> CheckOutcome:
+    departments: dict[str, list[str]] = {}
+    for spec in inputs.catalog.values():
+        departments.setdefault(spec.department, [])
+        if spec.id in inputs.latest:
+            departments[spec.department].append(spec.id)
+    items = [
+        Item(dept, bool(ids), f"publishes {', '.join(sorted(ids))}" if ids else "no published dataset yet")
+        for dept, ids in sorted(departments.items())
+    ]
+    return CheckOutcome(items, "departments in the catalog with at least one published dataset")
+
+
+def metadata_scores(spec: DatasetSpec, manifest: Manifest | None) -> dict[str, Any]:
+    """Open Data Portal Watch dimensions (existence, conformance, openness) and DCAT-US fields."""
+    modified = manifest.published_at if manifest else None
+    existence = {
+        "title": bool(spec.title.strip()),
+        "description": bool(spec.description.strip()),
+        "publisher": bool(spec.department.strip()),
+        "contact_point": bool(spec.steward.name and spec.steward.email),
+        "license": bool(spec.license.strip()),
+        "update_frequency": bool(spec.update_frequency),
+        "category": bool(spec.category.strip()),
+        "keywords": bool(spec.tags),
+        "provenance": bool(spec.provenance and spec.provenance.strip()),
+        "modified": modified is not None,
+        "data_dictionary": all(f.description.strip() for f in spec.published_fields()),
+    }
+    try:
+        modified_ok = modified is not None and datetime.fromisoformat(modified) is not None
+    except ValueError:
+        modified_ok = False
+    conformance = {
+        "contact_email": bool(_EMAIL.match(spec.steward.email)),
+        "license_id": spec.license in KNOWN_LICENSES,
+        "modified_iso8601": modified_ok,
+        "keywords_nonblank": bool(spec.tags) and all(t.strip() for t in spec.tags),
+        "access_level": spec.access_level in ("public", "restricted public", "non-public"),
+    }
+    openness = {
+        "open_license": spec.license in OPEN_LICENSES,
+        "open_format": True,  # published as Parquet and through the portal's CSV/JSON
+        "public_access": spec.access_level == "public",
+    }
+    # DCAT-US (Project Open Data v1.1) required fields that apply to a city catalog.
+    dcat = {
+        "title": existence["title"],
+        "description": existence["description"],
+        "keyword": existence["keywords"],
+        "modified": existence["modified"],
+        "publisher": existence["publisher"],
+        "contactPoint": existence["contact_point"],
+        "identifier": bool(spec.id),
+        "accessLevel": bool(spec.access_level),
+    }
+
+    def pct(d: dict[str, bool]) -> float:
+        return 100.0 * sum(d.values()) / len(d)
+
+    return {
+        "existence": pct(existence),
+        "conformance": pct(conformance),
+        "openness": pct(openness),
+        "dcat_missing": [k for k, v in dcat.items() if not v],
+        "failed": [k for d in (existence, conformance, openness) for k, v in d.items() if not v],
+    }
+
+
+@register_check("metadata_complete")
+def _metadata(cfg: MetadataComplete, inputs: Inputs) -> CheckOutcome:
+    items = []
+    for dataset_id, spec in sorted(inputs.catalog.items()):
+        s = metadata_scores(spec, inputs.latest.get(dataset_id))
+        ok = not s["dcat_missing"] and min(s["existence"], s["conformance"], s["openness"]) >= cfg.min_score
+        detail = f"existence {s['existence']:.0f} %, conformance {s['conformance']:.0f} %, openness {s['openness']:.0f} %"
+        if s["dcat_missing"]:
+            detail += f"; DCAT-US fields missing: {', '.join(s['dcat_missing'])}"
+        elif s["failed"]:
+            detail += f"; falls short on: {', '.join(s['failed'])}"
+        items.append(Item(dataset_id, ok, detail))
+    return CheckOutcome(items, "datasets with complete metadata")
+
+
+def _last_good(runs: list[RunRecord], dataset_id: str) -> RunRecord | None:
+    good = [r for r in runs if r.dataset_id == dataset_id and r.outcome in GOOD_OUTCOMES]
+    return max(good, key=lambda r: r.finished_at) if good else None
+
+
+@register_check("timeliness")
+def _timeliness(cfg: Timeliness, inputs: Inputs) -> CheckOutcome:
+    items = []
+    for dataset_id, spec in sorted(inputs.catalog.items()):
+        last = _last_good(inputs.runs, dataset_id)
+        freq = str(spec.update_frequency)
+        if last is None:
+            items.append(Item(dataset_id, False, f"{freq}: never published or refreshed"))
+            continue
+        age = inputs.now - last.finished_at
+        days = FREQUENCY_DAYS.get(freq)
+        if days is None:  # irregular / static: current once it has been published
+            items.append(Item(dataset_id, True, f"{freq}: last refreshed {last.finished_at:%Y-%m-%d}"))
+            continue
+        allowed = timedelta(days=days * cfg.grace)
+        ok = age <= allowed
+        when = f"last refreshed {last.finished_at:%Y-%m-%d %H:%M} UTC ({age.total_seconds() / 86400:.1f} days ago)"
+        items.append(Item(dataset_id, ok, f"{freq}: {when}" + ("" if ok else f", more than {allowed.total_seconds() / 86400:g} days")))
+    return CheckOutcome(items, "datasets refreshed within their declared frequency")
+
+
+@register_check("runs_passing")
+def _runs(cfg: RunsPassing, inputs: Inputs) -> CheckOutcome:
+    since = inputs.now - timedelta(days=cfg.window_days)
+    recent = sorted((r for r in inputs.runs if r.started_at >= since), key=lambda r: r.started_at)
+    items = []
+    for r in recent:
+        ok = r.outcome in GOOD_OUTCOMES and r.critical_failed == 0
+        items.append(Item(f"{r.dataset_id} {r.run_id}", ok, f"{r.outcome}: {r.reason}" + (f" ({r.critical_failed} critical checks failed)" if r.critical_failed else "")))
+    return CheckOutcome(items, f"runs in the last {cfg.window_days} days that passed every critical check")
+
+
+@register_check("privacy_clean")
+def _privacy(cfg: PrivacyClean, inputs: Inputs) -> CheckOutcome:
+    by_run = {(r.dataset_id, r.run_id): r for r in inputs.runs}
+    items = []
+    for dataset_id, manifest in sorted(inputs.latest.items()):
+        spec = inputs.catalog[dataset_id]
+        run = by_run.get((dataset_id, manifest.run_id))
+        problems = []
+        if spec.privacy.review is None:
+            problems.append("no privacy review in the spec")
+        if run is None:
+            problems.append(f"no ledger record of publishing run {manifest.run_id}")
+        elif run.privacy_findings:
+            problems.append(f"{run.privacy_findings} scan finding(s) on publishing run {run.run_id}")
+        if problems:
+            items.append(Item(dataset_id, False, "; ".join(problems)))
+        else:
+            review = spec.privacy.review
+            assert review is not None
+            items.append(Item(dataset_id, True, f"reviewed by {review.reviewed_by} on {review.date}; clean scan on run {manifest.run_id}"))
+    return CheckOutcome(items, "published datasets with a privacy review and a clean scan")
+
+
+def _documents(name: str, description: str, min_len: int) -> bool:
+    text = description.strip()
+    return len(text) >= min_len and text.lower().replace(" ", "_").rstrip(".") != name.lower()
+
+
+@register_check("data_dictionary")
+def _dictionary(cfg: DataDictionary, inputs: Inputs) -> CheckOutcome:
+    items = []
+    for dataset_id, manifest in sorted(inputs.latest.items()):
+        spec = inputs.catalog[dataset_id]
+        fields = {f.name: f for f in spec.published_fields()}
+        undocumented = [c for c in manifest.columns if c not in fields or not _documents(c, fields[c].description, cfg.min_description)]
+        detail = f"{len(manifest.columns)} columns described" if not undocumented else f"undocumented columns: {', '.join(undocumented)}"
+        items.append(Item(dataset_id, not undocumented, detail))
+    return CheckOutcome(items, "published datasets with every column described")
+
+
+@register_check("kpi_equity")
+def _equity(cfg: KpiEquity, inputs: Inputs) -> CheckOutcome:
+    items = []
+    for kpi_id, kpi in sorted(inputs.kpis.items()):
+        eq = kpi.equity_dimensions
+        items.append(Item(kpi_id, bool(eq), f"by {', '.join(d.title.lower() for d in eq)}" if eq else "no equity dimension"))
+    return CheckOutcome(items, "KPIs broken down by at least one equity dimension")
+
+
+@register_check("kpi_targets")
+def _targets(cfg: KpiTargets, inputs: Inputs) -> CheckOutcome:
+    items = []
+    for kpi_id, kpi in sorted(inputs.kpis.items()):
+        t = kpi.target
+        detail = f"{'≤' if t.direction == 'lower_is_better' else '≥'} {t.value:g} {kpi.unit} ({t.source})" if t else "no target"
+        items.append(Item(kpi_id, t is not None, detail))
+    return CheckOutcome(items, "KPIs with a target and its source")
+
+
+@register_check("kpi_current")
+def _current(cfg: KpiCurrent, inputs: Inputs) -> CheckOutcome:
+    if inputs.kpi_results is None:
+        return CheckOutcome([], "KPIs computed from current published data", note="KPIs were not computed in this run")
+    items = [Item(r.kpi.id, r.has_value, r.reason or "computed from the current published version") for r in inputs.kpi_results]
+    return CheckOutcome(items, "KPIs computed from current published data")
+
+
+@register_check("dataset_published")
+def _dataset_published(cfg: DatasetPublished, inputs: Inputs) -> CheckOutcome:
+    manifest = inputs.latest.get(cfg.dataset)
+    detail = f"version {manifest.version[:12]} published {manifest.published_at}" if manifest else "never published"
+    return CheckOutcome([Item(cfg.dataset, manifest is not None, detail)], f"dataset {cfg.dataset} published")
+
+
+# -- assessment ----------------------------------------------------------------------------
+
+
+def _exact(number: float) -> Fraction:
+    """The decimal as written in the YAML (51.5 is 103/2, not its binary approximation)."""
+    return Fraction(str(number))
+
+
+def _assess_auto(criterion: Criterion, inputs: Inputs) -> CriterionResult:
+    cfg = criterion.auto
+    assert cfg is not None
+    outcome = _CHECKS[cfg.check](cfg, inputs)
+    items = outcome.items
+    if not items:
+        note = outcome.note or f"nothing to assess: there are no {outcome.noun}"
+        return CriterionResult(criterion, False, note, missing=note, share=None, items=[])
+    passed = sum(1 for i in items if i.ok)
+    share = 100.0 * passed / len(items)
+    met = Fraction(passed * 100, len(items)) >= _exact(cfg.min_share)
+    evidence = f"{passed} of {len(items)} {outcome.noun} ({share:.0f} %; needs {cfg.min_share:g} %)"
+    missing = None
+    if not met:
+        failing = [f"{i.name}: {i.detail}" for i in items if not i.ok]
+        missing = "; ".join(failing[:5]) + (f"; and {len(failing) - 5} more" if len(failing) > 5 else "")
+    return CriterionResult(criterion, met, evidence, missing=missing, share=share, items=items)
+
+
+def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
+    today = inputs.now.date()
+    mine = sorted((a for a in inputs.attestations if a.criterion == criterion.id), key=lambda a: a.date, reverse=True)
+    items = [
+        Item(
+            a.attested_by,
+            a.date <= today <= a.expires,
+            f"{a.date} → {a.expires}: {a.evidence_url}" + (" (expired)" if today > a.expires else " (not yet valid)" if a.date > today else ""),
+        )
+        for a in mine
+    ]
+    current = [a for a in mine if a.date <= today <= a.expires]
+    hint = f" Evidence needed: {criterion.evidence_hint}" if criterion.evidence_hint else ""
+    if current:
+        a = current[0]
+        return CriterionResult(criterion, True, f"attested by {a.attested_by} on {a.date}, valid until {a.expires}: {a.evidence_url}", items=items)
+    if mine:
+        a = mine[0]
+        state = f"expired on {a.expires}" if today > a.expires else f"only valid from {a.date}"
+        message = f"the attestation by {a.attested_by} {state}"
+        return CriterionResult(criterion, False, message, missing=f"renew the attestation ({message}).{hint}", items=items)
+    return CriterionResult(criterion, False, "no attestation", missing=f"add an attestation to metrics/attestations.yaml.{hint}", items=items)
+
+
+def assess(config: CertificationConfig, inputs: Inputs) -> CertificationResult:
+    """Every criterion met or unmet with its evidence, the level and what the next one needs."""
+    results = [_assess_auto(c, inputs) if c.assessment == "auto" else _assess_attested(c, inputs) for c in config.criteria]
+    weighted = config.scoring == "weighted"
+    weight = [_exact(r.criterion.weight) if weighted else Fraction(1) for r in results]
+    total = sum(weight, Fraction(0))
+    points = sum((w for w, r in zip(weight, results, strict=True) if r.met), Fraction(0))
+    level, achieved, next_level = config.below_levels, False, None
+    for lv in config.levels:
+        if points * 100 >= _exact(lv.min_percent) * total:
+            level, achieved = lv.name, True
+        else:
+            next_level = lv
+            break
+    to_next = None
+    if next_level is not None:
+        needed = _exact(next_level.min_percent) * total / 100 - points
+        to_next = float(math.ceil(needed)) if not weighted else float(needed)
+    return CertificationResult(
+        standard=config.standard,
+        scoring=config.scoring,
+        level=level,
+        achieved=achieved,
+        percent=float(points * 100 / total),
+        points=float(points),
+        total=float(total),
+        next_level=next_level.name if next_level else None,
+        next_level_percent=next_level.min_percent if next_level else None,
+        points_to_next=to_next,
+        criteria=results,
+        levels=[lv.model_dump() for lv in config.levels],
+    )

@@ -1,0 +1,170 @@
+"""Compile a KPI definition to one DuckDB query.
+
+Every KPI, declarative or raw, answers in the same long shape so the rest of the
+scorecard never branches on how it was defined:
+
+    period DATE, dimension VARCHAR, group_key VARCHAR, group_label VARCHAR, value DOUBLE, n BIGINT
+
+``dimension`` is null on the overall rows and otherwise names the dimension's column.
+Datasets are tables (views over their latest published Parquet) named by dataset id.
+Filter values travel as query parameters, never spliced into the SQL text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from civicflow.metrics.models import Filter, Kpi, Measure
+
+RESULT_COLUMNS = ("period", "dimension", "group_key", "group_label", "value", "n")
+
+
+@dataclass(frozen=True)
+class CompiledKpi:
+    """The query for one KPI, its parameters and the query for its reporting period."""
+
+    kpi_id: str
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+    #: latest period present in the whole (unfiltered) dataset: the reporting period
+    period_sql: str = ""
+
+
+def ident(name: str) -> str:
+    """Quote an identifier (names are validated snake_case; quoting guards keywords)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def period_expr(column: str, grain: str) -> str:
+    return f"CAST(date_trunc('{grain}', {ident(column)}) AS DATE)"
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+
+def filter_sql(flt: Filter, param: Callable[[Any], str]) -> str:
+    """One filter as a boolean SQL expression.
+
+    ``ne`` and ``not_in`` keep rows whose field is empty (like pandas' ``!=``), so a
+    filter that excludes one channel does not silently drop unrecorded ones.
+    """
+    col = ident(flt.column)
+    op = flt.op
+    if op == "is_null":
+        return f"{col} IS NULL"
+    if op == "not_null":
+        return f"{col} IS NOT NULL"
+    if op in ("in", "not_in"):
+        assert flt.values is not None
+        listed = ", ".join(param(v) for v in flt.values)
+        return f"{col} IN ({listed})" if op == "in" else f"({col} IS NULL OR {col} NOT IN ({listed}))"
+    symbol = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(op)
+    if symbol is not None:
+        return f"{col} {symbol} {param(flt.value)}"
+    if op == "ne":
+        return f"{col} IS DISTINCT FROM {param(flt.value)}"
+    raise ValueError(f"no SQL for filter op {op!r}")
+
+
+def value_sql(measure: Measure) -> str | None:
+    if measure.column is not None:
+        return ident(measure.column)
+    if measure.expression is not None:
+        return f"({measure.expression})"
+    return None
+
+
+def aggregate_sql(measure: Measure, param: Callable[[Any], str]) -> tuple[str, str]:
+    """(value aggregate, record-count aggregate) over the ``v`` / ``hit`` columns of ``base``."""
+    kind = measure.kind
+    has_value = measure.column is not None or measure.expression is not None
+    if kind == "count":
+        agg = "count(v)" if has_value else "count(*)"
+        return agg, agg
+    if kind == "count_distinct":
+        return "count(DISTINCT v)", "count(v)"
+    if kind == "sum":
+        return "sum(v)", "count(v)"
+    if kind == "mean":
+        return "avg(v)", "count(v)"
+    if kind == "median":
+        return "median(v)", "count(v)"
+    if kind == "percentile":
+        return f"quantile_cont(v, {float(measure.percentile or 0)!r})", "count(v)"
+    if kind == "share_within":
+        missing = "0.0" if measure.missing == "outside" else "NULL"
+        thr = param(measure.threshold)
+        agg = f"100.0 * avg(CASE WHEN v IS NULL THEN {missing} WHEN v <= {thr} THEN 1.0 ELSE 0.0 END)"
+        return agg, ("count(*)" if measure.missing == "outside" else "count(v)")
+    if kind == "share_where":
+        return "100.0 * avg(CASE WHEN hit THEN 1.0 ELSE 0.0 END)", "count(*)"
+    raise ValueError(f"no SQL for measure {kind!r}")
+
+
+def compile_kpi(kpi: Kpi) -> CompiledKpi:
+    """The KPI's query in the long result shape (see module docstring)."""
+    table = ident(kpi.dataset)
+    period = period_expr(kpi.period.column, kpi.period.grain)
+    period_sql = f"SELECT CAST(date_trunc('{kpi.period.grain}', max({ident(kpi.period.column)})) AS DATE) FROM {table}"
+    if kpi.sql is not None:
+        cols = ", ".join(RESULT_COLUMNS)
+        wrapped = (
+            f"SELECT CAST(period AS DATE) AS period, CAST(dimension AS VARCHAR) AS dimension, "
+            f"CAST(group_key AS VARCHAR) AS group_key, CAST(group_label AS VARCHAR) AS group_label, "
+            f"CAST(value AS DOUBLE) AS value, CAST(n AS BIGINT) AS n FROM (\n{kpi.sql.strip().rstrip(';')}\n) AS raw_kpi"
+        )
+        return CompiledKpi(kpi.id, f"SELECT {cols} FROM ({wrapped}) ORDER BY period, dimension NULLS FIRST, group_key", {}, period_sql)
+
+    assert kpi.measure is not None
+    param = _Params()
+    measure = kpi.measure
+    base_cols = [f"{period} AS period"]
+    value = value_sql(measure)
+    if value is not None:
+        base_cols.append(f"{value} AS v")
+    if measure.kind == "share_where":
+        base_cols.append("(" + " AND ".join(filter_sql(f, param) for f in measure.where) + ") AS hit")
+    joins: list[str] = []
+    for i, dim in enumerate(kpi.dimensions):
+        base_cols.append(f"CAST({ident(dim.column)} AS VARCHAR) AS d{i}")
+    where = " AND ".join(filter_sql(f, param) for f in kpi.filters) or "TRUE"
+    labelled_cols = ["base.*"]
+    for i, dim in enumerate(kpi.dimensions):
+        if dim.lookup is not None:
+            lk = dim.lookup
+            joins.append(
+                f"LEFT JOIN (SELECT CAST({ident(lk.key)} AS VARCHAR) AS lookup_key, min(CAST({ident(lk.label)} AS VARCHAR)) AS lookup_label "
+                f"FROM {ident(lk.dataset)} GROUP BY 1) AS lk{i} ON lk{i}.lookup_key = base.d{i}"
+            )
+            labelled_cols.append(f"lk{i}.lookup_label AS l{i}")
+        else:
+            labelled_cols.append(f"CAST(NULL AS VARCHAR) AS l{i}")
+    agg, n_agg = aggregate_sql(measure, param)
+
+    sets = ["(period)"] + [f"(period, d{i}, l{i})" for i in range(len(kpi.dimensions))]
+    if kpi.dimensions:
+        dim_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN '{d.column}'" for i, d in enumerate(kpi.dimensions))
+        key_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN d{i}" for i in range(len(kpi.dimensions)))
+        label_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN l{i}" for i in range(len(kpi.dimensions)))
+        dim_cols = f"CASE {dim_case} END AS dimension, CASE {key_case} END AS group_key, CASE {label_case} END AS group_label"
+    else:
+        dim_cols = "CAST(NULL AS VARCHAR) AS dimension, CAST(NULL AS VARCHAR) AS group_key, CAST(NULL AS VARCHAR) AS group_label"
+    newline = "\n"
+    sql = (
+        f"WITH base AS (\n  SELECT {', '.join(base_cols)}\n  FROM {table}\n  WHERE {where}\n),\n"
+        f"labelled AS (\n  SELECT {', '.join(labelled_cols)}\n  FROM base{newline + '  ' if joins else ''}{(newline + '  ').join(joins)}\n)\n"
+        f"SELECT period, {dim_cols},\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
+        f"FROM labelled\nWHERE period IS NOT NULL\n"
+        f"GROUP BY GROUPING SETS ({', '.join(sets)})\n"
+        f"ORDER BY period, dimension NULLS FIRST, group_key"
+    )
+    return CompiledKpi(kpi.id, sql, param.values, period_sql)

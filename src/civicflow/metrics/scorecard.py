@@ -1,0 +1,299 @@
+"""The scorecard's steps as plain functions (the Prefect flow only wires them).
+
+1. ``load`` the catalog and ``metrics/``; 2. ``compute_kpis`` from published Parquet;
+3. ``write_performance_csv`` — the KPI values as an open dataset, small counts
+already suppressed (the pipeline then publishes it as ``performance_metrics``);
+4. ``certify`` from catalog, ledger and published data; 5. ``write_site`` —
+``index.html`` with its stylesheet, ``scorecard.json`` and ``scorecard.csv``.
+Files are written under a temporary name and renamed, ``index.html`` last, so a
+reader never sees a half-written scorecard.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from civicflow.metrics.certification import CertificationResult, assess, gather
+from civicflow.metrics.compute import PERFORMANCE_DATASET, KpiResult, compute_all, period_label, small_count_threshold
+from civicflow.metrics.loader import MetricsConfig, load_metrics
+from civicflow.settings import Settings
+from civicflow.spec import load_all
+from civicflow.spec.models import DatasetSpec
+
+PERFORMANCE_COLUMNS = [
+    "kpi_id",
+    "kpi_title",
+    "department",
+    "period_start",
+    "period_grain",
+    "dimension",
+    "group_key",
+    "group_label",
+    "value",
+    "records",
+    "suppressed",
+    "unit",
+    "target",
+    "target_direction",
+    "source_dataset",
+    "source_version",
+    "computed_at",
+]
+SCORECARD_COLUMNS = [
+    "kpi_id",
+    "title",
+    "department",
+    "owner",
+    "period",
+    "value",
+    "unit",
+    "target",
+    "target_direction",
+    "status",
+    "reason",
+    "records",
+    "source_dataset",
+    "source_version",
+    "source_published_at",
+    "data_url",
+]
+
+
+def site_dir(settings: Settings) -> Path:
+    return settings.site_dir / "scorecard"
+
+
+def performance_csv_path(settings: Settings) -> Path:
+    return site_dir(settings) / "performance_metrics.csv"
+
+
+@dataclass
+class Loaded:
+    catalog: dict[str, DatasetSpec]
+    metrics: MetricsConfig
+
+
+@dataclass
+class Scorecard:
+    generated_at: datetime
+    results: list[KpiResult]
+    certification: CertificationResult
+    small_count_threshold: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "generated_at": self.generated_at.isoformat(timespec="seconds"),
+            "small_count_threshold": self.small_count_threshold,
+            "certification": self.certification.to_dict(),
+            "kpis": [kpi_to_dict(r) for r in self.results],
+        }
+
+
+def load(settings: Settings) -> Loaded:
+    """The catalog and every metrics file; a bad file raises SpecError naming it."""
+    return Loaded(load_all(settings.datasets_dir), load_metrics(settings.metrics_dir))
+
+
+def compute_kpis(settings: Settings, loaded: Loaded) -> list[KpiResult]:
+    return compute_all(settings, loaded.metrics.kpis, loaded.catalog)
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
+    kpi = r.kpi
+    grain = kpi.period.grain
+    return {
+        "id": kpi.id,
+        "title": kpi.title,
+        "description": kpi.description,
+        "department": kpi.department,
+        "owner": kpi.owner.model_dump(),
+        "unit": kpi.unit,
+        "decimals": kpi.decimals,
+        "status": r.status,
+        "reason": r.reason,
+        "period": {"start": _iso(r.period), "grain": grain, "label": period_label(r.period, grain) if r.period else None},
+        "value": r.current.value if r.current and r.has_value else None,
+        "records": r.current.n if r.current and not r.current.suppressed else None,
+        "target": kpi.target.model_dump() if kpi.target else None,
+        "min_records": r.min_records,
+        "source": None
+        if r.source is None
+        else {
+            "dataset": r.source.dataset_id,
+            "title": r.source.title,
+            "version": r.source.version,
+            "run_id": r.source.run_id,
+            "published_at": r.source.published_at,
+            "rows": r.source.rows,
+            "data_url": r.source.portal_path,
+        },
+        "series": [{"period": p.period.isoformat(), "value": p.value, "records": None if p.suppressed else p.n, "suppressed": p.suppressed} for p in r.series],
+        "breakdowns": [
+            {
+                "dimension": b.column,
+                "title": b.title,
+                "equity": b.equity,
+                "period": b.period.isoformat(),
+                "groups": [{"key": g.key, "label": g.label, "value": g.value, "records": None if g.suppressed else g.n, "suppressed": g.suppressed} for g in b.groups],
+            }
+            for b in r.breakdowns
+        ],
+        "sql": r.sql,
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(round(value, 6))
+
+
+def performance_rows(results: list[KpiResult], computed_at: datetime) -> list[dict[str, Any]]:
+    """Long rows: every period overall, plus every group of the reporting period."""
+    rows: list[dict[str, Any]] = []
+    stamp = computed_at.isoformat(timespec="seconds")
+    for r in results:
+        if r.source is None or not r.series:
+            continue
+        kpi = r.kpi
+        common = {
+            "kpi_id": kpi.id,
+            "kpi_title": kpi.title,
+            "department": kpi.department,
+            "period_grain": kpi.period.grain,
+            "unit": kpi.unit,
+            "target": _num(kpi.target.value) if kpi.target else "",
+            "target_direction": kpi.target.direction if kpi.target else "",
+            "source_dataset": r.source.dataset_id,
+            "source_version": r.source.version,
+            "computed_at": stamp,
+        }
+        for p in r.series:
+            rows.append(
+                common
+                | {
+                    "period_start": p.period.isoformat(),
+                    "dimension": "all",
+                    "group_key": "all",
+                    "group_label": "All",
+                    "value": _num(p.value),
+                    "records": "" if p.suppressed else p.n,
+                    "suppressed": "true" if p.suppressed else "false",
+                }
+            )
+        for b in r.breakdowns:
+            for g in b.groups:
+                rows.append(
+                    common
+                    | {
+                        "period_start": b.period.isoformat(),
+                        "dimension": b.column,
+                        "group_key": g.key if g.key is not None else "not_recorded",
+                        "group_label": g.label,
+                        "value": _num(g.value),
+                        "records": "" if g.suppressed else g.n,
+                        "suppressed": "true" if g.suppressed else "false",
+                    }
+                )
+    return rows
+
+
+def write_performance_csv(settings: Settings, results: list[KpiResult], computed_at: datetime | None = None) -> Path:
+    """The source file of the ``performance_metrics`` dataset (its spec reads this path)."""
+    path = performance_csv_path(settings)
+    _atomic_write_text(path, _csv_text(PERFORMANCE_COLUMNS, performance_rows(results, computed_at or datetime.now(UTC))))
+    return path
+
+
+def certify(settings: Settings, loaded: Loaded, results: list[KpiResult] | None, now: datetime | None = None) -> CertificationResult:
+    inputs = gather(settings, loaded.catalog, loaded.metrics.kpis, results, loaded.metrics.attestations.attestations, now)
+    return assess(loaded.metrics.certification, inputs)
+
+
+def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        d = kpi_to_dict(r)
+        rows.append(
+            {
+                "kpi_id": d["id"],
+                "title": d["title"],
+                "department": d["department"],
+                "owner": f"{r.kpi.owner.name} <{r.kpi.owner.email}>",
+                "period": d["period"]["start"],
+                "value": _num(d["value"]),
+                "unit": d["unit"],
+                "target": _num(r.kpi.target.value) if r.kpi.target else "",
+                "target_direction": r.kpi.target.direction if r.kpi.target else "",
+                "status": r.status,
+                "reason": r.reason or "",
+                "records": d["records"] if d["records"] is not None else "",
+                "source_dataset": r.kpi.dataset,
+                "source_version": r.source.version if r.source else "",
+                "source_published_at": r.source.published_at if r.source else "",
+                "data_url": r.source.portal_path if r.source else "",
+            }
+        )
+    return rows
+
+
+def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
+    """Write scorecard.json, scorecard.csv, the stylesheet and index.html (last)."""
+    from civicflow.metrics.site import STYLESHEET, render_page
+
+    folder = site_dir(settings)
+    paths = {
+        "json": folder / "scorecard.json",
+        "csv": folder / "scorecard.csv",
+        "css": folder / "assets" / "scorecard.css",
+        "html": folder / "index.html",
+    }
+    _atomic_write_text(paths["json"], json.dumps(card.to_dict(), indent=2, default=str) + "\n")
+    _atomic_write_text(paths["csv"], _csv_text(SCORECARD_COLUMNS, scorecard_rows(card.results)))
+    _atomic_write_text(paths["css"], STYLESHEET)
+    _atomic_write_text(paths["html"], render_page(card))
+    return paths
+
+
+def build(settings: Settings, loaded: Loaded, results: list[KpiResult], now: datetime | None = None) -> Scorecard:
+    now = now or datetime.now(UTC)
+    return Scorecard(now, results, certify(settings, loaded, results, now), small_count_threshold(loaded.catalog))
+
+
+__all__ = [
+    "PERFORMANCE_DATASET",
+    "Loaded",
+    "Scorecard",
+    "build",
+    "certify",
+    "compute_kpis",
+    "load",
+    "performance_csv_path",
+    "site_dir",
+    "write_performance_csv",
+    "write_site",
+]
