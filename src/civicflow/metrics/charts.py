@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH = 480
-FONT = 13
+WIDTH = 400
+FONT = 14
 ON_COLOUR = "#1d5fa8"  # on target / neutral
 OFF_COLOUR = "#b4480c"  # off target (orange-brown, distinct from blue for colour-blind readers)
 MUTED = "#5f6b76"
@@ -23,6 +23,8 @@ MUTED = "#5f6b76"
 class LinePoint:
     label: str
     value: float | None
+    #: shorter label for the x axis (e.g. "Dec 27"); defaults to label
+    short: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,9 @@ def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     start = math.floor(lo / step) * step
-    ticks = []
-    value = start
-    while value < hi + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi:
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -84,7 +84,7 @@ def line_chart(
 ) -> str:
     """Trend over periods; missing values leave a gap; the target is a dashed line."""
     height = 220
-    left, right, top, bottom = 52, 16, 16, 40
+    left, right, top, bottom = 44, 12, 18, 40
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     values = [p.value for p in points if p.value is not None]
     shown = values + ([target] if target is not None else [])
@@ -106,12 +106,12 @@ def line_chart(
     for t in ticks:
         parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#d8dee4" stroke-width="1"/>')
         parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(_axis_label(t))}</text>')
-    # At most ~6 period labels so they never collide on a phone.
-    step = max(1, math.ceil(len(points) / 6))
+    # At most ~5 period labels so they never collide on a phone.
+    step = max(1, math.ceil(len(points) / 5))
     label_idx = set(range(0, len(points), step)) | {len(points) - 1}
     for i in sorted(label_idx):
         anchor = "middle" if 0 < i < len(points) - 1 or len(points) == 1 else ("start" if i == 0 else "end")
-        parts.append(f'<text x="{x(i):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">{escape(points[i].label)}</text>')
+        parts.append(f'<text x="{x(i):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">{escape(points[i].short or points[i].label)}</text>')
     if target is not None:
         parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" stroke="{OFF_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>')
         parts.append(f'<text x="{WIDTH - right}" y="{y(target) - 5:.1f}" text-anchor="end" fill="{OFF_COLOUR}">target {escape(fmt(target, decimals))}</text>')
@@ -154,10 +154,10 @@ def bar_chart(
     target: float | None = None,
     lower_is_better: bool | None = None,
 ) -> str:
-    """Horizontal bars, one per group; bars missing the target are drawn in a second colour."""
-    row, top, bottom = 24, 8, 28
-    label_w, value_w = 150, 70
-    left = label_w + 8
+    """Horizontal bars, one per group, each under its label (long names stay readable on a
+    phone); bars missing the target are drawn in a second colour, the target is dashed."""
+    row, top, bottom = 40, 6, 26
+    left, value_w = 4, 64
     plot_w = WIDTH - left - value_w
     height = top + row * max(1, len(bars)) + bottom
     values = [b.value for b in bars if b.value is not None]
@@ -172,22 +172,22 @@ def bar_chart(
     off = 0
     parts: list[str] = []
     for i, b in enumerate(bars):
-        cy = top + i * row + row / 2
-        parts.append(f'<text x="{label_w}" y="{cy + 4:.1f}" text-anchor="end"><title>{escape(b.label)}</title>{escape(_truncate(b.label, 22))}</text>')
+        y0 = top + i * row
+        parts.append(f'<text x="{left}" y="{y0 + 14}" fill="#1b1f24">{escape(_truncate(b.label, 44))}<title>{escape(b.label)}</title></text>')
         if b.value is None:
-            parts.append(f'<text x="{left + 4}" y="{cy + 4:.1f}" fill="{MUTED}" font-style="italic">{escape(b.note or "no data")}</text>')
+            parts.append(f'<text x="{left}" y="{y0 + 32}" fill="{MUTED}" font-style="italic">{escape(b.note or "no data")}</text>')
             continue
         missed = target is not None and lower_is_better is not None and (b.value > target if lower_is_better else b.value < target)
         off += missed
         x0, x1 = sorted((x(0.0 if x_lo <= 0 else x_lo), x(b.value)))
-        parts.append(f'<rect x="{x0:.1f}" y="{cy - 8:.1f}" width="{max(x1 - x0, 1):.1f}" height="16" fill="{OFF_COLOUR if missed else ON_COLOUR}"/>')
-        parts.append(f'<text x="{x1 + 4:.1f}" y="{cy + 4:.1f}" fill="#1b1f24">{escape(fmt(b.value, decimals))}</text>')
+        parts.append(f'<rect x="{x0:.1f}" y="{y0 + 19}" width="{max(x1 - x0, 1):.1f}" height="15" fill="{OFF_COLOUR if missed else ON_COLOUR}"/>')
+        parts.append(f'<text x="{x1 + 4:.1f}" y="{y0 + 31}" fill="#1b1f24">{escape(fmt(b.value, decimals))}</text>')
     axis_y = top + row * max(1, len(bars))
     for t in ticks:
         parts.append(f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="middle" fill="{MUTED}">{escape(_axis_label(t))}</text>')
     if target is not None:
         tx = x(target)
-        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 4}" y2="{axis_y}" stroke="#1b1f24" stroke-width="1.5" stroke-dasharray="4 3"/>')
+        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top + 17}" y2="{axis_y}" stroke="#1b1f24" stroke-width="1.5" stroke-dasharray="4 3"/>')
     desc = f"{len(bars)} groups"
     if values:
         desc += f"; from {fmt(min(values), decimals)} to {fmt(max(values), decimals)} {unit}"

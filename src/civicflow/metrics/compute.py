@@ -105,6 +105,13 @@ def period_label(period: date, grain: str) -> str:
     return str(period.year)
 
 
+def axis_label(period: date, grain: str) -> str:
+    """Short period label for chart axes."""
+    if grain in ("day", "week"):
+        return period.strftime("%b %d").replace(" 0", " ")
+    return period_label(period, grain)
+
+
 def small_count_threshold(catalog: dict[str, DatasetSpec]) -> int:
     """The performance_metrics dataset's threshold: one number for the page and the portal."""
     spec = catalog.get(PERFORMANCE_DATASET)

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from civicflow.metrics.certification import CertificationResult, assess, gather
-from civicflow.metrics.compute import PERFORMANCE_DATASET, KpiResult, compute_all, period_label, small_count_threshold
+from civicflow.metrics.compute import (
+    PERFORMANCE_DATASET,
+    KpiResult,
+    compute_all,
+    period_label,
+    small_count_threshold,
+)
 from civicflow.metrics.loader import MetricsConfig, load_metrics
 from civicflow.settings import Settings
 from civicflow.spec import load_all
@@ -44,7 +50,6 @@ PERFORMANCE_COLUMNS = [
     "target_direction",
     "source_dataset",
     "source_version",
-    "computed_at",
 ]
 SCORECARD_COLUMNS = [
     "kpi_id",
@@ -172,10 +177,15 @@ def _num(value: float | None) -> str:
     return "" if value is None else repr(round(value, 6))
 
 
-def performance_rows(results: list[KpiResult], computed_at: datetime) -> list[dict[str, Any]]:
-    """Long rows: every period overall, plus every group of the reporting period."""
+def performance_rows(results: list[KpiResult], threshold: int) -> list[dict[str, Any]]:
+    """Long rows: every period overall, plus every group of the reporting period.
+
+    Record counts below ``threshold`` are always left empty (the value too, unless the
+    KPI turned suppression off for totals not about people). No computation timestamp:
+    the same source versions give the same file, so the portal keeps its version
+    ("unchanged") until a source dataset changes.
+    """
     rows: list[dict[str, Any]] = []
-    stamp = computed_at.isoformat(timespec="seconds")
     for r in results:
         if r.source is None or not r.series:
             continue
@@ -190,7 +200,6 @@ def performance_rows(results: list[KpiResult], computed_at: datetime) -> list[di
             "target_direction": kpi.target.direction if kpi.target else "",
             "source_dataset": r.source.dataset_id,
             "source_version": r.source.version,
-            "computed_at": stamp,
         }
         for p in r.series:
             rows.append(
@@ -201,7 +210,7 @@ def performance_rows(results: list[KpiResult], computed_at: datetime) -> list[di
                     "group_key": "all",
                     "group_label": "All",
                     "value": _num(p.value),
-                    "records": "" if p.suppressed else p.n,
+                    "records": "" if p.suppressed or p.n < threshold else p.n,
                     "suppressed": "true" if p.suppressed else "false",
                 }
             )
@@ -215,17 +224,17 @@ def performance_rows(results: list[KpiResult], computed_at: datetime) -> list[di
                         "group_key": g.key if g.key is not None else "not_recorded",
                         "group_label": g.label,
                         "value": _num(g.value),
-                        "records": "" if g.suppressed else g.n,
+                        "records": "" if g.suppressed or g.n < threshold else g.n,
                         "suppressed": "true" if g.suppressed else "false",
                     }
                 )
     return rows
 
 
-def write_performance_csv(settings: Settings, results: list[KpiResult], computed_at: datetime | None = None) -> Path:
+def write_performance_csv(settings: Settings, results: list[KpiResult], threshold: int) -> Path:
     """The source file of the ``performance_metrics`` dataset (its spec reads this path)."""
     path = performance_csv_path(settings)
-    _atomic_write_text(path, _csv_text(PERFORMANCE_COLUMNS, performance_rows(results, computed_at or datetime.now(UTC))))
+    _atomic_write_text(path, _csv_text(PERFORMANCE_COLUMNS, performance_rows(results, threshold)))
     return path
 
 

@@ -7,11 +7,12 @@ and a ``<table>`` with the same numbers, for screen readers and for copying.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 
 from civicflow.metrics.certification import CertificationResult, CriterionResult
 from civicflow.metrics.charts import Bar, LinePoint, bar_chart, fmt, line_chart
-from civicflow.metrics.compute import KpiResult, period_label
+from civicflow.metrics.compute import KpiResult, axis_label, period_label
 from civicflow.metrics.scorecard import Scorecard
 
 STATUS_TEXT = {"on_track": "On track", "off_track": "Off track", "no_target": "No target set", "no_data": "No data"}
@@ -74,6 +75,13 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int], caption
     return f'<div class="table-wrap"><table><caption class="muted">{_e(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso
+
+
 def _records(n: int, suppressed: bool, min_records: int) -> str:
     return f"fewer than {min_records}" if suppressed else f"{n:,}"
 
@@ -81,7 +89,7 @@ def _records(n: int, suppressed: bool, min_records: int) -> str:
 def _trend_figure(r: KpiResult, chart_id: str) -> str:
     kpi = r.kpi
     grain = kpi.period.grain
-    points = [LinePoint(period_label(p.period, grain), p.value) for p in r.series]
+    points = [LinePoint(period_label(p.period, grain), p.value, axis_label(p.period, grain)) for p in r.series]
     title = f"{kpi.title}: trend by {grain}"
     svg = line_chart(chart_id, title, points, kpi.unit, kpi.decimals, kpi.target.value if kpi.target else None)
     rows = [
@@ -134,7 +142,7 @@ def _kpi_card(r: KpiResult) -> str:
         s = r.source
         src = (
             f'<p class="muted">Data behind it: <a href="{_e(s.portal_path)}">{_e(s.title)}</a> on the open data portal '
-            f"(version {_e(s.version[:12])}, published {_e(s.published_at)}, {s.rows:,} rows).</p>"
+            f"(version {_e(s.version[:12])}, published {_e(_when(s.published_at))}, {s.rows:,} rows).</p>"
         )
     else:
         src = f'<p class="muted">Source dataset: {_e(kpi.dataset)} (not published).</p>'
@@ -160,9 +168,10 @@ def _progress_svg(cert: CertificationResult) -> str:
     def x(pct: float) -> float:
         return left + span * pct / 100
 
+    levels = ", ".join(f"{lv['name']} {lv['min_percent']:g} %" for lv in cert.levels)
     parts = [
         f'<svg viewBox="0 0 {width} {height}" role="img" aria-labelledby="cert-progress-title" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" font-size="13">',
-        f'<title id="cert-progress-title">{cert.percent:.0f} % of criteria met; levels at {", ".join(f"{lv["name"]} {lv["min_percent"]:g} %" for lv in cert.levels)}</title>',
+        f'<title id="cert-progress-title">{cert.percent:.0f} % of criteria met; levels at {_e(levels)}</title>',
         f'<rect x="{left}" y="8" width="{span}" height="16" rx="8" fill="#e6ebf0"/>',
         f'<rect x="{left}" y="8" width="{max(span * cert.percent / 100, 0):.1f}" height="16" rx="8" fill="#1d5fa8"/>',
     ]
@@ -190,7 +199,7 @@ def _certification(cert: CertificationResult) -> str:
     missing = ""
     if cert.next_level:
         need = cert.points_to_next or 0
-        next_text = f"{need:g} more {unit} met reach {_e(cert.next_level)} ({cert.next_level_percent:g} %)."
+        next_text = f"{need:g} more {unit} must be met to reach {_e(cert.next_level)} ({cert.next_level_percent:g} %)."
         items = "".join(
             f"<li><strong>{_e(c.criterion.text)}</strong> <span class=muted>({_e(c.criterion.practice)})</span><br>{_e(c.missing or c.evidence)}</li>"
             for c in cert.missing_for_next
@@ -240,6 +249,7 @@ def render_page(card: Scorecard) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Performance scorecard</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="assets/scorecard.css">
 </head>
 <body>

@@ -1,0 +1,84 @@
+"""Scorecard flow: KPIs from published data, performance_metrics back to the portal,
+certification from catalog and ledger, then the leadership page.
+
+Every step is a ``civicflow.metrics.scorecard`` function run as a task; publishing
+``performance_metrics`` reuses the pipeline (extract → validate → protect → publish)
+with each stage a task, exactly as the publish flow does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed, State
+
+from civicflow import pipeline
+from civicflow.metrics import scorecard as sc
+from civicflow.metrics.compute import PERFORMANCE_DATASET, small_count_threshold
+from civicflow.settings import load_settings
+
+_RETRIES = {"publish": 2}
+
+
+def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    return task(fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3)  # type: ignore[call-overload]
+
+
+@flow(name="scorecard")
+def scorecard(publish: bool = True) -> State:
+    """Compute every KPI, publish performance_metrics (unless ``publish`` is False),
+    assess certification and write var/site/scorecard/."""
+    logger = get_run_logger()
+    settings = load_settings()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    loaded = _as_task("load-metrics", sc.load)(settings)
+    t = time.perf_counter()
+    results = _as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
+    timings["compute_kpis_s"] = time.perf_counter() - t
+    for r in results:
+        value = "no data: " + (r.reason or "") if r.status == "no_data" else f"{r.current.value if r.current else None} {r.kpi.unit} ({r.status})"
+        logger.info("KPI %s: %s", r.kpi.id, value)
+    csv_path = _as_task("write-performance-csv", sc.write_performance_csv)(settings, results, small_count_threshold(loaded.catalog))
+
+    publish_summary: dict[str, Any] | None = None
+    publish_error: BaseException | None = None
+    if publish:
+        t = time.perf_counter()
+        try:
+            outcome = pipeline.run_dataset(settings, PERFORMANCE_DATASET, wrap=_as_task)
+            publish_summary = {"outcome": outcome.outcome, "reason": outcome.reason, "report": str(outcome.report_path) if outcome.report_path else None}
+        except Exception as exc:  # recorded as failed in the ledger; re-raised after the page is written
+            publish_error = exc
+            publish_summary = {"outcome": "failed", "reason": f"{type(exc).__name__}: {exc}", "report": None}
+        timings["publish_s"] = time.perf_counter() - t
+        logger.info("%s: %s: %s", PERFORMANCE_DATASET, publish_summary["outcome"], publish_summary["reason"])
+
+    t = time.perf_counter()
+    card = _as_task("certify", sc.build)(settings, loaded, results)
+    paths = _as_task("write-site", sc.write_site)(settings, card)
+    timings["certify_and_render_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    cert = card.certification
+    logger.info("certification: %s (%.0f %% of criteria met); page %s", cert.level, cert.percent, paths["html"])
+
+    summary = {
+        "level": cert.level,
+        "percent": round(cert.percent, 1),
+        "next_level": cert.next_level,
+        "kpis": {r.kpi.id: r.status for r in results},
+        "performance_csv": str(csv_path),
+        "site": {k: str(v) for k, v in paths.items()},
+        "publish": publish_summary,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if publish_error is not None:
+        raise publish_error
+    if publish_summary is not None and publish_summary["outcome"] not in ("published", "unchanged"):
+        return Failed(message=f"{PERFORMANCE_DATASET} {publish_summary['outcome']}: {publish_summary['reason']}", data=summary)
+    return Completed(message=f"scorecard written: {cert.level}, {len(results)} KPIs", data=summary)
