@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH = 400
-FONT = 14
+FONT = 15
 ON_COLOUR = "#1d5fa8"  # on target / neutral
 OFF_COLOUR = "#b4480c"  # off target (orange-brown, distinct from blue for colour-blind readers)
 MUTED = "#5f6b76"

@@ -21,7 +21,7 @@ STYLESHEET = """
 :root { --ink: #1b1f24; --muted: #5f6b76; --line: #d8dee4; --on: #1d5fa8; --off: #b4480c; --ok: #1a7f37; --bg: #f6f8fa; }
 * { box-sizing: border-box; }
 html { -webkit-text-size-adjust: 100%; }
-body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: #fff; overflow-wrap: anywhere; }
+body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: #fff; overflow-wrap: break-word; }
 header, main, footer { max-width: 62rem; margin: 0 auto; padding: 0 1rem; }
 header { padding-top: 1.25rem; border-bottom: 1px solid var(--line); }
 h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
@@ -30,7 +30,7 @@ h3 { font-size: 1.1rem; margin: 0 0 .25rem; }
 h4 { font-size: 1rem; margin: 1rem 0 .25rem; }
 a { color: var(--on); }
 .muted, figcaption { color: var(--muted); font-size: .9rem; }
-nav a { margin-right: 1rem; }
+nav a { margin-right: 1rem; display: inline-block; }
 .level { display: flex; flex-wrap: wrap; gap: 1rem 2rem; align-items: baseline; background: var(--bg); border: 1px solid var(--line); border-radius: 8px; padding: 1rem; }
 .level-name { font-size: 2rem; font-weight: 700; }
 .progress { width: 100%; }
@@ -42,6 +42,7 @@ nav a { margin-right: 1rem; }
 .pill { display: inline-block; border-radius: 999px; padding: .1rem .6rem; font-size: .85rem; font-weight: 600; border: 1px solid currentColor; }
 .on_track { color: var(--ok); } .off_track { color: var(--off); } .no_target, .no_data { color: var(--muted); }
 .charts { display: grid; gap: 1rem; grid-template-columns: minmax(0, 1fr); }
+@media (max-width: 30rem) { header, main, footer { padding: 0 .75rem; } .kpi { padding: .75rem .6rem; } }
 @media (min-width: 60rem) { .charts { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
 figure.chart { margin: 0; min-width: 0; }
 .chart-svg { width: 100%; height: auto; display: block; }
@@ -66,7 +67,8 @@ def _value_text(value: float | None, unit: str, decimals: int) -> str:
     if value is None:
         return "—"
     number = fmt(value, decimals)
-    return f"{number} %" if unit == "%" else f"{number} {unit}"
+    # non-breaking spaces keep "95.0 %" and "2.8 days" on one line in narrow tables
+    return f"{number}\u00a0%" if unit == "%" else f"{number}\u00a0{unit}"
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int], caption: str) -> str:
@@ -162,7 +164,7 @@ def _kpi_card(r: KpiResult) -> str:
 
 def _progress_svg(cert: CertificationResult) -> str:
     """A bar of percent met with a tick at each level's threshold."""
-    width, height, left, right = 480, 56, 8, 8
+    width, height, left, right = 400, 60, 8, 8
     span = width - left - right
 
     def x(pct: float) -> float:
@@ -170,7 +172,7 @@ def _progress_svg(cert: CertificationResult) -> str:
 
     levels = ", ".join(f"{lv['name']} {lv['min_percent']:g} %" for lv in cert.levels)
     parts = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-labelledby="cert-progress-title" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" font-size="13">',
+        f'<svg viewBox="0 0 {width} {height}" role="img" aria-labelledby="cert-progress-title" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" font-size="15">',
         f'<title id="cert-progress-title">{cert.percent:.0f} % of criteria met; levels at {_e(levels)}</title>',
         f'<rect x="{left}" y="8" width="{span}" height="16" rx="8" fill="#e6ebf0"/>',
         f'<rect x="{left}" y="8" width="{max(span * cert.percent / 100, 0):.1f}" height="16" rx="8" fill="#1d5fa8"/>',
@@ -178,7 +180,7 @@ def _progress_svg(cert: CertificationResult) -> str:
     for lv in cert.levels:
         lx = x(lv["min_percent"])
         parts.append(f'<line x1="{lx:.1f}" x2="{lx:.1f}" y1="4" y2="28" stroke="#1b1f24" stroke-width="1.5"/>')
-        parts.append(f'<text x="{lx:.1f}" y="44" text-anchor="middle" fill="#1b1f24">{_e(lv["name"])}</text>')
+        parts.append(f'<text x="{lx:.1f}" y="48" text-anchor="middle" fill="#1b1f24">{_e(lv["name"])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -224,7 +226,7 @@ def _summary(results: list[KpiResult]) -> str:
         value = r.current.value if r.current and r.has_value else None
         target = ""
         if kpi.target:
-            target = ("≤ " if kpi.target.direction == "lower_is_better" else "≥ ") + _value_text(kpi.target.value, kpi.unit, kpi.decimals)
+            target = ("≤\u00a0" if kpi.target.direction == "lower_is_better" else "≥\u00a0") + _value_text(kpi.target.value, kpi.unit, kpi.decimals)
         rows.append(
             [
                 f'<a href="#{_e(kpi.id)}">{_e(kpi.title)}</a>',

@@ -1,0 +1,104 @@
+"""The scorecard's outputs: SVG charts, the page, scorecard.json/csv and performance_metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from civicflow.metrics import scorecard as sc
+from civicflow.metrics.charts import Bar, LinePoint, bar_chart, line_chart, nice_ticks
+from civicflow.metrics.compute import small_count_threshold
+from civicflow.settings import Settings
+from tests.test_metrics_kpis import publish_parquet
+
+PROJECT = Path(__file__).resolve().parents[1]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_charts_are_wellformed_svg_with_title_desc_and_escaped_labels() -> None:
+    line = line_chart("t1", "Trend <of> things", [LinePoint("2017-12-27", 1.5), LinePoint("2017-12-28", None), LinePoint("2017-12-29", 3.0)], "days", 1, target=2.0)
+    bars = bar_chart("b1", "By group", [Bar("A & B <script>", 4.0), Bar("C", None, "suppressed"), Bar("D", 1.0)], "days", 1, target=2.0, lower_is_better=True)
+    for svg in (line, bars):
+        root = ET.fromstring(svg)
+        assert root.tag == f"{SVG}svg" and root.get("role") == "img"
+        assert root.find(f"{SVG}title") is not None and root.find(f"{SVG}desc") is not None
+    assert "<script>" not in bars and "A &amp; B &lt;script&gt;" in bars
+    # the gap at the missing period splits the line: no polyline spans it
+    assert line.count("<polyline") == 0 and line.count("<circle") == 2
+    root = ET.fromstring(bars)
+    rects = root.findall(f"{SVG}rect")
+    assert [r.get("fill") for r in rects] == ["#b4480c", "#1d5fa8"]  # 4.0 misses a lower-is-better target of 2.0; 1.0 meets it
+    assert "suppressed" in bars
+    assert "1 of 2 miss the target" in root.find(f"{SVG}desc").text
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 8.6), (0, 100), (0, 5_785_094), (0, 0.3), (-3, 7), (2, 2)])
+def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
+    ticks = nice_ticks(lo, hi)
+    assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) <= 8
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert len(steps) == 1
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
+    settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("site") / "var")
+    for dataset_id in ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils"):
+        publish_parquet(settings, dataset_id)
+    loaded = sc.load(settings)
+    results = sc.compute_kpis(settings, loaded)
+    sc.write_performance_csv(settings, results, small_count_threshold(loaded.catalog))
+    card = sc.build(settings, loaded, results)
+    return settings, card, sc.write_site(settings, card)
+
+
+def test_site_files_and_page_content(written) -> None:
+    settings, card, paths = written
+    assert {p.name for p in paths.values()} == {"scorecard.json", "scorecard.csv", "scorecard.css", "index.html"}
+    html = paths["html"].read_text()
+    # no resource from any other host: every src/href is relative, a fragment or the portal on this host
+    for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
+        assert not re.match(r"^[a-z]+://", ref) and not ref.startswith("//"), ref
+    assert "<script" not in html
+    assert f'data-level="{card.certification.level}"' in html
+    for r in card.results:
+        assert f'data-kpi="{r.kpi.id}"' in html
+        if r.source is not None:
+            assert f'href="/portal/{r.kpi.dataset}"' in html
+    # one figure per trend and per breakdown, each with its table
+    expected = sum(1 + len(r.breakdowns) for r in card.results if r.series)
+    assert html.count('<figure class="chart"') == expected
+    assert re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S) and all(
+        "<svg" in f and "<table>" in f for f in re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S)
+    )
+
+
+def test_scorecard_json_and_csv_agree_with_the_results(written) -> None:
+    _, card, paths = written
+    data = json.loads(paths["json"].read_text())
+    assert data["certification"]["level"] == card.certification.level
+    assert [k["id"] for k in data["kpis"]] == [r.kpi.id for r in card.results]
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["kpi_id"] for r in rows] == [r.kpi.id for r in card.results]
+    for row, r in zip(rows, card.results, strict=True):
+        assert row["status"] == r.status
+        if r.current is not None and r.has_value:
+            assert float(row["value"]) == pytest.approx(r.current.value, rel=1e-6)
+        assert row["data_url"] == (f"/portal/{r.kpi.dataset}" if r.source else "")
+
+
+def test_performance_csv_is_what_the_dataset_spec_reads(written) -> None:
+    settings, card, _ = written
+    from civicflow.sources import resolve_source_path
+    from civicflow.spec import find_dataset
+
+    spec = find_dataset(settings.datasets_dir, "performance_metrics")
+    path = resolve_source_path(spec, settings)
+    assert path == sc.performance_csv_path(settings) and path.is_file()
+    header = next(csv.reader(path.open()))
+    assert header == [f.name for f in spec.fields]

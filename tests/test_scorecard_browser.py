@@ -1,0 +1,141 @@
+"""The scorecard page in real headless Chromium (Debian's package) over HTTP.
+
+No console errors, no request to any other host, every chart present with its text
+table, readable at 375 px wide (no horizontal overflow, chart text not shrunk below
+legibility). Screenshots are saved under test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from civicflow.metrics import scorecard as sc
+from civicflow.metrics.charts import FONT, WIDTH
+from civicflow.settings import Settings
+from tests.test_metrics_kpis import publish_parquet
+
+PROJECT = Path(__file__).resolve().parents[1]
+ARTIFACTS = PROJECT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[tuple[str, sc.Scorecard]]:
+    """A scorecard computed from the bundled data, served by a plain HTTP server on loopback."""
+    settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("browser") / "var")
+    for dataset_id in ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils"):
+        publish_parquet(settings, dataset_id)
+    loaded = sc.load(settings)
+    results = sc.compute_kpis(settings, loaded)
+    card = sc.build(settings, loaded, results)
+    sc.write_site(settings, card)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(settings.site_dir)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/scorecard/", card
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert CHROMIUM.exists(), "Debian's chromium is needed: apt-get install -y --no-install-recommends chromium"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _open(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[str]]:
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url, wait_until="networkidle")
+    return page, errors, requests
+
+
+def _expected_charts(card: sc.Scorecard) -> int:
+    return sum(1 + len(r.breakdowns) for r in card.results if r.series)
+
+
+def test_page_loads_clean_with_every_chart_and_its_table(site, browser) -> None:
+    url, card = site
+    page, errors, requests = _open(browser, url, 1280)
+    try:
+        assert errors == []
+        origin = url.split("/scorecard/")[0]
+        assert requests and all(r.startswith(origin) for r in requests), requests
+        assert page.locator("h1").inner_text() == "Performance scorecard"
+        assert page.locator(".level-name").inner_text() == card.certification.level
+        figures = page.locator("figure.chart")
+        assert figures.count() == _expected_charts(card) >= 5
+        for i in range(figures.count()):
+            fig = figures.nth(i)
+            svg = fig.locator("svg.chart-svg")
+            assert svg.count() == 1 and svg.is_visible()
+            box = svg.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 50
+            assert fig.locator("svg title").count() >= 1
+            table = fig.locator("table")
+            assert table.count() == 1 and table.locator("tbody tr").count() >= 1
+            fig.locator("summary").click()  # the text alternative opens and is readable
+            assert table.is_visible()
+        # at least five KPIs show a chart by council district
+        assert page.locator('figure.chart[data-chart$="-by-cd"]').count() >= 5
+        for r in card.results:
+            article = page.locator(f'article[data-kpi="{r.kpi.id}"]')
+            assert article.count() == 1
+            if r.source is not None:
+                assert article.locator(f'a[href="/portal/{r.kpi.dataset}"]').count() == 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "scorecard-1280.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_readable_at_375_px(site, browser) -> None:
+    url, card = site
+    page, errors, _ = _open(browser, url, 375)
+    try:
+        assert errors == []
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= 375, f"page overflows horizontally: {scroll_width}px"
+        # nothing sticks out past the right edge (tables scroll inside their own box)
+        overflowing = page.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+                .filter(e => !e.closest('.table-wrap') && e.getBoundingClientRect().right > window.innerWidth + 0.5)
+                .map(e => e.tagName + '.' + e.className)"""
+        )
+        assert overflowing == []
+        assert float(page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")) >= 16
+        # chart text scales with the chart: it must stay at a legible size on a phone
+        widths = page.evaluate("[...document.querySelectorAll('svg.chart-svg')].map(s => s.getBoundingClientRect().width)")
+        assert len(widths) == _expected_charts(card)
+        assert min(widths) * FONT / WIDTH >= 11, f"chart text renders at {min(widths) * FONT / WIDTH:.1f}px"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "scorecard-375.png"), full_page=True)
+    finally:
+        page.close()
