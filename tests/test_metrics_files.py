@@ -201,3 +201,16 @@ def test_load_metrics_collects_problems_from_every_file(project: Path) -> None:
     text = str(info.value)
     assert "lax_passengers_per_month.yaml:" in text and "YAML does not parse" in text
     assert "certification.yaml:" in text and "scoring" in text
+
+
+def test_civicflow_scorecard_refuses_a_bad_metrics_file_before_running(project: Path, monkeypatch) -> None:
+    from civicflow.cli import app
+
+    path = project / "metrics" / "kpis" / "la311_requests_by_channel.yaml"
+    line = _edit(path, "measure: {kind: count}", "measure: {kind: cout}")
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(project / "var"))
+    result = CliRunner().invoke(app, ["scorecard", "--no-publish"])
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{line}: measure.kind:" in result.output
+    assert not (project / "var" / "site").exists()

@@ -23,7 +23,7 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    scorecard_app = typer.Typer(help="Performance metrics and the certification scorecard.", invoke_without_command=True)
+    scorecard_app = typer.Typer(invoke_without_command=True)
     app.add_typer(scorecard_app, name="scorecard")
 
     @scorecard_app.callback()
