@@ -59,7 +59,7 @@ def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
 
 def test_site_files_and_page_content(written) -> None:
     settings, card, paths = written
-    assert {p.name for p in paths.values()} == {"scorecard.json", "scorecard.csv", "scorecard.css", "index.html"}
+    assert {p.name for p in paths.values()} == {"scorecard.json", "scorecard.csv", "index.html"}
     html = paths["html"].read_text()
     # no resource from any other host: every src/href is relative, a fragment or the portal on this host
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):

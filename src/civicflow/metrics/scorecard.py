@@ -4,7 +4,7 @@
 3. ``write_performance_csv`` — the KPI values as an open dataset, small counts
 already suppressed (the pipeline then publishes it as ``performance_metrics``);
 4. ``certify`` from catalog, ledger and published data; 5. ``write_site`` —
-``index.html`` with its stylesheet, ``scorecard.json`` and ``scorecard.csv``.
+``index.html`` (self-contained), ``scorecard.json`` and ``scorecard.csv``.
 Files are written under a temporary name and renamed, ``index.html`` last, so a
 reader never sees a half-written scorecard.
 """
@@ -271,19 +271,17 @@ def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
 
 
 def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
-    """Write scorecard.json, scorecard.csv, the stylesheet and index.html (last)."""
-    from civicflow.metrics.site import STYLESHEET, render_page
+    """Write scorecard.json, scorecard.csv and index.html (last)."""
+    from civicflow.metrics.site import render_page
 
     folder = site_dir(settings)
     paths = {
         "json": folder / "scorecard.json",
         "csv": folder / "scorecard.csv",
-        "css": folder / "assets" / "scorecard.css",
         "html": folder / "index.html",
     }
     _atomic_write_text(paths["json"], json.dumps(card.to_dict(), indent=2, default=str) + "\n")
     _atomic_write_text(paths["csv"], _csv_text(SCORECARD_COLUMNS, scorecard_rows(card.results)))
-    _atomic_write_text(paths["css"], STYLESHEET)
     _atomic_write_text(paths["html"], render_page(card))
     return paths
 

@@ -1,7 +1,8 @@
 """The leadership page: certification level, then every KPI with its charts and tables.
 
-Static HTML with a bundled stylesheet and inline SVG: no script, no web font, no
-request to another host. Each chart is a ``<figure class="chart">`` holding the SVG
+One static HTML file with its stylesheet and SVG inline: no script, no web font, no
+other request at all, so it works wherever it is served (with or without a trailing
+slash) and from disk. Each chart is a ``<figure class="chart">`` holding the SVG
 and a ``<table>`` with the same numbers, for screen readers and for copying.
 """
 
@@ -252,7 +253,7 @@ def render_page(card: Scorecard) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Performance scorecard</title>
 <link rel="icon" href="data:,">
-<link rel="stylesheet" href="assets/scorecard.css">
+<style>{STYLESHEET}</style>
 </head>
 <body>
 <header>
