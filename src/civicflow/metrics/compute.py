@@ -139,8 +139,12 @@ class PublishedData:
         self.con = duckdb.connect()
         self.sources: dict[str, SourceInfo] = {}
         self.unavailable: dict[str, str] = {}
-        for dataset_id, spec in sorted(catalog.items()):
-            self._attach(dataset_id, spec)
+
+    def attach_all(self) -> None:
+        """Every usable dataset as a view (raw SQL may read any of them)."""
+        for dataset_id in sorted(self.catalog):
+            if dataset_id not in self.sources and dataset_id not in self.unavailable:
+                self._attach(dataset_id, self.catalog[dataset_id])
 
     def _attach(self, dataset_id: str, spec: DatasetSpec) -> None:
         manifest = published.latest(self.settings, dataset_id)
@@ -166,6 +170,9 @@ class PublishedData:
         )
 
     def require(self, dataset_id: str) -> SourceInfo:
+        """The dataset's view, attached on first use (its file checked against the manifest)."""
+        if dataset_id in self.catalog and dataset_id not in self.sources and dataset_id not in self.unavailable:
+            self._attach(dataset_id, self.catalog[dataset_id])
         if dataset_id in self.sources:
             return self.sources[dataset_id]
         if dataset_id in self.unavailable:
@@ -214,6 +221,8 @@ def compute_kpi(kpi: Kpi, data: PublishedData, min_records: int, compiled: Compi
     """One KPI's result; raises MetricUnavailable or duckdb.Error when it cannot be computed."""
     compiled = compiled or compile_kpi(kpi)
     source = data.require(kpi.dataset)
+    if kpi.sql is not None:
+        data.attach_all()
     for dim in kpi.dimensions:
         if dim.lookup is not None:
             data.require(dim.lookup.dataset)
