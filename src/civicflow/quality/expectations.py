@@ -1,0 +1,264 @@
+"""Content checks: Great Expectations 1.x suites kept as JSON in ``expectations/``.
+
+A suite file is GX's ExpectationSuite JSON (``name``, ``expectations: [{type, kwargs,
+meta}]``) where every expectation says how bad a failure is in ``meta.severity``
+(critical blocks publishing, warning is reported). GX takes ~2.3 s to import, so it is
+imported inside the functions that need it, never at module import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from civicflow.quality.report import MAX_EXAMPLES, SEVERITIES, Check, describe_examples, json_safe
+from civicflow.spec.errors import SpecError, SpecProblem
+from civicflow.spec.loader import load_dataset
+from civicflow.spec.models import DatasetSpec
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.expectations.expectation import Expectation
+
+_SUITE_KEYS = {"name", "id", "expectations", "suite_parameters", "meta", "notes"}
+_EXPECTATION_KEYS = {"type", "kwargs", "meta", "id", "notes", "description", "severity", "rendered_content"}
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list", "column_set")
+_POSITION = "civicflow_position"
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+
+
+def suite_path(expectations_dir: Path, name: str) -> Path:
+    return Path(expectations_dir) / f"{name}.json"
+
+
+def expectation_columns(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    """(kwargs key path, column) for every column an expectation's kwargs name."""
+    found: list[tuple[str, str]] = []
+    for key in _COLUMN_KWARGS:
+        if isinstance(kwargs.get(key), str):
+            found.append((key, kwargs[key]))
+    for key in _COLUMN_LIST_KWARGS:
+        if isinstance(kwargs.get(key), list):
+            found.extend((f"{key}.{i}", c) for i, c in enumerate(kwargs[key]) if isinstance(c, str))
+    return found
+
+
+def _spec_for(path: Path) -> DatasetSpec:
+    """The dataset spec a suite is checked against: datasets/<suite>.yaml beside expectations/."""
+    candidate = path.resolve().parent.parent / "datasets" / f"{path.stem}.yaml"
+    if not candidate.is_file():
+        raise SpecError([SpecProblem(path, "", f"no dataset spec {candidate} to check the suite's columns against (pass spec=)")])
+    return load_dataset(candidate)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(path, "", "expectation suite file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([SpecProblem(path, "", f"JSON does not parse: {exc.msg} (column {exc.colno})", exc.lineno)]) from None
+
+
+def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems: list[SpecProblem]) -> Expectation | None:
+    from great_expectations.exceptions import (
+        ExpectationNotFoundError,
+        InvalidExpectationConfigurationError,
+    )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    from great_expectations.expectations.registry import get_expectation_impl
+    from pydantic import ValidationError as V2Error
+
+    key = f"expectations.{i}"
+    if not isinstance(item, dict):
+        problems.append(SpecProblem(path, key, f"expected an object, got {type(item).__name__}"))
+        return None
+    before = len(problems)
+    for unknown in sorted(set(item) - _EXPECTATION_KEYS):
+        problems.append(SpecProblem(path, f"{key}.{unknown}", f"unknown key (allowed: {', '.join(sorted(_EXPECTATION_KEYS))})"))
+    etype, kwargs, meta = item.get("type"), item.get("kwargs", {}), item.get("meta", {})
+    if not isinstance(etype, str):
+        problems.append(SpecProblem(path, f"{key}.type", "missing or not a string (e.g. expect_column_values_to_not_be_null)"))
+    else:
+        try:
+            get_expectation_impl(etype)
+        except ExpectationNotFoundError:
+            problems.append(SpecProblem(path, f"{key}.type", f"unknown expectation type {etype!r}"))
+    if not isinstance(kwargs, dict):
+        problems.append(SpecProblem(path, f"{key}.kwargs", "must be an object"))
+        kwargs = {}
+    for sub, column in expectation_columns(kwargs):
+        if column not in fields:
+            problems.append(SpecProblem(path, f"{key}.kwargs.{sub}", f"column {column!r} is not a field of the dataset spec"))
+    severity = meta.get("severity") if isinstance(meta, dict) else None
+    if severity not in SEVERITIES:
+        got = "missing" if severity is None else f"{severity!r} is not valid"
+        problems.append(SpecProblem(path, f"{key}.meta.severity", f"{got}: must be one of {', '.join(SEVERITIES)}"))
+    elif "severity" in item and item["severity"] != severity:
+        problems.append(SpecProblem(path, f"{key}.severity", f"{item['severity']!r} disagrees with meta.severity {severity!r}"))
+    if len(problems) > before:
+        return None
+    try:
+        config = ExpectationConfiguration(
+            type=etype, kwargs=kwargs, meta=meta, notes=item.get("notes"), description=item.get("description"), severity=severity
+        )
+        return config.to_domain_obj()
+    except V2Error as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            problems.append(SpecProblem(path, f"{key}.kwargs.{where}" if where else f"{key}.kwargs", err["msg"]))
+    except InvalidExpectationConfigurationError as exc:
+        problems.append(SpecProblem(path, f"{key}.kwargs", str(exc)))
+    return None
+
+
+def load_suite(path: Path | str, spec: DatasetSpec | None = None) -> ExpectationSuite:
+    """Load and check a suite file; every problem (file, key, message) in one SpecError.
+
+    Columns are checked against ``spec`` (default: ``datasets/<suite>.yaml`` beside the
+    ``expectations/`` folder).
+    """
+    import great_expectations as gx
+
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(path, "", f"expected an object at the top level, got {type(data).__name__}")])
+    problems: list[SpecProblem] = []
+    for unknown in sorted(set(data) - _SUITE_KEYS):
+        problems.append(SpecProblem(path, unknown, f"unknown key (allowed: {', '.join(sorted(_SUITE_KEYS))})"))
+    if data.get("name") != path.stem:
+        problems.append(SpecProblem(path, "name", f"must be the file name {path.stem!r} (got {data.get('name')!r})"))
+    items = data.get("expectations")
+    if not isinstance(items, list) or not items:
+        problems.append(SpecProblem(path, "expectations", "must be a non-empty list"))
+        items = []
+    spec = spec or _spec_for(path)
+    fields = {f.name for f in spec.fields}
+    built = [_build_expectation(path, i, item, fields, problems) for i, item in enumerate(items)]
+    if problems:
+        raise SpecError(problems)
+    return gx.ExpectationSuite(name=path.stem, expectations=[e for e in built if e is not None], meta=data.get("meta"))
+
+
+def _columns_of(expectation: Expectation) -> list[str]:
+    return [c for _, c in expectation_columns(expectation.configuration.kwargs)]
+
+
+def _examples(result: dict[str, Any], columns: list[str], row_key: str) -> list[dict[str, Any]]:
+    indexed = result.get("partial_unexpected_index_list")
+    if indexed:
+        out = []
+        for entry in indexed[:MAX_EXAMPLES]:
+            if not isinstance(entry, dict):  # GX gives bare index values for some expectations
+                out.append({"row": json_safe(entry), "value": None})
+                continue
+            values = {c: entry[c] for c in columns if c in entry}
+            value = next(iter(values.values())) if len(values) == 1 else values
+            out.append({"row": json_safe(entry.get(row_key)), "value": json_safe(value)})
+        return out
+    return [{"row": None, "value": json_safe(v)} for v in (result.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX catches exceptions per expectation; find one so it is reported, not swallowed."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():  # 1.x keys exception info by metric id
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
+def _to_check(expectation: Expectation, result: Any, rows: int, row_key: str) -> Check:
+    config = expectation.configuration
+    columns = _columns_of(expectation)
+    body: dict[str, Any] = dict(result.result or {})
+    severity = config.meta["severity"]
+    details = {"kwargs": json_safe(config.kwargs)}
+    error = _exception_message(result.exception_info)
+    if error is not None:
+        return Check("content", config.type, columns, severity, "failed", 0, [], f"expectation raised an error: {error}", details)
+    count = int(body.get("unexpected_count") or 0)
+    examples = _examples(body, columns, row_key) if not result.success else []
+    if "observed_value" in body:
+        details["observed_value"] = json_safe(body["observed_value"])
+    if result.success:
+        message = "passed" if "unexpected_count" in body else f"passed (observed {details.get('observed_value')!r})"
+    elif "unexpected_count" in body:
+        message = f"{count:,} of {body.get('element_count', rows):,} rows unexpected ({describe_examples(examples)})"
+    else:
+        message = f"observed {details.get('observed_value')!r}"
+    return Check("content", config.type, columns, severity, "passed" if result.success else "failed", count, examples, message, details)
+
+
+def _silence_gx() -> None:
+    # GX logs expected per-expectation failures at WARNING/ERROR; our report carries them.
+    logging.getLogger("great_expectations").setLevel(logging.CRITICAL)
+
+
+def run_suite(suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterable[str] = ()) -> list[Check]:
+    """Validate the typed frame (whole dataframe batch); one Check per expectation.
+
+    Expectations naming a column in ``skip_columns`` (missing from the source) are not
+    run and come back as skipped checks saying why.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _silence_gx()
+    skip = set(skip_columns)
+    runnable: list[Expectation] = []
+    checks: list[Check | None] = []
+    for exp in suite.expectations:
+        absent = [c for c in _columns_of(exp) if c in skip]
+        if absent:
+            checks.append(
+                Check("content", exp.configuration.type, _columns_of(exp), exp.configuration.meta["severity"], "skipped",
+                      message=f"not run: column(s) {', '.join(absent)} missing from the source")
+            )
+        else:
+            runnable.append(exp)
+            checks.append(None)
+    if runnable:
+        row_key = frame.index.name or "row"
+        if frame.index.name is None:
+            frame = frame.rename_axis(row_key)
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        batch = (
+            ctx.data_sources.add_pandas("civicflow")
+            .add_dataframe_asset("extract")
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        # GX does not keep suite order in its results (nor allow ids on unsaved suites):
+        # tag each expectation's meta with its position to pair results back.
+        tagged = []
+        for i, exp in enumerate(runnable):
+            config = exp.configuration
+            config.meta = {**config.meta, _POSITION: i}
+            tagged.append(config.to_domain_obj())
+        run = gx.ExpectationSuite(name=suite.name, expectations=tagged)
+        outcome = batch.validate(run, result_format=RESULT_FORMAT)
+        by_id = {r.expectation_config.meta.get(_POSITION): r for r in outcome.results}
+        if len(by_id) != len(runnable):
+            raise RuntimeError(f"suite {suite.name}: GX returned {len(outcome.results)} results for {len(runnable)} expectations")
+        pending = iter(range(len(runnable)))
+        for i, slot in enumerate(checks):
+            if slot is None:
+                n = next(pending)
+                checks[i] = _to_check(runnable[n], by_id[n], len(frame), row_key)
+    return [c for c in checks if c is not None]

@@ -1,0 +1,159 @@
+"""The quality report: every check run on one extract, and whether it may be published."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Layer = Literal["structure", "content"]
+Severity = Literal["critical", "warning"]
+Status = Literal["passed", "failed", "skipped"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+MAX_EXAMPLES = 20
+
+
+def json_safe(value: Any) -> Any:
+    """A value as plain JSON: missing -> None, timestamps -> ISO text, numpy -> Python."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        value = pd.Timestamp(value) if isinstance(value, np.datetime64) else pd.Timedelta(value)
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, (datetime, date, time, pd.Timedelta)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        # NaN is "missing" in pandas float columns; infinities are not valid JSON.
+        return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def describe_examples(examples: list[dict[str, Any]], limit: int = 3) -> str:
+    """``row 5: 'x', row 9: 'y', ...`` for a log line."""
+    shown = ", ".join(
+        f"row {e['row']}: {e['value']!r}" if e.get("row") is not None else repr(e["value"]) for e in examples[:limit]
+    )
+    return shown + (", ..." if len(examples) > limit else "")
+
+
+@dataclass
+class Check:
+    """One check run on one extract (a structure rule or a GX expectation)."""
+
+    layer: Layer
+    name: str
+    columns: list[str]
+    severity: Severity
+    status: Status
+    unexpected_count: int = 0
+    #: up to 20 failing rows, ``{"row": 1-based data row (None for header checks), "value": ...}``
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    #: check-specific facts (the constraint and its value, GX kwargs, observed values)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["success"] = self.success
+        return json_safe(out)
+
+    def line(self) -> str:
+        cols = f" {', '.join(self.columns)}" if self.columns else ""
+        return f"{self.name}{cols}: {self.message}"
+
+
+@dataclass
+class QualityReport:
+    """Result of validating one extract; ``passed`` is False iff a critical check failed."""
+
+    dataset_id: str
+    run_id: str
+    rows: int
+    suite: str | None
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.failed and c.severity == "critical" for c in self.checks)
+
+    def failures(self, severity: Severity | None = None) -> list[Check]:
+        return [c for c in self.checks if c.failed and (severity is None or c.severity == severity)]
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        counts = {s: {"passed": 0, "failed": 0, "skipped": 0} for s in SEVERITIES}
+        for check in self.checks:
+            counts[check.severity][check.status] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "run_id": self.run_id,
+            "rows": self.rows,
+            "suite": self.suite,
+            "passed": self.passed,
+            "counts": self.counts,
+            "duration_s": round(self.duration_s, 3),
+            "notes": list(self.notes),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def write(self, path: Path | str) -> Path:
+        """Write the report as JSON (atomically: a reader never sees half a report)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def summary(self) -> str:
+        """A few lines a steward reads in a log: verdict first, then each failed check."""
+        critical, warnings = self.failures("critical"), self.failures("warning")
+        ran = sum(1 for c in self.checks if c.status != "skipped")
+        if critical:
+            head = f"REJECTED: {len(critical)} critical check{'s' if len(critical) != 1 else ''} failed"
+        else:
+            head = f"PASSED: {ran} checks on {self.rows:,} rows"
+        if warnings:
+            head += f"; {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+        if len(critical) == 1 and not warnings:
+            return f"{head}: {critical[0].line()}"
+        lines = [head]
+        lines += [f"  critical {c.line()}" for c in critical]
+        lines += [f"  warning  {c.line()}" for c in warnings]
+        skipped = [c for c in self.checks if c.status == "skipped"]
+        if skipped:
+            lines.append(f"  skipped  {len(skipped)} check(s): " + "; ".join(c.line() for c in skipped[:3]))
+        return "\n".join(lines)
