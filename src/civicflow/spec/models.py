@@ -89,11 +89,12 @@ class PrivacyRule(StrictModel):
     rule: PrivacyRuleName = Field(description="drop: never leaves the extract; hash: keyed HMAC-SHA256; generalise: coarsen; redact: replace PII found in free text.")
     reason: str = Field(min_length=3, description="Why this rule was chosen, in a steward's words (shown in the privacy report).")
     method: GeneraliseMethod | None = Field(None, description="For generalise: hundred_block, round, grid, truncate, age_band or zip5.")
-    decimals: int | None = Field(None, ge=0, le=8, description="For generalise/round: decimals kept on coordinates.")
+    decimals: int | None = Field(None, ge=0, le=10, description="For generalise/round: decimals kept on coordinates (0-10, like a field's precision).")
     grid_size: float | None = Field(None, gt=0, description="For generalise/grid: snap coordinates to a grid of this many degrees.")
     truncate_to: Literal["day", "hour", "month"] | None = Field(None, description="For generalise/truncate: the timestamp unit kept.")
     band_width: int | None = Field(None, gt=0, description="For generalise/age_band: width of each age band in years.")
     detectors: list[str] | None = Field(None, description="For redact: which detectors to apply (default: all of them).")
+    redact_values_of: list[str] = Field(default_factory=list, description="For redact: other fields (usually dropped ones, e.g. a complainant's name) whose value in the same row is also replaced wherever it appears in this text, whole and word by word.")
 
     @model_validator(mode="after")
     def _method_matches_rule(self) -> PrivacyRule:
@@ -101,6 +102,15 @@ class PrivacyRule(StrictModel):
             raise ValueError("generalise needs a method (hundred_block, round, grid, truncate, age_band, zip5)")
         if self.rule != "generalise" and self.method is not None:
             raise ValueError(f"method only applies to generalise, not {self.rule}")
+        # Each generalise method needs its own parameter; a missing one would silently do nothing.
+        needs = {"round": "decimals", "grid": "grid_size", "truncate": "truncate_to", "age_band": "band_width"}
+        if self.method in needs and getattr(self, needs[self.method]) is None:
+            raise ValueError(f"generalise/{self.method} needs {needs[self.method]}")
+        for key, value in (("decimals", self.decimals), ("grid_size", self.grid_size), ("truncate_to", self.truncate_to), ("band_width", self.band_width)):
+            if value is not None and needs.get(self.method or "") != key:
+                raise ValueError(f"{key} only applies to generalise/{[m for m, k in needs.items() if k == key][0]}")
+        if self.rule != "redact" and (self.detectors is not None or self.redact_values_of):
+            raise ValueError(f"detectors and redact_values_of only apply to redact, not {self.rule}")
         return self
 
 
@@ -250,6 +260,10 @@ class DatasetSpec(StrictModel):
             for ref in (transform.x_field, transform.y_field):
                 if ref not in names:
                     raise ValueError(f"transform {transform.kind} names {ref!r}, which is not a field")
+        for f in self.fields:
+            for ref in f.privacy.redact_values_of if f.privacy else []:
+                if ref not in names or ref == f.name:
+                    raise ValueError(f"field {f.name}: privacy.redact_values_of names {ref!r}, which is not another field")
         for col in self.privacy.small_count_columns:
             if col not in names:
                 raise ValueError(f"privacy.small_count_columns names {col!r}, which is not a field")

@@ -1,0 +1,221 @@
+"""PII detectors shared by the ``redact`` rule and the scan, registered by name.
+
+Each detector is a regular expression written in the common subset of RE2 (what Arrow
+compute runs, vectorised over a whole column) and Python ``re`` (used only on the few
+candidate values a checksum has to confirm). Patterns are tuned for precision on
+civic data: service request numbers (``1-870704831``), ticket and case numbers, dates
+and ZIP codes must not look like phones or cards, so
+
+- phones must be written as phones (``(213) 555-0134``, ``213.555.0134``,
+  ``+1-213-555-0134``), or be a bare 10-digit number right after a cue word
+  (``call 2135550134``); a bare 10-digit number alone is a ticket number as often as a phone;
+- card numbers must pass the Luhn check and start like a card (2-6);
+- VINs must carry a valid check digit (position 9) and at least one letter;
+- SSNs must be written ``AAA-GG-SSSS`` (or with spaces) with valid area/group/serial;
+- person names are found only after an honorific or a role cue (``Mr. Lopez``,
+  ``complainant Maria Lopez``, ``spoke with ...``): names without a cue are not found
+  (use ``redact_values_of`` to remove known names exactly);
+- street addresses need a house number, a street and a suffix (``1234 W MAIN ST``);
+  hundred-block numbers (``1200 W MAIN ST``) are already generalised and not findings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One kind of PII: a pattern, an optional per-match check, a placeholder label."""
+
+    name: str
+    label: str
+    pattern: str
+    #: confirms one matched span (checksums); None means every match counts
+    check: Callable[[str], bool] | None = None
+    #: group 1 of the pattern is a cue word kept when redacting ("call [PHONE]")
+    keep_prefix: bool = False
+    #: False for scan-only detectors that redact should not apply by default
+    redacts: bool = True
+
+    @property
+    def placeholder(self) -> str:
+        return f"[{self.label}]"
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+    def _span(self, m: re.Match[str]) -> str:
+        return m.group(0)[len(m.group(1) or "") :] if self.keep_prefix else m.group(0)
+
+    def spans(self, text: str) -> list[str]:
+        """The PII spans in one value (Python; used for candidates and report examples)."""
+        found = (self._span(m) for m in self.regex.finditer(text))
+        return [s for s in found if self.check is None or self.check(s)]
+
+    def candidates(self, values: pa.Array) -> np.ndarray:
+        """Rows whose text matches the pattern (vectorised, before any check)."""
+        hit = pc.fill_null(pc.match_substring_regex(values, self.pattern), False)
+        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+    def find(self, values: pa.Array) -> np.ndarray:
+        """Boolean mask of rows holding at least one confirmed finding."""
+        hit = self.candidates(values)
+        if self.check is None or not hit.any():
+            return hit
+        idx = np.flatnonzero(hit)
+        codes, uniques = pd.factorize(pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object))
+        confirmed = np.fromiter((bool(self.spans(u)) for u in uniques), dtype=bool, count=len(uniques))
+        hit[idx] = confirmed[codes]
+        return hit
+
+    def redact(self, values: pa.Array) -> pa.Array:
+        """Replace every confirmed span with the placeholder (cue words kept)."""
+        replacement = (r"\1" if self.keep_prefix else "") + self.placeholder
+        if self.check is None:
+            return pc.replace_substring_regex(values, self.pattern, replacement)
+        hit = self.candidates(values)
+        if not hit.any():
+            return values
+        # Checksums need Python, so only candidate rows go through it, once per distinct value.
+        idx = np.flatnonzero(hit)
+        codes, uniques = pd.factorize(pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object))
+        fixed = np.array([self.regex.sub(self._sub, u) for u in uniques], dtype=object)
+        return pc.replace_with_mask(values, pa.array(hit), pa.array(fixed[codes], type=pa.string()))
+
+    def _sub(self, m: re.Match[str]) -> str:
+        span = self._span(m)
+        if self.check is not None and not self.check(span):
+            return m.group(0)
+        prefix = (m.group(1) or "") if self.keep_prefix else ""
+        return prefix + self.placeholder
+
+
+# -- checks -----------------------------------------------------------------------
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a digit string (vectorised over its digits with numpy)."""
+    d = np.frombuffer(digits.encode("ascii"), dtype=np.uint8) - 48
+    doubled = d[::-1].astype(np.int64)
+    doubled[1::2] *= 2
+    doubled[doubled > 9] -= 9
+    return int(doubled.sum()) % 10 == 0
+
+
+def card_ok(span: str) -> bool:
+    digits = re.sub(r"\D", "", span)
+    if not 13 <= len(digits) <= 19:
+        return False
+    # Issuer prefixes: 3 (Amex, Diners, JCB), 4 (Visa), 5 (Mastercard), 6 (Discover, UnionPay), 2221-2720.
+    if digits[0] not in "3456" and not 2221 <= int(digits[:4]) <= 2720:
+        return False
+    return luhn_ok(digits)
+
+
+_VIN_VALUES = {**{str(i): i for i in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
+               **dict(zip("JKLMN", range(1, 6), strict=True)), "P": 7, "R": 9,
+               **dict(zip("STUVWXYZ", range(2, 10), strict=True))}
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def vin_ok(span: str) -> bool:
+    """North American VIN check digit (49 CFR 565): position 9 is the weighted sum mod 11."""
+    vin = span.upper()
+    if len(vin) != 17 or not any(c.isalpha() for c in vin) or not any(c.isdigit() for c in vin):
+        return False
+    try:
+        total = sum(_VIN_VALUES[c] * w for c, w in zip(vin, _VIN_WEIGHTS, strict=True))
+    except KeyError:  # I, O, Q never appear in a VIN
+        return False
+    check = total % 11
+    return vin[8] == ("X" if check == 10 else str(check))
+
+
+def ssn_ok(span: str) -> bool:
+    area, group, serial = re.split(r"[- ]", span)
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+def house_number_ok(span: str) -> bool:
+    """An exact house number: hundred-block numbers (x00) are already generalised."""
+    number = re.search(r"\d+", span)
+    return number is not None and int(number.group(0)) % 100 != 0
+
+
+# -- patterns -----------------------------------------------------------------------
+
+_SEP = r"[-. ]"
+_PHONE_FORMATTED = (
+    r"(?:(?:\+1|\b1|\b001)[-. ]?)?"
+    r"(?:\(\s*[2-9]\d{2}\s*\)\s*|\b[2-9]\d{2}" + _SEP + r")"
+    r"[2-9]\d{2}" + _SEP + r"\d{4}"
+    r"(?:\s*(?:x|ext\.?)\s*\d{1,5}\b|\b)"
+)
+_PHONE_CUED = (
+    r"(\b(?i:call(?:ed|back)?|phone|tel|cell|mobile|ph|text(?:ed)?|reach(?:ed)?|contact(?:ed)?|fax)\b"
+    r"\W{0,3}(?:(?i:at|on|is|no|number)\W{0,3})?)"
+    r"(?:\+?1)?[2-9]\d{2}[2-9]\d{6}\b"
+)
+_HONORIFIC = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr)\.?"
+_ROLE = r"(?i:complainant|owner|tenant|resident|neighbou?r|caller|landlord|manager|reporting party|spoke (?:with|to)|met with|called|contacted|per)"
+_NAME_WORD = r"[A-Z][A-Za-z'-]*[a-z]"
+_PERSON = (
+    r"(\b(?:" + _HONORIFIC + r"|" + _ROLE + r"(?:\s+" + _HONORIFIC + r")?)\s+)"
+    + _NAME_WORD + r"(?:\s+" + _NAME_WORD + r"){0,2}"
+)
+_SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLACE|LN|LANE|CT|COURT|TER|TERRACE|PKWY|PARKWAY|HWY|HIGHWAY|CIR|CIRCLE)"
+# A house number starts a word that is not the denominator of a fraction ("153 7/8 S ...").
+_HOUSE = r"(?:^|[^\w/])\d{1,6}(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
+STREET_ADDRESS_PATTERN = _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
+#: in a column declared ``semantic: address`` any house number followed by a street word is an address
+ADDRESS_COLUMN_PATTERN = _HOUSE + r"\w*[A-Za-z]\w*"
+
+DETECTORS: dict[str, Detector] = {}
+
+
+def register_detector(detector: Detector) -> Detector:
+    DETECTORS[detector.name] = detector
+    return detector
+
+
+EMAIL = register_detector(Detector("email", "EMAIL", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"))
+PHONE = register_detector(Detector("phone", "PHONE", _PHONE_FORMATTED + "|" + _PHONE_CUED, keep_prefix=True))
+SSN = register_detector(Detector("ssn", "SSN", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b", check=ssn_ok))
+CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", check=card_ok))
+VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
+PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
+STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, check=house_number_ok))
+ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, check=house_number_ok)
+
+#: scan-only detector implemented in scan.py (numbers, not text patterns)
+COORDINATE = "coordinate"
+
+
+def detector_names() -> list[str]:
+    """Every name a spec may use in ``pii_allow`` or ``redact.detectors``."""
+    return sorted([*DETECTORS, COORDINATE])
+
+
+def mask(span: str) -> str:
+    """A finding as shown in reports: letters and digits starred except the last two."""
+    keep = 2 if len(span) > 4 else 0
+    head, tail = span[: len(span) - keep], span[len(span) - keep :]
+    return re.sub(r"[A-Za-z0-9]", "*", head) + tail
+
+
+def as_text(values: pd.Series) -> pa.Array:
+    """A column as an Arrow string array (nulls stay null)."""
+    arr = pa.array(values, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else pc.cast(arr, pa.string())

@@ -1,0 +1,138 @@
+"""Generalisers for the ``generalise`` rule: coarsen a value so it no longer points at one
+person or home. One vectorised function per method, registered by name; nulls stay null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from civicflow.privacy.detectors import as_text
+from civicflow.privacy.errors import PrivacyError
+from civicflow.spec.models import FieldSpec, PrivacyRule
+
+Generaliser = Callable[[pd.Series, PrivacyRule], pd.Series]
+GENERALISERS: dict[str, Generaliser] = {}
+#: the field types each method accepts (checked before any work)
+ACCEPTS: dict[str, tuple[str, ...]] = {}
+
+
+def register_generaliser(method: str, accepts: tuple[str, ...]) -> Callable[[Generaliser], Generaliser]:
+    def decorate(fn: Generaliser) -> Generaliser:
+        GENERALISERS[method] = fn
+        ACCEPTS[method] = accepts
+        return fn
+
+    return decorate
+
+
+def _string_series(arr: pa.Array, index: pd.Index, name: object) -> pd.Series:
+    return pd.Series(arr.to_numpy(zero_copy_only=False), index=index, name=name, dtype="str")
+
+
+# A house number: a whole number followed (after an optional fraction, "1/2") by a street word,
+# which may start with digits ("8330 3RD ST W"). Ranges ("1234-1236 MAIN ST") keep their
+# shape with both ends generalised. The rewrite strings are RE2's (\1 is group 1, so
+# \100 is group 1 then "00").
+_STREET_WORD = r"(\s+(?:\d/\d\s+)?[A-Za-z0-9]*[A-Za-z])"
+_RANGE = r"\b(\d*)\d\d(\s*-\s*)(\d*)\d\d" + _STREET_WORD
+_SHORT_RANGE = r"\b\d{1,2}\s*-\s*\d{1,2}" + _STREET_WORD
+_LONG = r"\b(\d+)\d\d" + _STREET_WORD
+# 1-2 digit numbers only at a word start that is not a fraction ("1234 1/2 MAIN" keeps its 1/2).
+_SHORT = r"(^|[^\w/])\d{1,2}" + _STREET_WORD
+
+
+def hundred_block_text(values: pa.Array) -> pa.Array:
+    """``2111 W BELLEVUE AVE, 90026`` → ``2100 W BELLEVUE AVE, 90026``; 1-99 → ``0``."""
+    out = pc.replace_substring_regex(values, _RANGE, r"\100\2\300\4")
+    # Ranges with 1-2 digit ends ("12-14 MAIN ST") fall back to the block of the first number.
+    out = pc.replace_substring_regex(out, _SHORT_RANGE, r"0\1")
+    out = pc.replace_substring_regex(out, _LONG, r"\100\2")
+    return pc.replace_substring_regex(out, _SHORT, r"\10\2")
+
+
+@register_generaliser("hundred_block", ("string",))
+def hundred_block(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    return _string_series(hundred_block_text(as_text(values)), values.index, values.name)
+
+
+def _decimals_of(step: float) -> int:
+    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
+_GEOPOINT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*\)?\s*$"
+
+
+def _shortest_text(numbers: np.ndarray) -> pa.Array:
+    """Floats as their shortest exact decimal text (34.07, not 34.070000000000000284)."""
+    return pc.cast(pa.array(numbers, from_pandas=True), pa.string())
+
+
+def _on_coordinates(values: pd.Series, fn: Callable[[np.ndarray], np.ndarray]) -> pd.Series:
+    """Apply ``fn`` to a number column, or to both halves of a ``(lat, lon)`` geopoint column."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        out = fn(values.to_numpy(dtype="float64", na_value=np.nan))
+        return pd.Series(out, index=values.index, name=values.name)
+    parts = values.astype("str").str.extract(_GEOPOINT)
+    lat = _shortest_text(fn(parts[0].astype("float64").to_numpy()))
+    lon = _shortest_text(fn(parts[1].astype("float64").to_numpy()))
+    text = pc.binary_join_element_wise("(", lat, ", ", lon, ")", "")  # last argument: the separator
+    return _string_series(text, values.index, values.name)
+
+
+@register_generaliser("round", ("number", "geopoint"))
+def round_coordinates(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    decimals = int(rule.decimals or 0)
+    return _on_coordinates(values, lambda a: np.round(a, decimals))
+
+
+@register_generaliser("grid", ("number", "geopoint"))
+def snap_to_grid(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    size = float(rule.grid_size or 0)
+    decimals = _decimals_of(size)
+    # Round after snapping so 0.1 * 3 is published as 0.3, not 0.30000000000000004.
+    return _on_coordinates(values, lambda a: np.round(np.round(a / size) * size, decimals))
+
+
+_TRUNCATE_UNITS = {"day": "D", "hour": "h"}
+
+
+@register_generaliser("truncate", ("date", "datetime"))
+def truncate_timestamps(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    ts = pd.to_datetime(values)
+    if rule.truncate_to == "month":
+        out = ts - pd.to_timedelta(ts.dt.day - 1, unit="D")
+        return out.dt.floor("D")
+    return ts.dt.floor(_TRUNCATE_UNITS[str(rule.truncate_to)])
+
+
+@register_generaliser("age_band", ("integer", "number"))
+def age_band(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    """``37`` → ``30-39`` (band width 10). The published column is text."""
+    width = int(rule.band_width or 1)
+    ages = values.astype("Float64")
+    low = (ages // width * width).astype("Int64")
+    high = low + (width - 1)
+    labels = low.astype("str") + "-" + high.astype("str")
+    return labels.where(ages.notna(), None).astype("str")
+
+
+@register_generaliser("zip5", ("string", "integer"))
+def zip5(values: pd.Series, rule: PrivacyRule) -> pd.Series:
+    """ZIP+4 (``90026-1234``, ``900261234``) → ``90026``; other values unchanged."""
+    arr = pc.replace_substring_regex(as_text(values), r"^\s*(\d{5})(?:-?\d{4})?\s*$", r"\1")
+    return _string_series(arr, values.index, values.name)
+
+
+def generalise(values: pd.Series, field: FieldSpec, rule: PrivacyRule) -> pd.Series:
+    try:
+        fn = GENERALISERS[str(rule.method)]
+    except KeyError:
+        raise PrivacyError(f"field {field.name}: no generalise method {rule.method!r} (registered: {', '.join(sorted(GENERALISERS))})") from None
+    return fn(values, rule)

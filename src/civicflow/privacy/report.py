@@ -1,0 +1,123 @@
+"""The privacy report written next to the validation report for every run.
+
+It says which rule touched which column and how many values it changed, what the scan
+found (example row numbers with the values masked) and which findings a written
+allowance in the spec lets through. It never holds a clear PII value or a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class RuleApplied:
+    """One rule on one column."""
+
+    column: str
+    rule: str  # drop, hash, generalise, redact, suppress_small_counts
+    reason: str
+    values_changed: int  # for drop: values removed
+    non_null: int
+    method: str | None = None
+
+
+@dataclass
+class Finding:
+    """What one detector found in one published column."""
+
+    dataset: str
+    column: str
+    detector: str
+    count: int  # rows with at least one finding
+    example_rows: list[int]
+    examples: list[str]  # masked, one per example row
+    allowed: bool = False
+    reason: str | None = None  # the allowance's reason when allowed
+
+    def describe(self) -> str:
+        rows = ", ".join(str(r) for r in self.example_rows) + (", …" if self.count > len(self.example_rows) else "")
+        shown = ", ".join(repr(e) for e in self.examples[:2])
+        return f"{self.column}: {self.detector} x{self.count:,} (rows {rows}; e.g. {shown})"
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A written exception in the spec: this column may carry what this detector finds."""
+
+    column: str
+    detector: str
+    reason: str
+    findings: int  # rows the allowance let through in this run
+
+
+@dataclass
+class PrivacyReport:
+    dataset_id: str
+    rows: int
+    published_columns: list[str]
+    rules: list[RuleApplied] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    allowances: list[Allowance] = field(default_factory=list)
+    suppression_threshold: int | None = None
+    scan_seconds: float = 0.0
+    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if not f.allowed]
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.blocking)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["blocked"] = self.blocked
+        return data
+
+    def write(self, path: Path) -> Path:
+        """Write the report as JSON (atomically: readers never see half a report)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def summary(self) -> str:
+        """One paragraph for logs and the run ledger."""
+        if self.blocked:
+            return "BLOCKED: " + "; ".join(f.describe() for f in self.blocking) + (
+                ". Fix the spec (a rule for the column, or a pii_allow with a reason) and run again."
+            )
+        touched = ", ".join(f"{r.column} {r.rule}{'/' + r.method if r.method else ''} ({r.values_changed:,} changed)" for r in self.rules)
+        text = f"passed: {self.rows:,} rows, {len(self.published_columns)} columns scanned, no unallowed findings"
+        if touched:
+            text += f"; rules: {touched}"
+        allowed = [f"{a.column}: {a.detector} x{a.findings:,}" for a in self.allowances if a.findings]
+        if allowed:
+            text += f"; allowed by the spec: {', '.join(allowed)}"
+        return text + "."
+
+    def metadata_notes(self) -> dict[str, str]:
+        """Per-column text for the published data dictionary: allowances and suppression.
+
+        (The rule and its reason are already in the column description the pipeline builds.)
+        """
+        notes: dict[str, list[str]] = {}
+        for a in self.allowances:
+            notes.setdefault(a.column, []).append(f"Published with a privacy allowance for {a.detector.replace('_', ' ')}: {a.reason}")
+        for r in self.rules:
+            if r.rule == "suppress_small_counts":
+                notes.setdefault(r.column, []).append(
+                    f"Counts from 1 to {int(self.suppression_threshold or 0) - 1} are suppressed (published empty) to protect privacy."
+                )
+        return {column: " ".join(texts) for column, texts in notes.items()}

@@ -1,0 +1,150 @@
+"""The PII scan: run over every column that will be published, after the rules.
+
+Text columns get every text detector (vectorised regex over the whole column; only
+candidates that need a checksum are looked at in Python). Number columns are checked
+for coordinates carrying more decimals than the spec allows. What a column is declared
+to hold (``semantic``) changes how it is read, never whether it is checked: a column
+declared ``address`` is scanned for exact addresses with a looser pattern (no street
+suffix needed), and only a ``pii_allow`` with a reason lets a finding through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from civicflow.privacy.detectors import (
+    ADDRESS_IN_ADDRESS_COLUMN,
+    CARD,
+    COORDINATE,
+    DETECTORS,
+    Detector,
+    as_text,
+    mask,
+)
+from civicflow.privacy.report import MAX_EXAMPLES, Finding
+from civicflow.spec.models import DatasetSpec, FieldSpec
+
+#: decimals a coordinate may carry in a column that does not declare a precision (~100 m)
+UNDECLARED_COORDINATE_DECIMALS = 3
+_COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
+_NUMBER_TEXT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*(?:,\s*([-+]?\d+(?:\.\d+)?)\s*\)?)?\s*$"
+# A "(lat, lon)" pair written inside text, with more decimals than undeclared columns allow.
+_PAIR_IN_TEXT = r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}"
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Rows where one detector fired in one column, with masked examples."""
+
+    detector: str
+    mask: np.ndarray
+    examples: list[str]
+
+
+def _decimals(text: pa.Array) -> np.ndarray:
+    """Digits after the decimal point of number strings (0 without a point, -1 for null)."""
+    pos = pc.find_substring(text, ".")
+    length = pc.utf8_length(text)
+    frac = pc.if_else(pc.less(pos, 0), 0, pc.subtract(pc.subtract(length, pos), 1))
+    return np.asarray(pc.fill_null(frac, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _number_text(values: pd.Series) -> tuple[pa.Array, pa.Array]:
+    """Numbers as their shortest exact decimal text: a value rounded to 3 decimals prints 3."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        arr = pa.array(values.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
+        return pc.cast(arr, pa.string()), pa.nulls(len(values), pa.string())
+    parts = values.astype("str").str.extract(_NUMBER_TEXT)
+    return pa.array(parts[0], type=pa.string(), from_pandas=True), pa.array(parts[1], type=pa.string(), from_pandas=True)
+
+
+def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
+    """Rows whose coordinates carry more decimals than the spec allows."""
+    declared = field.semantic in _COORD_FIELD_SEMANTICS
+    first, second = _number_text(values)
+    decimals = np.maximum(_decimals(first), _decimals(second))
+    if declared:
+        if field.precision is None:
+            return np.zeros(len(values), dtype=bool)
+        return decimals > field.precision
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return np.zeros(len(values), dtype=bool)
+    # An undeclared float column is read as coordinates only when it looks like them:
+    # nearly all values finely fractional, inside +-180, and not shares between 0 and 1.
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    present = ~np.isnan(numbers)
+    if not present.any():
+        return np.zeros(len(values), dtype=bool)
+    fine = decimals > UNDECLARED_COORDINATE_DECIMALS
+    in_range = np.abs(numbers[present]) <= 180
+    looks_like = fine[present].mean() >= 0.9 and in_range.all() and np.nanmax(np.abs(numbers)) > 1
+    return fine & present if looks_like else np.zeros(len(values), dtype=bool)
+
+
+def _text_detectors(field: FieldSpec) -> list[Detector]:
+    detectors = list(DETECTORS.values())
+    if field.semantic == "address":
+        detectors = [ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors]
+    return detectors
+
+
+def _examples(detector: Detector, text: pa.Array, rows: np.ndarray) -> list[str]:
+    shown = []
+    for value in text.take(pa.array(rows[:MAX_EXAMPLES])).to_pylist():
+        spans = detector.spans(value) if value is not None else []
+        shown.append(mask(spans[0]) if spans else mask(str(value)))
+    return shown
+
+
+def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
+    """Every detector that fires on one column."""
+    hits: list[Hits] = []
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return hits
+    if pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS:
+        found = coordinate_hits(values, field)
+        if found.any():
+            shown = [mask(str(v)) for v in values.to_numpy()[np.flatnonzero(found)[:MAX_EXAMPLES]]]
+            hits.append(Hits(COORDINATE, found, shown))
+        if pd.api.types.is_float_dtype(dtype):
+            return hits
+    text = as_text(values)
+    # Integers can only hide a card number (phones, SSNs need their separators to be found).
+    detectors = [CARD] if pd.api.types.is_integer_dtype(dtype) else _text_detectors(field)
+    for detector in detectors:
+        found = detector.find(text)
+        if found.any():
+            hits.append(Hits(detector.name, found, _examples(detector, text, np.flatnonzero(found))))
+    if field.semantic not in _COORD_FIELD_SEMANTICS and not pd.api.types.is_integer_dtype(dtype):
+        found = np.asarray(pc.fill_null(pc.match_substring_regex(text, _PAIR_IN_TEXT), False).to_numpy(zero_copy_only=False), dtype=bool)
+        if found.any():
+            shown = [mask(str(v)) for v in text.take(pa.array(np.flatnonzero(found)[:MAX_EXAMPLES])).to_pylist()]
+            hits.append(Hits(COORDINATE, found, shown))
+    return hits
+
+
+def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
+    """Findings over the published frame (its index is the data row number)."""
+    findings: list[Finding] = []
+    rows = frame.index.to_numpy()
+    for name in frame.columns:
+        field = spec.field(str(name))
+        for hit in scan_column(frame[name], field):
+            where = np.flatnonzero(hit.mask)
+            findings.append(
+                Finding(
+                    dataset=spec.id,
+                    column=str(name),
+                    detector=hit.detector,
+                    count=int(where.size),
+                    example_rows=[int(r) for r in rows[where[:MAX_EXAMPLES]]],
+                    examples=hit.examples,
+                )
+            )
+    return findings
