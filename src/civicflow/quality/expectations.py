@@ -78,6 +78,7 @@ def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
     from great_expectations.expectations.registry import get_expectation_impl
     from pydantic import ValidationError as V2Error
+    from pydantic.v1 import ValidationError as V1Error
 
     key = f"expectations.{i}"
     if not isinstance(item, dict):
@@ -113,10 +114,13 @@ def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems
             type=etype, kwargs=kwargs, meta=meta, notes=item.get("notes"), description=item.get("description"), severity=severity
         )
         return config.to_domain_obj()
-    except V2Error as exc:
+    except (V1Error, V2Error) as exc:  # GX expectations are pydantic.v1 models
+        messages: dict[str, list[str]] = {}
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            problems.append(SpecProblem(path, f"{key}.kwargs.{where}" if where else f"{key}.kwargs", err["msg"]))
+            where = ".".join(str(p) for p in err["loc"] if p != "__root__")
+            messages.setdefault(f"{key}.kwargs.{where}" if where else f"{key}.kwargs", []).append(err["msg"])
+        # a union-typed kwarg reports one error per alternative: keep them on one line
+        problems.extend(SpecProblem(path, k, "; ".join(dict.fromkeys(v))) for k, v in messages.items())
     except InvalidExpectationConfigurationError as exc:
         problems.append(SpecProblem(path, f"{key}.kwargs", str(exc)))
     return None
