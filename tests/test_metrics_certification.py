@@ -249,3 +249,18 @@ def test_gather_reads_the_ledger_and_published_versions(tmp_path: Path) -> None:
     by_id = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}
     assert not by_id["quality_checks_pass"].met and not by_id["kpis_current"].met
     assert by_id["kpis_current"].evidence == "KPIs were not computed in this run"
+
+
+def test_privacy_findings_allowed_in_the_spec_do_not_count_against_a_clean_scan() -> None:
+    inputs = baseline()
+    allowed = {"column": "email", "detector": "email", "count": 99, "allowed": True, "reason": "public office mailbox"}
+    inputs.privacy_reports["beta"] = {"findings": [allowed]}
+    inputs.runs = [dataclasses.replace(r, privacy_findings=1) if r.dataset_id == "beta" else r for r in inputs.runs]
+    result = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]
+    assert result.met
+    assert "1 finding(s) allowed by the spec" in next(i.detail for i in result.items if i.name == "beta")
+    # an unallowed finding in the report, or findings the ledger cannot explain, fail it
+    inputs.privacy_reports["beta"] = {"findings": [allowed, {**allowed, "detector": "phone", "allowed": False}]}
+    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]
+    del inputs.privacy_reports["beta"]
+    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]

@@ -29,8 +29,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 LA311 = PROJECT / "data" / "la311_service_requests" / "MyLA311_Service_Request_Data_2017_Subset.csv"
 LAX = PROJECT / "data" / "lax_passenger_traffic" / "lax_passenger_traffic_by_terminal.csv"
 NC = PROJECT / "data" / "neighborhood_councils" / "la_neighborhood_councils_certified.geojson"
+PARKING = PROJECT / "data" / "parking_citations" / "la_parking_citations_subset.csv"
 US_TIME = "%m/%d/%Y %I:%M:%S %p"
 DIGITAL = ["Mobile App", "Self Service", "Email"]
+#: every dataset a bundled KPI reads
+SOURCES = ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils", "parking_citations")
 
 
 def publish_parquet(settings: Settings, dataset_id: str) -> published.Manifest:
@@ -52,7 +55,7 @@ def publish_parquet(settings: Settings, dataset_id: str) -> published.Manifest:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
     s = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("kpis") / "var")
-    for dataset_id in ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils"):
+    for dataset_id in SOURCES:
         publish_parquet(s, dataset_id)
     return s
 
@@ -160,6 +163,13 @@ def expected_lax_passengers_per_month() -> Expected:
     )
     agg: Agg = lambda g: (float(g["passengers"].sum()), int(g["passengers"].count()))  # noqa: E731
     return _summarise(df, df["period"].max(), agg, ["terminal", "domestic_international"])
+
+
+def expected_parking_citations_per_month() -> Expected:
+    raw = pd.read_csv(PARKING, dtype=str, keep_default_na=False, na_values=[""])
+    issued = pd.to_datetime(raw["Issue Date"], format="%Y-%m-%dT%H:%M:%S")
+    df = pd.DataFrame({"period": issued.dt.to_period("M").dt.start_time.dt.date, "violation_description": raw["Violation Description"]})
+    return _summarise(df, df["period"].max(), lambda g: (float(len(g)), len(g)), ["violation_description"])
 
 
 ORACLES: dict[str, Callable[[], Expected]] = {

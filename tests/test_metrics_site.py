@@ -14,7 +14,7 @@ from civicflow.metrics import scorecard as sc
 from civicflow.metrics.charts import Bar, LinePoint, bar_chart, line_chart, nice_ticks
 from civicflow.metrics.compute import small_count_threshold
 from civicflow.settings import Settings
-from tests.test_metrics_kpis import publish_parquet
+from tests.test_metrics_kpis import SOURCES, publish_parquet
 
 PROJECT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -48,7 +48,7 @@ def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
     settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("site") / "var")
-    for dataset_id in ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils"):
+    for dataset_id in SOURCES:
         publish_parquet(settings, dataset_id)
     loaded = sc.load(settings)
     results = sc.compute_kpis(settings, loaded)
@@ -83,7 +83,7 @@ def test_scorecard_json_and_csv_agree_with_the_results(written) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["certification"]["level"] == card.certification.level
     assert [k["id"] for k in data["kpis"]] == [r.kpi.id for r in card.results]
-    rows = list(csv.DictReader(paths["csv"].open()))
+    rows = list(csv.DictReader(paths["csv"].read_text().splitlines()))
     assert [r["kpi_id"] for r in rows] == [r.kpi.id for r in card.results]
     for row, r in zip(rows, card.results, strict=True):
         assert row["status"] == r.status
@@ -100,5 +100,5 @@ def test_performance_csv_is_what_the_dataset_spec_reads(written) -> None:
     spec = find_dataset(settings.datasets_dir, "performance_metrics")
     path = resolve_source_path(spec, settings)
     assert path == sc.performance_csv_path(settings) and path.is_file()
-    header = next(csv.reader(path.open()))
+    header = next(csv.reader(path.read_text().splitlines()))
     assert header == [f.name for f in spec.fields]

@@ -19,7 +19,7 @@ import pytest
 from civicflow.metrics import scorecard as sc
 from civicflow.metrics.charts import FONT, WIDTH
 from civicflow.settings import Settings
-from tests.test_metrics_kpis import publish_parquet
+from tests.test_metrics_kpis import SOURCES, publish_parquet
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -36,7 +36,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def site(tmp_path_factory) -> Iterator[tuple[str, sc.Scorecard]]:
     """A scorecard computed from the bundled data, served by a plain HTTP server on loopback."""
     settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("browser") / "var")
-    for dataset_id in ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils"):
+    for dataset_id in SOURCES:
         publish_parquet(settings, dataset_id)
     loaded = sc.load(settings)
     results = sc.compute_kpis(settings, loaded)

@@ -9,12 +9,14 @@ attestation (an expired one counts as unmet). Levels and thresholds come from
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from civicflow import published
@@ -60,6 +62,8 @@ class Inputs:
     kpi_results: list[KpiResult] | None
     attestations: list[Attestation]
     now: datetime
+    #: privacy reports (JSON) of the runs that published the current versions, by dataset
+    privacy_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def gather(
@@ -72,7 +76,13 @@ def gather(
 ) -> Inputs:
     latest = {i: m for i in catalog if (m := published.latest(settings, i)) is not None}
     runs = Ledger(settings.ledger_path).runs() if settings.ledger_path.exists() else []
-    return Inputs(catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC))
+    reports = {}
+    by_run = {(r.dataset_id, r.run_id): r for r in runs}
+    for dataset_id, manifest in latest.items():
+        run = by_run.get((dataset_id, manifest.run_id))
+        if run is not None and run.privacy_report_path and Path(run.privacy_report_path).is_file():
+            reports[dataset_id] = json.loads(Path(run.privacy_report_path).read_text(encoding="utf-8"))
+    return Inputs(catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC), reports)
 
 
 @dataclass(frozen=True)
@@ -307,16 +317,26 @@ def _privacy(cfg: PrivacyClean, inputs: Inputs) -> CheckOutcome:
         problems = []
         if spec.privacy.review is None:
             problems.append("no privacy review in the spec")
+        allowed = 0
+        report = inputs.privacy_reports.get(dataset_id)
         if run is None:
             problems.append(f"no ledger record of publishing run {manifest.run_id}")
+        elif report is not None:
+            # The run's own report tells findings a written allowance let through from real ones.
+            findings = report.get("findings", [])
+            unallowed = sum(1 for f in findings if not f.get("allowed"))
+            allowed = len(findings) - unallowed
+            if unallowed:
+                problems.append(f"{unallowed} unallowed scan finding(s) on publishing run {run.run_id}")
         elif run.privacy_findings:
-            problems.append(f"{run.privacy_findings} scan finding(s) on publishing run {run.run_id}")
+            problems.append(f"{run.privacy_findings} scan finding(s) on publishing run {run.run_id} (no privacy report to tell allowed ones apart)")
         if problems:
             items.append(Item(dataset_id, False, "; ".join(problems)))
         else:
             review = spec.privacy.review
             assert review is not None
-            items.append(Item(dataset_id, True, f"reviewed by {review.reviewed_by} on {review.date}; clean scan on run {manifest.run_id}"))
+            note = f" ({allowed} finding(s) allowed by the spec, each with a written reason)" if allowed else ""
+            items.append(Item(dataset_id, True, f"reviewed by {review.reviewed_by} on {review.date}; clean scan on run {manifest.run_id}{note}"))
     return CheckOutcome(items, "published datasets with a privacy review and a clean scan")
 
 
