@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from civicflow.ledger import Ledger, RunRecord
 from civicflow.metrics.compute import KpiResult, compute_all, small_count_threshold
 from civicflow.metrics.loader import load_kpis
 from civicflow.metrics.scorecard import performance_rows
+from civicflow.privacy import protect
+from civicflow.privacy.keys import HashKey
 from civicflow.settings import Settings
 from civicflow.sources import extract
 from civicflow.spec import load_all
@@ -37,17 +40,24 @@ SOURCES = ("la311_service_requests", "lax_passenger_traffic", "neighborhood_coun
 
 
 def publish_parquet(settings: Settings, dataset_id: str) -> published.Manifest:
-    """Extract with the real source reader and write the published Parquet + ledger record
-    the way a publish does (no portal needed for metrics)."""
+    """Extract and protect with the real stages, then write the published Parquet, the
+    privacy report and the ledger record the way a publish does (no portal needed for metrics)."""
     catalog = load_all(settings.datasets_dir)
     spec = catalog[dataset_id]
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%S%fZ}-{dataset_id[:6]}"
     ext = extract(spec, settings, run_id)
-    frame = ext.frame[[f.name for f in spec.published_fields()]].reset_index(drop=True)
+    protected = protect(spec, ext.frame, settings, hash_key=HashKey(secrets.token_hex(32), "test"))
+    assert not protected.report.blocked, protected.report.summary()
+    privacy_path = settings.reports_dir / dataset_id / f"{run_id}.privacy.json"
+    protected.report.write(privacy_path)
+    frame = protected.frame.reset_index(drop=True)
     manifest = published.write_version(settings, dataset_id, frame, published.content_version(frame), run_id)
     Ledger(settings.ledger_path).record(
-        RunRecord(dataset_id, run_id, started, datetime.now(UTC), "published", "published a new version", ext.rows, len(frame), critical_passed=1)
+        RunRecord(
+            dataset_id, run_id, started, datetime.now(UTC), "published", "published a new version", ext.rows, len(frame),
+            critical_passed=1, privacy_findings=len(protected.report.findings), privacy_report_path=str(privacy_path),
+        )
     )
     return manifest
 
