@@ -35,7 +35,7 @@ nav a { margin-right: 1rem; display: inline-block; }
 .level { display: flex; flex-wrap: wrap; gap: 1rem 2rem; align-items: baseline; background: var(--bg); border: 1px solid var(--line); border-radius: 8px; padding: 1rem; }
 .level-name { font-size: 2rem; font-weight: 700; }
 .progress { width: 100%; }
-.progress svg { width: 100%; height: auto; max-width: 40rem; display: block; }
+.progress svg { width: 100%; height: auto; max-width: 26rem; display: block; }
 .cards { display: grid; gap: 1.25rem; grid-template-columns: minmax(0, 1fr); }
 .kpi { border: 1px solid var(--line); border-radius: 8px; padding: 1rem; min-width: 0; }
 .kpi-head { display: flex; flex-wrap: wrap; justify-content: space-between; gap: .5rem 1rem; align-items: baseline; }
