@@ -112,9 +112,17 @@ def luhn_ok(digits: str) -> bool:
     return int(doubled.sum()) % 10 == 0
 
 
+def _card_grouping(span: str) -> bool:
+    """Cards are written solid or in groups of 4 (Amex 4-6-5): permit numbers (5-5-5) are not cards."""
+    groups = [len(g) for g in re.split(r"[ -]", span)]
+    if len(groups) == 1:
+        return True
+    return groups in ([4, 6, 5], [4, 6, 4]) or (all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4)
+
+
 def card_ok(span: str) -> bool:
     digits = re.sub(r"\D", "", span)
-    if not 13 <= len(digits) <= 19:
+    if not 13 <= len(digits) <= 19 or not _card_grouping(span):
         return False
     # Issuer prefixes: 3 (Amex, Diners, JCB), 4 (Visa), 5 (Mastercard), 6 (Discover, UnionPay), 2221-2720.
     if digits[0] not in "3456" and not 2221 <= int(digits[:4]) <= 2720:
@@ -148,7 +156,7 @@ def ssn_ok(span: str) -> bool:
 
 def house_number_ok(span: str) -> bool:
     """An exact house number: hundred-block numbers (x00) are already generalised."""
-    number = re.search(r"\d+", span)
+    number = re.match(r"\d+", span)
     return number is not None and int(number.group(0)) % 100 != 0
 
 
@@ -162,8 +170,8 @@ _PHONE_FORMATTED = (
     r"(?:\s*(?:x|ext\.?)\s*\d{1,5}\b|\b)"
 )
 _PHONE_CUED = (
-    r"(\b(?i:call(?:ed|back)?|phone|tel|cell|mobile|ph|text(?:ed)?|reach(?:ed)?|contact(?:ed)?|fax)\b"
-    r"\W{0,3}(?:(?i:at|on|is|no|number)\W{0,3})?)"
+    r"(\b(?i:(?:call(?:ed)?|phone|tel|cell|mobile|ph|text(?:ed)?|reach(?:ed)?|contact(?:ed)?|fax|voicemail|message)(?:\s+back)?)\b"
+    r"\W{0,3}(?:(?i:at|on|is|no|number|to)\b\W{0,3})?)"
     r"(?:\+?1)?[2-9]\d{2}[2-9]\d{6}\b"
 )
 _HONORIFIC = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr)\.?"
@@ -175,7 +183,8 @@ _PERSON = (
 )
 _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLACE|LN|LANE|CT|COURT|TER|TERRACE|PKWY|PARKWAY|HWY|HIGHWAY|CIR|CIRCLE)"
 # A house number starts a word that is not the denominator of a fraction ("153 7/8 S ...").
-_HOUSE = r"(?:^|[^\w/])\d{1,6}(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
+# Group 1 (the character before it) is kept when redacting.
+_HOUSE = r"(^|[^\w/])\d{1,6}(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
 STREET_ADDRESS_PATTERN = _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
 #: in a column declared ``semantic: address`` any house number followed by a street word is an address
 ADDRESS_COLUMN_PATTERN = _HOUSE + r"\w*[A-Za-z]\w*"
@@ -194,8 +203,8 @@ SSN = register_detector(Detector("ssn", "SSN", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \
 CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", check=card_ok))
 VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
 PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
-STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, check=house_number_ok))
-ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, check=house_number_ok)
+STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, check=house_number_ok, keep_prefix=True))
+ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, check=house_number_ok, keep_prefix=True)
 
 #: scan-only detector implemented in scan.py (numbers, not text patterns)
 COORDINATE = "coordinate"

@@ -94,30 +94,46 @@ def redact_detectors(names: list[str] | None) -> list[Detector]:
     return [DETECTORS[n] for n in names]
 
 
-_STRING = np.dtypes.StringDType()
-_NEVER = "\x00\x00"  # stands in for an empty value: replacing it changes nothing
+# Capitalised words with some lower case (Lopez, McDonald, O'Brien): the parts of a name.
+_NAME_WORD = r"\b[A-Z][A-Za-z'-]*[a-z][A-Za-z'-]*"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def redact_known_values(text: pa.Array, others: pd.DataFrame) -> pa.Array:
-    """Replace, row by row but vectorised, each other column's value wherever it appears in the text.
+    """Replace each other column's value, in the same row, wherever it appears in the text.
 
-    The whole value goes first, then each of its words of 3+ letters (``Maria Lopez`` also
-    removes a later ``Ms. Lopez``). Case-sensitive: names are written capitalised.
+    The whole value goes first, then each of its name-like words of 3+ letters (``Maria
+    Lopez`` also removes a later ``Ms. Lopez``); e-mails, phones and upper-case addresses
+    only as a whole. Case-sensitive. Row-wise but columnar: one DuckDB query with nested
+    ``replace(text, value, placeholder)`` calls over whole columns.
     """
-    result = np.array(text.to_numpy(zero_copy_only=False), dtype=object)
-    is_null = pd.isna(result)
-    out = np.where(is_null, "", result).astype(_STRING)
-    for name in others.columns:
-        column = others[name].astype("str")
-        # Capitalised words only: names split well, e-mails and phone numbers do not.
-        words = column.str.findall(r"[A-Z][A-Za-z'-]{2,}")
-        width = int(words.str.len().max()) if words.notna().any() else 0
-        pieces = [column] + [words.str[i] for i in range(width)]
-        placeholder = f"[{str(name).upper()}]"
-        for piece in pieces:
-            olds = piece.where(piece.notna() & (piece.str.len() >= 3), _NEVER).to_numpy(dtype=object).astype(_STRING)
-            out = np.strings.replace(out, olds, placeholder)
-    return pa.array(np.where(is_null, None, out.astype(object)), type=pa.string())
+    import duckdb
+
+    names = [str(c) for c in others.columns]
+    columns = {"t": text}
+    for i, name in enumerate(names):
+        columns[f"c{i}"] = as_text(others[name])
+    con = duckdb.connect()
+    try:
+        con.register("src", pa.table(columns))
+        words = ", ".join(
+            f"list_filter(regexp_extract_all(c{i}, {_sql_text(_NAME_WORD)}), lambda w: length(w) >= 3) AS w{i}" for i in range(len(names))
+        )
+        widths = con.sql(f"SELECT {', '.join(f'max(len(w{i}))' for i in range(len(names)))} FROM (SELECT {words} FROM src)").fetchall()[0]
+        expr = "t"
+        for i, name in enumerate(names):
+            placeholder = _sql_text(f"[{name.upper()}]")
+            pieces = [f"c{i}"] + [f"w{i}[{k}]" for k in range(1, int((widths or [0])[i] or 0) + 1)]
+            for piece in pieces:
+                # Short or missing values become a string no text holds (NUL NUL): nothing to replace.
+                expr = f"replace({expr}, CASE WHEN length(coalesce({piece}, '')) >= 3 THEN {piece} ELSE chr(0) || chr(0) END, {placeholder})"
+        result = con.sql(f"SELECT {expr} AS t FROM (SELECT t, {', '.join(f'c{i}' for i in range(len(names)))}, {words} FROM src)").to_arrow_table()
+    finally:
+        con.close()
+    return result.column("t").combine_chunks().cast(pa.string())
 
 
 def redact_text(values: pd.Series, detectors: list[Detector], others: pd.DataFrame | None = None) -> pd.Series:
