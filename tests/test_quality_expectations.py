@@ -100,6 +100,29 @@ def test_critical_content_failure_rejects_at_its_row(la311):
     assert "REJECTED" in report.summary()
 
 
+def test_integer_examples_stay_integers_and_row_conditions_see_other_columns(la311, tmp_path):
+    spec, ext = la311
+    frame = ext.frame.copy()
+    frame.loc[8, "cd"] = 99
+    suite = {
+        "name": "la311_service_requests",
+        "expectations": [
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "cd", "min_value": 1, "max_value": 15},
+             "meta": {"severity": "warning"}},
+            # cd is null only where police_precinct is null too: the condition reads another column
+            {"type": "expect_column_values_to_not_be_null",
+             "kwargs": {"column": "cd", "row_condition": "police_precinct.notna()", "condition_parser": "pandas"},
+             "meta": {"severity": "critical"}},
+        ],
+    }
+    (tmp_path / "la311_service_requests.json").write_text(json.dumps(suite))
+    report = validate(spec, Extract(ext.dataset_id, "cd", ext.raw_path, ext.sha256, ext.raw, frame), tmp_path)
+    [between, conditional] = [c for c in report.checks if c.layer == "content"]
+    assert between.failed and between.examples == [{"row": 8, "value": 99}]
+    assert isinstance(between.examples[0]["value"], int)
+    assert conditional.success, conditional.message
+
+
 # --- bad suite files ------------------------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ class QualityReport:
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
-        counts = {s: {"passed": 0, "failed": 0, "skipped": 0} for s in SEVERITIES}
+        counts: dict[str, dict[str, int]] = {s: {"passed": 0, "failed": 0, "skipped": 0} for s in SEVERITIES}
         for check in self.checks:
             counts[check.severity][check.status] += 1
         return counts
