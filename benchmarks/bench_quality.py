@@ -36,7 +36,9 @@ def build_extract(rows: int) -> Extract:
     path = PROJECT_DIR / spec.source.path
     real = CsvReader().read(spec, path)
     raw = real.take(pa.array(np.arange(rows) % real.num_rows))
-    numbers = pa.array(np.char.add("1-", (900_000_000 + np.arange(rows)).astype(str)).astype(object), pa.string())
+    numbers = pa.array(
+        np.char.add("1-", (900_000_000 + np.arange(rows)).astype(str)).astype(object), pa.string()
+    )
     raw = raw.set_column(raw.column_names.index("SRNumber"), "SRNumber", numbers).combine_chunks()
     return Extract(spec.id, "bench", path, "0" * 64, raw, cast_frame(spec, raw))
 
@@ -55,14 +57,26 @@ def main() -> None:
     rows = parser.parse_args().rows
     spec = load_dataset(PROJECT_DIR / "datasets" / "la311_service_requests.yaml")
     ext = timed("build extract (read + repeat + cast)", rows, lambda: build_extract(rows))
-    print(f"extract: {ext.rows:,} rows x {ext.raw.num_columns} columns, raw {ext.raw.nbytes / 2**20:,.0f} MiB")
+    print(
+        f"extract: {ext.rows:,} rows x {ext.raw.num_columns} columns, raw {ext.raw.nbytes / 2**20:,.0f} MiB"
+    )
     structure = timed("structure (all rows)", rows, lambda: check_structure(spec, ext))
     suite_path = PROJECT_DIR / "expectations" / f"{spec.suite_name}.json"
     suite = timed("load suite (incl. GX import)", rows, lambda: load_suite(suite_path, spec))
-    content = timed(f"GX suite ({len(suite.expectations)} expectations)", rows, lambda: run_suite(suite, ext.frame))
-    report = timed("validate() end to end (warm)", rows, lambda: validate(spec, ext, PROJECT_DIR / "expectations"))
+    content = timed(
+        f"GX suite ({len(suite.expectations)} expectations)",
+        rows,
+        lambda: run_suite(suite, ext.frame),
+    )
+    report = timed(
+        "validate() end to end (warm)",
+        rows,
+        lambda: validate(spec, ext, PROJECT_DIR / "expectations"),
+    )
     failed = [c for c in structure.checks + content if c.failed]
-    print(f"checks: {len(structure.checks)} structure + {len(content)} content; failed: {len(failed)}")
+    print(
+        f"checks: {len(structure.checks)} structure + {len(content)} content; failed: {len(failed)}"
+    )
     print(report.summary().splitlines()[0])
 
 

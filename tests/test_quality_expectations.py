@@ -38,19 +38,27 @@ def la311_report(la311):
 def csv_frame() -> pd.DataFrame:
     """The CSV read independently with pandas, indexed by 1-based data row."""
     spec = load_dataset(LA311)
-    df = pd.read_csv(PROJECT_DIR / spec.source.path, dtype=str, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(
+        PROJECT_DIR / spec.source.path, dtype=str, keep_default_na=False, na_values=[""]
+    )
     df.index = pd.RangeIndex(1, len(df) + 1)
     return df
 
 
 def content(report, type_: str, *columns: str):
-    [check] = [c for c in report.checks if c.layer == "content" and c.name == type_ and c.columns == list(columns)]
+    [check] = [
+        c
+        for c in report.checks
+        if c.layer == "content" and c.name == type_ and c.columns == list(columns)
+    ]
     return check
 
 
 def test_la311_critical_checks_all_pass(la311_report):
     assert la311_report.passed, la311_report.summary()
-    critical_content = [c for c in la311_report.checks if c.layer == "content" and c.severity == "critical"]
+    critical_content = [
+        c for c in la311_report.checks if c.layer == "content" and c.severity == "critical"
+    ]
     assert len(critical_content) >= 5 and all(c.success for c in critical_content)
     assert la311_report.summary().startswith("PASSED: ")
 
@@ -62,13 +70,21 @@ def test_la311_closed_before_created_warning_names_its_rows(la311_report, csv_fr
     expected_rows = csv_frame.index[closed < created].tolist()
     assert expected_rows  # the real data does hold such rows
 
-    check = content(la311_report, "expect_column_pair_values_a_to_be_greater_than_b", "closed_date", "created_date")
+    check = content(
+        la311_report,
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "closed_date",
+        "created_date",
+    )
     assert check.severity == "warning" and check.failed
     assert check.unexpected_count == len(expected_rows)
     assert [e["row"] for e in check.examples] == expected_rows[:20]
     first = check.examples[0]["value"]
     row = expected_rows[0]
-    assert first == {"closed_date": closed[row].isoformat(), "created_date": created[row].isoformat()}
+    assert first == {
+        "closed_date": closed[row].isoformat(),
+        "created_date": created[row].isoformat(),
+    }
     assert check in la311_report.failures("warning")
 
 
@@ -93,7 +109,9 @@ def test_critical_content_failure_rejects_at_its_row(la311):
     spec, ext = la311
     frame = ext.frame.copy()
     frame.loc[5, "status"] = "Pending"
-    report = validate(spec, Extract(ext.dataset_id, "bad", ext.raw_path, ext.sha256, ext.raw, frame), EXPECTATIONS)
+    report = validate(
+        spec, Extract(ext.dataset_id, "bad", ext.raw_path, ext.sha256, ext.raw, frame), EXPECTATIONS
+    )
     assert not report.passed
     check = content(report, "expect_column_values_to_be_in_set", "status")
     assert check.severity == "critical" and check.examples == [{"row": 5, "value": "Pending"}]
@@ -107,16 +125,27 @@ def test_integer_examples_stay_integers_and_row_conditions_see_other_columns(la3
     suite = {
         "name": "la311_service_requests",
         "expectations": [
-            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "cd", "min_value": 1, "max_value": 15},
-             "meta": {"severity": "warning"}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "cd", "min_value": 1, "max_value": 15},
+                "meta": {"severity": "warning"},
+            },
             # cd is null only where police_precinct is null too: the condition reads another column
-            {"type": "expect_column_values_to_not_be_null",
-             "kwargs": {"column": "cd", "row_condition": "police_precinct.notna()", "condition_parser": "pandas"},
-             "meta": {"severity": "critical"}},
+            {
+                "type": "expect_column_values_to_not_be_null",
+                "kwargs": {
+                    "column": "cd",
+                    "row_condition": "police_precinct.notna()",
+                    "condition_parser": "pandas",
+                },
+                "meta": {"severity": "critical"},
+            },
         ],
     }
     (tmp_path / "la311_service_requests.json").write_text(json.dumps(suite))
-    report = validate(spec, Extract(ext.dataset_id, "cd", ext.raw_path, ext.sha256, ext.raw, frame), tmp_path)
+    report = validate(
+        spec, Extract(ext.dataset_id, "cd", ext.raw_path, ext.sha256, ext.raw, frame), tmp_path
+    )
     [between, conditional] = [c for c in report.checks if c.layer == "content"]
     assert between.failed and between.examples == [{"row": 8, "value": 99}]
     assert isinstance(between.examples[0]["value"], int)
@@ -133,7 +162,11 @@ def write_suite(tmp_path: Path, body: str | dict) -> Path:
 
 
 def good_expectation(**overrides):
-    item = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "sr_number"}, "meta": {"severity": "critical"}}
+    item = {
+        "type": "expect_column_values_to_not_be_null",
+        "kwargs": {"column": "sr_number"},
+        "meta": {"severity": "critical"},
+    }
     return item | overrides
 
 
@@ -156,27 +189,54 @@ def test_suite_that_does_not_parse(tmp_path):
 
 
 def test_unknown_expectation_type(tmp_path):
-    path = write_suite(tmp_path, {"name": "la311_service_requests", "expectations": [good_expectation(), good_expectation(type="expect_column_to_be_nice")]})
+    path = write_suite(
+        tmp_path,
+        {
+            "name": "la311_service_requests",
+            "expectations": [good_expectation(), good_expectation(type="expect_column_to_be_nice")],
+        },
+    )
     found = problems(path)
-    assert list(found) == ["expectations.1.type"] and "expect_column_to_be_nice" in found["expectations.1.type"]
+    assert (
+        list(found) == ["expectations.1.type"]
+        and "expect_column_to_be_nice" in found["expectations.1.type"]
+    )
 
 
 def test_unknown_column(tmp_path):
-    bad = good_expectation(type="expect_column_pair_values_a_to_be_greater_than_b", kwargs={"column_A": "closed_at", "column_B": "created_date"})
-    path = write_suite(tmp_path, {"name": "la311_service_requests", "expectations": [good_expectation(), good_expectation(), bad]})
+    bad = good_expectation(
+        type="expect_column_pair_values_a_to_be_greater_than_b",
+        kwargs={"column_A": "closed_at", "column_B": "created_date"},
+    )
+    path = write_suite(
+        tmp_path,
+        {
+            "name": "la311_service_requests",
+            "expectations": [good_expectation(), good_expectation(), bad],
+        },
+    )
     found = problems(path)
-    assert list(found) == ["expectations.2.kwargs.column_A"] and "closed_at" in found["expectations.2.kwargs.column_A"]
+    assert (
+        list(found) == ["expectations.2.kwargs.column_A"]
+        and "closed_at" in found["expectations.2.kwargs.column_A"]
+    )
 
 
 @pytest.mark.parametrize("meta", [{}, {"severity": "fatal"}, None])
 def test_missing_or_invalid_severity(tmp_path, meta):
-    item = good_expectation(meta=meta) if meta is not None else {k: v for k, v in good_expectation().items() if k != "meta"}
+    item = (
+        good_expectation(meta=meta)
+        if meta is not None
+        else {k: v for k, v in good_expectation().items() if k != "meta"}
+    )
     path = write_suite(tmp_path, {"name": "la311_service_requests", "expectations": [item]})
     assert list(problems(path)) == ["expectations.0.meta.severity"]
 
 
 def test_invalid_kwargs_and_wrong_name(tmp_path):
-    bad = good_expectation(type="expect_column_values_to_be_between", kwargs={"column": "cd", "min_value": "one"})
+    bad = good_expectation(
+        type="expect_column_values_to_be_between", kwargs={"column": "cd", "min_value": "one"}
+    )
     path = write_suite(tmp_path, {"name": "something_else", "expectations": [bad]})
     found = problems(path)
     assert "name" in found
@@ -185,7 +245,10 @@ def test_invalid_kwargs_and_wrong_name(tmp_path):
 
 def test_suite_without_matching_dataset_spec(tmp_path):
     (tmp_path / "expectations").mkdir()
-    path = write_suite(tmp_path / "expectations", {"name": "la311_service_requests", "expectations": [good_expectation()]})
+    path = write_suite(
+        tmp_path / "expectations",
+        {"name": "la311_service_requests", "expectations": [good_expectation()]},
+    )
     with pytest.raises(SpecError, match="no dataset spec"):
         load_suite(path)
 
@@ -202,9 +265,13 @@ def test_every_suite_loads_and_matches_its_dataset(path):
     assert len(suite.expectations) == len(data["expectations"])
     fields = {f.name for f in spec.fields}
     for i, item in enumerate(data["expectations"]):
-        assert item["meta"]["severity"] in ("critical", "warning"), f"{path}: expectations.{i} severity"
+        assert item["meta"]["severity"] in ("critical", "warning"), (
+            f"{path}: expectations.{i} severity"
+        )
         for key, column in expectation_columns(item["kwargs"]):
-            assert column in fields, f"{path}: expectations.{i}.kwargs.{key} = {column!r} is not a field"
+            assert column in fields, (
+                f"{path}: expectations.{i}.kwargs.{key} = {column!r} is not a field"
+            )
 
 
 def test_suites_are_found():

@@ -36,22 +36,55 @@ SPEC = DatasetSpec.model_validate(
         "primary_key": ["sr_number"],
         "expectation_suite": None,
         "fields": [
-            {"name": "sr_number", "source": "SRNumber", "type": "string", "nullable": False, "description": "Request id.",
-             "constraints": {"pattern": r"1-\d+"}},
-            {"name": "created", "source": "Created", "type": "datetime", "nullable": False, "description": "Created at."},
-            {"name": "status", "source": "Status", "type": "string", "description": "Status.",
-             "constraints": {"enum": ["Open", "Closed"]}},
-            {"name": "count", "source": "Count", "type": "integer", "description": "How many.",
-             "constraints": {"minimum": 0, "maximum": 10}},
-            {"name": "code", "source": "Code", "type": "string", "description": "A code.",
-             "constraints": {"min_length": 2, "max_length": 3, "unique": True}},
+            {
+                "name": "sr_number",
+                "source": "SRNumber",
+                "type": "string",
+                "nullable": False,
+                "description": "Request id.",
+                "constraints": {"pattern": r"1-\d+"},
+            },
+            {
+                "name": "created",
+                "source": "Created",
+                "type": "datetime",
+                "nullable": False,
+                "description": "Created at.",
+            },
+            {
+                "name": "status",
+                "source": "Status",
+                "type": "string",
+                "description": "Status.",
+                "constraints": {"enum": ["Open", "Closed"]},
+            },
+            {
+                "name": "count",
+                "source": "Count",
+                "type": "integer",
+                "description": "How many.",
+                "constraints": {"minimum": 0, "maximum": 10},
+            },
+            {
+                "name": "code",
+                "source": "Code",
+                "type": "string",
+                "description": "A code.",
+                "constraints": {"min_length": 2, "max_length": 3, "unique": True},
+            },
         ],
     }
 )
 
 CLEAN = {
     "SRNumber": ["1-101", "1-102", "1-103", "1-104", "1-105"],
-    "Created": ["2024-01-01 08:00:00", "2024-01-02 09:00:00", "2024-01-03 10:00:00", "2024-01-04 11:00:00", "2024-01-05 12:00:00"],
+    "Created": [
+        "2024-01-01 08:00:00",
+        "2024-01-02 09:00:00",
+        "2024-01-03 10:00:00",
+        "2024-01-04 11:00:00",
+        "2024-01-05 12:00:00",
+    ],
     "Status": ["Open", "Closed", "Open", None, "Closed"],
     "Count": ["0", "3", None, "10", "7"],
     "Code": ["AA", "AB", "AC", None, "ABC"],
@@ -74,7 +107,13 @@ def edited(**changes: dict[int, str | None]) -> dict[str, list[str | None]]:
 
 def failures(ext: Extract, name: str, constraint: str | None = None):
     checks = check_structure(SPEC, ext).checks
-    return [c for c in checks if c.name == name and c.failed and (constraint is None or c.details.get("constraint") == constraint)]
+    return [
+        c
+        for c in checks
+        if c.name == name
+        and c.failed
+        and (constraint is None or c.details.get("constraint") == constraint)
+    ]
 
 
 def rows_of(check) -> list[int]:
@@ -100,14 +139,23 @@ def test_la311_table_schema_notes_every_source_header():
     schema = Schema.from_descriptor(table_schema(spec))
     header = pd.read_csv(PROJECT_DIR / spec.source.path, nrows=0).columns.tolist()
     assert [f.custom.get("source", f.name) for f in schema.fields] == header
-    assert {f.name for f in schema.fields if f.required} == {f.name for f in spec.fields if not f.nullable}
+    assert {f.name for f in schema.fields if f.required} == {
+        f.name for f in spec.fields if not f.nullable
+    }
 
 
 def test_clean_extract_passes_every_structure_check():
     checks = check_structure(SPEC, make_extract(CLEAN)).checks
     assert checks and all(c.success for c in checks), [c.line() for c in checks if not c.success]
     names = {c.name for c in checks}
-    assert {"missing-label", "extra-label", "type-error", "constraint-error", "unique-error", "primary-key"} <= names
+    assert {
+        "missing-label",
+        "extra-label",
+        "type-error",
+        "constraint-error",
+        "unique-error",
+        "primary-key",
+    } <= names
 
 
 def test_missing_column():
@@ -119,7 +167,9 @@ def test_missing_column():
     assert check.examples == [{"row": None, "value": "Status"}]
     assert result.missing_fields == {"status"}
     # no cell checks on a column that is not there
-    assert not [c for c in result.checks if c.name == "constraint-error" and c.columns == ["status"]]
+    assert not [
+        c for c in result.checks if c.name == "constraint-error" and c.columns == ["status"]
+    ]
 
 
 def test_extra_column():
@@ -132,7 +182,10 @@ def test_extra_column():
 def test_wrong_type_at_known_row():
     ext = make_extract(edited(Count={3: "three"}, Created={5: "yesterday"}))
     found = {c.columns[0]: c.examples for c in failures(ext, "type-error")}
-    assert found == {"count": [{"row": 3, "value": "three"}], "created": [{"row": 5, "value": "yesterday"}]}
+    assert found == {
+        "count": [{"row": 3, "value": "three"}],
+        "created": [{"row": 5, "value": "yesterday"}],
+    }
 
 
 def test_required_null():
@@ -148,7 +201,9 @@ def test_enum():
 
 
 def test_pattern():
-    [check] = failures(make_extract(edited(SRNumber={1: "2-101", 3: "1-10x"})), "constraint-error", "pattern")
+    [check] = failures(
+        make_extract(edited(SRNumber={1: "2-101", 3: "1-10x"})), "constraint-error", "pattern"
+    )
     assert check.examples == [{"row": 1, "value": "2-101"}, {"row": 3, "value": "1-10x"}]
 
 
@@ -189,7 +244,9 @@ def test_real_duplicate_sr_number_rejects_with_both_rows(la311):
     spec, ext = la311
     sr = ext.raw["SRNumber"]
     first = sr[3].as_py()  # data row 4
-    values = pc.if_else(pa.array([i == 6 for i in range(ext.rows)]), first, sr)  # row 7 gets row 4's number
+    values = pc.if_else(
+        pa.array([i == 6 for i in range(ext.rows)]), first, sr
+    )  # row 7 gets row 4's number
     raw = ext.raw.set_column(ext.raw.column_names.index("SRNumber"), "SRNumber", values)
     bad = Extract(ext.dataset_id, "dup", ext.raw_path, ext.sha256, raw, cast_frame(spec, raw))
     report = validate(spec, bad, PROJECT_DIR / "expectations")
@@ -197,7 +254,10 @@ def test_real_duplicate_sr_number_rejects_with_both_rows(la311):
     [pk] = [c for c in report.failures("critical") if c.name == "primary-key"]
     assert pk.examples == [{"row": 4, "value": first}, {"row": 7, "value": first}]
     assert report.summary().startswith("REJECTED: ")
-    assert f"primary-key sr_number: 1 duplicate in 2 rows (rows 4 and 7: {first!r})" in report.summary()
+    assert (
+        f"primary-key sr_number: 1 duplicate in 2 rows (rows 4 and 7: {first!r})"
+        in report.summary()
+    )
 
 
 def test_missing_column_skips_content_checks_on_it(la311, tmp_path):

@@ -28,7 +28,13 @@ def validate(spec: DatasetSpec, extract: Extract, expectations_dir: Path | str) 
     """
     started = time.perf_counter()
     structure = check_structure(spec, extract)
-    report = QualityReport(dataset_id=spec.id, run_id=extract.run_id, rows=extract.rows, suite=None, checks=list(structure.checks))
+    report = QualityReport(
+        dataset_id=spec.id,
+        run_id=extract.run_id,
+        rows=extract.rows,
+        suite=None,
+        checks=list(structure.checks),
+    )
     path = suite_path(Path(expectations_dir), spec.suite_name)
     if path.is_file():
         suite = load_suite(path, spec)
@@ -36,10 +42,20 @@ def validate(spec: DatasetSpec, extract: Extract, expectations_dir: Path | str) 
         report.checks.extend(run_suite(suite, extract.frame, skip_columns=structure.missing_fields))
         if structure.missing_fields:
             report.notes.append(
-                "content checks on missing column(s) " + ", ".join(sorted(structure.missing_fields)) + " were skipped"
+                "content checks on missing column(s) "
+                + ", ".join(sorted(structure.missing_fields))
+                + " were skipped"
             )
     elif spec.expectation_suite is not None:
-        raise SpecError([SpecProblem(path, "", f"expectation suite {spec.expectation_suite!r} named by dataset {spec.id} not found")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path,
+                    "",
+                    f"expectation suite {spec.expectation_suite!r} named by dataset {spec.id} not found",
+                )
+            ]
+        )
     else:
         report.notes.append(f"no expectation suite {path.name}: structure checks only")
     report.duration_s = time.perf_counter() - started

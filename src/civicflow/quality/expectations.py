@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
 
 _SUITE_KEYS = {"name", "id", "expectations", "suite_parameters", "meta", "notes"}
-_EXPECTATION_KEYS = {"type", "kwargs", "meta", "id", "notes", "description", "severity", "rendered_content"}
+_EXPECTATION_KEYS = {
+    "type",
+    "kwargs",
+    "meta",
+    "id",
+    "notes",
+    "description",
+    "severity",
+    "rendered_content",
+}
 _COLUMN_KWARGS = ("column", "column_A", "column_B")
 _COLUMN_LIST_KWARGS = ("column_list", "column_set")
 _POSITION = "civicflow_position"
@@ -55,7 +64,15 @@ def _spec_for(path: Path) -> DatasetSpec:
     """The dataset spec a suite is checked against: datasets/<suite>.yaml beside expectations/."""
     candidate = path.resolve().parent.parent / "datasets" / f"{path.stem}.yaml"
     if not candidate.is_file():
-        raise SpecError([SpecProblem(path, "", f"no dataset spec {candidate} to check the suite's columns against (pass spec=)")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path,
+                    "",
+                    f"no dataset spec {candidate} to check the suite's columns against (pass spec=)",
+                )
+            ]
+        )
     return load_dataset(candidate)
 
 
@@ -65,14 +82,24 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise SpecError([SpecProblem(path, "", "expectation suite file not found")]) from None
     except UnicodeDecodeError as exc:
-        raise SpecError([SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        raise SpecError(
+            [SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError([SpecProblem(path, "", f"JSON does not parse: {exc.msg} (column {exc.colno})", exc.lineno)]) from None
+        raise SpecError(
+            [
+                SpecProblem(
+                    path, "", f"JSON does not parse: {exc.msg} (column {exc.colno})", exc.lineno
+                )
+            ]
+        ) from None
 
 
-def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems: list[SpecProblem]) -> Expectation | None:
+def _build_expectation(
+    path: Path, i: int, item: Any, fields: set[str], problems: list[SpecProblem]
+) -> Expectation | None:
     from great_expectations.exceptions import (
         ExpectationNotFoundError,
         InvalidExpectationConfigurationError,
@@ -89,10 +116,22 @@ def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems
         return None
     before = len(problems)
     for unknown in sorted(set(item) - _EXPECTATION_KEYS):
-        problems.append(SpecProblem(path, f"{key}.{unknown}", f"unknown key (allowed: {', '.join(sorted(_EXPECTATION_KEYS))})"))
+        problems.append(
+            SpecProblem(
+                path,
+                f"{key}.{unknown}",
+                f"unknown key (allowed: {', '.join(sorted(_EXPECTATION_KEYS))})",
+            )
+        )
     etype, kwargs, meta = item.get("type"), item.get("kwargs", {}), item.get("meta", {})
     if not isinstance(etype, str):
-        problems.append(SpecProblem(path, f"{key}.type", "missing or not a string (e.g. expect_column_values_to_not_be_null)"))
+        problems.append(
+            SpecProblem(
+                path,
+                f"{key}.type",
+                "missing or not a string (e.g. expect_column_values_to_not_be_null)",
+            )
+        )
     else:
         try:
             get_expectation_impl(etype)
@@ -103,27 +142,52 @@ def _build_expectation(path: Path, i: int, item: Any, fields: set[str], problems
         kwargs = {}
     for sub, column in expectation_columns(kwargs):
         if column not in fields:
-            problems.append(SpecProblem(path, f"{key}.kwargs.{sub}", f"column {column!r} is not a field of the dataset spec"))
+            problems.append(
+                SpecProblem(
+                    path,
+                    f"{key}.kwargs.{sub}",
+                    f"column {column!r} is not a field of the dataset spec",
+                )
+            )
     severity = meta.get("severity") if isinstance(meta, dict) else None
     if severity not in SEVERITIES:
         got = "missing" if severity is None else f"{severity!r} is not valid"
-        problems.append(SpecProblem(path, f"{key}.meta.severity", f"{got}: must be one of {', '.join(SEVERITIES)}"))
+        problems.append(
+            SpecProblem(
+                path, f"{key}.meta.severity", f"{got}: must be one of {', '.join(SEVERITIES)}"
+            )
+        )
     elif "severity" in item and item["severity"] != severity:
-        problems.append(SpecProblem(path, f"{key}.severity", f"{item['severity']!r} disagrees with meta.severity {severity!r}"))
+        problems.append(
+            SpecProblem(
+                path,
+                f"{key}.severity",
+                f"{item['severity']!r} disagrees with meta.severity {severity!r}",
+            )
+        )
     if len(problems) > before or not isinstance(etype, str):
         return None
     try:
         config = ExpectationConfiguration(
-            type=etype, kwargs=kwargs, meta=meta, notes=item.get("notes"), description=item.get("description"), severity=FailureSeverity(severity)
+            type=etype,
+            kwargs=kwargs,
+            meta=meta,
+            notes=item.get("notes"),
+            description=item.get("description"),
+            severity=FailureSeverity(severity),
         )
         return config.to_domain_obj()
     except (V1Error, V2Error) as exc:  # GX expectations are pydantic.v1 models
         messages: dict[str, list[str]] = {}
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"] if p != "__root__")
-            messages.setdefault(f"{key}.kwargs.{where}" if where else f"{key}.kwargs", []).append(err["msg"])
+            messages.setdefault(f"{key}.kwargs.{where}" if where else f"{key}.kwargs", []).append(
+                err["msg"]
+            )
         # a union-typed kwarg reports one error per alternative: keep them on one line
-        problems.extend(SpecProblem(path, k, "; ".join(dict.fromkeys(v))) for k, v in messages.items())
+        problems.extend(
+            SpecProblem(path, k, "; ".join(dict.fromkeys(v))) for k, v in messages.items()
+        )
     except InvalidExpectationConfigurationError as exc:
         problems.append(SpecProblem(path, f"{key}.kwargs", str(exc)))
     return None
@@ -140,12 +204,24 @@ def load_suite(path: Path | str, spec: DatasetSpec | None = None) -> Expectation
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(path, "", f"expected an object at the top level, got {type(data).__name__}")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path, "", f"expected an object at the top level, got {type(data).__name__}"
+                )
+            ]
+        )
     problems: list[SpecProblem] = []
     for unknown in sorted(set(data) - _SUITE_KEYS):
-        problems.append(SpecProblem(path, unknown, f"unknown key (allowed: {', '.join(sorted(_SUITE_KEYS))})"))
+        problems.append(
+            SpecProblem(path, unknown, f"unknown key (allowed: {', '.join(sorted(_SUITE_KEYS))})")
+        )
     if data.get("name") != path.stem:
-        problems.append(SpecProblem(path, "name", f"must be the file name {path.stem!r} (got {data.get('name')!r})"))
+        problems.append(
+            SpecProblem(
+                path, "name", f"must be the file name {path.stem!r} (got {data.get('name')!r})"
+            )
+        )
     items = data.get("expectations")
     if not isinstance(items, list) or not items:
         problems.append(SpecProblem(path, "expectations", "must be a non-empty list"))
@@ -155,7 +231,9 @@ def load_suite(path: Path | str, spec: DatasetSpec | None = None) -> Expectation
     built = [_build_expectation(path, i, item, fields, problems) for i, item in enumerate(items)]
     if problems:
         raise SpecError(problems)
-    return gx.ExpectationSuite(name=path.stem, expectations=[e for e in built if e is not None], meta=data.get("meta"))
+    return gx.ExpectationSuite(
+        name=path.stem, expectations=[e for e in built if e is not None], meta=data.get("meta")
+    )
 
 
 def _columns_of(expectation: Expectation) -> list[str]:
@@ -167,7 +245,9 @@ def _restore(value: Any, integer: bool) -> Any:
     return int(value) if integer and isinstance(value, float) and value.is_integer() else value
 
 
-def _examples(result: dict[str, Any], columns: list[str], row_key: str, integers: set[str]) -> list[dict[str, Any]]:
+def _examples(
+    result: dict[str, Any], columns: list[str], row_key: str, integers: set[str]
+) -> list[dict[str, Any]]:
     indexed = result.get("partial_unexpected_index_list")
     if indexed:
         out = []
@@ -180,7 +260,10 @@ def _examples(result: dict[str, Any], columns: list[str], row_key: str, integers
             out.append({"row": json_safe(entry.get(row_key)), "value": json_safe(value)})
         return out
     single = len(columns) == 1 and columns[0] in integers
-    return [{"row": None, "value": json_safe(_restore(v, single))} for v in (result.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
+    return [
+        {"row": None, "value": json_safe(_restore(v, single))}
+        for v in (result.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]
+    ]
 
 
 def _exception_message(info: Any) -> str | None:
@@ -195,7 +278,9 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
-def _to_check(expectation: Expectation, result: Any, rows: int, row_key: str, integers: set[str]) -> Check:
+def _to_check(
+    expectation: Expectation, result: Any, rows: int, row_key: str, integers: set[str]
+) -> Check:
     config = expectation.configuration
     columns = _columns_of(expectation)
     body: dict[str, Any] = dict(result.result or {})
@@ -203,18 +288,42 @@ def _to_check(expectation: Expectation, result: Any, rows: int, row_key: str, in
     details = {"kwargs": json_safe(config.kwargs)}
     error = _exception_message(result.exception_info)
     if error is not None:
-        return Check("content", config.type, columns, severity, "failed", 0, [], f"expectation raised an error: {error}", details)
+        return Check(
+            "content",
+            config.type,
+            columns,
+            severity,
+            "failed",
+            0,
+            [],
+            f"expectation raised an error: {error}",
+            details,
+        )
     count = int(body.get("unexpected_count") or 0)
     examples = _examples(body, columns, row_key, integers) if not result.success else []
     if "observed_value" in body:
         details["observed_value"] = json_safe(body["observed_value"])
     if result.success:
-        message = "passed" if "unexpected_count" in body else f"passed (observed {details.get('observed_value')!r})"
+        message = (
+            "passed"
+            if "unexpected_count" in body
+            else f"passed (observed {details.get('observed_value')!r})"
+        )
     elif "unexpected_count" in body:
         message = f"{count:,} of {body.get('element_count', rows):,} rows unexpected ({describe_examples(examples)})"
     else:
         message = f"observed {details.get('observed_value')!r}"
-    return Check("content", config.type, columns, severity, "passed" if result.success else "failed", count, examples, message, details)
+    return Check(
+        "content",
+        config.type,
+        columns,
+        severity,
+        "passed" if result.success else "failed",
+        count,
+        examples,
+        message,
+        details,
+    )
 
 
 def _silence_gx() -> None:
@@ -234,9 +343,17 @@ def _vectorisable(view: pd.DataFrame, expectations: list[Expectation]) -> pd.Dat
     changed: dict[str, pd.Series] = {}
     for name in view.columns:
         col = view[name]
-        if isinstance(col.dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_integer_dtype(col.dtype):
-            changed[name] = pd.Series(col.to_numpy(dtype="float64", na_value=np.nan), index=col.index)
-        elif isinstance(col.dtype, np.dtype) and col.dtype.kind == "M" and col.dtype != np.dtype("datetime64[ns]"):
+        if isinstance(
+            col.dtype, pd.api.extensions.ExtensionDtype
+        ) and pd.api.types.is_integer_dtype(col.dtype):
+            changed[name] = pd.Series(
+                col.to_numpy(dtype="float64", na_value=np.nan), index=col.index
+            )
+        elif (
+            isinstance(col.dtype, np.dtype)
+            and col.dtype.kind == "M"
+            and col.dtype != np.dtype("datetime64[ns]")
+        ):
             # a date outside 1677-2262 cannot be ns: it stays as it is (slower path in GX)
             with contextlib.suppress(pd.errors.OutOfBoundsDatetime, OverflowError):
                 changed[name] = col.dt.as_unit("ns")
@@ -249,12 +366,18 @@ def _groups(expectations: list[Expectation]) -> dict[tuple[str, ...] | None, lis
     for n, exp in enumerate(expectations):
         columns = _columns_of(exp)
         # table expectations and row conditions (which read other columns) need every column
-        whole = exp.configuration.type.startswith("expect_table_") or not columns or exp.configuration.kwargs.get("row_condition")
+        whole = (
+            exp.configuration.type.startswith("expect_table_")
+            or not columns
+            or exp.configuration.kwargs.get("row_condition")
+        )
         groups.setdefault(None if whole else tuple(dict.fromkeys(columns)), []).append(n)
     return groups
 
 
-def run_suite(suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterable[str] = ()) -> list[Check]:
+def run_suite(
+    suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterable[str] = ()
+) -> list[Check]:
     """Validate the typed frame (whole dataframe batch); one Check per expectation.
 
     Expectations naming a column in ``skip_columns`` (missing from the source) are not
@@ -271,8 +394,14 @@ def run_suite(suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterab
         absent = [c for c in _columns_of(exp) if c in skip]
         if absent:
             checks.append(
-                Check("content", exp.configuration.type, _columns_of(exp), exp.configuration.meta["severity"], "skipped",
-                      message=f"not run: column(s) {', '.join(absent)} missing from the source")
+                Check(
+                    "content",
+                    exp.configuration.type,
+                    _columns_of(exp),
+                    exp.configuration.meta["severity"],
+                    "skipped",
+                    message=f"not run: column(s) {', '.join(absent)} missing from the source",
+                )
             )
         else:
             runnable.append(exp)
@@ -283,14 +412,22 @@ def run_suite(suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterab
             frame = frame.rename_axis(row_key)
         ctx = gx.get_context(mode="ephemeral")
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        batches = ctx.data_sources.add_pandas("civicflow").add_dataframe_asset("extract").add_batch_definition_whole_dataframe("all")
+        batches = (
+            ctx.data_sources.add_pandas("civicflow")
+            .add_dataframe_asset("extract")
+            .add_batch_definition_whole_dataframe("all")
+        )
         results: dict[int, Any] = {}
         integers = {c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c].dtype)}
         for columns, members in _groups(runnable).items():
             # Each group sees only its own columns: GX hashes the whole batch and filters
             # every column of it per metric, which over 33 columns x 1M rows costs more
             # than the checks themselves.
-            view = frame if columns is None else _vectorisable(frame[list(columns)], [runnable[n] for n in members])
+            view = (
+                frame
+                if columns is None
+                else _vectorisable(frame[list(columns)], [runnable[n] for n in members])
+            )
             batch = batches.get_batch(batch_parameters={"dataframe": view})
             # GX does not keep suite order in its results (nor allow ids on unsaved
             # suites): tag each expectation's meta with its position to pair them back.
@@ -299,14 +436,23 @@ def run_suite(suite: ExpectationSuite, frame: pd.DataFrame, skip_columns: Iterab
                 config = runnable[n].configuration
                 config.meta = {**config.meta, _POSITION: n}
                 tagged.append(config.to_domain_obj())
-            outcome = batch.validate(gx.ExpectationSuite(name=suite.name, expectations=tagged), result_format=RESULT_FORMAT)
+            outcome = batch.validate(
+                gx.ExpectationSuite(name=suite.name, expectations=tagged),
+                result_format=RESULT_FORMAT,
+            )
             for r in outcome.results:
-                position = r.expectation_config.meta.get(_POSITION) if r.expectation_config else None
+                position = (
+                    r.expectation_config.meta.get(_POSITION) if r.expectation_config else None
+                )
                 if position is None:
-                    raise RuntimeError(f"suite {suite.name}: GX returned a result without its expectation")
+                    raise RuntimeError(
+                        f"suite {suite.name}: GX returned a result without its expectation"
+                    )
                 results[position] = r
         if set(results) != set(range(len(runnable))):
-            raise RuntimeError(f"suite {suite.name}: GX returned results for {len(results)} of {len(runnable)} expectations")
+            raise RuntimeError(
+                f"suite {suite.name}: GX returned results for {len(results)} of {len(runnable)} expectations"
+            )
         pending = iter(range(len(runnable)))
         for i, slot in enumerate(checks):
             if slot is None:

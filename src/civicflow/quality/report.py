@@ -51,7 +51,8 @@ def json_safe(value: Any) -> Any:
 def describe_examples(examples: list[dict[str, Any]], limit: int = 3) -> str:
     """``row 5: 'x', row 9: 'y', ...`` for a log line."""
     shown = ", ".join(
-        f"row {e['row']}: {e['value']!r}" if e.get("row") is not None else repr(e["value"]) for e in examples[:limit]
+        f"row {e['row']}: {e['value']!r}" if e.get("row") is not None else repr(e["value"])
+        for e in examples[:limit]
     )
     return shown + (", ..." if len(examples) > limit else "")
 
@@ -111,7 +112,9 @@ class QualityReport:
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {s: {"passed": 0, "failed": 0, "skipped": 0} for s in SEVERITIES}
+        counts: dict[str, dict[str, int]] = {
+            s: {"passed": 0, "failed": 0, "skipped": 0} for s in SEVERITIES
+        }
         for check in self.checks:
             counts[check.severity][check.status] += 1
         return counts
@@ -134,7 +137,10 @@ class QualityReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
         os.replace(tmp, path)
         return path
 
@@ -155,5 +161,7 @@ class QualityReport:
         lines += [f"  warning  {c.line()}" for c in warnings]
         skipped = [c for c in self.checks if c.status == "skipped"]
         if skipped:
-            lines.append(f"  skipped  {len(skipped)} check(s): " + "; ".join(c.line() for c in skipped[:3]))
+            lines.append(
+                f"  skipped  {len(skipped)} check(s): " + "; ".join(c.line() for c in skipped[:3])
+            )
         return "\n".join(lines)

@@ -40,7 +40,9 @@ def _field_descriptor(spec: DatasetSpec, f: FieldSpec) -> dict[str, Any]:
     if f.source_name != f.name:
         desc["source"] = f.source_name  # custom property: the header in the source file
     if f.type in ("date", "datetime"):
-        formats = f.formats or (spec.source.timestamp_formats if isinstance(spec.source, CsvSource) else [])
+        formats = f.formats or (
+            spec.source.timestamp_formats if isinstance(spec.source, CsvSource) else []
+        )
         # Table Schema takes one strptime pattern; several tried in order can only be "any".
         desc["format"] = formats[0] if len(formats) == 1 else "any"
     if f.unit:
@@ -131,12 +133,18 @@ class _Columns:
     def typed_values(self, positions: np.ndarray) -> list[Any]:
         return self.typed.iloc[positions].tolist()
 
-    def check(self, name: str, bad: np.ndarray, what: str, *, raw: bool, details: dict[str, Any]) -> Check:
+    def check(
+        self, name: str, bad: np.ndarray, what: str, *, raw: bool, details: dict[str, Any]
+    ) -> Check:
         count = int(bad.sum())
         pos = _positions(bad)[:MAX_EXAMPLES]
         values = self.raw_values(pos) if raw else self.typed_values(pos)
         examples = _examples(self.rows[pos], values)
-        message = f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_examples(examples)})" if count else f"no value {what}"
+        message = (
+            f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_examples(examples)})"
+            if count
+            else f"no value {what}"
+        )
         return Check(
             layer="structure",
             name=name,
@@ -160,13 +168,17 @@ def _header_checks(spec: DatasetSpec, labels: list[str]) -> tuple[list[Check], s
     from frictionless.table.header import Header
 
     by_source = {f.source_name: f for f in spec.fields}
-    label_schema = Schema.from_descriptor({"fields": [{"name": s, "type": "any"} for s in by_source]})
+    label_schema = Schema.from_descriptor(
+        {"fields": [{"name": s, "type": "any"} for s in by_source]}
+    )
     header = Header(labels, fields=label_schema.fields, row_numbers=[1], fields_match="equal")
     missing = [e for e in header.errors if e.type == "missing-label"]
     extra = [e for e in header.errors if e.type == "extra-label"]
     unknown = [e for e in header.errors if e.type not in ("missing-label", "extra-label")]
     if unknown:  # not expected with fields_match="equal"; surface rather than drop
-        raise RuntimeError(f"dataset {spec.id}: unexpected header errors: {[e.message for e in unknown]}")
+        raise RuntimeError(
+            f"dataset {spec.id}: unexpected header errors: {[e.message for e in unknown]}"
+        )
 
     missing_fields = [by_source[e.field_name] for e in missing]
     missing_examples = [{"row": None, "value": f.source_name} for f in missing_fields]
@@ -225,35 +237,69 @@ def _constraint_checks(cols: _Columns) -> list[Check]:
 
     def constraint(name: str, value: Any, bad: np.ndarray, what: str, raw: bool = False) -> None:
         details = {"constraint": name, "value": value}
-        out.append(cols.check("constraint-error", bad & cols.present, what, raw=raw, details=details))
+        out.append(
+            cols.check("constraint-error", bad & cols.present, what, raw=raw, details=details)
+        )
 
     if c.enum is not None:
         allowed = _enum_values(f, c.enum) if f.type in (*_NUMERIC, "string", "geopoint") else None
         if allowed is not None:
             inside = cols.typed.isin(allowed).to_numpy(dtype=bool)
         else:  # boolean/date enums: compare the source text
-            inside = pc.fill_null(pc.is_in(cols.raw, value_set=pa.array([str(v) for v in c.enum])), True).to_numpy(zero_copy_only=False)
+            inside = pc.fill_null(
+                pc.is_in(cols.raw, value_set=pa.array([str(v) for v in c.enum])), True
+            ).to_numpy(zero_copy_only=False)
         constraint("enum", c.enum, ~inside, f"not in {c.enum}")
     if f.type in _NUMERIC:
         numbers = cols.typed.to_numpy(dtype="float64", na_value=np.nan)
         if c.minimum is not None:
             with np.errstate(invalid="ignore"):
-                constraint("minimum", c.minimum, numbers < c.minimum, f"below the minimum {c.minimum:g}")
+                constraint(
+                    "minimum", c.minimum, numbers < c.minimum, f"below the minimum {c.minimum:g}"
+                )
         if c.maximum is not None:
             with np.errstate(invalid="ignore"):
-                constraint("maximum", c.maximum, numbers > c.maximum, f"above the maximum {c.maximum:g}")
+                constraint(
+                    "maximum", c.maximum, numbers > c.maximum, f"above the maximum {c.maximum:g}"
+                )
     if c.pattern is not None:
-        constraint("pattern", c.pattern, ~_fullmatch(cols.raw, c.pattern), f"do not match the pattern {c.pattern!r}", raw=True)
+        constraint(
+            "pattern",
+            c.pattern,
+            ~_fullmatch(cols.raw, c.pattern),
+            f"do not match the pattern {c.pattern!r}",
+            raw=True,
+        )
     if c.min_length is not None or c.max_length is not None:
         lengths = pc.utf8_length(cols.raw).to_numpy(zero_copy_only=False)
         lengths = np.nan_to_num(np.asarray(lengths, dtype="float64"), nan=0)
         if c.min_length is not None:
-            constraint("minLength", c.min_length, lengths < c.min_length, f"shorter than {c.min_length} characters", raw=True)
+            constraint(
+                "minLength",
+                c.min_length,
+                lengths < c.min_length,
+                f"shorter than {c.min_length} characters",
+                raw=True,
+            )
         if c.max_length is not None:
-            constraint("maxLength", c.max_length, lengths > c.max_length, f"longer than {c.max_length} characters", raw=True)
+            constraint(
+                "maxLength",
+                c.max_length,
+                lengths > c.max_length,
+                f"longer than {c.max_length} characters",
+                raw=True,
+            )
     if c.unique:
         dup = cols.typed.duplicated(keep=False).to_numpy() & cols.present
-        out.append(cols.check("unique-error", dup, "repeated (unique)", raw=False, details={"constraint": "unique"}))
+        out.append(
+            cols.check(
+                "unique-error",
+                dup,
+                "repeated (unique)",
+                raw=False,
+                details={"constraint": "unique"},
+            )
+        )
     return out
 
 
@@ -261,12 +307,26 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
     key = list(spec.primary_key)
     absent = [k for k in key if k in missing_fields]
     if absent:
-        return Check("structure", "primary-key", key, "critical", "skipped", message=f"not run: key column(s) {', '.join(absent)} missing")
+        return Check(
+            "structure",
+            "primary-key",
+            key,
+            "critical",
+            "skipped",
+            message=f"not run: key column(s) {', '.join(absent)} missing",
+        )
     keys = frame[key]
     complete = keys.notna().all(axis=1).to_numpy()
     dup = keys.duplicated(keep=False).to_numpy() & complete
     if not dup.any():
-        return Check("structure", "primary-key", key, "critical", "passed", message=f"{', '.join(key)} unique over {len(frame):,} rows")
+        return Check(
+            "structure",
+            "primary-key",
+            key,
+            "critical",
+            "passed",
+            message=f"{', '.join(key)} unique over {len(frame):,} rows",
+        )
     # Name every row of a duplicate group together: sort by key, then take whole groups.
     dups = keys[dup].sort_values(key, kind="stable")
     group = dups.groupby(key, sort=False, dropna=False).ngroup().to_numpy()
@@ -287,7 +347,17 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
     more = "; ..." if n_groups > 3 else ""
     count = int(dup.sum())
     message = f"{n_groups:,} duplicate{'s' if n_groups != 1 else ''} in {count:,} rows ({'; '.join(parts)}{more})"
-    return Check("structure", "primary-key", key, "critical", "failed", count, examples, message, {"groups": n_groups})
+    return Check(
+        "structure",
+        "primary-key",
+        key,
+        "critical",
+        "failed",
+        count,
+        examples,
+        message,
+        {"groups": n_groups},
+    )
 
 
 def _sentinels(spec: DatasetSpec) -> dict[str, list[float]]:
@@ -310,9 +380,25 @@ def check_structure(spec: DatasetSpec, extract: Extract) -> StructureResult:
             continue
         cols = _Columns(extract, f, sentinels.get(f.name, []))
         if f.type != "string":  # a string always parses
-            checks.append(cols.check("type-error", cols.type_error, f"do not parse as {f.type}", raw=True, details={"type": f.type}))
+            checks.append(
+                cols.check(
+                    "type-error",
+                    cols.type_error,
+                    f"do not parse as {f.type}",
+                    raw=True,
+                    details={"type": f.type},
+                )
+            )
         if not f.nullable or f.name in required:
-            checks.append(cols.check("constraint-error", cols.null, "empty in a required field", raw=False, details={"constraint": "required"}))
+            checks.append(
+                cols.check(
+                    "constraint-error",
+                    cols.null,
+                    "empty in a required field",
+                    raw=False,
+                    details={"constraint": "required"},
+                )
+            )
         checks.extend(_constraint_checks(cols))
     if spec.primary_key:
         checks.append(_primary_key_check(spec, extract.frame, missing))
