@@ -135,8 +135,11 @@ def test_integer_examples_stay_integers_and_row_conditions_see_other_columns(la3
                 "type": "expect_column_values_to_not_be_null",
                 "kwargs": {
                     "column": "cd",
-                    "row_condition": "police_precinct.notna()",
-                    "condition_parser": "pandas",
+                    "row_condition": {
+                        "type": "nullity",
+                        "column": {"name": "police_precinct"},
+                        "is_null": False,
+                    },
                 },
                 "meta": {"severity": "critical"},
             },
@@ -220,6 +223,18 @@ def test_unknown_column(tmp_path):
         list(found) == ["expectations.2.kwargs.column_A"]
         and "closed_at" in found["expectations.2.kwargs.column_A"]
     )
+
+
+def test_unknown_column_in_row_condition(tmp_path):
+    condition = {
+        "type": "comparison",
+        "column": {"name": "stauts"},
+        "operator": "==",
+        "parameter": "Closed",
+    }
+    bad = good_expectation(kwargs={"column": "closed_date", "row_condition": condition})
+    path = write_suite(tmp_path, {"name": "la311_service_requests", "expectations": [bad]})
+    assert list(problems(path)) == ["expectations.0.kwargs.row_condition.column.name"]
 
 
 @pytest.mark.parametrize("meta", [{}, {"severity": "fatal"}, None])

@@ -57,6 +57,28 @@ def expectation_columns(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
     for key in _COLUMN_LIST_KWARGS:
         if isinstance(kwargs.get(key), list):
             found.extend((f"{key}.{i}", c) for i, c in enumerate(kwargs[key]) if isinstance(c, str))
+    found.extend(_condition_columns(kwargs.get("row_condition"), "row_condition"))
+    return found
+
+
+def _condition_columns(node: Any, where: str) -> list[tuple[str, str]]:
+    """Columns in a structured GX row condition (``{"column": {"name": ...}, ...}``, nested
+    through and/or lists). String conditions (deprecated in GX 1.9) cannot be checked."""
+    if isinstance(node, list):
+        return [
+            found
+            for i, item in enumerate(node)
+            for found in _condition_columns(item, f"{where}.{i}")
+        ]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    column = node.get("column")
+    if isinstance(column, dict) and isinstance(column.get("name"), str):
+        found.append((f"{where}.column.name", column["name"]))
+    for key, value in node.items():
+        if key != "column" and isinstance(value, (dict, list)):
+            found.extend(_condition_columns(value, f"{where}.{key}"))
     return found
 
 
