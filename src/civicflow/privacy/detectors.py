@@ -90,7 +90,7 @@ class Detector:
         idx = np.flatnonzero(hit)
         codes, uniques = pd.factorize(pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object))
         fixed = np.array([self.regex.sub(self._sub, u) for u in uniques], dtype=object)
-        return pc.replace_with_mask(values, pa.array(hit), pa.array(fixed[codes], type=pa.string()))
+        return pc.replace_with_mask(values, pa.array(hit), pa.array(fixed[codes], type=values.type))
 
     def _sub(self, m: re.Match[str]) -> str:
         span = self._span(m)

@@ -1,0 +1,164 @@
+"""protect() over real bundled extracts: rules applied, scan findings, allowances, report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from civicflow.privacy import PrivacyError, check_ready, protect, published_type
+from civicflow.privacy.keys import HashKey
+from civicflow.settings import Settings
+from civicflow.sources import extract
+from civicflow.spec import find_dataset
+from civicflow.spec.models import DatasetSpec, FieldSpec
+
+PROJECT = Path(__file__).resolve().parents[1]
+KEY = HashKey("scan-test-key-0123456789", "test")
+
+
+def settings_for(tmp_path: Path, env: dict[str, str] | None = None) -> Settings:
+    return Settings(project_dir=PROJECT, var_dir=tmp_path / "var", env=env or {})
+
+
+@pytest.fixture(scope="module")
+def extracts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[DatasetSpec, pd.DataFrame]]:
+    settings = settings_for(tmp_path_factory.mktemp("privacy"))
+    out = {}
+    for dataset in ("parking_citations", "code_enforcement_cases", "la311_service_requests"):
+        spec = find_dataset(settings.datasets_dir, dataset)
+        out[dataset] = (spec, extract(spec, settings, "test-run").frame)
+    return out
+
+
+def without_rule(spec: DatasetSpec, field: str) -> DatasetSpec:
+    fields = [f.model_copy(update={"privacy": None}) if f.name == field else f for f in spec.fields]
+    return spec.model_copy(update={"fields": fields})
+
+
+def with_field(spec: DatasetSpec, name: str, **update: object) -> DatasetSpec:
+    fields = [FieldSpec.model_validate({**f.model_dump(), **update}) if f.name == name else f for f in spec.fields]
+    return spec.model_copy(update={"fields": fields})
+
+
+@pytest.mark.parametrize("dataset", ["parking_citations", "code_enforcement_cases", "la311_service_requests"])
+def test_bundled_specs_pass_the_scan(extracts: dict, tmp_path: Path, dataset: str) -> None:
+    spec, frame = extracts[dataset]
+    result = protect(spec, frame, settings_for(tmp_path), hash_key=KEY)
+    assert not result.report.blocked, result.report.summary()
+    assert list(result.frame.columns) == [f.name for f in spec.published_fields()]
+    assert result.frame.index.equals(frame.index)
+    assert result.report.summary().startswith("passed:")
+
+
+def test_parking_publishes_no_vehicle_identifier_in_clear(extracts: dict, tmp_path: Path) -> None:
+    spec, frame = extracts["parking_citations"]
+    out = protect(spec, frame, settings_for(tmp_path), hash_key=KEY).frame
+    assert "plate_expiry_date" not in out.columns
+    assert out["vin"].dropna().str.fullmatch(r"[0-9a-f]{64}").all()
+    # Locations: the hundred block of the source's house number, row by row.
+    numbers = frame["location"].str.extract(r"^(\d+) ")[0].dropna().astype(int)
+    published = out.loc[numbers.index, "location"].str.extract(r"^(\d+) ")[0].astype(int)
+    assert (published == numbers // 100 * 100).all()
+    # Coordinates: degrees inside Los Angeles, at most 3 decimals.
+    lat, lon = out["latitude"].dropna(), out["longitude"].dropna()
+    assert lat.between(33.70, 34.34).all() and lon.between(-118.67, -118.15).all()
+    assert np.allclose(lat, lat.round(3)) and np.allclose(lon, lon.round(3))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "field", "detector"),
+    [
+        ("parking_citations", "location", "street_address"),
+        ("parking_citations", "latitude", "coordinate"),
+        ("code_enforcement_cases", "inspector_notes", "phone"),
+        ("code_enforcement_cases", "property_address", "street_address"),
+    ],
+)
+def test_removing_one_rule_blocks_with_the_column_named(extracts: dict, tmp_path: Path, dataset: str, field: str, detector: str) -> None:
+    spec, frame = extracts[dataset]
+    report = protect(without_rule(spec, field), frame, settings_for(tmp_path), hash_key=KEY).report
+    assert report.blocked
+    blocking = {(f.column, f.detector) for f in report.blocking}
+    assert (field, detector) in blocking
+    assert {c for c, _ in blocking} == {field}
+    assert f"BLOCKED: {field}: " in report.summary() or f"; {field}: " in report.summary()
+
+
+def test_blocked_report_masks_values_and_names_rows(extracts: dict, tmp_path: Path) -> None:
+    spec, frame = extracts["code_enforcement_cases"]
+    report = protect(without_rule(spec, "inspector_notes"), frame, settings_for(tmp_path), hash_key=KEY).report
+    path = report.write(tmp_path / "privacy.json")
+    text = path.read_text()
+    data = json.loads(text)
+    assert data["blocked"] is True and data["dataset_id"] == "code_enforcement_cases"
+    phone = next(f for f in data["findings"] if f["detector"] == "phone")
+    assert phone["column"] == "inspector_notes" and phone["count"] > 0
+    for row, example in zip(phone["example_rows"], phone["examples"], strict=True):
+        assert row in frame.index and sum(c.isdigit() for c in example) <= 2
+    # No complainant value and no clear phone number anywhere in the report.
+    for col in ("complainant_name", "complainant_phone", "complainant_email"):
+        for value in frame[col].dropna().unique():
+            assert value not in text
+    assert not re.search(r"\d{3}[-. ]\d{3}[-. ]\d{4}", text)
+
+
+def test_allowances_carry_their_reason_to_report_and_metadata(extracts: dict, tmp_path: Path) -> None:
+    spec, frame = extracts["la311_service_requests"]
+    report = protect(spec, frame, settings_for(tmp_path), hash_key=KEY).report
+    allowance = next(a for a in report.allowances if a.column == "address")
+    reason = spec.field("address").pii_allow[0].reason
+    assert allowance.detector == "street_address" and allowance.reason == reason and allowance.findings > 0
+    assert all(f.allowed and f.reason == reason for f in report.findings if f.column == "address")
+    assert reason in report.metadata_notes()["address"]
+    assert reason in report.summary() or "allowed by the spec: address" in report.summary()
+
+
+def test_undeclared_coordinates_and_text_pairs_are_found(tmp_path: Path, extracts: dict) -> None:
+    spec, _ = extracts["parking_citations"]
+    frame = pd.DataFrame(
+        {"route": ["(34.073216, -118.266861)", "1521", None], "fine_amount": pd.array([50, 63, None], dtype="Int64")},
+        index=pd.RangeIndex(1, 4, name="row"),
+    )
+    mini = spec.model_copy(update={"fields": [spec.field("route"), spec.field("fine_amount")], "transforms": [], "primary_key": []})
+    report = protect(mini, frame, settings_for(tmp_path)).report
+    assert [(f.column, f.detector, f.example_rows) for f in report.blocking] == [("route", "coordinate", [1])]
+    # A float column full of fine decimals inside +-180 reads as coordinates when undeclared.
+    floats = pd.DataFrame({"fine_amount": [34.0732166, 34.0611111, np.nan]}, index=pd.RangeIndex(1, 4, name="row"))
+    float_spec = mini.model_copy(update={"fields": [FieldSpec(name="fine_amount", type="number", description="test column")]})
+    report = protect(float_spec, floats, settings_for(tmp_path)).report
+    assert [(f.column, f.detector, f.count) for f in report.blocking] == [("fine_amount", "coordinate", 2)]
+
+
+def test_small_counts_are_suppressed_and_noted(tmp_path: Path, extracts: dict) -> None:
+    spec, _ = extracts["parking_citations"]
+    fields = [FieldSpec(name="agency", type="string", description="group"), FieldSpec(name="fine_amount", type="integer", description="count of citations")]
+    agg = spec.model_copy(update={"fields": fields, "transforms": [], "primary_key": [], "privacy": spec.privacy.model_copy(update={"small_count_columns": ["fine_amount"]})})
+    frame = pd.DataFrame({"agency": ["a", "b", "c", "d"], "fine_amount": pd.array([0, 3, 10, 11], dtype="Int64")}, index=pd.RangeIndex(1, 5, name="row"))
+    result = protect(agg, frame, settings_for(tmp_path))
+    assert result.frame["fine_amount"].tolist()[0] == 0 and pd.isna(result.frame["fine_amount"].iloc[1]) and pd.isna(result.frame["fine_amount"].iloc[2])
+    assert result.frame["fine_amount"].iloc[3] == 11
+    rule = next(r for r in result.report.rules if r.rule == "suppress_small_counts")
+    assert rule.values_changed == 2
+    assert "suppressed" in result.report.metadata_notes()["fine_amount"]
+
+
+def test_spec_problems_are_refused_before_any_work(tmp_path: Path, extracts: dict) -> None:
+    spec, _ = extracts["parking_citations"]
+    bad = with_field(spec, "fine_amount", privacy={"rule": "redact", "reason": "wrong type"})
+    bad = with_field(bad, "route", pii_allow=[{"detector": "telepathy", "reason": "no such detector exists"}])
+    with pytest.raises(PrivacyError) as err:
+        check_ready(bad, settings_for(tmp_path, {"CIVICFLOW_HASH_KEY": "k" * 32}))
+    message = str(err.value)
+    assert "fine_amount: redact works on string fields" in message and "route: pii_allow names unknown detector 'telepathy'" in message
+
+
+def test_published_types_follow_the_rules(extracts: dict) -> None:
+    spec, _ = extracts["parking_citations"]
+    assert published_type(spec.field("vin")) == "string"
+    assert published_type(spec.field("latitude")) == "number"
+    assert published_type(FieldSpec(name="age", type="integer", description="age", privacy={"rule": "generalise", "method": "age_band", "band_width": 10, "reason": "bands"})) == "string"
