@@ -1,0 +1,32 @@
+"""Portals: where published datasets go. Importing this registers every adapter."""
+
+from civicflow.portals import datasette as _datasette  # noqa: F401  (registers "datasette")
+from civicflow.portals.base import (
+    ATOMIC_REPLACE,
+    METADATA,
+    QUERY,
+    Portal,
+    PortalError,
+    PortalFactory,
+    PublishedVersion,
+    PublishResult,
+    TableMetadata,
+    get_portal,
+    register_portal,
+    registered_portals,
+)
+
+__all__ = [
+    "ATOMIC_REPLACE",
+    "METADATA",
+    "QUERY",
+    "Portal",
+    "PortalError",
+    "PortalFactory",
+    "PublishResult",
+    "PublishedVersion",
+    "TableMetadata",
+    "get_portal",
+    "register_portal",
+    "registered_portals",
+]

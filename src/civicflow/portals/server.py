@@ -1,0 +1,260 @@
+"""Run the local Datasette portal: secrets, config, and the server process.
+
+Prefect-free helpers for ``civicflow portal serve``, ``civicflow run`` and the test
+fixtures. Everything the server keeps lives under ``settings.var_dir``: the portal
+database, Datasette's internal database (table metadata), the generated config and,
+when the environment does not provide them, the signing secret and publisher token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import itsdangerous
+import yaml
+
+from civicflow.settings import Settings
+
+log = logging.getLogger("civicflow.portals.server")
+
+SECRET_ENV = "DATASETTE_SECRET"
+TOKEN_ENV = "CIVICFLOW_DATASETTE_TOKEN"
+PUBLISHER = "publisher"
+#: the plugin's action (see datasette_plugin.py); granted to the publisher with the write API
+PUBLISH_ACTION = "civicflow-publish"
+WRITE_ACTIONS = ("create-table", "insert-row", "update-row", "delete-row", "drop-table")
+TITLE = "City of Los Angeles open data (civicflow)"
+#: rows per insert request the server accepts; the publisher's batches must fit
+MAX_INSERT_ROWS = 20_000
+#: one insert body of MAX_INSERT_ROWS wide rows as JSON stays well under this
+MAX_POST_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PortalSecrets:
+    """The signing secret and the publisher's API token. Never log either."""
+
+    secret: str = field(repr=False)
+    token: str = field(repr=False)
+
+
+def secrets_dir(settings: Settings) -> Path:
+    return settings.var_dir / "secrets"
+
+
+def database_path(settings: Settings) -> Path:
+    return settings.var_dir / f"{settings.portal_database}.db"
+
+
+def internal_path(settings: Settings) -> Path:
+    return settings.var_dir / "internal.db"
+
+
+def scorecard_dir(settings: Settings) -> Path:
+    return settings.site_dir / "scorecard"
+
+
+def log_path(settings: Settings) -> Path:
+    return settings.var_dir / "logs" / "portal.log"
+
+
+def ensure_secrets(settings: Settings) -> PortalSecrets:
+    """Secret and token from the environment, else from var/secrets/ (generated once, 0600)."""
+    secret = settings.secret(SECRET_ENV) or _read_or_create(
+        secrets_dir(settings) / "datasette_secret", lambda: secrets.token_hex(32)
+    )
+    token = settings.secret(TOKEN_ENV)
+    if token is None:
+        path = secrets_dir(settings) / "datasette_token"
+        token = _read_or_create(path, lambda: create_token(secret))
+        if not token_matches(token, secret):
+            # The secret changed (e.g. DATASETTE_SECRET now set): the stored token is dead.
+            log.info("stored publisher token was signed with another secret; replacing it")
+            path.unlink()
+            token = _read_or_create(path, lambda: create_token(secret))
+    return PortalSecrets(secret=secret, token=token)
+
+
+def read_token(settings: Settings) -> str | None:
+    """The publisher token from the environment or var/secrets/, without creating one."""
+    token = settings.secret(TOKEN_ENV)
+    if token is None:
+        path = secrets_dir(settings) / "datasette_token"
+        token = path.read_text().strip() if path.is_file() else None
+    return token or None
+
+
+def create_token(secret: str, actor_id: str = PUBLISHER) -> str:
+    """A signed ``dstok_`` token for ``actor_id``, made by Datasette's own token API."""
+    from datasette.app import Datasette
+
+    async def make() -> str:
+        ds = Datasette(secret=secret)
+        try:
+            return await ds.create_token(actor_id)
+        finally:
+            ds.close()
+
+    # A fresh thread owns its own event loop, so this works inside async callers too.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, make()).result()
+
+
+def token_matches(token: str, secret: str) -> bool:
+    """Whether ``token`` is a publisher token signed with ``secret`` (Datasette's scheme)."""
+    if not token.startswith("dstok_"):
+        return False
+    try:
+        decoded = itsdangerous.URLSafeSerializer(secret, "token").loads(token[len("dstok_") :])
+    except itsdangerous.BadSignature:
+        return False
+    return isinstance(decoded, dict) and decoded.get("a") == PUBLISHER
+
+
+def _read_or_create(path: Path, make: Callable[[], str]) -> str:
+    """The value stored at ``path``; else ``make()`` stored there with mode 0600.
+
+    Written to a private temporary file and hard-linked into place, so two processes
+    starting at once agree on one value and nobody reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(make() + "\n")
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its value
+        finally:
+            tmp.unlink(missing_ok=True)
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty; delete it to generate a new value")
+    return value
+
+
+def write_config(settings: Settings) -> Path:
+    """var/datasette.yaml (permissions, settings) and var/metadata.yaml (instance title)."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    publisher = {"id": PUBLISHER}
+    config = {
+        "permissions": {action: publisher for action in (*WRITE_ACTIONS, PUBLISH_ACTION)},
+        "settings": {
+            "max_insert_rows": MAX_INSERT_ROWS,
+            "max_post_body_bytes": MAX_POST_BODY_BYTES,
+            # count(*) and digests over a million rows take longer than the 1 s default
+            "sql_time_limit_ms": 5000,
+        },
+    }
+    metadata = {
+        "title": TITLE,
+        "description_html": (
+            "Open data published by the City of Los Angeles through civicflow: every table "
+            "passed its quality and privacy checks before it went live. "
+            'See the <a href="/scorecard/">open-data performance scorecard</a>.'
+        ),
+    }
+    path = settings.var_dir / "datasette.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    (settings.var_dir / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    return path
+
+
+def _prepare_database(path: Path) -> None:
+    """Create the portal database in WAL mode: readers never wait for a publish."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+def serve_command(settings: Settings, port: int) -> list[str]:
+    """The ``datasette serve`` command line (the secret travels in the environment)."""
+    config = write_config(settings)
+    scorecard = scorecard_dir(settings)
+    scorecard.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable,
+        "-m",
+        "datasette",
+        "serve",
+        str(database_path(settings)),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        "--metadata",
+        str(settings.var_dir / "metadata.yaml"),
+        "--internal",
+        str(internal_path(settings)),
+        "--static",
+        f"scorecard:{scorecard}",
+    ]
+
+
+def start(settings: Settings, port: int, *, quiet: bool = True) -> subprocess.Popen[bytes]:
+    """Start Datasette in the background; quiet sends its output to var/logs/portal.log."""
+    keys = ensure_secrets(settings)
+    _prepare_database(database_path(settings))
+    command = serve_command(settings, port)
+    env = {**os.environ, SECRET_ENV: keys.secret}
+    if not quiet:
+        return subprocess.Popen(command, env=env)
+    log_file = log_path(settings)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def is_up(url: str) -> bool:
+    """Whether a Datasette answers at ``url``."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/-/versions.json", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def wait_until_up(url: str, timeout: float, *, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the portal answers; fail early if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_up(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"portal server exited with code {proc.returncode} before {url} came up"
+            )
+        time.sleep(0.1)
+    raise TimeoutError(f"portal at {url} did not come up within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Stop the server: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)

@@ -1,0 +1,396 @@
+"""The Datasette portal over real HTTP: content, metadata, refusals and atomicity.
+
+Atomicity is checked the hard ways: an exception between batches, the server
+process killed with SIGKILL mid-upload, and a reader polling the live table while
+a new version goes in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from civicflow import published
+from civicflow.portals import PortalError, get_portal, server
+from civicflow.portals.datasette import DatasettePortal
+from civicflow.settings import Settings, load_settings
+from tests.fixtures.portal import (
+    SAMPLE_FIELDS,
+    DatasetteServer,
+    point_civicflow_at,
+    sample_frame,
+    sample_metadata,
+    unique_table,
+)
+
+
+def publish(portal: DatasettePortal, table: str, frame: pd.DataFrame, run_id: str = "run"):
+    return portal.publish(
+        table,
+        frame,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(frame),
+        run_id=run_id,
+        metadata=sample_metadata(),
+    )
+
+
+def live_state(portal: DatasetteServer, table: str) -> tuple[int, list[str], str]:
+    """Row count, distinct labels and an order-independent digest of the live table."""
+    row = portal.query(
+        f"select count(*) as n, group_concat(distinct label) as labels,"
+        f" sum(id * 31 + length(coalesce(note, ''))) as digest from {table}"
+    )[0]
+    return row["n"], sorted((row["labels"] or "").split(",")), str(row["digest"])
+
+
+def staging_tables(portal: DatasetteServer) -> list[str]:
+    return [t for t in portal.tables() if t.startswith("_civicflow_stage_")]
+
+
+def expected_wire_rows(frame: pd.DataFrame) -> list[dict]:
+    """What residents should read back, derived from the frame (not typed in)."""
+    out = []
+    for rec in frame.astype(object).where(frame.notna(), None).to_dict(orient="records"):
+        out.append(
+            {
+                "id": int(rec["id"]),
+                "label": rec["label"],
+                "amount": rec["amount"],
+                "created": rec["created"].isoformat() if rec["created"] is not None else None,
+                "day": rec["day"].date().isoformat() if rec["day"] is not None else None,
+                "open": None if rec["open"] is None else ("true" if rec["open"] else "false"),
+                "note": rec["note"],
+            }
+        )
+    return out
+
+
+@pytest.fixture
+def portal(portal_env: Settings) -> DatasettePortal:
+    instance = get_portal("datasette", portal_env)
+    assert isinstance(instance, DatasettePortal)
+    instance.batch_rows = 1_000
+    return instance
+
+
+def test_publish_creates_the_table_with_rows_types_and_metadata(portal, datasette_server) -> None:
+    table = unique_table()
+    frame = sample_frame(2_500, "first")
+    result = publish(portal, table, frame, "run-1")
+
+    assert result.changed and result.rows == 2_500
+    assert datasette_server.row_count(table) == 2_500
+    got = datasette_server.query(f"select * from {table} order by id limit 1000")
+    assert got == expected_wire_rows(frame.iloc[:1000])
+    types = {
+        r["name"]: r["type"]
+        for r in datasette_server.query(f"select name, type from pragma_table_info('{table}')")
+    }
+    assert types == {
+        "id": "INTEGER",
+        "label": "TEXT",
+        "amount": "REAL",
+        "created": "TEXT",
+        "day": "TEXT",
+        "open": "TEXT",
+        "note": "TEXT",
+    }
+
+    meta = portal.table_metadata(table)
+    expected = sample_metadata()
+    assert (
+        meta["title"],
+        meta["description"],
+        meta["license"],
+        meta["source"],
+        meta["source_url"],
+    ) == (
+        expected.title,
+        expected.description,
+        expected.license,
+        expected.source,
+        expected.source_url,
+    )
+    assert meta["columns"] == expected.columns
+    assert meta["steward"] == "Test steward"
+
+    # Residents see the table; staging and bookkeeping tables stay hidden.
+    listing = httpx.get(f"{datasette_server.url}/portal.json", timeout=30).json()
+    visible = {t["name"] for t in listing["tables"] if not t["hidden"]}
+    assert table in visible
+    assert not [t for t in visible if t.startswith("_")]
+    assert staging_tables(datasette_server) == []
+
+
+def test_republishing_the_same_version_writes_nothing_and_says_so(
+    portal, datasette_server, caplog
+) -> None:
+    table = unique_table()
+    frame = sample_frame(700, "first")
+    publish(portal, table, frame, "run-1")
+    history = datasette_server.query(
+        f"select * from _civicflow_versions where table_name = '{table}'"
+    )
+    state = live_state(datasette_server, table)
+
+    with caplog.at_level(logging.INFO, logger="civicflow.portals.datasette"):
+        again = publish(portal, table, frame, "run-2")
+
+    assert again.changed is False and again.rows == 700
+    assert "nothing written" in caplog.text
+    assert (
+        datasette_server.query(f"select * from _civicflow_versions where table_name = '{table}'")
+        == history
+    )
+    assert live_state(datasette_server, table) == state
+    assert staging_tables(datasette_server) == []
+
+
+def test_a_new_version_replaces_the_old_one(portal, datasette_server) -> None:
+    table = unique_table()
+    publish(portal, table, sample_frame(900, "first"), "run-1")
+    second = sample_frame(1_100, "second", seed=7).drop(columns="note")
+    fields = [f for f in SAMPLE_FIELDS if f.name != "note"]
+    result = portal.publish(
+        table,
+        second,
+        fields=fields,
+        primary_key=["id"],
+        version=published.content_version(second),
+        run_id="run-2",
+        metadata=sample_metadata(),
+    )
+
+    assert result.changed and result.rows == 1_100
+    rows = datasette_server.query(
+        f"select count(*) as n, group_concat(distinct label) as labels from {table}"
+    )
+    assert rows == [{"n": 1_100, "labels": "second"}]
+    columns = [
+        r["name"] for r in datasette_server.query(f"select name from pragma_table_info('{table}')")
+    ]
+    assert columns == [f.name for f in fields]
+    live = portal.current_version(table)
+    assert live is not None and (live.version, live.rows, live.run_id) == (
+        result.version,
+        1_100,
+        "run-2",
+    )
+    history = datasette_server.query(
+        f"select run_id from _civicflow_versions where table_name = '{table}' order by id"
+    )
+    assert [h["run_id"] for h in history] == ["run-1", "run-2"]
+
+
+@pytest.mark.parametrize("kind", ["no-token", "garbage-token", "token-signed-with-another-secret"])
+def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, kind) -> None:
+    token = {
+        "no-token": None,
+        "garbage-token": "dstok_not-a-real-token",
+        "token-signed-with-another-secret": server.create_token("some other secret"),
+    }[kind]
+    table = unique_table()
+    publish(get_portal("datasette", portal_env), table, sample_frame(50, "first"))
+    before = (
+        live_state(datasette_server, table),
+        get_portal("datasette", portal_env).current_version(table),
+    )
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    base = f"{datasette_server.url}/-/civicflow/portal"
+    attempts = [
+        (f"{base}/prepare", {"table": table}),
+        (
+            f"{base}/swap",
+            {"table": table, "staging": "_civicflow_stage_x", "expected_rows": 0, "version": "v"},
+        ),
+        (
+            f"{datasette_server.url}/portal/-/create",
+            {"table": "intruder", "columns": [{"name": "a"}]},
+        ),
+        (
+            f"{datasette_server.url}/portal/{table}/-/insert",
+            {"rows": [{"id": 999_999, "label": "intruder"}]},
+        ),
+        (f"{datasette_server.url}/portal/{table}/-/drop", {"confirm": True}),
+    ]
+    for url, body in attempts:
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert response.status_code in (401, 403), (url, response.status_code, response.text)
+    after = (
+        live_state(datasette_server, table),
+        get_portal("datasette", portal_env).current_version(table),
+    )
+    assert after == before
+    assert "intruder" not in datasette_server.tables()
+
+
+def test_a_resident_token_cannot_publish_and_errors_never_show_the_token(
+    portal_env, datasette_server, monkeypatch
+) -> None:
+    table = unique_table()
+    publish(get_portal("datasette", portal_env), table, sample_frame(40, "first"))
+    resident = server.create_token(datasette_server.secrets.secret, actor_id="resident")
+    monkeypatch.setenv(server.TOKEN_ENV, resident)
+    settings = load_settings()
+    with pytest.raises(PortalError) as refused:
+        publish(get_portal("datasette", settings), table, sample_frame(60, "second"))
+    assert "HTTP 403" in str(refused.value) and "civicflow-publish" in str(refused.value)
+    assert resident not in str(refused.value) and datasette_server.token not in str(refused.value)
+    assert live_state(datasette_server, table)[0] == 40
+
+
+def test_an_exception_after_the_first_batch_leaves_the_old_version_live(
+    portal, datasette_server
+) -> None:
+    table = unique_table()
+    publish(portal, table, sample_frame(1_500, "first"), "run-1")
+    before = live_state(datasette_server, table)
+    old_version = portal.current_version(table)
+
+    def fail_after_first_batch(done: int, total: int) -> None:
+        raise RuntimeError(f"injected failure after {done} of {total} rows")
+
+    portal.on_batch = fail_after_first_batch
+    with pytest.raises(RuntimeError, match="injected failure after 1000 of 3000 rows"):
+        publish(portal, table, sample_frame(3_000, "second", seed=3), "run-2")
+
+    assert live_state(datasette_server, table) == before
+    assert portal.current_version(table) == old_version
+    assert staging_tables(datasette_server) == []  # the failed publish dropped its staging table
+
+    portal.on_batch = None
+    result = publish(portal, table, sample_frame(3_000, "second", seed=3), "run-3")
+    assert result.changed and live_state(datasette_server, table)[:2] == (3_000, ["second"])
+
+
+def test_server_killed_mid_upload_keeps_the_old_version_and_the_next_publish_cleans_up(
+    datasette_factory, tmp_path: Path, monkeypatch
+) -> None:
+    private = datasette_factory()
+    settings = point_civicflow_at(private, tmp_path / "client-var", monkeypatch)
+    portal = get_portal("datasette", settings)
+    assert isinstance(portal, DatasettePortal)
+    portal.batch_rows = 1_000
+    table = "kill_test"
+    publish(portal, table, sample_frame(2_000, "first"), "run-1")
+    before = live_state(private, table)
+    old_version = portal.current_version(table)
+
+    def kill_after_two_batches(done: int, total: int) -> None:
+        if done == 2_000:
+            private.kill()
+
+    portal.on_batch = kill_after_two_batches
+    with pytest.raises(PortalError, match="portal unreachable"):
+        publish(portal, table, sample_frame(5_000, "second", seed=5), "run-2")
+
+    private.start()
+    assert live_state(private, table) == before
+    assert portal.current_version(table) == old_version
+    stale = staging_tables(private)
+    assert len(stale) == 1 and private.row_count(stale[0]) == 2_000  # what the dead run left
+
+    portal.on_batch = None
+    result = publish(portal, table, sample_frame(5_000, "second", seed=5), "run-3")
+    assert result.changed and live_state(private, table)[:2] == (5_000, ["second"])
+    assert staging_tables(private) == []
+
+
+def test_server_killed_at_any_moment_leaves_one_complete_version(
+    datasette_factory, tmp_path: Path, monkeypatch
+) -> None:
+    """SIGKILL while a publish runs in another thread, most likely inside a request."""
+    private = datasette_factory()
+    settings = point_civicflow_at(private, tmp_path / "client-var", monkeypatch)
+    portal = get_portal("datasette", settings)
+    assert isinstance(portal, DatasettePortal)
+    portal.batch_rows = 1_000
+    table = "kill_anywhere"
+    publish(portal, table, sample_frame(3_000, "first"), "run-1")
+    uploading = threading.Event()
+    portal.on_batch = lambda done, total: uploading.set() if done >= 3_000 else None
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            publish(portal, table, sample_frame(20_000, "second", seed=2), "run-2")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert uploading.wait(60)
+    time.sleep(0.02)  # into the next insert request
+    private.kill()
+    worker.join(60)
+    assert len(failure) == 1 and isinstance(failure[0], PortalError), failure
+
+    private.start()
+    n, labels, _ = live_state(private, table)
+    assert (n, labels) == (3_000, ["first"])
+    portal.on_batch = None
+    result = publish(portal, table, sample_frame(20_000, "second", seed=2), "run-3")
+    assert result.changed and live_state(private, table)[:2] == (20_000, ["second"])
+    assert staging_tables(private) == []
+
+
+def test_a_reader_sees_the_old_or_the_new_version_never_a_mix(portal, datasette_server) -> None:
+    table = unique_table()
+    publish(portal, table, sample_frame(4_000, "first"), "run-1")
+    seen: list[tuple[int, list[str]]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                response = client.get(
+                    f"{datasette_server.url}/portal/-/query.json",
+                    params={
+                        "sql": f"select count(*) as n, group_concat(distinct label) as labels from {table}",
+                        "_shape": "objects",
+                    },
+                )
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+                    continue
+                row = response.json()["rows"][0]
+                seen.append((row["n"], sorted(row["labels"].split(","))))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        publish(portal, table, sample_frame(9_000, "second", seed=9), "run-2")
+    finally:
+        stop.set()
+        reader.join()
+    seen.append(live_state(datasette_server, table)[:2])
+
+    assert errors == []
+    assert set(map(repr, seen)) <= {repr((4_000, ["first"])), repr((9_000, ["second"]))}
+    assert seen[0] == (4_000, ["first"]) and seen[-1] == (9_000, ["second"])
+    assert len(seen) > 5  # the reader really ran during the upload
+
+
+def test_frame_columns_must_match_the_fields(portal) -> None:
+    frame = sample_frame(5, "first")[["label", "id", "amount", "created", "day", "open", "note"]]
+    with pytest.raises(PortalError, match="frame columns do not match"):
+        publish(portal, unique_table(), frame)
+
+
+def test_duplicate_primary_key_is_refused_with_datasettes_reason(portal, datasette_server) -> None:
+    table = unique_table()
+    frame = sample_frame(10, "first")
+    frame.loc[3, "id"] = 1
+    with pytest.raises(PortalError, match=r"HTTP 400: UNIQUE constraint failed"):
+        publish(portal, table, frame)
+    assert table not in datasette_server.tables()
+    assert portal.current_version(table) is None
