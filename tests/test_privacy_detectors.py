@@ -17,6 +17,7 @@ from civicflow.privacy.detectors import (
     mask,
     vin_ok,
 )
+from civicflow.privacy.generalise import hundred_block_text
 
 # (text, detectors that must fire). Lookalikes carry an empty set: nothing may fire.
 LABELLED: list[tuple[str, set[str]]] = [
@@ -131,3 +132,16 @@ def test_mask_hides_all_but_the_last_two_characters() -> None:
     assert mask("213-555-0134") == "***-***-**34"
     assert mask("maria@example.com") == "*****@*******.*om"
     assert mask("1234") == "****"
+
+
+@given(
+    number=st.integers(min_value=1, max_value=99999).filter(lambda n: n % 100 != 0),
+    direction=st.sampled_from(["", "N ", "W "]),
+    fraction=st.sampled_from(["", "1/2 ", "7/8 "]),
+    street=st.sampled_from(["BELLEVUE AVE", "3RD ST", "WELBY WAY", "SEPULVEDA", "96TH ST/18A"]),
+)
+def test_scan_finds_every_exact_address_and_none_once_generalised(number: int, direction: str, fraction: str, street: str) -> None:
+    address = f"{number} {fraction}{direction}{street}"
+    generalised = hundred_block_text(pa.array([address]))
+    assert ADDRESS_IN_ADDRESS_COLUMN.find(pa.array([address])).tolist() == [True]
+    assert ADDRESS_IN_ADDRESS_COLUMN.find(generalised).tolist() == [False]

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from civicflow.privacy import ENV_VAR, SECRET_BLOCK, PrivacyError, check_ready, protect, resolve_hash_key
+from civicflow.privacy import (
+    ENV_VAR,
+    SECRET_BLOCK,
+    PrivacyError,
+    check_ready,
+    protect,
+    resolve_hash_key,
+)
 from civicflow.privacy.keys import HashKey
 from civicflow.settings import Settings
 from civicflow.sources import extract

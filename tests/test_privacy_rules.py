@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from civicflow.privacy.detectors import DETECTORS, PHONE
 from civicflow.privacy.generalise import GENERALISERS, hundred_block_text
 from civicflow.privacy.keys import HashKey
-from civicflow.privacy.rules import hash_values, redact_known_values, redact_text, suppress_small_counts
+from civicflow.privacy.rules import (
+    hash_values,
+    redact_known_values,
+    redact_text,
+    suppress_small_counts,
+)
 from civicflow.spec.models import PrivacyRule
 
 KEY_A = HashKey("a" * 32, "test")

@@ -154,12 +154,6 @@ def ssn_ok(span: str) -> bool:
     return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
 
 
-def house_number_ok(span: str) -> bool:
-    """An exact house number: hundred-block numbers (x00) are already generalised."""
-    number = re.match(r"\d+", span)
-    return number is not None and int(number.group(0)) % 100 != 0
-
-
 # -- patterns -----------------------------------------------------------------------
 
 _SEP = r"[-. ]"
@@ -182,9 +176,12 @@ _PERSON = (
     + _NAME_WORD + r"(?:\s+" + _NAME_WORD + r"){0,2}"
 )
 _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLACE|LN|LANE|CT|COURT|TER|TERRACE|PKWY|PARKWAY|HWY|HIGHWAY|CIR|CIRCLE)"
-# A house number starts a word that is not the denominator of a fraction ("153 7/8 S ...").
-# Group 1 (the character before it) is kept when redacting.
-_HOUSE = r"(^|[^\w/])\d{1,6}(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
+# An exact house number: 1-6 digits not ending in 00 (hundred blocks such as 1200 are
+# already generalised), at a word start that is not the denominator of a fraction
+# ("153 7/8 S ..."). Group 1 (the character before it) is kept when redacting. Written
+# as a pattern, not a Python check, so the whole column is matched in one Arrow call.
+_EXACT_NUMBER = r"(?:\d{0,4}(?:[1-9]\d|0[1-9])|[1-9])"
+_HOUSE = r"(^|[^\w/])" + _EXACT_NUMBER + r"(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
 STREET_ADDRESS_PATTERN = _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
 #: in a column declared ``semantic: address`` any house number followed by a street word is an address
 ADDRESS_COLUMN_PATTERN = _HOUSE + r"\w*[A-Za-z]\w*"
@@ -203,8 +200,8 @@ SSN = register_detector(Detector("ssn", "SSN", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \
 CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", check=card_ok))
 VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
 PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
-STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, check=house_number_ok, keep_prefix=True))
-ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, check=house_number_ok, keep_prefix=True)
+STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True))
+ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True)
 
 #: scan-only detector implemented in scan.py (numbers, not text patterns)
 COORDINATE = "coordinate"

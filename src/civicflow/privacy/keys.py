@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from civicflow.privacy.errors import PrivacyError
 from civicflow.settings import Settings
@@ -47,7 +48,8 @@ def _from_prefect_block() -> str | None:
     from prefect.blocks.system import Secret
 
     try:
-        block = Secret.load(SECRET_BLOCK)
+        # _sync: the sync path even when called from inside a running event loop.
+        block: Any = Secret.load(SECRET_BLOCK, _sync=True)  # type: ignore[call-arg]
     except ValueError:  # Prefect's "Unable to find block document named ..."
         return None
     value = block.get()

@@ -11,6 +11,7 @@ suffix needed), and only a ``pii_allow`` with a reason lets a finding through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ UNDECLARED_COORDINATE_DECIMALS = 3
 _COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
 _NUMBER_TEXT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*(?:,\s*([-+]?\d+(?:\.\d+)?)\s*\)?)?\s*$"
 # A "(lat, lon)" pair written inside text, with more decimals than undeclared columns allow.
-_PAIR_IN_TEXT = r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}"
+COORDINATE_PAIR = Detector(COORDINATE, "COORDINATES", r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}", redacts=False)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,14 @@ def _text_detectors(field: FieldSpec) -> list[Detector]:
     detectors = list(DETECTORS.values())
     if field.semantic == "address":
         detectors = [ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors]
+    if field.semantic not in _COORD_FIELD_SEMANTICS:
+        detectors.append(COORDINATE_PAIR)
     return detectors
+
+
+@lru_cache(maxsize=32)
+def _any_of(patterns: tuple[str, ...]) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
 
 
 def _examples(detector: Detector, text: pa.Array, rows: np.ndarray) -> list[str]:
@@ -99,6 +107,40 @@ def _examples(detector: Detector, text: pa.Array, rows: np.ndarray) -> list[str]
         spans = detector.spans(value) if value is not None else []
         shown.append(mask(spans[0]) if spans else mask(str(value)))
     return shown
+
+
+def text_hits(text: pa.Array, detectors: list[Detector]) -> list[Hits]:
+    """Run text detectors over a column, touching each distinct value once.
+
+    Columns repeat themselves (makes, streets, statuses), so the detectors run over the
+    column's dictionary when it is at most half as long as the column. One combined
+    pattern first finds the values any detector could match; each detector then runs
+    over those candidates only.
+    """
+    if text.null_count == len(text):
+        return []
+    encoded = pc.dictionary_encode(text)
+    distinct = encoded.dictionary
+    use_dictionary = len(distinct) <= len(text) // 2
+    target = distinct if use_dictionary else text
+    maybe = np.asarray(pc.fill_null(pc.match_substring_regex(target, _any_of(tuple(d.pattern for d in detectors))), False).to_numpy(zero_copy_only=False), dtype=bool)
+    if not maybe.any():
+        return []
+    where = np.flatnonzero(maybe)
+    candidates = target.take(pa.array(where))
+    if use_dictionary:
+        # Row -> dictionary slot; null rows point at an extra slot that never fires.
+        slots = np.asarray(pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False), dtype=np.int64)
+    hits: list[Hits] = []
+    for detector in detectors:
+        found = detector.find(candidates)
+        if not found.any():
+            continue
+        in_target = np.zeros(len(target) + 1, dtype=bool)
+        in_target[where[found]] = True
+        rows = in_target[slots] if use_dictionary else in_target[:-1]
+        hits.append(Hits(detector.name, rows, _examples(detector, text, np.flatnonzero(rows))))
+    return hits
 
 
 def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
@@ -114,19 +156,9 @@ def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
             hits.append(Hits(COORDINATE, found, shown))
         if pd.api.types.is_float_dtype(dtype):
             return hits
-    text = as_text(values)
     # Integers can only hide a card number (phones, SSNs need their separators to be found).
     detectors = [CARD] if pd.api.types.is_integer_dtype(dtype) else _text_detectors(field)
-    for detector in detectors:
-        found = detector.find(text)
-        if found.any():
-            hits.append(Hits(detector.name, found, _examples(detector, text, np.flatnonzero(found))))
-    if field.semantic not in _COORD_FIELD_SEMANTICS and not pd.api.types.is_integer_dtype(dtype):
-        found = np.asarray(pc.fill_null(pc.match_substring_regex(text, _PAIR_IN_TEXT), False).to_numpy(zero_copy_only=False), dtype=bool)
-        if found.any():
-            shown = [mask(str(v)) for v in text.take(pa.array(np.flatnonzero(found)[:MAX_EXAMPLES])).to_pylist()]
-            hits.append(Hits(COORDINATE, found, shown))
-    return hits
+    return hits + text_hits(as_text(values), detectors)
 
 
 def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
