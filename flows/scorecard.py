@@ -25,7 +25,9 @@ _RETRIES = {"publish": 2}
 
 
 def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    return task(fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3)  # type: ignore[call-overload]
+    return task(
+        fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3
+    )  # type: ignore[call-overload]
 
 
 @flow(name="scorecard")
@@ -42,9 +44,15 @@ def scorecard(publish: bool = True) -> State:
     results = _as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
     timings["compute_kpis_s"] = time.perf_counter() - t
     for r in results:
-        value = "no data: " + (r.reason or "") if r.status == "no_data" else f"{r.current.value if r.current else None} {r.kpi.unit} ({r.status})"
+        value = (
+            "no data: " + (r.reason or "")
+            if r.status == "no_data"
+            else f"{r.current.value if r.current else None} {r.kpi.unit} ({r.status})"
+        )
         logger.info("KPI %s: %s", r.kpi.id, value)
-    csv_path = _as_task("write-performance-csv", sc.write_performance_csv)(settings, results, small_count_threshold(loaded.catalog))
+    csv_path = _as_task("write-performance-csv", sc.write_performance_csv)(
+        settings, results, small_count_threshold(loaded.catalog)
+    )
 
     publish_summary: dict[str, Any] | None = None
     publish_error: BaseException | None = None
@@ -52,12 +60,24 @@ def scorecard(publish: bool = True) -> State:
         t = time.perf_counter()
         try:
             outcome = pipeline.run_dataset(settings, PERFORMANCE_DATASET, wrap=_as_task)
-            publish_summary = {"outcome": outcome.outcome, "reason": outcome.reason, "report": str(outcome.report_path) if outcome.report_path else None}
-        except Exception as exc:  # recorded as failed in the ledger; re-raised after the page is written
+            publish_summary = {
+                "outcome": outcome.outcome,
+                "reason": outcome.reason,
+                "report": str(outcome.report_path) if outcome.report_path else None,
+            }
+        except (
+            Exception
+        ) as exc:  # recorded as failed in the ledger; re-raised after the page is written
             publish_error = exc
-            publish_summary = {"outcome": "failed", "reason": f"{type(exc).__name__}: {exc}", "report": None}
+            publish_summary = {
+                "outcome": "failed",
+                "reason": f"{type(exc).__name__}: {exc}",
+                "report": None,
+            }
         timings["publish_s"] = time.perf_counter() - t
-        logger.info("%s: %s: %s", PERFORMANCE_DATASET, publish_summary["outcome"], publish_summary["reason"])
+        logger.info(
+            "%s: %s: %s", PERFORMANCE_DATASET, publish_summary["outcome"], publish_summary["reason"]
+        )
 
     t = time.perf_counter()
     card = _as_task("certify", sc.build)(settings, loaded, results)
@@ -65,7 +85,12 @@ def scorecard(publish: bool = True) -> State:
     timings["certify_and_render_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     cert = card.certification
-    logger.info("certification: %s (%.0f %% of criteria met); page %s", cert.level, cert.percent, paths["html"])
+    logger.info(
+        "certification: %s (%.0f %% of criteria met); page %s",
+        cert.level,
+        cert.percent,
+        paths["html"],
+    )
 
     summary = {
         "level": cert.level,
@@ -80,5 +105,8 @@ def scorecard(publish: bool = True) -> State:
     if publish_error is not None:
         raise publish_error
     if publish_summary is not None and publish_summary["outcome"] not in ("published", "unchanged"):
-        return Failed(message=f"{PERFORMANCE_DATASET} {publish_summary['outcome']}: {publish_summary['reason']}", data=summary)
+        return Failed(
+            message=f"{PERFORMANCE_DATASET} {publish_summary['outcome']}: {publish_summary['reason']}",
+            data=summary,
+        )
     return Completed(message=f"scorecard written: {cert.level}, {len(results)} KPIs", data=summary)

@@ -47,15 +47,25 @@ def test_scorecard_flow_without_publishing(prefect_harness, tmp_path, monkeypatc
     assert Path(summary["site"]["html"]).is_file() and Path(summary["performance_csv"]).is_file()
     assert set(summary["kpis"]) == {p.stem for p in (PROJECT / "metrics" / "kpis").glob("*.yaml")}
     assert "no_data" not in summary["kpis"].values()
-    assert {"load-metrics", "compute-kpis", "write-performance-csv", "certify", "write-site"} <= _task_names(state.state_details.flow_run_id)
+    assert {
+        "load-metrics",
+        "compute-kpis",
+        "write-performance-csv",
+        "certify",
+        "write-site",
+    } <= _task_names(state.state_details.flow_run_id)
     # performance_metrics was not published, and the certification page says so
     data = json.loads(Path(summary["site"]["json"]).read_text())
-    shared = next(c for c in data["certification"]["criteria"] if c["id"] == "progress_shared_publicly")
+    shared = next(
+        c for c in data["certification"]["criteria"] if c["id"] == "progress_shared_publicly"
+    )
     assert shared["met"] is False and "never published" in shared["missing"]
 
 
 @pytest.mark.slow
-def test_scorecard_flow_publishes_performance_metrics_to_the_portal(prefect_harness, datasette_server, tmp_path, monkeypatch) -> None:
+def test_scorecard_flow_publishes_performance_metrics_to_the_portal(
+    prefect_harness, datasette_server, tmp_path, monkeypatch
+) -> None:
     for key, value in datasette_server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CIVICFLOW_HASH_KEY", secrets.token_hex(32))  # parking_citations hashes VINs
@@ -74,21 +84,36 @@ def test_scorecard_flow_publishes_performance_metrics_to_the_portal(prefect_harn
     summary = state.result()
     assert summary["publish"]["outcome"] == "published", summary["publish"]
     names = _task_names(state.state_details.flow_run_id)
-    assert {"compute-kpis", "extract", "validate", "protect", "publish", "certify", "write-site"} <= names
+    assert {
+        "compute-kpis",
+        "extract",
+        "validate",
+        "protect",
+        "publish",
+        "certify",
+        "write-site",
+    } <= names
 
     rows = list(csv.DictReader(Path(summary["performance_csv"]).read_text().splitlines()))
     assert datasette_server.row_count("performance_metrics") == len(rows) > 0
     assert datasette_server.row_count("neighborhood_councils") == 99
-    small = datasette_server.query("select count(*) as n from performance_metrics where records is not null and records < 11")
+    small = datasette_server.query(
+        "select count(*) as n from performance_metrics where records is not null and records < 11"
+    )
     assert small[0]["n"] == 0
-    kpi_ids = {r["kpi_id"] for r in datasette_server.query("select distinct kpi_id from performance_metrics")}
+    kpi_ids = {
+        r["kpi_id"]
+        for r in datasette_server.query("select distinct kpi_id from performance_metrics")
+    }
     assert kpi_ids == set(summary["kpis"])
     last = Ledger(settings.ledger_path).last("performance_metrics")
     assert last is not None and last.outcome == "published"
 
     # the page shows the level computed from this run, with the KPI values shared publicly
     data = json.loads(Path(summary["site"]["json"]).read_text())
-    shared = next(c for c in data["certification"]["criteria"] if c["id"] == "progress_shared_publicly")
+    shared = next(
+        c for c in data["certification"]["criteria"] if c["id"] == "progress_shared_publicly"
+    )
     assert shared["met"] is True
     assert data["certification"]["level"] == summary["level"]
     html = Path(summary["site"]["html"]).read_text()

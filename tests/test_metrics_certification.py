@@ -48,12 +48,38 @@ def spec(dataset_id: str, department: str, frequency: str = "daily") -> DatasetS
 
 
 def manifest(dataset_id: str, run_id: str) -> Manifest:
-    return Manifest(dataset_id, "v" * 64, run_id, 10, "s" * 64, (NOW - timedelta(hours=2)).isoformat(), Path(f"/nowhere/{dataset_id}.parquet"), ["record_id", "amount"])
+    return Manifest(
+        dataset_id,
+        "v" * 64,
+        run_id,
+        10,
+        "s" * 64,
+        (NOW - timedelta(hours=2)).isoformat(),
+        Path(f"/nowhere/{dataset_id}.parquet"),
+        ["record_id", "amount"],
+    )
 
 
-def run(dataset_id: str, run_id: str, outcome: str = "published", age: timedelta = timedelta(hours=2), **extra: object) -> RunRecord:
+def run(
+    dataset_id: str,
+    run_id: str,
+    outcome: str = "published",
+    age: timedelta = timedelta(hours=2),
+    **extra: object,
+) -> RunRecord:
     finished = NOW - age
-    return RunRecord(dataset_id, run_id, finished - timedelta(seconds=30), finished, outcome, outcome, 10, 10, critical_passed=3, **extra)  # type: ignore[arg-type]
+    return RunRecord(
+        dataset_id,
+        run_id,
+        finished - timedelta(seconds=30),
+        finished,
+        outcome,
+        outcome,
+        10,
+        10,
+        critical_passed=3,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def kpi(kpi_id: str, equity: bool = True, target: bool = True) -> Kpi:
@@ -69,18 +95,40 @@ def kpi(kpi_id: str, equity: bool = True, target: bool = True) -> Kpi:
             "period": {"column": "record_id", "grain": "day"},
             "dimensions": [{"column": "amount", "title": "By district", "equity": equity}],
             "unit": "records",
-            **({"target": {"value": 1, "direction": "higher_is_better", "source": "Set in the test for the test."}} if target else {}),
+            **(
+                {
+                    "target": {
+                        "value": 1,
+                        "direction": "higher_is_better",
+                        "source": "Set in the test for the test.",
+                    }
+                }
+                if target
+                else {}
+            ),
         }
     )
 
 
-def attestation(criterion: str, start: date = date(2026, 1, 1), end: date = date(2027, 1, 1)) -> Attestation:
-    return Attestation(criterion=criterion, evidence_url=f"https://lacity.example/{criterion}", attested_by="Chief Data Officer", date=start, expires=end)
+def attestation(
+    criterion: str, start: date = date(2026, 1, 1), end: date = date(2027, 1, 1)
+) -> Attestation:
+    return Attestation(
+        criterion=criterion,
+        evidence_url=f"https://lacity.example/{criterion}",
+        attested_by="Chief Data Officer",
+        date=start,
+        expires=end,
+    )
 
 
 def baseline() -> Inputs:
     """A small city where every bundled criterion is met."""
-    catalog = {"alpha": spec("alpha", "A"), "beta": spec("beta", "B", "monthly"), "performance_metrics": spec("performance_metrics", "C")}
+    catalog = {
+        "alpha": spec("alpha", "A"),
+        "beta": spec("beta", "B", "monthly"),
+        "performance_metrics": spec("performance_metrics", "C"),
+    }
     latest = {i: manifest(i, f"run-{i}") for i in catalog}
     runs = [run(i, f"run-{i}") for i in catalog]
     kpis = {"k1": kpi("k1"), "k2": kpi("k2")}
@@ -95,7 +143,9 @@ def _met(inputs: Inputs, config: CertificationConfig = CONFIG) -> dict[str, bool
 
 def test_baseline_meets_every_criterion_and_reaches_the_top_level() -> None:
     result = assess(CONFIG, baseline())
-    assert all(r.met for r in result.criteria), [(r.criterion.id, r.missing) for r in result.criteria if not r.met]
+    assert all(r.met for r in result.criteria), [
+        (r.criterion.id, r.missing) for r in result.criteria if not r.met
+    ]
     assert result.level == "Platinum" and result.next_level is None and result.percent == 100.0
 
 
@@ -109,7 +159,9 @@ def _replace_spec(inputs: Inputs, dataset_id: str, **update: object) -> None:
 
 
 def _replace_attestation(inputs: Inputs, criterion: str, new: Attestation | None) -> None:
-    inputs.attestations = [a for a in inputs.attestations if a.criterion != criterion] + ([new] if new else [])
+    inputs.attestations = [a for a in inputs.attestations if a.criterion != criterion] + (
+        [new] if new else []
+    )
 
 
 def _add_unpublished_department(i: Inputs) -> None:
@@ -117,7 +169,9 @@ def _add_unpublished_department(i: Inputs) -> None:
 
 
 def _add_rejected_run(i: Inputs) -> None:
-    i.runs.append(run("alpha", "run-bad", outcome="rejected", age=timedelta(hours=1), critical_failed=1))
+    i.runs.append(
+        run("alpha", "run-bad", outcome="rejected", age=timedelta(hours=1), critical_failed=1)
+    )
 
 
 def _drop_privacy_review(i: Inputs) -> None:
@@ -133,12 +187,17 @@ def _non_open_license(i: Inputs) -> None:
 
 
 def _stale_daily_dataset(i: Inputs) -> None:
-    i.runs = [run("alpha", "run-alpha", age=timedelta(days=3)) if r.dataset_id == "alpha" else r for r in i.runs]
+    i.runs = [
+        run("alpha", "run-alpha", age=timedelta(days=3)) if r.dataset_id == "alpha" else r
+        for r in i.runs
+    ]
 
 
 def _remove_a_dictionary(i: Inputs) -> None:
     # the published version has a column the spec does not describe
-    i.latest["beta"] = dataclasses.replace(i.latest["beta"], columns=["record_id", "amount", "notes"])
+    i.latest["beta"] = dataclasses.replace(
+        i.latest["beta"], columns=["record_id", "amount", "notes"]
+    )
 
 
 def _remove_a_target(i: Inputs) -> None:
@@ -159,9 +218,13 @@ FLIPS: dict[str, Callable[[Inputs], None]] = {
     "quality_checks_pass": _add_rejected_run,
     "privacy_reviewed_and_clean": _drop_privacy_review,
     "kpis_disaggregated": _add_kpi_without_equity,
-    "data_governance": lambda i: _replace_attestation(i, "data_governance", attestation("data_governance", date(2025, 1, 1), date(2026, 11, 22))),
+    "data_governance": lambda i: _replace_attestation(
+        i, "data_governance", attestation("data_governance", date(2025, 1, 1), date(2026, 11, 22))
+    ),
     "data_security": lambda i: _replace_attestation(i, "data_security", None),
-    "open_data_policy": lambda i: _replace_attestation(i, "open_data_policy", attestation("open_data_policy", date(2026, 12, 1), date(2027, 12, 1))),
+    "open_data_policy": lambda i: _replace_attestation(
+        i, "open_data_policy", attestation("open_data_policy", date(2026, 12, 1), date(2027, 12, 1))
+    ),
     "metadata_complete": _non_open_license,
     "refreshed_on_schedule": _stale_daily_dataset,
     "data_dictionaries": _remove_a_dictionary,
@@ -169,7 +232,11 @@ FLIPS: dict[str, Callable[[Inputs], None]] = {
     "kpis_have_targets": _remove_a_target,
     "kpis_current": _kpi_without_data,
     "progress_shared_publicly": _performance_not_published,
-    "performance_reviews": lambda i: _replace_attestation(i, "performance_reviews", attestation("performance_reviews", date(2026, 1, 1), date(2026, 11, 22))),
+    "performance_reviews": lambda i: _replace_attestation(
+        i,
+        "performance_reviews",
+        attestation("performance_reviews", date(2026, 1, 1), date(2026, 11, 22)),
+    ),
 }
 
 
@@ -186,18 +253,30 @@ def test_one_change_flips_the_criterion(criterion: str) -> None:
     assert criterion in flipped
     assert flipped[criterion].missing, "an unmet criterion says what is missing"
     # the changes are chosen to touch one criterion, except those that by nature touch more
-    side_effects = {"inventory_covers_departments": {"metadata_complete", "refreshed_on_schedule"}, "progress_shared_publicly": {"inventory_covers_departments", "metadata_complete"}}
+    side_effects = {
+        "inventory_covers_departments": {"metadata_complete", "refreshed_on_schedule"},
+        "progress_shared_publicly": {"inventory_covers_departments", "metadata_complete"},
+    }
     assert set(flipped) - {criterion} <= side_effects.get(criterion, set())
 
 
 def test_evidence_and_missing_text_name_what_failed() -> None:
     inputs = baseline()
     _add_rejected_run(inputs)
-    _replace_attestation(inputs, "data_governance", attestation("data_governance", date(2025, 1, 1), date(2026, 11, 22)))
+    _replace_attestation(
+        inputs,
+        "data_governance",
+        attestation("data_governance", date(2025, 1, 1), date(2026, 11, 22)),
+    )
     by_id = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}
     runs = by_id["quality_checks_pass"]
-    assert runs.evidence == "3 of 4 runs in the last 90 days that passed every critical check (75 %; needs 95 %)"
-    assert "alpha run-bad: rejected" in (runs.missing or "") and "1 critical checks failed" in (runs.missing or "")
+    assert (
+        runs.evidence
+        == "3 of 4 runs in the last 90 days that passed every critical check (75 %; needs 95 %)"
+    )
+    assert "alpha run-bad: rejected" in (runs.missing or "") and "1 critical checks failed" in (
+        runs.missing or ""
+    )
     gov = by_id["data_governance"]
     assert gov.evidence == "the attestation by Chief Data Officer expired on 2026-11-22"
     assert "governance charter" in (gov.missing or "")
@@ -208,8 +287,21 @@ def _config(weights: list[float], scoring: str = "counted") -> CertificationConf
         {
             "standard": "test",
             "scoring": scoring,
-            "levels": [{"name": "Silver", "min_percent": 51}, {"name": "Gold", "min_percent": 67}, {"name": "Platinum", "min_percent": 84}],
-            "criteria": [{"id": f"c{i}", "practice": "P", "text": f"Criterion number {i}.", "weight": w, "assessment": "attested"} for i, w in enumerate(weights)],
+            "levels": [
+                {"name": "Silver", "min_percent": 51},
+                {"name": "Gold", "min_percent": 67},
+                {"name": "Platinum", "min_percent": 84},
+            ],
+            "criteria": [
+                {
+                    "id": f"c{i}",
+                    "practice": "P",
+                    "text": f"Criterion number {i}.",
+                    "weight": w,
+                    "assessment": "attested",
+                }
+                for i, w in enumerate(weights)
+            ],
         }
     )
 
@@ -220,9 +312,19 @@ def _with_met(n_met: int) -> Inputs:
 
 @pytest.mark.parametrize(
     ("met", "level", "next_level", "to_next"),
-    [(50, "Not yet certified", "Silver", 1), (51, "Silver", "Gold", 16), (66, "Silver", "Gold", 1), (67, "Gold", "Platinum", 17), (83, "Gold", "Platinum", 1), (84, "Platinum", None, None), (100, "Platinum", None, None)],
+    [
+        (50, "Not yet certified", "Silver", 1),
+        (51, "Silver", "Gold", 16),
+        (66, "Silver", "Gold", 1),
+        (67, "Gold", "Platinum", 17),
+        (83, "Gold", "Platinum", 1),
+        (84, "Platinum", None, None),
+        (100, "Platinum", None, None),
+    ],
 )
-def test_counted_levels_at_their_thresholds(met: int, level: str, next_level: str | None, to_next: int | None) -> None:
+def test_counted_levels_at_their_thresholds(
+    met: int, level: str, next_level: str | None, to_next: int | None
+) -> None:
     result = assess(_config([1.0] * 100), _with_met(met))
     assert (result.level, result.next_level, result.points_to_next) == (level, next_level, to_next)
     assert result.percent == met
@@ -235,7 +337,10 @@ def test_weighted_levels_are_exact_at_the_edge() -> None:
     assert assess(config, _with_met(1)).level == "Gold"
     # 0.51 of a total weight of 1.0 -> exactly Silver; a hair below is not
     assert assess(_config([0.51, 0.49], scoring="weighted"), _with_met(1)).level == "Silver"
-    assert assess(_config([0.5099, 0.4901], scoring="weighted"), _with_met(1)).level == "Not yet certified"
+    assert (
+        assess(_config([0.5099, 0.4901], scoring="weighted"), _with_met(1)).level
+        == "Not yet certified"
+    )
     # counted scoring ignores weights: 1 of 2 is 50 %
     assert assess(_config([67.0, 33.0]), _with_met(1)).level == "Not yet certified"
 
@@ -244,7 +349,14 @@ def test_gather_reads_the_ledger_and_published_versions(tmp_path: Path) -> None:
     settings = Settings(project_dir=PROJECT, var_dir=tmp_path / "var")
     ledger = Ledger(settings.ledger_path)
     ledger.record(run("la311_service_requests", "r1", outcome="rejected", critical_failed=2))
-    inputs = gather(settings, {"la311_service_requests": spec("la311_service_requests", "ITA")}, {}, None, [], NOW)
+    inputs = gather(
+        settings,
+        {"la311_service_requests": spec("la311_service_requests", "ITA")},
+        {},
+        None,
+        [],
+        NOW,
+    )
     assert inputs.latest == {} and [r.run_id for r in inputs.runs] == ["r1"]
     by_id = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}
     assert not by_id["quality_checks_pass"].met and not by_id["kpis_current"].met
@@ -253,14 +365,33 @@ def test_gather_reads_the_ledger_and_published_versions(tmp_path: Path) -> None:
 
 def test_privacy_findings_allowed_in_the_spec_do_not_count_against_a_clean_scan() -> None:
     inputs = baseline()
-    allowed = {"column": "email", "detector": "email", "count": 99, "allowed": True, "reason": "public office mailbox"}
+    allowed = {
+        "column": "email",
+        "detector": "email",
+        "count": 99,
+        "allowed": True,
+        "reason": "public office mailbox",
+    }
     inputs.privacy_reports["beta"] = {"findings": [allowed]}
-    inputs.runs = [dataclasses.replace(r, privacy_findings=1) if r.dataset_id == "beta" else r for r in inputs.runs]
-    result = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]
+    inputs.runs = [
+        dataclasses.replace(r, privacy_findings=1) if r.dataset_id == "beta" else r
+        for r in inputs.runs
+    ]
+    result = {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}[
+        "privacy_reviewed_and_clean"
+    ]
     assert result.met
-    assert "1 finding(s) allowed by the spec" in next(i.detail for i in result.items if i.name == "beta")
+    assert "1 finding(s) allowed by the spec" in next(
+        i.detail for i in result.items if i.name == "beta"
+    )
     # an unallowed finding in the report, or findings the ledger cannot explain, fail it
-    inputs.privacy_reports["beta"] = {"findings": [allowed, {**allowed, "detector": "phone", "allowed": False}]}
-    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]
+    inputs.privacy_reports["beta"] = {
+        "findings": [allowed, {**allowed, "detector": "phone", "allowed": False}]
+    }
+    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}[
+        "privacy_reviewed_and_clean"
+    ]
     del inputs.privacy_reports["beta"]
-    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}["privacy_reviewed_and_clean"]
+    assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}[
+        "privacy_reviewed_and_clean"
+    ]

@@ -41,12 +41,24 @@ fields:
 def _rows() -> pd.DataFrame:
     """Day 1 and 2: Bulky Items; day 3: only Graffiti (so Bulky has no rows in the latest day)."""
     rows = []
-    for day, kind, count in (("2024-01-01", "Bulky Items", 15), ("2024-01-02", "Bulky Items", 24), ("2024-01-03", "Graffiti", 20)):
+    for day, kind, count in (
+        ("2024-01-01", "Bulky Items", 15),
+        ("2024-01-02", "Bulky Items", 24),
+        ("2024-01-03", "Graffiti", 20),
+    ):
         for i in range(count):
             hours = 6 * (i + 1)
             created = pd.Timestamp(f"{day} 08:00:00")
             closed = "" if i % 5 == 0 else str(created + pd.Timedelta(hours=hours))
-            rows.append({"sr": f"{day}-{kind[:3]}-{i}", "created": str(created), "closed": closed, "kind": kind, "cd": str(1 + i % 3)})
+            rows.append(
+                {
+                    "sr": f"{day}-{kind[:3]}-{i}",
+                    "created": str(created),
+                    "closed": closed,
+                    "kind": kind,
+                    "cd": str(1 + i % 3),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -78,36 +90,57 @@ def kpi(kpi_id: str, **extra: Any) -> Kpi:
 
 
 def run(settings: Settings, *kpis: Kpi) -> dict[str, KpiResult]:
-    return {r.kpi.id: r for r in compute_all(settings, {k.id: k for k in kpis}, load_all(settings.datasets_dir))}
+    return {
+        r.kpi.id: r
+        for r in compute_all(settings, {k.id: k for k in kpis}, load_all(settings.datasets_dir))
+    }
 
 
 def test_empty_latest_period_is_no_data_not_yesterdays_value(world) -> None:
     settings, frame = world
-    bulky = kpi("bulky_count", filters=[{"column": "kind", "op": "eq", "value": "Bulky Items"}], dimensions=[{"column": "cd", "title": "By CD"}])
+    bulky = kpi(
+        "bulky_count",
+        filters=[{"column": "kind", "op": "eq", "value": "Bulky Items"}],
+        dimensions=[{"column": "cd", "title": "By CD"}],
+    )
     total = kpi("total")
     results = run(settings, bulky, total)
     r = results["bulky_count"]
     assert r.status == "no_data"
-    assert r.reason == "no rows for 2024-01-03 (the latest period in requests) after the KPI's filters"
+    assert (
+        r.reason == "no rows for 2024-01-03 (the latest period in requests) after the KPI's filters"
+    )
     assert r.current is None
     # the trend still shows the earlier days, for context, but nothing is current
-    assert [(p.period.isoformat(), p.value) for p in r.series] == [("2024-01-01", 15.0), ("2024-01-02", 24.0)]
+    assert [(p.period.isoformat(), p.value) for p in r.series] == [
+        ("2024-01-01", 15.0),
+        ("2024-01-02", 24.0),
+    ]
     assert all(b.groups == [] for b in r.breakdowns)
     # and the other KPI is unaffected
     assert results["total"].status == "no_target"
-    assert results["total"].current is not None and results["total"].current.value == float((frame.created.str[:10] == "2024-01-03").sum())
+    assert results["total"].current is not None and results["total"].current.value == float(
+        (frame.created.str[:10] == "2024-01-03").sum()
+    )
 
 
 def test_missing_dataset_sql_error_and_broken_parquet_each_stay_local(world) -> None:
     settings, _ = world
     missing = kpi("missing", dataset="nowhere")
-    bad_sql = kpi("bad_sql", measure=None, sql="SELECT created AS period, NULL AS dimension, NULL AS group_key, NULL AS group_label, 1/0 AS value, count(*) AS n FROM requests GROUP BY ALL HAVING no_such_column > 0")
+    bad_sql = kpi(
+        "bad_sql",
+        measure=None,
+        sql="SELECT created AS period, NULL AS dimension, NULL AS group_key, NULL AS group_label, 1/0 AS value, count(*) AS n FROM requests GROUP BY ALL HAVING no_such_column > 0",
+    )
     fine = kpi("fine")
     results = run(settings, missing, bad_sql, fine)
     assert results["missing"].status == "no_data"
     assert results["missing"].reason == "dataset nowhere is not in the catalog (datasets/)"
     assert results["bad_sql"].status == "no_data"
-    assert results["bad_sql"].reason.startswith("query failed: ") and "no_such_column" in results["bad_sql"].reason
+    assert (
+        results["bad_sql"].reason.startswith("query failed: ")
+        and "no_such_column" in results["bad_sql"].reason
+    )
     assert results["fine"].status == "no_target"
 
     manifest = published.latest(settings, "requests")
@@ -135,10 +168,18 @@ def test_small_counts_are_suppressed_and_target_status(world) -> None:
     graffiti = kpi(
         "graffiti_share_closed_in_a_day",
         filters=[{"column": "kind", "op": "eq", "value": "Graffiti"}],
-        measure={"kind": "share_within", "expression": "date_diff('second', created, closed) / 86400.0", "threshold": 1},
+        measure={
+            "kind": "share_within",
+            "expression": "date_diff('second', created, closed) / 86400.0",
+            "threshold": 1,
+        },
         dimensions=[{"column": "cd", "title": "By CD", "equity": True}],
         unit="%",
-        target={"value": 50, "direction": "higher_is_better", "source": "Test target for the unit test."},
+        target={
+            "value": 50,
+            "direction": "higher_is_better",
+            "source": "Test target for the unit test.",
+        },
     )
     r = run(settings, graffiti)["graffiti_share_closed_in_a_day"]
     g = frame[frame.kind == "Graffiti"].copy()
@@ -148,9 +189,13 @@ def test_small_counts_are_suppressed_and_target_status(world) -> None:
     assert r.status == ("on_track" if expected >= 50 else "off_track")
     # 20 graffiti requests over 3 districts: every district has fewer than 11, so all are suppressed
     (by_cd,) = r.breakdowns
-    assert len(by_cd.groups) == 3 and all(grp.suppressed and grp.value is None for grp in by_cd.groups)
+    assert len(by_cd.groups) == 3 and all(
+        grp.suppressed and grp.value is None for grp in by_cd.groups
+    )
     # with the limit at 1, the same groups show their values
-    r1 = run(settings, graffiti.model_copy(update={"min_records": 1}))["graffiti_share_closed_in_a_day"]
+    r1 = run(settings, graffiti.model_copy(update={"min_records": 1}))[
+        "graffiti_share_closed_in_a_day"
+    ]
     assert all(not grp.suppressed and grp.value is not None for grp in r1.breakdowns[0].groups)
 
 
@@ -167,13 +212,25 @@ def test_raw_sql_kpi_matches_pandas(world) -> None:
         ),
     )
     r = run(settings, raw)["closed_share_raw"]
-    expected = (frame.assign(day=frame.created.str[:10]).groupby("day").closed.apply(lambda s: 100.0 * float((s != "").mean())))
+    expected = (
+        frame.assign(day=frame.created.str[:10])
+        .groupby("day")
+        .closed.apply(lambda s: 100.0 * float((s != "").mean()))
+    )
     assert {p.period.isoformat(): p.value for p in r.series} == pytest.approx(expected.to_dict())
 
 
 def test_filter_values_are_parameters_not_sql_text() -> None:
     evil = "x'; DROP TABLE requests; --"
-    compiled = compile_kpi(kpi("kind_filter", filters=[{"column": "kind", "op": "in", "values": [evil, "Graffiti"]}, {"column": "kind", "op": "ne", "value": evil}]))
+    compiled = compile_kpi(
+        kpi(
+            "kind_filter",
+            filters=[
+                {"column": "kind", "op": "in", "values": [evil, "Graffiti"]},
+                {"column": "kind", "op": "ne", "value": evil},
+            ],
+        )
+    )
     assert evil not in compiled.sql
     assert list(compiled.params.values()) == [evil, "Graffiti", evil]
     assert '"kind" IN ($p0, $p1)' in compiled.sql and '"kind" IS DISTINCT FROM $p2' in compiled.sql

@@ -44,7 +44,9 @@ def test_every_metrics_file_parses(path: Path) -> None:
 
 def test_published_schemas_are_in_sync() -> None:
     for name in SCHEMAS:
-        assert (METRICS / name).read_text() == render(name), f"run: civicflow scorecard schema --write ({name} is stale)"
+        assert (METRICS / name).read_text() == render(name), (
+            f"run: civicflow scorecard schema --write ({name} is stale)"
+        )
 
 
 def test_every_field_of_every_metrics_model_has_a_description() -> None:
@@ -60,7 +62,14 @@ def test_bundled_metrics_pass_check_and_load_together() -> None:
     config = load_metrics(METRICS)
     assert len(config.kpis) >= 5
     # at least five KPIs broken down by council district, as the scorecard promises
-    assert sum(1 for k in config.kpis.values() if any(d.column == "cd" and d.equity for d in k.dimensions)) >= 5
+    assert (
+        sum(
+            1
+            for k in config.kpis.values()
+            if any(d.column == "cd" and d.equity for d in k.dimensions)
+        )
+        >= 5
+    )
 
 
 @pytest.fixture
@@ -88,7 +97,9 @@ def _problems(project: Path) -> list[str]:
 
 def test_typo_in_a_dimension_column_names_file_line_and_key(project: Path) -> None:
     path = project / "metrics" / "kpis" / "graffiti_removed_within_two_days.yaml"
-    line = _edit(path, "{column: cd, title: By council district", "{column: cdd, title: By council district")
+    line = _edit(
+        path, "{column: cd, title: By council district", "{column: cdd, title: By council district"
+    )
     assert _problems(project) == [
         f"{path}:{line}: dimensions.0.column: dataset la311_service_requests has no field 'cdd' (did you mean 'cd'?)"
     ]
@@ -96,11 +107,17 @@ def test_typo_in_a_dimension_column_names_file_line_and_key(project: Path) -> No
 
 def test_typo_in_a_filter_and_the_period_column(project: Path) -> None:
     path = project / "metrics" / "kpis" / "illegal_dumping_median_days.yaml"
-    f_line = _edit(path, "{column: status, op: eq, value: Closed}", "{column: staus, op: eq, value: Closed}")
+    f_line = _edit(
+        path, "{column: status, op: eq, value: Closed}", "{column: staus, op: eq, value: Closed}"
+    )
     p_line = _edit(path, "period: {column: created_date", "period: {column: created_dat")
     problems = _problems(project)
-    assert any(p.startswith(f"{path}:{f_line}: filters.1.column: ") and "'staus'" in p for p in problems), problems
-    assert any(p.startswith(f"{path}:{p_line}: period.column: ") and "'created_dat'" in p for p in problems), problems
+    assert any(
+        p.startswith(f"{path}:{f_line}: filters.1.column: ") and "'staus'" in p for p in problems
+    ), problems
+    assert any(
+        p.startswith(f"{path}:{p_line}: period.column: ") and "'created_dat'" in p for p in problems
+    ), problems
 
 
 def test_typo_inside_an_expression_is_caught_by_duckdb_before_any_data(project: Path) -> None:
@@ -108,7 +125,9 @@ def test_typo_inside_an_expression_is_caught_by_duckdb_before_any_data(project: 
     line = _edit(path, "closed_date) / 86400.0", "closed_dte) / 86400.0")
     problems = _problems(project)
     assert len(problems) == 1
-    assert problems[0].startswith(f"{path}:{line}: measure.expression: DuckDB cannot use this expression")
+    assert problems[0].startswith(
+        f"{path}:{line}: measure.expression: DuckDB cannot use this expression"
+    )
     assert "closed_dte" in problems[0]
 
 
@@ -118,15 +137,24 @@ def test_wrong_lookup_field_and_non_numeric_measure(project: Path) -> None:
     lax = project / "metrics" / "kpis" / "lax_passengers_per_month.yaml"
     lax_line = _edit(lax, "column: passenger_count}", "column: terminal}")
     problems = _problems(project)
-    assert f"{kpi}:{line}: dimensions.2.lookup.key: dataset neighborhood_councils has no field 'nc_code' (did you mean 'nc_id'?)" in problems
-    assert f"{lax}:{lax_line}: measure.column: measure sum needs a number field; 'terminal' is string" in problems
+    assert (
+        f"{kpi}:{line}: dimensions.2.lookup.key: dataset neighborhood_councils has no field 'nc_code' (did you mean 'nc_id'?)"
+        in problems
+    )
+    assert (
+        f"{lax}:{lax_line}: measure.column: measure sum needs a number field; 'terminal' is string"
+        in problems
+    )
 
 
 def test_unknown_key_and_bad_value_are_parse_errors_with_lines(project: Path) -> None:
     path = project / "metrics" / "kpis" / "la311_requests_by_channel.yaml"
     line = _edit(path, "unit: requests", "units: requests")
     problems = _problems(project)
-    assert f"{path}:{line}: units: unknown key (check the spelling; see datasets/spec.schema.json)" in problems
+    assert (
+        f"{path}:{line}: units: unknown key (check the spelling; see datasets/spec.schema.json)"
+        in problems
+    )
     assert any(p.startswith(f"{path}:") and ": unit: Field required" in p for p in problems)
 
 
@@ -149,7 +177,12 @@ def test_attestation_for_an_unknown_criterion_and_unknown_file(project: Path) ->
     stray = project / "metrics" / "notes.yaml"
     stray.write_text("a: 1\n")
     problems = _problems(project)
-    assert any(p.startswith(f"{att}:{line}: attestations.0.criterion: no attested criterion 'open_data_polcy'") for p in problems), problems
+    assert any(
+        p.startswith(
+            f"{att}:{line}: attestations.0.criterion: no attested criterion 'open_data_polcy'"
+        )
+        for p in problems
+    ), problems
     assert any(p.startswith(f"{stray}: (file): not a metrics file") for p in problems)
 
 
@@ -157,7 +190,10 @@ def test_certification_levels_must_increase(project: Path) -> None:
     path = project / "metrics" / "certification.yaml"
     _edit(path, "{name: Gold, min_percent: 67}", "{name: Gold, min_percent: 45}")
     problems = _problems(project)
-    assert any(p.startswith(f"{path}:") and "lowest first with increasing min_percent" in p for p in problems), problems
+    assert any(
+        p.startswith(f"{path}:") and "lowest first with increasing min_percent" in p
+        for p in problems
+    ), problems
 
 
 def test_civicflow_check_fails_on_a_typoed_kpi_column(project: Path, monkeypatch) -> None:
@@ -169,7 +205,10 @@ def test_civicflow_check_fails_on_a_typoed_kpi_column(project: Path, monkeypatch
     monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(project / "var"))
     result = CliRunner().invoke(app, ["check"])
     assert result.exit_code == 2, result.output
-    assert f"{path}:{line}: filters.0.column: dataset la311_service_requests has no field 'request_typ'" in result.output
+    assert (
+        f"{path}:{line}: filters.0.column: dataset la311_service_requests has no field 'request_typ'"
+        in result.output
+    )
 
 
 def test_models_refuse_inconsistent_definitions() -> None:
@@ -188,9 +227,15 @@ def test_models_refuse_inconsistent_definitions() -> None:
     with pytest.raises(ValueError, match="threshold is required"):
         Kpi.model_validate(base | {"measure": {"kind": "share_within", "column": "x"}})
     with pytest.raises(ValueError, match="takes values"):
-        Kpi.model_validate(base | {"measure": {"kind": "count"}, "filters": [{"column": "x", "op": "in", "value": 1}]})
+        Kpi.model_validate(
+            base
+            | {"measure": {"kind": "count"}, "filters": [{"column": "x", "op": "in", "value": 1}]}
+        )
     with pytest.raises(ValueError, match="snake_case"):
-        Kpi.model_validate(base | {"measure": {"kind": "count"}, "dimensions": [{"column": "Bad Col", "title": "x"}]})
+        Kpi.model_validate(
+            base
+            | {"measure": {"kind": "count"}, "dimensions": [{"column": "Bad Col", "title": "x"}]}
+        )
 
 
 def test_load_metrics_collects_problems_from_every_file(project: Path) -> None:
@@ -203,7 +248,9 @@ def test_load_metrics_collects_problems_from_every_file(project: Path) -> None:
     assert "certification.yaml:" in text and "scoring" in text
 
 
-def test_civicflow_scorecard_refuses_a_bad_metrics_file_before_running(project: Path, monkeypatch) -> None:
+def test_civicflow_scorecard_refuses_a_bad_metrics_file_before_running(
+    project: Path, monkeypatch
+) -> None:
     from civicflow.cli import app
 
     path = project / "metrics" / "kpis" / "la311_requests_by_channel.yaml"

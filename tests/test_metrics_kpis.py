@@ -36,7 +36,12 @@ PARKING = PROJECT / "data" / "parking_citations" / "la_parking_citations_subset.
 US_TIME = "%m/%d/%Y %I:%M:%S %p"
 DIGITAL = ["Mobile App", "Self Service", "Email"]
 #: every dataset a bundled KPI reads
-SOURCES = ("la311_service_requests", "lax_passenger_traffic", "neighborhood_councils", "parking_citations")
+SOURCES = (
+    "la311_service_requests",
+    "lax_passenger_traffic",
+    "neighborhood_councils",
+    "parking_citations",
+)
 
 
 def publish_parquet(settings: Settings, dataset_id: str) -> published.Manifest:
@@ -52,11 +57,22 @@ def publish_parquet(settings: Settings, dataset_id: str) -> published.Manifest:
     privacy_path = settings.reports_dir / dataset_id / f"{run_id}.privacy.json"
     protected.report.write(privacy_path)
     frame = protected.frame.reset_index(drop=True)
-    manifest = published.write_version(settings, dataset_id, frame, published.content_version(frame), run_id)
+    manifest = published.write_version(
+        settings, dataset_id, frame, published.content_version(frame), run_id
+    )
     Ledger(settings.ledger_path).record(
         RunRecord(
-            dataset_id, run_id, started, datetime.now(UTC), "published", "published a new version", ext.rows, len(frame),
-            critical_passed=1, privacy_findings=len(protected.report.findings), privacy_report_path=str(privacy_path),
+            dataset_id,
+            run_id,
+            started,
+            datetime.now(UTC),
+            "published",
+            "published a new version",
+            ext.rows,
+            len(frame),
+            critical_passed=1,
+            privacy_findings=len(protected.report.findings),
+            privacy_report_path=str(privacy_path),
         )
     )
     return manifest
@@ -72,14 +88,18 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def results(settings) -> dict[str, KpiResult]:
-    computed = compute_all(settings, load_kpis(settings.metrics_dir), load_all(settings.datasets_dir))
+    computed = compute_all(
+        settings, load_kpis(settings.metrics_dir), load_all(settings.datasets_dir)
+    )
     return {r.kpi.id: r for r in computed}
 
 
 # -- the independent computations ------------------------------------------------------
 
 Agg = Callable[[pd.DataFrame], tuple[float, int]]
-Expected = tuple[dict[date, tuple[float, int]], dict[str, dict[str | None, tuple[float, int]]], date]
+Expected = tuple[
+    dict[date, tuple[float, int]], dict[str, dict[str | None, tuple[float, int]]], date
+]
 
 
 def _la311() -> pd.DataFrame:
@@ -108,7 +128,11 @@ def _summarise(frame: pd.DataFrame, latest: date, agg: Agg, dims: list[str]) -> 
     series = {p: agg(g) for p, g in frame.groupby("period")}
     now = frame[frame["period"] == latest]
     groups = {
-        d: {(None if isinstance(k, float) and math.isnan(k) else str(k)): agg(g) for k, g in now.groupby(d, dropna=False)} for d in dims
+        d: {
+            (None if isinstance(k, float) and math.isnan(k) else str(k)): agg(g)
+            for k, g in now.groupby(d, dropna=False)
+        }
+        for d in dims
     }
     return series, groups, latest
 
@@ -125,7 +149,9 @@ def _within(limit: float) -> Agg:
 def expected_la311_median_days_to_close() -> Expected:
     df = _la311()
     latest = df["period"].max()
-    return _summarise(df[df["status"] == "Closed"], latest, _median_days, ["cd", "request_type", "nc"])
+    return _summarise(
+        df[df["status"] == "Closed"], latest, _median_days, ["cd", "request_type", "nc"]
+    )
 
 
 def expected_bulky_items_closed_within_target() -> Expected:
@@ -152,13 +178,22 @@ def expected_illegal_dumping_median_days() -> Expected:
 def expected_la311_digital_channel_share() -> Expected:
     df = _la311()
     latest = df["period"].max()
-    sub = df[df["request_source"] != "Driver Self Report"]  # pandas != keeps empty channels, as the KPI says
-    return _summarise(sub, latest, lambda g: (100.0 * float(g["request_source"].isin(DIGITAL).mean()), len(g)), ["cd", "nc"])
+    sub = df[
+        df["request_source"] != "Driver Self Report"
+    ]  # pandas != keeps empty channels, as the KPI says
+    return _summarise(
+        sub,
+        latest,
+        lambda g: (100.0 * float(g["request_source"].isin(DIGITAL).mean()), len(g)),
+        ["cd", "nc"],
+    )
 
 
 def expected_la311_requests_by_channel() -> Expected:
     df = _la311()
-    return _summarise(df, df["period"].max(), lambda g: (float(len(g)), len(g)), ["request_source", "cd"])
+    return _summarise(
+        df, df["period"].max(), lambda g: (float(len(g)), len(g)), ["request_source", "cd"]
+    )
 
 
 def expected_lax_passengers_per_month() -> Expected:
@@ -178,12 +213,21 @@ def expected_lax_passengers_per_month() -> Expected:
 def expected_parking_citations_per_month() -> Expected:
     raw = pd.read_csv(PARKING, dtype=str, keep_default_na=False, na_values=[""])
     issued = pd.to_datetime(raw["Issue Date"], format="%Y-%m-%dT%H:%M:%S")
-    df = pd.DataFrame({"period": issued.dt.to_period("M").dt.start_time.dt.date, "violation_description": raw["Violation Description"]})
-    return _summarise(df, df["period"].max(), lambda g: (float(len(g)), len(g)), ["violation_description"])
+    df = pd.DataFrame(
+        {
+            "period": issued.dt.to_period("M").dt.start_time.dt.date,
+            "violation_description": raw["Violation Description"],
+        }
+    )
+    return _summarise(
+        df, df["period"].max(), lambda g: (float(len(g)), len(g)), ["violation_description"]
+    )
 
 
 ORACLES: dict[str, Callable[[], Expected]] = {
-    name.removeprefix("expected_"): fn for name, fn in globals().items() if name.startswith("expected_") and callable(fn)
+    name.removeprefix("expected_"): fn
+    for name, fn in globals().items()
+    if name.startswith("expected_") and callable(fn)
 }
 
 
@@ -224,7 +268,9 @@ def test_kpi_matches_pandas_on_the_raw_file(kpi_id: str, results: dict[str, KpiR
                 assert g.label == names[g.key]
 
 
-def test_performance_rows_carry_the_same_values_and_suppress_small_counts(results: dict[str, KpiResult], settings: Settings) -> None:
+def test_performance_rows_carry_the_same_values_and_suppress_small_counts(
+    results: dict[str, KpiResult], settings: Settings
+) -> None:
     threshold = small_count_threshold(load_all(settings.datasets_dir))
     rows = pd.DataFrame(performance_rows(list(results.values()), threshold))
     assert not rows.duplicated(["kpi_id", "period_start", "dimension", "group_key"]).any()

@@ -21,8 +21,23 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_charts_are_wellformed_svg_with_title_desc_and_escaped_labels() -> None:
-    line = line_chart("t1", "Trend <of> things", [LinePoint("2017-12-27", 1.5), LinePoint("2017-12-28", None), LinePoint("2017-12-29", 3.0)], "days", 1, target=2.0)
-    bars = bar_chart("b1", "By group", [Bar("A & B <script>", 4.0), Bar("C", None, "suppressed"), Bar("D", 1.0)], "days", 1, target=2.0, lower_is_better=True)
+    line = line_chart(
+        "t1",
+        "Trend <of> things",
+        [LinePoint("2017-12-27", 1.5), LinePoint("2017-12-28", None), LinePoint("2017-12-29", 3.0)],
+        "days",
+        1,
+        target=2.0,
+    )
+    bars = bar_chart(
+        "b1",
+        "By group",
+        [Bar("A & B <script>", 4.0), Bar("C", None, "suppressed"), Bar("D", 1.0)],
+        "days",
+        1,
+        target=2.0,
+        lower_is_better=True,
+    )
     for svg in (line, bars):
         root = ET.fromstring(svg)
         assert root.tag == f"{SVG}svg" and root.get("role") == "img"
@@ -32,12 +47,17 @@ def test_charts_are_wellformed_svg_with_title_desc_and_escaped_labels() -> None:
     assert line.count("<polyline") == 0 and line.count("<circle") == 2
     root = ET.fromstring(bars)
     rects = root.findall(f"{SVG}rect")
-    assert [r.get("fill") for r in rects] == ["#b4480c", "#1d5fa8"]  # 4.0 misses a lower-is-better target of 2.0; 1.0 meets it
+    assert [r.get("fill") for r in rects] == [
+        "#b4480c",
+        "#1d5fa8",
+    ]  # 4.0 misses a lower-is-better target of 2.0; 1.0 meets it
     assert "suppressed" in bars
     assert "1 of 2 miss the target" in root.find(f"{SVG}desc").text
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(0, 8.6), (0, 100), (0, 5_785_094), (0, 0.3), (-3, 7), (2, 2)])
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(0, 8.6), (0, 100), (0, 5_785_094), (0, 0.3), (-3, 7), (2, 2)]
+)
 def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
     ticks = nice_ticks(lo, hi)
     assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) <= 8
@@ -74,7 +94,8 @@ def test_site_files_and_page_content(written) -> None:
     expected = sum(1 + len(r.breakdowns) for r in card.results if r.series)
     assert html.count('<figure class="chart"') == expected
     assert re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S) and all(
-        "<svg" in f and "<table>" in f for f in re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S)
+        "<svg" in f and "<table>" in f
+        for f in re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S)
     )
 
 

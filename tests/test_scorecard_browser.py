@@ -24,7 +24,15 @@ from tests.test_metrics_kpis import SOURCES, publish_parquet
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -42,7 +50,9 @@ def site(tmp_path_factory) -> Iterator[tuple[str, sc.Scorecard]]:
     results = sc.compute_kpis(settings, loaded)
     card = sc.build(settings, loaded, results)
     sc.write_site(settings, card)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(settings.site_dir)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(settings.site_dir))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -54,7 +64,9 @@ def site(tmp_path_factory) -> Iterator[tuple[str, sc.Scorecard]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert CHROMIUM.exists(), "Debian's chromium is needed: apt-get install -y --no-install-recommends chromium"
+    assert CHROMIUM.exists(), (
+        "Debian's chromium is needed: apt-get install -y --no-install-recommends chromium"
+    )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -132,9 +144,13 @@ def test_readable_at_375_px(site, browser) -> None:
         assert overflowing == []
         assert float(page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")) >= 16
         # chart text scales with the chart: it must stay at a legible size on a phone
-        widths = page.evaluate("[...document.querySelectorAll('svg.chart-svg')].map(s => s.getBoundingClientRect().width)")
+        widths = page.evaluate(
+            "[...document.querySelectorAll('svg.chart-svg')].map(s => s.getBoundingClientRect().width)"
+        )
         assert len(widths) == _expected_charts(card)
-        assert min(widths) * FONT / WIDTH >= 11, f"chart text renders at {min(widths) * FONT / WIDTH:.1f}px"
+        assert min(widths) * FONT / WIDTH >= 11, (
+            f"chart text renders at {min(widths) * FONT / WIDTH:.1f}px"
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "scorecard-375.png"), full_page=True)
     finally:

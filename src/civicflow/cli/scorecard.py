@@ -12,7 +12,10 @@ from civicflow.spec import SpecError
 
 
 def _print(summary: dict[str, Any]) -> None:
-    typer.echo(f"certification: {summary['level']} ({summary['percent']:g} % of criteria met)" + (f"; next: {summary['next_level']}" if summary.get("next_level") else ""))
+    typer.echo(
+        f"certification: {summary['level']} ({summary['percent']:g} % of criteria met)"
+        + (f"; next: {summary['next_level']}" if summary.get("next_level") else "")
+    )
     for kpi_id, status in summary["kpis"].items():
         typer.echo(f"  {kpi_id}: {status.replace('_', ' ')}")
     if summary.get("publish"):
@@ -29,7 +32,11 @@ def register(app: typer.Typer) -> None:
     @scorecard_app.callback()
     def scorecard(
         ctx: typer.Context,
-        publish: bool = typer.Option(True, "--publish/--no-publish", help="Publish the KPI values to the portal as performance_metrics."),
+        publish: bool = typer.Option(
+            True,
+            "--publish/--no-publish",
+            help="Publish the KPI values to the portal as performance_metrics.",
+        ),
     ) -> None:
         """Compute KPIs and certification from published data; write var/site/scorecard/.
 
@@ -58,7 +65,11 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(EXIT_OK if state.is_completed() else EXIT_REJECTED)
 
     @scorecard_app.command("schema")
-    def schema(write: bool = typer.Option(False, "--write", help="Write metrics/*.schema.json instead of printing them.")) -> None:
+    def schema(
+        write: bool = typer.Option(
+            False, "--write", help="Write metrics/*.schema.json instead of printing them."
+        ),
+    ) -> None:
         """Print (or write) the JSON Schemas of KPI, certification and attestation files."""
         from civicflow.metrics import schemas
 

@@ -43,9 +43,23 @@ from civicflow.settings import Settings
 from civicflow.spec.models import DatasetSpec
 
 # Licences the Open Definition lists as conformant (SPDX ids), for the openness dimension.
-OPEN_LICENSES = {"CC0-1.0", "PDDL-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "ODC-By-1.0", "ODbL-1.0", "CC-BY-3.0", "CC-BY-SA-3.0"}
+OPEN_LICENSES = {
+    "CC0-1.0",
+    "PDDL-1.0",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "ODC-By-1.0",
+    "ODbL-1.0",
+    "CC-BY-3.0",
+    "CC-BY-SA-3.0",
+}
 # SPDX ids recognised for the conformance dimension (open and common non-open ones).
-KNOWN_LICENSES = OPEN_LICENSES | {"CC-BY-NC-4.0", "CC-BY-ND-4.0", "CC-BY-NC-SA-4.0", "LicenseRef-Proprietary"}
+KNOWN_LICENSES = OPEN_LICENSES | {
+    "CC-BY-NC-4.0",
+    "CC-BY-ND-4.0",
+    "CC-BY-NC-SA-4.0",
+    "LicenseRef-Proprietary",
+}
 FREQUENCY_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "annually": 366}
 GOOD_OUTCOMES = ("published", "unchanged")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -81,8 +95,12 @@ def gather(
     for dataset_id, manifest in latest.items():
         run = by_run.get((dataset_id, manifest.run_id))
         if run is not None and run.privacy_report_path and Path(run.privacy_report_path).is_file():
-            reports[dataset_id] = json.loads(Path(run.privacy_report_path).read_text(encoding="utf-8"))
-    return Inputs(catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC), reports)
+            reports[dataset_id] = json.loads(
+                Path(run.privacy_report_path).read_text(encoding="utf-8")
+            )
+    return Inputs(
+        catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC), reports
+    )
 
 
 @dataclass(frozen=True)
@@ -162,7 +180,9 @@ class CertificationResult:
             "next_level": self.next_level,
             "next_level_percent": self.next_level_percent,
             "points_to_next": self.points_to_next,
-            "missing_for_next": [r.criterion.id for r in self.missing_for_next] if self.next_level else [],
+            "missing_for_next": [r.criterion.id for r in self.missing_for_next]
+            if self.next_level
+            else [],
             "criteria": [r.to_dict() for r in self.criteria],
         }
 
@@ -193,7 +213,11 @@ def _departments(cfg: DepartmentsPublishing, inputs: Inputs) -> CheckOutcome:
         if spec.id in inputs.latest:
             departments[spec.department].append(spec.id)
     items = [
-        Item(dept, bool(ids), f"publishes {', '.join(sorted(ids))}" if ids else "no published dataset yet")
+        Item(
+            dept,
+            bool(ids),
+            f"publishes {', '.join(sorted(ids))}" if ids else "no published dataset yet",
+        )
         for dept, ids in sorted(departments.items())
     ]
     return CheckOutcome(items, "departments in the catalog with at least one published dataset")
@@ -260,7 +284,10 @@ def _metadata(cfg: MetadataComplete, inputs: Inputs) -> CheckOutcome:
     items = []
     for dataset_id, spec in sorted(inputs.catalog.items()):
         s = metadata_scores(spec, inputs.latest.get(dataset_id))
-        ok = not s["dcat_missing"] and min(s["existence"], s["conformance"], s["openness"]) >= cfg.min_score
+        ok = (
+            not s["dcat_missing"]
+            and min(s["existence"], s["conformance"], s["openness"]) >= cfg.min_score
+        )
         detail = f"existence {s['existence']:.0f} %, conformance {s['conformance']:.0f} %, openness {s['openness']:.0f} %"
         if s["dcat_missing"]:
             detail += f"; DCAT-US fields missing: {', '.join(s['dcat_missing'])}"
@@ -287,12 +314,21 @@ def _timeliness(cfg: Timeliness, inputs: Inputs) -> CheckOutcome:
         age = inputs.now - last.finished_at
         days = FREQUENCY_DAYS.get(freq)
         if days is None:  # irregular / static: current once it has been published
-            items.append(Item(dataset_id, True, f"{freq}: last refreshed {last.finished_at:%Y-%m-%d}"))
+            items.append(
+                Item(dataset_id, True, f"{freq}: last refreshed {last.finished_at:%Y-%m-%d}")
+            )
             continue
         allowed = timedelta(days=days * cfg.grace)
         ok = age <= allowed
         when = f"last refreshed {last.finished_at:%Y-%m-%d %H:%M} UTC ({age.total_seconds() / 86400:.1f} days ago)"
-        items.append(Item(dataset_id, ok, f"{freq}: {when}" + ("" if ok else f", more than {allowed.total_seconds() / 86400:g} days")))
+        items.append(
+            Item(
+                dataset_id,
+                ok,
+                f"{freq}: {when}"
+                + ("" if ok else f", more than {allowed.total_seconds() / 86400:g} days"),
+            )
+        )
     return CheckOutcome(items, "datasets refreshed within their declared frequency")
 
 
@@ -303,8 +339,17 @@ def _runs(cfg: RunsPassing, inputs: Inputs) -> CheckOutcome:
     items = []
     for r in recent:
         ok = r.outcome in GOOD_OUTCOMES and r.critical_failed == 0
-        items.append(Item(f"{r.dataset_id} {r.run_id}", ok, f"{r.outcome}: {r.reason}" + (f" ({r.critical_failed} critical checks failed)" if r.critical_failed else "")))
-    return CheckOutcome(items, f"runs in the last {cfg.window_days} days that passed every critical check")
+        items.append(
+            Item(
+                f"{r.dataset_id} {r.run_id}",
+                ok,
+                f"{r.outcome}: {r.reason}"
+                + (f" ({r.critical_failed} critical checks failed)" if r.critical_failed else ""),
+            )
+        )
+    return CheckOutcome(
+        items, f"runs in the last {cfg.window_days} days that passed every critical check"
+    )
 
 
 @register_check("privacy_clean")
@@ -327,16 +372,30 @@ def _privacy(cfg: PrivacyClean, inputs: Inputs) -> CheckOutcome:
             unallowed = sum(1 for f in findings if not f.get("allowed"))
             allowed = len(findings) - unallowed
             if unallowed:
-                problems.append(f"{unallowed} unallowed scan finding(s) on publishing run {run.run_id}")
+                problems.append(
+                    f"{unallowed} unallowed scan finding(s) on publishing run {run.run_id}"
+                )
         elif run.privacy_findings:
-            problems.append(f"{run.privacy_findings} scan finding(s) on publishing run {run.run_id} (no privacy report to tell allowed ones apart)")
+            problems.append(
+                f"{run.privacy_findings} scan finding(s) on publishing run {run.run_id} (no privacy report to tell allowed ones apart)"
+            )
         if problems:
             items.append(Item(dataset_id, False, "; ".join(problems)))
         else:
             review = spec.privacy.review
             assert review is not None
-            note = f" ({allowed} finding(s) allowed by the spec, each with a written reason)" if allowed else ""
-            items.append(Item(dataset_id, True, f"reviewed by {review.reviewed_by} on {review.date}; clean scan on run {manifest.run_id}{note}"))
+            note = (
+                f" ({allowed} finding(s) allowed by the spec, each with a written reason)"
+                if allowed
+                else ""
+            )
+            items.append(
+                Item(
+                    dataset_id,
+                    True,
+                    f"reviewed by {review.reviewed_by} on {review.date}; clean scan on run {manifest.run_id}{note}",
+                )
+            )
     return CheckOutcome(items, "published datasets with a privacy review and a clean scan")
 
 
@@ -351,8 +410,16 @@ def _dictionary(cfg: DataDictionary, inputs: Inputs) -> CheckOutcome:
     for dataset_id, manifest in sorted(inputs.latest.items()):
         spec = inputs.catalog[dataset_id]
         fields = {f.name: f for f in spec.published_fields()}
-        undocumented = [c for c in manifest.columns if c not in fields or not _documents(c, fields[c].description, cfg.min_description)]
-        detail = f"{len(manifest.columns)} columns described" if not undocumented else f"undocumented columns: {', '.join(undocumented)}"
+        undocumented = [
+            c
+            for c in manifest.columns
+            if c not in fields or not _documents(c, fields[c].description, cfg.min_description)
+        ]
+        detail = (
+            f"{len(manifest.columns)} columns described"
+            if not undocumented
+            else f"undocumented columns: {', '.join(undocumented)}"
+        )
         items.append(Item(dataset_id, not undocumented, detail))
     return CheckOutcome(items, "published datasets with every column described")
 
@@ -362,7 +429,13 @@ def _equity(cfg: KpiEquity, inputs: Inputs) -> CheckOutcome:
     items = []
     for kpi_id, kpi in sorted(inputs.kpis.items()):
         eq = kpi.equity_dimensions
-        items.append(Item(kpi_id, bool(eq), f"by {', '.join(d.title.lower() for d in eq)}" if eq else "no equity dimension"))
+        items.append(
+            Item(
+                kpi_id,
+                bool(eq),
+                f"by {', '.join(d.title.lower() for d in eq)}" if eq else "no equity dimension",
+            )
+        )
     return CheckOutcome(items, "KPIs broken down by at least one equity dimension")
 
 
@@ -371,7 +444,11 @@ def _targets(cfg: KpiTargets, inputs: Inputs) -> CheckOutcome:
     items = []
     for kpi_id, kpi in sorted(inputs.kpis.items()):
         t = kpi.target
-        detail = f"{'≤' if t.direction == 'lower_is_better' else '≥'} {t.value:g} {kpi.unit} ({t.source})" if t else "no target"
+        detail = (
+            f"{'≤' if t.direction == 'lower_is_better' else '≥'} {t.value:g} {kpi.unit} ({t.source})"
+            if t
+            else "no target"
+        )
         items.append(Item(kpi_id, t is not None, detail))
     return CheckOutcome(items, "KPIs with a target and its source")
 
@@ -379,16 +456,29 @@ def _targets(cfg: KpiTargets, inputs: Inputs) -> CheckOutcome:
 @register_check("kpi_current")
 def _current(cfg: KpiCurrent, inputs: Inputs) -> CheckOutcome:
     if inputs.kpi_results is None:
-        return CheckOutcome([], "KPIs computed from current published data", note="KPIs were not computed in this run")
-    items = [Item(r.kpi.id, r.has_value, r.reason or "computed from the current published version") for r in inputs.kpi_results]
+        return CheckOutcome(
+            [],
+            "KPIs computed from current published data",
+            note="KPIs were not computed in this run",
+        )
+    items = [
+        Item(r.kpi.id, r.has_value, r.reason or "computed from the current published version")
+        for r in inputs.kpi_results
+    ]
     return CheckOutcome(items, "KPIs computed from current published data")
 
 
 @register_check("dataset_published")
 def _dataset_published(cfg: DatasetPublished, inputs: Inputs) -> CheckOutcome:
     manifest = inputs.latest.get(cfg.dataset)
-    detail = f"version {manifest.version[:12]} published {manifest.published_at}" if manifest else "never published"
-    return CheckOutcome([Item(cfg.dataset, manifest is not None, detail)], f"dataset {cfg.dataset} published")
+    detail = (
+        f"version {manifest.version[:12]} published {manifest.published_at}"
+        if manifest
+        else "never published"
+    )
+    return CheckOutcome(
+        [Item(cfg.dataset, manifest is not None, detail)], f"dataset {cfg.dataset} published"
+    )
 
 
 # -- assessment ----------------------------------------------------------------------------
@@ -414,18 +504,25 @@ def _assess_auto(criterion: Criterion, inputs: Inputs) -> CriterionResult:
     missing = None
     if not met:
         failing = [f"{i.name}: {i.detail}" for i in items if not i.ok]
-        missing = "; ".join(failing[:5]) + (f"; and {len(failing) - 5} more" if len(failing) > 5 else "")
+        missing = "; ".join(failing[:5]) + (
+            f"; and {len(failing) - 5} more" if len(failing) > 5 else ""
+        )
     return CriterionResult(criterion, met, evidence, missing=missing, share=share, items=items)
 
 
 def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
     today = inputs.now.date()
-    mine = sorted((a for a in inputs.attestations if a.criterion == criterion.id), key=lambda a: a.date, reverse=True)
+    mine = sorted(
+        (a for a in inputs.attestations if a.criterion == criterion.id),
+        key=lambda a: a.date,
+        reverse=True,
+    )
     items = [
         Item(
             a.attested_by,
             a.date <= today <= a.expires,
-            f"{a.date} → {a.expires}: {a.evidence_url}" + (" (expired)" if today > a.expires else " (not yet valid)" if a.date > today else ""),
+            f"{a.date} → {a.expires}: {a.evidence_url}"
+            + (" (expired)" if today > a.expires else " (not yet valid)" if a.date > today else ""),
         )
         for a in mine
     ]
@@ -433,18 +530,38 @@ def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
     hint = f" Evidence needed: {criterion.evidence_hint}" if criterion.evidence_hint else ""
     if current:
         a = current[0]
-        return CriterionResult(criterion, True, f"attested by {a.attested_by} on {a.date}, valid until {a.expires}: {a.evidence_url}", items=items)
+        return CriterionResult(
+            criterion,
+            True,
+            f"attested by {a.attested_by} on {a.date}, valid until {a.expires}: {a.evidence_url}",
+            items=items,
+        )
     if mine:
         a = mine[0]
         state = f"expired on {a.expires}" if today > a.expires else f"only valid from {a.date}"
         message = f"the attestation by {a.attested_by} {state}"
-        return CriterionResult(criterion, False, message, missing=f"renew the attestation ({message}).{hint}", items=items)
-    return CriterionResult(criterion, False, "no attestation", missing=f"add an attestation to metrics/attestations.yaml.{hint}", items=items)
+        return CriterionResult(
+            criterion,
+            False,
+            message,
+            missing=f"renew the attestation ({message}).{hint}",
+            items=items,
+        )
+    return CriterionResult(
+        criterion,
+        False,
+        "no attestation",
+        missing=f"add an attestation to metrics/attestations.yaml.{hint}",
+        items=items,
+    )
 
 
 def assess(config: CertificationConfig, inputs: Inputs) -> CertificationResult:
     """Every criterion met or unmet with its evidence, the level and what the next one needs."""
-    results = [_assess_auto(c, inputs) if c.assessment == "auto" else _assess_attested(c, inputs) for c in config.criteria]
+    results = [
+        _assess_auto(c, inputs) if c.assessment == "auto" else _assess_attested(c, inputs)
+        for c in config.criteria
+    ]
     weighted = config.scoring == "weighted"
     weight = [_exact(r.criterion.weight) if weighted else Fraction(1) for r in results]
     total = sum(weight, Fraction(0))

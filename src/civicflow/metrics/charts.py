@@ -104,17 +104,31 @@ def line_chart(
         desc += f"; latest {fmt(values[-1], decimals)} {unit}; range {fmt(min(values), decimals)} to {fmt(max(values), decimals)} {unit}"
     parts = [_open(chart_id, height, title, desc)]
     for t in ticks:
-        parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#d8dee4" stroke-width="1"/>')
-        parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(_axis_label(t))}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#d8dee4" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(_axis_label(t))}</text>'
+        )
     # At most ~5 period labels so they never collide on a phone.
     step = max(1, math.ceil(len(points) / 5))
     label_idx = set(range(0, len(points), step)) | {len(points) - 1}
     for i in sorted(label_idx):
-        anchor = "middle" if 0 < i < len(points) - 1 or len(points) == 1 else ("start" if i == 0 else "end")
-        parts.append(f'<text x="{x(i):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">{escape(points[i].short or points[i].label)}</text>')
+        anchor = (
+            "middle"
+            if 0 < i < len(points) - 1 or len(points) == 1
+            else ("start" if i == 0 else "end")
+        )
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">{escape(points[i].short or points[i].label)}</text>'
+        )
     if target is not None:
-        parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" stroke="{OFF_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{WIDTH - right}" y="{y(target) - 5:.1f}" text-anchor="end" fill="{OFF_COLOUR}">target {escape(fmt(target, decimals))}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" stroke="{OFF_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+        )
+        parts.append(
+            f'<text x="{WIDTH - right}" y="{y(target) - 5:.1f}" text-anchor="end" fill="{OFF_COLOUR}">target {escape(fmt(target, decimals))}</text>'
+        )
     segment: list[str] = []
     segments: list[list[str]] = []
     for i, p in enumerate(points):
@@ -128,15 +142,23 @@ def line_chart(
         segments.append(segment)
     for seg in segments:
         if len(seg) > 1:
-            parts.append(f'<polyline points="{" ".join(seg)}" fill="none" stroke="{ON_COLOUR}" stroke-width="2.5" stroke-linejoin="round"/>')
+            parts.append(
+                f'<polyline points="{" ".join(seg)}" fill="none" stroke="{ON_COLOUR}" stroke-width="2.5" stroke-linejoin="round"/>'
+            )
     if len(points) <= 40:
         for i, p in enumerate(points):
             if p.value is not None:
-                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="3.5" fill="{ON_COLOUR}"/>')
+                parts.append(
+                    f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="3.5" fill="{ON_COLOUR}"/>'
+                )
     elif values:  # long series: mark only the latest point
         i = max(i for i, p in enumerate(points) if p.value is not None)
-        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(points[i].value or 0):.1f}" r="4" fill="{ON_COLOUR}"/>')
-    parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{MUTED}" stroke-width="1"/>')
+        parts.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(points[i].value or 0):.1f}" r="4" fill="{ON_COLOUR}"/>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{WIDTH - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{MUTED}" stroke-width="1"/>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -173,21 +195,37 @@ def bar_chart(
     parts: list[str] = []
     for i, b in enumerate(bars):
         y0 = top + i * row
-        parts.append(f'<text x="{left}" y="{y0 + 14}" fill="#1b1f24">{escape(_truncate(b.label, 44))}<title>{escape(b.label)}</title></text>')
+        parts.append(
+            f'<text x="{left}" y="{y0 + 14}" fill="#1b1f24">{escape(_truncate(b.label, 44))}<title>{escape(b.label)}</title></text>'
+        )
         if b.value is None:
-            parts.append(f'<text x="{left}" y="{y0 + 32}" fill="{MUTED}" font-style="italic">{escape(b.note or "no data")}</text>')
+            parts.append(
+                f'<text x="{left}" y="{y0 + 32}" fill="{MUTED}" font-style="italic">{escape(b.note or "no data")}</text>'
+            )
             continue
-        missed = target is not None and lower_is_better is not None and (b.value > target if lower_is_better else b.value < target)
+        missed = (
+            target is not None
+            and lower_is_better is not None
+            and (b.value > target if lower_is_better else b.value < target)
+        )
         off += missed
         x0, x1 = sorted((x(0.0 if x_lo <= 0 else x_lo), x(b.value)))
-        parts.append(f'<rect x="{x0:.1f}" y="{y0 + 19}" width="{max(x1 - x0, 1):.1f}" height="15" fill="{OFF_COLOUR if missed else ON_COLOUR}"/>')
-        parts.append(f'<text x="{x1 + 4:.1f}" y="{y0 + 31}" fill="#1b1f24">{escape(fmt(b.value, decimals))}</text>')
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y0 + 19}" width="{max(x1 - x0, 1):.1f}" height="15" fill="{OFF_COLOUR if missed else ON_COLOUR}"/>'
+        )
+        parts.append(
+            f'<text x="{x1 + 4:.1f}" y="{y0 + 31}" fill="#1b1f24">{escape(fmt(b.value, decimals))}</text>'
+        )
     axis_y = top + row * max(1, len(bars))
     for t in ticks:
-        parts.append(f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="middle" fill="{MUTED}">{escape(_axis_label(t))}</text>')
+        parts.append(
+            f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="middle" fill="{MUTED}">{escape(_axis_label(t))}</text>'
+        )
     if target is not None:
         tx = x(target)
-        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top + 17}" y2="{axis_y}" stroke="#1b1f24" stroke-width="1.5" stroke-dasharray="4 3"/>')
+        parts.append(
+            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top + 17}" y2="{axis_y}" stroke="#1b1f24" stroke-width="1.5" stroke-dasharray="4 3"/>'
+        )
     desc = f"{len(bars)} groups"
     if values:
         desc += f"; from {fmt(min(values), decimals)} to {fmt(max(values), decimals)} {unit}"

@@ -73,7 +73,9 @@ def empty_catalog(catalog: dict[str, DatasetSpec]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with one empty table per dataset, typed like its published Parquet."""
     con = duckdb.connect()
     for spec in catalog.values():
-        cols = ", ".join(f"{ident(f.name)} {published_type(spec, f.name)}" for f in spec.published_fields())
+        cols = ", ".join(
+            f"{ident(f.name)} {published_type(spec, f.name)}" for f in spec.published_fields()
+        )
         con.execute(f"CREATE TABLE {ident(spec.id)} ({cols})")
     return con
 
@@ -89,17 +91,27 @@ def _field_problem(spec: DatasetSpec, name: str) -> str | None:
     return f"dataset {spec.id} has no field {name!r}{hint}"
 
 
-def kpi_problems(kpi: Kpi, path: Path, catalog: dict[str, DatasetSpec], con: duckdb.DuckDBPyConnection | None = None) -> list[SpecProblem]:
+def kpi_problems(
+    kpi: Kpi,
+    path: Path,
+    catalog: dict[str, DatasetSpec],
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> list[SpecProblem]:
     """Cross-check one parsed KPI against the catalog (fields, types, lookups, SQL)."""
     _, lines = read_yaml(path)
     problems: list[SpecProblem] = []
 
     def add(key: tuple[Any, ...], message: str) -> None:
-        problems.append(SpecProblem(path, ".".join(str(k) for k in key), message, _line(lines, key)))
+        problems.append(
+            SpecProblem(path, ".".join(str(k) for k in key), message, _line(lines, key))
+        )
 
     spec = catalog.get(kpi.dataset)
     if spec is None:
-        add(("dataset",), f"no dataset {kpi.dataset!r} in datasets/ (known: {', '.join(sorted(catalog)) or 'none'})")
+        add(
+            ("dataset",),
+            f"no dataset {kpi.dataset!r} in datasets/ (known: {', '.join(sorted(catalog)) or 'none'})",
+        )
         return problems
 
     refs: list[tuple[tuple[Any, ...], str]] = [(("period", "column"), kpi.period.column)]
@@ -108,7 +120,9 @@ def kpi_problems(kpi: Kpi, path: Path, catalog: dict[str, DatasetSpec], con: duc
     if kpi.measure is not None:
         if kpi.measure.column is not None:
             refs.append((("measure", "column"), kpi.measure.column))
-        refs += [(("measure", "where", i, "column"), f.column) for i, f in enumerate(kpi.measure.where)]
+        refs += [
+            (("measure", "where", i, "column"), f.column) for i, f in enumerate(kpi.measure.where)
+        ]
     bad_refs = False
     for key, name in refs:
         message = _field_problem(spec, name)
@@ -117,10 +131,21 @@ def kpi_problems(kpi: Kpi, path: Path, catalog: dict[str, DatasetSpec], con: duc
             bad_refs = True
     if not bad_refs:
         if spec.field(kpi.period.column).type not in ("date", "datetime"):
-            add(("period", "column"), f"field {kpi.period.column!r} is {spec.field(kpi.period.column).type}, not a date or datetime")
+            add(
+                ("period", "column"),
+                f"field {kpi.period.column!r} is {spec.field(kpi.period.column).type}, not a date or datetime",
+            )
         m = kpi.measure
-        if m is not None and m.column is not None and m.kind in _VALUE_MEASURES and spec.field(m.column).type not in _NUMERIC:
-            add(("measure", "column"), f"measure {m.kind} needs a number field; {m.column!r} is {spec.field(m.column).type}")
+        if (
+            m is not None
+            and m.column is not None
+            and m.kind in _VALUE_MEASURES
+            and spec.field(m.column).type not in _NUMERIC
+        ):
+            add(
+                ("measure", "column"),
+                f"measure {m.kind} needs a number field; {m.column!r} is {spec.field(m.column).type}",
+            )
 
     for i, dim in enumerate(kpi.dimensions):
         lk = dim.lookup
@@ -151,7 +176,10 @@ def kpi_problems(kpi: Kpi, path: Path, catalog: dict[str, DatasetSpec], con: duc
         rel = con.execute(compiled.sql, compiled.params)
         names = [d[0] for d in rel.description or []]
     except duckdb.Error as exc:
-        add(("sql",) if kpi.sql is not None else (), f"DuckDB cannot run the compiled query: {_first_line(exc)}")
+        add(
+            ("sql",) if kpi.sql is not None else (),
+            f"DuckDB cannot run the compiled query: {_first_line(exc)}",
+        )
         return problems
     if tuple(names) != RESULT_COLUMNS:
         add(("sql",), f"query must return {', '.join(RESULT_COLUMNS)}; got {', '.join(names)}")
@@ -162,14 +190,23 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def certification_problems(cert: CertificationConfig, path: Path, catalog: dict[str, DatasetSpec]) -> list[SpecProblem]:
+def certification_problems(
+    cert: CertificationConfig, path: Path, catalog: dict[str, DatasetSpec]
+) -> list[SpecProblem]:
     _, lines = read_yaml(path)
     problems = []
     for i, criterion in enumerate(cert.criteria):
         auto = criterion.auto
         if auto is not None and auto.check == "dataset_published" and auto.dataset not in catalog:
             key = ("criteria", i, "auto", "dataset")
-            problems.append(SpecProblem(path, ".".join(map(str, key)), f"no dataset {auto.dataset!r} in datasets/", _line(lines, key)))
+            problems.append(
+                SpecProblem(
+                    path,
+                    ".".join(map(str, key)),
+                    f"no dataset {auto.dataset!r} in datasets/",
+                    _line(lines, key),
+                )
+            )
     return problems
 
 
@@ -180,7 +217,13 @@ def check_files(settings: Settings) -> list[SpecProblem]:
     known = {metrics_dir / CERTIFICATION_FILE, metrics_dir / ATTESTATIONS_FILE}
     for path in sorted(metrics_dir.rglob("*.yaml")) + sorted(metrics_dir.rglob("*.yml")):
         if path not in known and path.parent != metrics_dir / KPI_DIR:
-            problems.append(SpecProblem(path, "", f"not a metrics file civicflow reads (expected {KPI_DIR}/<id>.yaml, {CERTIFICATION_FILE} or {ATTESTATIONS_FILE})"))
+            problems.append(
+                SpecProblem(
+                    path,
+                    "",
+                    f"not a metrics file civicflow reads (expected {KPI_DIR}/<id>.yaml, {CERTIFICATION_FILE} or {ATTESTATIONS_FILE})",
+                )
+            )
         elif path.suffix == ".yml":
             problems.append(SpecProblem(path, "", "use the .yaml extension"))
 
@@ -216,5 +259,12 @@ def check_files(settings: Settings) -> list[SpecProblem]:
                 if att.criterion not in attested:
                     key = ("attestations", i, "criterion")
                     known_ids = ", ".join(sorted(attested)) or "none"
-                    problems.append(SpecProblem(att_path, ".".join(map(str, key)), f"no attested criterion {att.criterion!r} in {CERTIFICATION_FILE} (attested: {known_ids})", _line(lines, key)))
+                    problems.append(
+                        SpecProblem(
+                            att_path,
+                            ".".join(map(str, key)),
+                            f"no attested criterion {att.criterion!r} in {CERTIFICATION_FILE} (attested: {known_ids})",
+                            _line(lines, key),
+                        )
+                    )
     return problems

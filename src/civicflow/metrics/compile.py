@@ -66,7 +66,9 @@ def filter_sql(flt: Filter, param: Callable[[Any], str]) -> str:
     if op in ("in", "not_in"):
         assert flt.values is not None
         listed = ", ".join(param(v) for v in flt.values)
-        return f"{col} IN ({listed})" if op == "in" else f"({col} IS NULL OR {col} NOT IN ({listed}))"
+        return (
+            f"{col} IN ({listed})" if op == "in" else f"({col} IS NULL OR {col} NOT IN ({listed}))"
+        )
     symbol = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(op)
     if symbol is not None:
         return f"{col} {symbol} {param(flt.value)}"
@@ -103,7 +105,9 @@ def aggregate_sql(measure: Measure, param: Callable[[Any], str]) -> tuple[str, s
     if kind == "share_within":
         missing = "0.0" if measure.missing == "outside" else "NULL"
         thr = param(measure.threshold)
-        agg = f"100.0 * avg(CASE WHEN v IS NULL THEN {missing} WHEN v <= {thr} THEN 1.0 ELSE 0.0 END)"
+        agg = (
+            f"100.0 * avg(CASE WHEN v IS NULL THEN {missing} WHEN v <= {thr} THEN 1.0 ELSE 0.0 END)"
+        )
         return agg, ("count(*)" if measure.missing == "outside" else "count(v)")
     if kind == "share_where":
         return "100.0 * avg(CASE WHEN hit THEN 1.0 ELSE 0.0 END)", "count(*)"
@@ -122,7 +126,12 @@ def compile_kpi(kpi: Kpi) -> CompiledKpi:
             f"CAST(group_key AS VARCHAR) AS group_key, CAST(group_label AS VARCHAR) AS group_label, "
             f"CAST(value AS DOUBLE) AS value, CAST(n AS BIGINT) AS n FROM (\n{kpi.sql.strip().rstrip(';')}\n) AS raw_kpi"
         )
-        return CompiledKpi(kpi.id, f"SELECT {cols} FROM ({wrapped}) ORDER BY period, dimension NULLS FIRST, group_key", {}, period_sql)
+        return CompiledKpi(
+            kpi.id,
+            f"SELECT {cols} FROM ({wrapped}) ORDER BY period, dimension NULLS FIRST, group_key",
+            {},
+            period_sql,
+        )
 
     assert kpi.measure is not None
     param = _Params()
@@ -132,7 +141,9 @@ def compile_kpi(kpi: Kpi) -> CompiledKpi:
     if value is not None:
         base_cols.append(f"{value} AS v")
     if measure.kind == "share_where":
-        base_cols.append("(" + " AND ".join(filter_sql(f, param) for f in measure.where) + ") AS hit")
+        base_cols.append(
+            "(" + " AND ".join(filter_sql(f, param) for f in measure.where) + ") AS hit"
+        )
     joins: list[str] = []
     for i, dim in enumerate(kpi.dimensions):
         base_cols.append(f"CAST({ident(dim.column)} AS VARCHAR) AS d{i}")
@@ -152,9 +163,15 @@ def compile_kpi(kpi: Kpi) -> CompiledKpi:
 
     sets = ["(period)"] + [f"(period, d{i}, l{i})" for i in range(len(kpi.dimensions))]
     if kpi.dimensions:
-        dim_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN '{d.column}'" for i, d in enumerate(kpi.dimensions))
-        key_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN d{i}" for i in range(len(kpi.dimensions)))
-        label_case = " ".join(f"WHEN GROUPING(d{i}) = 0 THEN l{i}" for i in range(len(kpi.dimensions)))
+        dim_case = " ".join(
+            f"WHEN GROUPING(d{i}) = 0 THEN '{d.column}'" for i, d in enumerate(kpi.dimensions)
+        )
+        key_case = " ".join(
+            f"WHEN GROUPING(d{i}) = 0 THEN d{i}" for i in range(len(kpi.dimensions))
+        )
+        label_case = " ".join(
+            f"WHEN GROUPING(d{i}) = 0 THEN l{i}" for i in range(len(kpi.dimensions))
+        )
         dim_cols = f"CASE {dim_case} END AS dimension, CASE {key_case} END AS group_key, CASE {label_case} END AS group_label"
     else:
         dim_cols = "CAST(NULL AS VARCHAR) AS dimension, CAST(NULL AS VARCHAR) AS group_key, CAST(NULL AS VARCHAR) AS group_label"

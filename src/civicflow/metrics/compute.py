@@ -152,13 +152,19 @@ class PublishedData:
             self.unavailable[dataset_id] = f"dataset {dataset_id} has never been published"
             return
         if not manifest.path.is_file():
-            self.unavailable[dataset_id] = f"published file of {dataset_id} version {manifest.version[:12]} is missing ({manifest.path})"
+            self.unavailable[dataset_id] = (
+                f"published file of {dataset_id} version {manifest.version[:12]} is missing ({manifest.path})"
+            )
             return
         if file_sha256(manifest.path) != manifest.sha256:
-            self.unavailable[dataset_id] = f"published file of {dataset_id} version {manifest.version[:12]} does not match its manifest's sha256"
+            self.unavailable[dataset_id] = (
+                f"published file of {dataset_id} version {manifest.version[:12]} does not match its manifest's sha256"
+            )
             return
         literal = "'" + str(manifest.path).replace("'", "''") + "'"
-        self.con.execute(f"CREATE VIEW {ident(dataset_id)} AS SELECT * FROM read_parquet({literal})")
+        self.con.execute(
+            f"CREATE VIEW {ident(dataset_id)} AS SELECT * FROM read_parquet({literal})"
+        )
         self.sources[dataset_id] = SourceInfo(
             dataset_id=dataset_id,
             title=spec.title,
@@ -171,7 +177,11 @@ class PublishedData:
 
     def require(self, dataset_id: str) -> SourceInfo:
         """The dataset's view, attached on first use (its file checked against the manifest)."""
-        if dataset_id in self.catalog and dataset_id not in self.sources and dataset_id not in self.unavailable:
+        if (
+            dataset_id in self.catalog
+            and dataset_id not in self.sources
+            and dataset_id not in self.unavailable
+        ):
             self._attach(dataset_id, self.catalog[dataset_id])
         if dataset_id in self.sources:
             return self.sources[dataset_id]
@@ -217,7 +227,9 @@ def target_status(kpi: Kpi, value: float | None) -> Status:
     return "on_track" if value >= kpi.target.value else "off_track"
 
 
-def compute_kpi(kpi: Kpi, data: PublishedData, min_records: int, compiled: CompiledKpi | None = None) -> KpiResult:
+def compute_kpi(
+    kpi: Kpi, data: PublishedData, min_records: int, compiled: CompiledKpi | None = None
+) -> KpiResult:
     """One KPI's result; raises MetricUnavailable or duckdb.Error when it cannot be computed."""
     compiled = compiled or compile_kpi(kpi)
     source = data.require(kpi.dataset)
@@ -229,7 +241,9 @@ def compute_kpi(kpi: Kpi, data: PublishedData, min_records: int, compiled: Compi
     row = data.con.execute(compiled.period_sql).fetchone()
     period = row[0] if row else None
     if period is None:
-        raise MetricUnavailable(f"dataset {kpi.dataset} version {source.version[:12]} has no rows with a {kpi.period.column}")
+        raise MetricUnavailable(
+            f"dataset {kpi.dataset} version {source.version[:12]} has no rows with a {kpi.period.column}"
+        )
     rows = data.con.execute(compiled.sql, compiled.params).fetchall()
 
     def suppressed(n: int) -> bool:
@@ -246,30 +260,51 @@ def compute_kpi(kpi: Kpi, data: PublishedData, min_records: int, compiled: Compi
             series.append(Point(r_period, value, n, hidden))
         elif r_period == period:
             if dimension not in dims:
-                raise MetricUnavailable(f"query returned dimension {dimension!r}, which the KPI does not declare")
-            groups[dimension].append(Group(key, _group_label(dims[dimension], key, label), value, n, hidden))
+                raise MetricUnavailable(
+                    f"query returned dimension {dimension!r}, which the KPI does not declare"
+                )
+            groups[dimension].append(
+                Group(key, _group_label(dims[dimension], key, label), value, n, hidden)
+            )
     series.sort(key=lambda p: p.period)
-    result = KpiResult(kpi=kpi, status="no_data", period=period, series=series, source=source, min_records=min_records, sql=compiled.sql)
+    result = KpiResult(
+        kpi=kpi,
+        status="no_data",
+        period=period,
+        series=series,
+        source=source,
+        min_records=min_records,
+        sql=compiled.sql,
+    )
     result.breakdowns = [
-        Breakdown(d.column, d.title, d.equity, period, sorted(groups[d.column], key=_sort_key), d.max_bars) for d in kpi.dimensions
+        Breakdown(
+            d.column, d.title, d.equity, period, sorted(groups[d.column], key=_sort_key), d.max_bars
+        )
+        for d in kpi.dimensions
     ]
     current = next((p for p in series if p.period == period), None)
     label = period_label(period, kpi.period.grain)
     if current is None:
-        result.reason = f"no rows for {label} (the latest period in {kpi.dataset}) after the KPI's filters"
+        result.reason = (
+            f"no rows for {label} (the latest period in {kpi.dataset}) after the KPI's filters"
+        )
         return result
     result.current = current
     if current.suppressed:
         result.reason = f"fewer than {min_records} records in {label}; the value is suppressed"
         return result
     if current.value is None:
-        result.reason = f"no value for {label}: the measured field is empty in every row of the period"
+        result.reason = (
+            f"no value for {label}: the measured field is empty in every row of the period"
+        )
         return result
     result.status = target_status(kpi, current.value)
     return result
 
 
-def compute_all(settings: Settings, kpis: dict[str, Kpi], catalog: dict[str, DatasetSpec]) -> list[KpiResult]:
+def compute_all(
+    settings: Settings, kpis: dict[str, Kpi], catalog: dict[str, DatasetSpec]
+) -> list[KpiResult]:
     """Every KPI, in id order; one that fails becomes "no data" with the reason."""
     threshold = small_count_threshold(catalog)
     data = PublishedData(settings, catalog)
@@ -282,10 +317,28 @@ def compute_all(settings: Settings, kpis: dict[str, Kpi], catalog: dict[str, Dat
             try:
                 results.append(compute_kpi(kpi, data, min_records, compiled))
             except MetricUnavailable as exc:
-                results.append(KpiResult(kpi=kpi, status="no_data", reason=str(exc), min_records=min_records, sql=compiled.sql, source=data.sources.get(kpi.dataset)))
+                results.append(
+                    KpiResult(
+                        kpi=kpi,
+                        status="no_data",
+                        reason=str(exc),
+                        min_records=min_records,
+                        sql=compiled.sql,
+                        source=data.sources.get(kpi.dataset),
+                    )
+                )
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                results.append(KpiResult(kpi=kpi, status="no_data", reason=f"query failed: {first}", min_records=min_records, sql=compiled.sql, source=data.sources.get(kpi.dataset)))
+                results.append(
+                    KpiResult(
+                        kpi=kpi,
+                        status="no_data",
+                        reason=f"query failed: {first}",
+                        min_records=min_records,
+                        sql=compiled.sql,
+                        source=data.sources.get(kpi.dataset),
+                    )
+                )
     finally:
         data.close()
     return results

@@ -23,7 +23,16 @@ def load_kpi(path: Path) -> Kpi:
     kpi = load_model(Kpi, path)
     if kpi.id != path.stem:
         _, lines = read_yaml(path)
-        raise SpecError([SpecProblem(path, "id", f"id {kpi.id!r} must match the file name {path.stem!r}", lines.get(("id",)))])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path,
+                    "id",
+                    f"id {kpi.id!r} must match the file name {path.stem!r}",
+                    lines.get(("id",)),
+                )
+            ]
+        )
     return kpi
 
 

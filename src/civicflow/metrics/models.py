@@ -56,7 +56,9 @@ class Filter(StrictModel):
         return self
 
 
-MeasureKind = Literal["count", "count_distinct", "sum", "mean", "median", "percentile", "share_within", "share_where"]
+MeasureKind = Literal[
+    "count", "count_distinct", "sum", "mean", "median", "percentile", "share_within", "share_where"
+]
 
 
 class Measure(StrictModel):
@@ -77,13 +79,23 @@ class Measure(StrictModel):
             "(e.g. date_diff('second', created_date, closed_date) / 86400.0 for days to close)."
         ),
     )
-    percentile: float | None = Field(None, gt=0, lt=1, description="For percentile: the fraction, e.g. 0.9 for the 90th percentile.")
-    threshold: float | None = Field(None, description="For share_within: the largest value that counts as within target (in the value's unit).")
+    percentile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="For percentile: the fraction, e.g. 0.9 for the 90th percentile.",
+    )
+    threshold: float | None = Field(
+        None,
+        description="For share_within: the largest value that counts as within target (in the value's unit).",
+    )
     missing: Literal["exclude", "outside"] = Field(
         "outside",
         description="For share_within: rows with no value (e.g. requests not closed yet) count as outside the target, or are left out.",
     )
-    where: list[Filter] = Field(default_factory=list, description="For share_where: the rows counted in the numerator.")
+    where: list[Filter] = Field(
+        default_factory=list, description="For share_where: the rows counted in the numerator."
+    )
 
     @field_validator("column")
     @classmethod
@@ -94,7 +106,14 @@ class Measure(StrictModel):
     def _operands(self) -> Measure:
         if self.column is not None and self.expression is not None:
             raise ValueError("give column or expression, not both")
-        needs_value = self.kind in ("count_distinct", "sum", "mean", "median", "percentile", "share_within")
+        needs_value = self.kind in (
+            "count_distinct",
+            "sum",
+            "mean",
+            "median",
+            "percentile",
+            "share_within",
+        )
         if needs_value and self.column is None and self.expression is None:
             raise ValueError(f"measure {self.kind} needs a column or an expression")
         if self.kind == "share_where" and not self.where:
@@ -124,7 +143,9 @@ class Lookup(StrictModel):
     """Names for a coded dimension, read from another published dataset."""
 
     dataset: str = Field(description="Dataset id holding the names (e.g. neighborhood_councils).")
-    key: str = Field(description="Field of that dataset matching the dimension's values (e.g. nc_id).")
+    key: str = Field(
+        description="Field of that dataset matching the dimension's values (e.g. nc_id)."
+    )
     label: str = Field(description="Field of that dataset shown as the group's name (e.g. name).")
 
     @field_validator("dataset", "key", "label")
@@ -136,12 +157,28 @@ class Lookup(StrictModel):
 class Dimension(StrictModel):
     """A breakdown of the KPI (a chart and table by group for the reporting period)."""
 
-    column: str = Field(description="Field whose values are the groups (e.g. cd for council district).")
-    title: str = Field(min_length=2, description="Heading for the breakdown, e.g. 'By council district'.")
-    equity: bool = Field(False, description="True when the groups are communities (council districts, neighborhoods) so the breakdown shows who is served worse.")
-    lookup: Lookup | None = Field(None, description="Read group names from another dataset instead of showing codes.")
-    group_prefix: str | None = Field(None, description="Text put before a code that has no name, e.g. 'CD ' for council districts.")
-    max_bars: int | None = Field(None, ge=3, description="Chart at most this many groups (largest values first); the table always lists all.")
+    column: str = Field(
+        description="Field whose values are the groups (e.g. cd for council district)."
+    )
+    title: str = Field(
+        min_length=2, description="Heading for the breakdown, e.g. 'By council district'."
+    )
+    equity: bool = Field(
+        False,
+        description="True when the groups are communities (council districts, neighborhoods) so the breakdown shows who is served worse.",
+    )
+    lookup: Lookup | None = Field(
+        None, description="Read group names from another dataset instead of showing codes."
+    )
+    group_prefix: str | None = Field(
+        None,
+        description="Text put before a code that has no name, e.g. 'CD ' for council districts.",
+    )
+    max_bars: int | None = Field(
+        None,
+        ge=3,
+        description="Chart at most this many groups (largest values first); the table always lists all.",
+    )
 
     @field_validator("column")
     @classmethod
@@ -153,8 +190,13 @@ class Target(StrictModel):
     """The value the KPI is held to, and where that commitment comes from."""
 
     value: float = Field(description="Target value, in the KPI's unit.")
-    direction: Direction = Field(description="lower_is_better: on track at or below the target; higher_is_better: at or above it.")
-    source: str = Field(min_length=10, description="Where the target comes from (policy, budget book, service-level agreement) and whether it is adopted or illustrative.")
+    direction: Direction = Field(
+        description="lower_is_better: on track at or below the target; higher_is_better: at or above it."
+    )
+    source: str = Field(
+        min_length=10,
+        description="Where the target comes from (policy, budget book, service-level agreement) and whether it is adopted or illustrative.",
+    )
 
 
 class Kpi(StrictModel):
@@ -165,8 +207,12 @@ class Kpi(StrictModel):
     description: str = Field(min_length=20, description="What the number means, in plain language.")
     department: str = Field(description="Department accountable for the result.")
     owner: Steward = Field(description="Person or role who answers for the KPI.")
-    dataset: str = Field(description="Dataset id the KPI is computed from (its latest published version).")
-    measure: Measure | None = Field(None, description="Declarative measure; compiled to DuckDB SQL.")
+    dataset: str = Field(
+        description="Dataset id the KPI is computed from (its latest published version)."
+    )
+    measure: Measure | None = Field(
+        None, description="Declarative measure; compiled to DuckDB SQL."
+    )
     sql: str | None = Field(
         None,
         description=(
@@ -176,12 +222,21 @@ class Kpi(StrictModel):
             "(number) and n (records behind the value)."
         ),
     )
-    filters: list[Filter] = Field(default_factory=list, description="Rows kept before measuring (all must hold).")
-    period: Period = Field(description="Time bucketing; the reporting period is the latest one in the dataset.")
-    dimensions: list[Dimension] = Field(default_factory=list, description="Breakdowns (council district, neighborhood council, type, ...).")
+    filters: list[Filter] = Field(
+        default_factory=list, description="Rows kept before measuring (all must hold)."
+    )
+    period: Period = Field(
+        description="Time bucketing; the reporting period is the latest one in the dataset."
+    )
+    dimensions: list[Dimension] = Field(
+        default_factory=list,
+        description="Breakdowns (council district, neighborhood council, type, ...).",
+    )
     unit: str = Field(description="Unit of the value as shown, e.g. days, %, requests, passengers.")
     decimals: int = Field(1, ge=0, le=4, description="Decimals shown.")
-    target: Target | None = Field(None, description="Target and direction; without one the KPI shows no on/off-track status.")
+    target: Target | None = Field(
+        None, description="Target and direction; without one the KPI shows no on/off-track status."
+    )
     min_records: int | None = Field(
         None,
         ge=1,
@@ -196,6 +251,7 @@ class Kpi(StrictModel):
     @classmethod
     def _id(cls, value: str) -> str:
         return _snake(value, "id")
+
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
@@ -224,13 +280,20 @@ class Kpi(StrictModel):
 class StandardRef(StrictModel):
     """The What Works Cities criterion this one corresponds to, where one does."""
 
-    code: str = Field(description="The standard's own code for the criterion, e.g. DG1 (only codes found in the published standard).")
+    code: str = Field(
+        description="The standard's own code for the criterion, e.g. DG1 (only codes found in the published standard)."
+    )
     edition: str = Field(description="Edition of the standard the code is from, e.g. 2018.")
     title: str = Field(description="The criterion's title in that edition.")
 
 
 class _Check(StrictModel):
-    min_share: float = Field(100.0, ge=0, le=100, description="Percent of items that must pass for the criterion to be met.")
+    min_share: float = Field(
+        100.0,
+        ge=0,
+        le=100,
+        description="Percent of items that must pass for the criterion to be met.",
+    )
 
 
 class DepartmentsPublishing(_Check):
@@ -243,14 +306,23 @@ class MetadataComplete(_Check):
     """Share of datasets whose metadata is complete (DCAT-US fields, Portal Watch dimensions)."""
 
     check: Literal["metadata_complete"] = Field(description="Auto check name.")
-    min_score: float = Field(100.0, ge=0, le=100, description="Percent a dataset must score on the existence, conformance and openness dimensions (each) to count.")
+    min_score: float = Field(
+        100.0,
+        ge=0,
+        le=100,
+        description="Percent a dataset must score on the existence, conformance and openness dimensions (each) to count.",
+    )
 
 
 class Timeliness(_Check):
     """Share of datasets refreshed within their declared update frequency."""
 
     check: Literal["timeliness"] = Field(description="Auto check name.")
-    grace: float = Field(1.5, ge=1, description="A dataset is late once its last good run is older than its frequency times this factor.")
+    grace: float = Field(
+        1.5,
+        ge=1,
+        description="A dataset is late once its last good run is older than its frequency times this factor.",
+    )
 
 
 class RunsPassing(_Check):
@@ -270,7 +342,11 @@ class DataDictionary(_Check):
     """Published datasets whose every published column is described in the spec."""
 
     check: Literal["data_dictionary"] = Field(description="Auto check name.")
-    min_description: int = Field(10, ge=1, description="Shortest description (characters) that counts as documenting a column.")
+    min_description: int = Field(
+        10,
+        ge=1,
+        description="Shortest description (characters) that counts as documenting a column.",
+    )
 
 
 class KpiEquity(_Check):
@@ -317,14 +393,28 @@ class Criterion(StrictModel):
     """One certification criterion and how it is assessed."""
 
     id: str = Field(description="snake_case identifier (attestations refer to it).")
-    practice: str = Field(description="Foundational practice of the standard, e.g. Data Management, Open Data, Performance & Analytics.")
-    practice_area: str | None = Field(None, description="The practice's sub-area, e.g. Protecting Data Privacy and Confidentiality.")
-    standard: StandardRef | None = Field(None, description="The standard's code for the corresponding criterion, only where one was found.")
+    practice: str = Field(
+        description="Foundational practice of the standard, e.g. Data Management, Open Data, Performance & Analytics."
+    )
+    practice_area: str | None = Field(
+        None,
+        description="The practice's sub-area, e.g. Protecting Data Privacy and Confidentiality.",
+    )
+    standard: StandardRef | None = Field(
+        None,
+        description="The standard's code for the corresponding criterion, only where one was found.",
+    )
     text: str = Field(min_length=10, description="What the city must do, in plain language.")
-    weight: float = Field(1.0, gt=0, description="Weight when scoring is weighted (ignored when counted).")
-    assessment: Literal["auto", "attested"] = Field(description="auto: computed from catalog, ledger and published data; attested: needs a current attestation.")
+    weight: float = Field(
+        1.0, gt=0, description="Weight when scoring is weighted (ignored when counted)."
+    )
+    assessment: Literal["auto", "attested"] = Field(
+        description="auto: computed from catalog, ledger and published data; attested: needs a current attestation."
+    )
     auto: AutoCheck | None = Field(None, description="For auto: which check and its thresholds.")
-    evidence_hint: str | None = Field(None, description="For attested: what evidence an attestation must link to.")
+    evidence_hint: str | None = Field(
+        None, description="For attested: what evidence an attestation must link to."
+    )
 
     @field_validator("id")
     @classmethod
@@ -336,7 +426,9 @@ class Criterion(StrictModel):
         if self.assessment == "auto" and self.auto is None:
             raise ValueError("assessment auto needs an auto check")
         if self.assessment == "attested" and self.auto is not None:
-            raise ValueError("assessment attested takes no auto check (it is met by attestations.yaml)")
+            raise ValueError(
+                "assessment attested takes no auto check (it is met by attestations.yaml)"
+            )
         return self
 
 
@@ -344,15 +436,22 @@ class Level(StrictModel):
     """A certification level and the share of criteria it needs."""
 
     name: str = Field(description="Level name, e.g. Silver.")
-    min_percent: float = Field(gt=0, le=100, description="Percent of criteria (or of weight) met needed for this level.")
+    min_percent: float = Field(
+        gt=0, le=100, description="Percent of criteria (or of weight) met needed for this level."
+    )
 
 
 class CertificationConfig(StrictModel):
     """``metrics/certification.yaml``: the criteria, how they are scored and the levels."""
 
     standard: str = Field(description="Standard the criteria are modelled on, with edition.")
-    scoring: Literal["counted", "weighted"] = Field("counted", description="counted: every criterion is one point; weighted: criteria count by weight.")
-    below_levels: str = Field("Not yet certified", description="What the result is called below the lowest level.")
+    scoring: Literal["counted", "weighted"] = Field(
+        "counted",
+        description="counted: every criterion is one point; weighted: criteria count by weight.",
+    )
+    below_levels: str = Field(
+        "Not yet certified", description="What the result is called below the lowest level."
+    )
     levels: list[Level] = Field(min_length=1, description="Levels, lowest first.")
     criteria: list[Criterion] = Field(min_length=1, description="The criteria.")
 
@@ -372,10 +471,15 @@ class Attestation(StrictModel):
     """A named person's statement, with evidence, that an attested criterion is met."""
 
     criterion: str = Field(description="Id of the attested criterion in certification.yaml.")
-    evidence_url: str = Field(pattern=r"^https?://\S+$", description="Where the evidence can be read (policy, minutes, page).")
+    evidence_url: str = Field(
+        pattern=r"^https?://\S+$",
+        description="Where the evidence can be read (policy, minutes, page).",
+    )
     attested_by: str = Field(min_length=3, description="Who attests (name and role).")
     date: dt.date = Field(description="Date attested (YYYY-MM-DD).")
-    expires: dt.date = Field(description="Date after which the attestation no longer counts (YYYY-MM-DD); expired means unmet.")
+    expires: dt.date = Field(
+        description="Date after which the attestation no longer counts (YYYY-MM-DD); expired means unmet."
+    )
     notes: str | None = Field(None, description="What the evidence shows.")
 
     @model_validator(mode="after")
@@ -388,4 +492,6 @@ class Attestation(StrictModel):
 class AttestationsFile(StrictModel):
     """``metrics/attestations.yaml``: the current attestations."""
 
-    attestations: list[Attestation] = Field(default_factory=list, description="Attestations, any order.")
+    attestations: list[Attestation] = Field(
+        default_factory=list, description="Attestations, any order."
+    )

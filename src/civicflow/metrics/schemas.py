@@ -25,4 +25,7 @@ def render(name: str) -> str:
 def write_all(metrics_dir: Path) -> dict[Path, bool]:
     """Write every schema; maps each path to whether it changed."""
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    return {metrics_dir / name: schema.write(metrics_dir / name, model, title) for name, (model, title) in SCHEMAS.items()}
+    return {
+        metrics_dir / name: schema.write(metrics_dir / name, model, title)
+        for name, (model, title) in SCHEMAS.items()
+    }

@@ -127,7 +127,11 @@ def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
         "decimals": kpi.decimals,
         "status": r.status,
         "reason": r.reason,
-        "period": {"start": _iso(r.period), "grain": grain, "label": period_label(r.period, grain) if r.period else None},
+        "period": {
+            "start": _iso(r.period),
+            "grain": grain,
+            "label": period_label(r.period, grain) if r.period else None,
+        },
         "value": r.current.value if r.current and r.has_value else None,
         "records": r.current.n if r.current and not r.current.suppressed else None,
         "target": kpi.target.model_dump() if kpi.target else None,
@@ -143,14 +147,31 @@ def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
             "rows": r.source.rows,
             "data_url": r.source.portal_path,
         },
-        "series": [{"period": p.period.isoformat(), "value": p.value, "records": None if p.suppressed else p.n, "suppressed": p.suppressed} for p in r.series],
+        "series": [
+            {
+                "period": p.period.isoformat(),
+                "value": p.value,
+                "records": None if p.suppressed else p.n,
+                "suppressed": p.suppressed,
+            }
+            for p in r.series
+        ],
         "breakdowns": [
             {
                 "dimension": b.column,
                 "title": b.title,
                 "equity": b.equity,
                 "period": b.period.isoformat(),
-                "groups": [{"key": g.key, "label": g.label, "value": g.value, "records": None if g.suppressed else g.n, "suppressed": g.suppressed} for g in b.groups],
+                "groups": [
+                    {
+                        "key": g.key,
+                        "label": g.label,
+                        "value": g.value,
+                        "records": None if g.suppressed else g.n,
+                        "suppressed": g.suppressed,
+                    }
+                    for g in b.groups
+                ],
             }
             for b in r.breakdowns
         ],
@@ -238,8 +259,17 @@ def write_performance_csv(settings: Settings, results: list[KpiResult], threshol
     return path
 
 
-def certify(settings: Settings, loaded: Loaded, results: list[KpiResult] | None, now: datetime | None = None) -> CertificationResult:
-    inputs = gather(settings, loaded.catalog, loaded.metrics.kpis, results, loaded.metrics.attestations.attestations, now)
+def certify(
+    settings: Settings, loaded: Loaded, results: list[KpiResult] | None, now: datetime | None = None
+) -> CertificationResult:
+    inputs = gather(
+        settings,
+        loaded.catalog,
+        loaded.metrics.kpis,
+        results,
+        loaded.metrics.attestations.attestations,
+        now,
+    )
     return assess(loaded.metrics.certification, inputs)
 
 
@@ -286,9 +316,13 @@ def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
     return paths
 
 
-def build(settings: Settings, loaded: Loaded, results: list[KpiResult], now: datetime | None = None) -> Scorecard:
+def build(
+    settings: Settings, loaded: Loaded, results: list[KpiResult], now: datetime | None = None
+) -> Scorecard:
     now = now or datetime.now(UTC)
-    return Scorecard(now, results, certify(settings, loaded, results, now), small_count_threshold(loaded.catalog))
+    return Scorecard(
+        now, results, certify(settings, loaded, results, now), small_count_threshold(loaded.catalog)
+    )
 
 
 __all__ = [

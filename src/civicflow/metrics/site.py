@@ -16,7 +16,12 @@ from civicflow.metrics.charts import Bar, LinePoint, bar_chart, fmt, line_chart
 from civicflow.metrics.compute import KpiResult, axis_label, period_label
 from civicflow.metrics.scorecard import Scorecard
 
-STATUS_TEXT = {"on_track": "On track", "off_track": "Off track", "no_target": "No target set", "no_data": "No data"}
+STATUS_TEXT = {
+    "on_track": "On track",
+    "off_track": "Off track",
+    "no_target": "No target set",
+    "no_data": "No data",
+}
 
 STYLESHEET = """
 :root { --ink: #1b1f24; --muted: #5f6b76; --line: #d8dee4; --on: #1d5fa8; --off: #b4480c; --ok: #1a7f37; --bg: #f6f8fa; }
@@ -73,8 +78,16 @@ def _value_text(value: float | None, unit: str, decimals: int) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int], caption: str) -> str:
-    head = "".join(f'<th scope="col"{" class=num" if i in numeric else ""}>{_e(h)}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{c}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows)
+    head = "".join(
+        f'<th scope="col"{" class=num" if i in numeric else ""}>{_e(h)}</th>'
+        for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f'<div class="table-wrap"><table><caption class="muted">{_e(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -92,11 +105,20 @@ def _records(n: int, suppressed: bool, min_records: int) -> str:
 def _trend_figure(r: KpiResult, chart_id: str) -> str:
     kpi = r.kpi
     grain = kpi.period.grain
-    points = [LinePoint(period_label(p.period, grain), p.value, axis_label(p.period, grain)) for p in r.series]
+    points = [
+        LinePoint(period_label(p.period, grain), p.value, axis_label(p.period, grain))
+        for p in r.series
+    ]
     title = f"{kpi.title}: trend by {grain}"
-    svg = line_chart(chart_id, title, points, kpi.unit, kpi.decimals, kpi.target.value if kpi.target else None)
+    svg = line_chart(
+        chart_id, title, points, kpi.unit, kpi.decimals, kpi.target.value if kpi.target else None
+    )
     rows = [
-        [_e(period_label(p.period, grain)), "suppressed" if p.suppressed else _e(_value_text(p.value, kpi.unit, kpi.decimals)), _e(_records(p.n, p.suppressed, r.min_records))]
+        [
+            _e(period_label(p.period, grain)),
+            "suppressed" if p.suppressed else _e(_value_text(p.value, kpi.unit, kpi.decimals)),
+            _e(_records(p.n, p.suppressed, r.min_records)),
+        ]
         for p in r.series
     ]
     table = _table(["Period", "Value", "Records"], rows, {1, 2}, title)
@@ -110,7 +132,9 @@ def _breakdown_figure(r: KpiResult, index: int, chart_id: str) -> str:
     charted = groups
     note = ""
     if b.max_bars is not None and len(groups) > b.max_bars:
-        ranked = sorted((g for g in groups if g.value is not None), key=lambda g: g.value or 0.0, reverse=True)
+        ranked = sorted(
+            (g for g in groups if g.value is not None), key=lambda g: g.value or 0.0, reverse=True
+        )
         charted = ranked[: b.max_bars]
         note = f" (chart: the {b.max_bars} highest of {len(groups)}; the table lists all)"
     bars = [Bar(g.label, g.value, "suppressed" if g.suppressed else "no data") for g in charted]
@@ -120,10 +144,16 @@ def _breakdown_figure(r: KpiResult, index: int, chart_id: str) -> str:
     lower = kpi.target.direction == "lower_is_better" if kpi.target else None
     svg = bar_chart(chart_id, title, bars, kpi.unit, kpi.decimals, target, lower)
     rows = [
-        [_e(g.label), "suppressed" if g.suppressed else _e(_value_text(g.value, kpi.unit, kpi.decimals)), _e(_records(g.n, g.suppressed, r.min_records))]
+        [
+            _e(g.label),
+            "suppressed" if g.suppressed else _e(_value_text(g.value, kpi.unit, kpi.decimals)),
+            _e(_records(g.n, g.suppressed, r.min_records)),
+        ]
         for g in groups
     ]
-    table = _table([b.title.removeprefix("By ").capitalize(), "Value", "Records"], rows, {1, 2}, title)
+    table = _table(
+        [b.title.removeprefix("By ").capitalize(), "Value", "Records"], rows, {1, 2}, title
+    )
     equity = ' <span class="muted">(equity dimension)</span>' if b.equity else ""
     return (
         f'<figure class="chart" data-chart="{chart_id}"><figcaption>{_e(b.title)}, {_e(label)}{equity}{_e(note)}</figcaption>'
@@ -139,7 +169,11 @@ def _kpi_card(r: KpiResult) -> str:
         sign = "≤" if kpi.target.direction == "lower_is_better" else "≥"
         target = f'<p class="muted">Target: {sign} {_e(_value_text(kpi.target.value, kpi.unit, kpi.decimals))} — {_e(kpi.target.source)}</p>'
     period = f"{period_label(r.period, kpi.period.grain)}" if r.period else ""
-    reason = f'<p class="no_data"><strong>No data:</strong> {_e(r.reason)}</p>' if r.status == "no_data" and r.reason else ""
+    reason = (
+        f'<p class="no_data"><strong>No data:</strong> {_e(r.reason)}</p>'
+        if r.status == "no_data" and r.reason
+        else ""
+    )
     src = ""
     if r.source is not None:
         s = r.source
@@ -151,7 +185,9 @@ def _kpi_card(r: KpiResult) -> str:
         src = f'<p class="muted">Source dataset: {_e(kpi.dataset)} (not published).</p>'
     figures = ""
     if r.series:
-        figs = [_trend_figure(r, f"{kpi.id}-trend")] + [_breakdown_figure(r, i, f"{kpi.id}-by-{b.column}") for i, b in enumerate(r.breakdowns)]
+        figs = [_trend_figure(r, f"{kpi.id}-trend")] + [
+            _breakdown_figure(r, i, f"{kpi.id}-by-{b.column}") for i, b in enumerate(r.breakdowns)
+        ]
         figures = f'<div class="charts">{"".join(figs)}</div>'
     return (
         f'<article class="kpi" id="{_e(kpi.id)}" data-kpi="{_e(kpi.id)}" data-status="{_e(r.status)}">'
@@ -180,8 +216,12 @@ def _progress_svg(cert: CertificationResult) -> str:
     ]
     for lv in cert.levels:
         lx = x(lv["min_percent"])
-        parts.append(f'<line x1="{lx:.1f}" x2="{lx:.1f}" y1="4" y2="28" stroke="#1b1f24" stroke-width="1.5"/>')
-        parts.append(f'<text x="{lx:.1f}" y="48" text-anchor="middle" fill="#1b1f24">{_e(lv["name"])}</text>')
+        parts.append(
+            f'<line x1="{lx:.1f}" x2="{lx:.1f}" y1="4" y2="28" stroke="#1b1f24" stroke-width="1.5"/>'
+        )
+        parts.append(
+            f'<text x="{lx:.1f}" y="48" text-anchor="middle" fill="#1b1f24">{_e(lv["name"])}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -191,7 +231,9 @@ def _criterion_row(c: CriterionResult) -> list[str]:
     code = f"{crit.standard.code} ({crit.standard.edition})" if crit.standard else ""
     practice = _e(crit.practice + (f" — {crit.practice_area}" if crit.practice_area else ""))
     status = '<span class="met">Met</span>' if c.met else '<span class="unmet">Not met</span>'
-    evidence = _e(c.evidence) + (f"<br><span class=muted>Missing: {_e(c.missing)}</span>" if c.missing else "")
+    evidence = _e(c.evidence) + (
+        f"<br><span class=muted>Missing: {_e(c.missing)}</span>" if c.missing else ""
+    )
     return [practice, _e(code), _e(crit.text), _e(crit.assessment), status, evidence]
 
 
@@ -207,9 +249,16 @@ def _certification(cert: CertificationResult) -> str:
             f"<li><strong>{_e(c.criterion.text)}</strong> <span class=muted>({_e(c.criterion.practice)})</span><br>{_e(c.missing or c.evidence)}</li>"
             for c in cert.missing_for_next
         )
-        missing = f'<h3>What is missing for {_e(cert.next_level)}</h3><ul class="missing">{items}</ul>'
+        missing = (
+            f'<h3>What is missing for {_e(cert.next_level)}</h3><ul class="missing">{items}</ul>'
+        )
     rows = [_criterion_row(c) for c in cert.criteria]
-    table = _table(["Practice", "Standard code", "Criterion", "Assessed", "Result", "Evidence"], rows, set(), "Every criterion with its evidence")
+    table = _table(
+        ["Practice", "Standard code", "Criterion", "Assessed", "Result", "Evidence"],
+        rows,
+        set(),
+        "Every criterion with its evidence",
+    )
     return (
         f'<section id="certification" aria-labelledby="cert-h"><h2 id="cert-h">Certification</h2>'
         f'<div class="level"><div><div class="muted">Level</div><div class="level-name" data-level="{_e(cert.level)}">{_e(cert.level)}</div></div>'
@@ -227,7 +276,9 @@ def _summary(results: list[KpiResult]) -> str:
         value = r.current.value if r.current and r.has_value else None
         target = ""
         if kpi.target:
-            target = ("≤\u00a0" if kpi.target.direction == "lower_is_better" else "≥\u00a0") + _value_text(kpi.target.value, kpi.unit, kpi.decimals)
+            target = (
+                "≤\u00a0" if kpi.target.direction == "lower_is_better" else "≥\u00a0"
+            ) + _value_text(kpi.target.value, kpi.unit, kpi.decimals)
         rows.append(
             [
                 f'<a href="#{_e(kpi.id)}">{_e(kpi.title)}</a>',
@@ -237,7 +288,9 @@ def _summary(results: list[KpiResult]) -> str:
                 _e(period_label(r.period, kpi.period.grain) if r.period else ""),
             ]
         )
-    return _table(["KPI", "Latest", "Target", "Status", "Period"], rows, {1}, "Every KPI at a glance")
+    return _table(
+        ["KPI", "Latest", "Target", "Status", "Period"], rows, {1}, "Every KPI at a glance"
+    )
 
 
 def render_page(card: Scorecard) -> str:

@@ -130,7 +130,11 @@ def wkt(geometry: dict[str, Any]) -> str:
     if kind == "Polygon":
         return "POLYGON (" + ", ".join(_seq(r) for r in c or []) + ")"
     if kind == "MultiPolygon":
-        return "MULTIPOLYGON (" + ", ".join("(" + ", ".join(_seq(r) for r in poly) + ")" for poly in c or []) + ")"
+        return (
+            "MULTIPOLYGON ("
+            + ", ".join("(" + ", ".join(_seq(r) for r in poly) + ")" for poly in c or [])
+            + ")"
+        )
     raise GeometryError(f"geometry type {kind!r} is not supported")
 
 
@@ -138,15 +142,21 @@ def read_collection(path: Path) -> list[Any]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ExtractError(f"{path}: not valid UTF-8 (GeoJSON must be): byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
+        raise ExtractError(
+            f"{path}: not valid UTF-8 (GeoJSON must be): byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        ) from None
     if not text.strip():
         raise ExtractError(f"{path}: file is empty")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ExtractError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise ExtractError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise ExtractError(f"{path}: not a GeoJSON FeatureCollection (type is {doc.get('type') if isinstance(doc, dict) else type(doc).__name__!r})")
+        raise ExtractError(
+            f"{path}: not a GeoJSON FeatureCollection (type is {doc.get('type') if isinstance(doc, dict) else type(doc).__name__!r})"
+        )
     features = doc.get("features")
     if not isinstance(features, list):
         raise ExtractError(f"{path}: FeatureCollection has no features list")
@@ -164,18 +174,24 @@ class GeoJsonReader:
         assert isinstance(source, GeoJsonSource)
         features = read_collection(raw_path)
         columns: dict[str, list[str | None]] = {}
-        geometry_cols = {"drop": [], "wkt": [WKT_COLUMN], "centroid": [LAT_COLUMN, LON_COLUMN]}[source.geometry]
+        geometry_cols = {"drop": [], "wkt": [WKT_COLUMN], "centroid": [LAT_COLUMN, LON_COLUMN]}[
+            source.geometry
+        ]
         derived: dict[str, list[str | None]] = {c: [] for c in geometry_cols}
         for row, feature in enumerate(features, start=1):
             if not isinstance(feature, dict) or feature.get("type") != "Feature":
-                raise ExtractError(f"{raw_path}: row {row} (feature {row}) is not a GeoJSON Feature")
+                raise ExtractError(
+                    f"{raw_path}: row {row} (feature {row}) is not a GeoJSON Feature"
+                )
             props = feature.get("properties") or {}
             if not isinstance(props, dict):
                 raise ExtractError(f"{raw_path}: row {row}: properties is not an object")
             for key in props:
                 if key not in columns:
                     if key in derived:
-                        raise ExtractError(f"{raw_path}: property {key!r} clashes with the geometry column civicflow adds")
+                        raise ExtractError(
+                            f"{raw_path}: property {key!r} clashes with the geometry column civicflow adds"
+                        )
                     columns[key] = [None] * (row - 1)
             for key, values in columns.items():
                 values.append(_text(props.get(key)))
@@ -196,4 +212,6 @@ class GeoJsonReader:
             except (GeometryError, TypeError, ValueError) as exc:
                 raise ExtractError(f"{raw_path}: row {row}: bad geometry: {exc}") from None
         columns.update(derived)
-        return pa.table({name: pa.array(values, type=pa.string()) for name, values in columns.items()})
+        return pa.table(
+            {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
+        )
