@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -297,6 +297,8 @@ def test_server_killed_mid_upload_keeps_the_old_version_and_the_next_publish_cle
     assert portal.current_version(table) == old_version
     stale = staging_tables(private)
     assert len(stale) == 1 and private.row_count(stale[0]) == 2_000  # what the dead run left
+    listing = httpx.get(f"{private.url}/portal.json", timeout=30).json()["tables"]
+    assert {t["name"]: t["hidden"] for t in listing}[stale[0]] is True  # residents do not see it
 
     portal.on_batch = None
     result = publish(portal, table, sample_frame(5_000, "second", seed=5), "run-3")
@@ -394,3 +396,96 @@ def test_duplicate_primary_key_is_refused_with_datasettes_reason(portal, dataset
         publish(portal, table, frame)
     assert table not in datasette_server.tables()
     assert portal.current_version(table) is None
+
+
+def test_metadata_survives_restarts_even_without_the_internal_database(
+    datasette_factory, tmp_path: Path, monkeypatch
+) -> None:
+    private = datasette_factory()
+    settings = point_civicflow_at(private, tmp_path / "client-var", monkeypatch)
+    portal = get_portal("datasette", settings)
+    assert isinstance(portal, DatasettePortal)
+    table = "metadata_test"
+    publish(portal, table, sample_frame(20, "first"))
+    published_metadata = portal.table_metadata(table)
+    assert published_metadata["title"] == sample_metadata().title
+
+    private.restart()
+    assert portal.table_metadata(table) == published_metadata
+
+    private.stop()
+    server.internal_path(private.settings).unlink()  # the plugin restores it from portal.db
+    private.start()
+    assert portal.table_metadata(table) == published_metadata
+
+
+def test_instance_title_and_scorecard_link(datasette_server) -> None:
+    site = server.scorecard_dir(datasette_server.settings)
+    (site / "index.html").write_text("<h1>scorecard test page</h1>")
+    home = httpx.get(datasette_server.url + "/", timeout=30).text
+    assert server.TITLE in home and 'href="/scorecard/"' in home
+    card = httpx.get(datasette_server.url + "/scorecard/", follow_redirects=True, timeout=30)
+    assert card.status_code == 200 and "scorecard test page" in card.text
+
+
+def test_secrets_are_generated_once_private_and_reused(tmp_path: Path) -> None:
+    settings = Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env={})
+    first = server.ensure_secrets(settings)
+    assert first.token.startswith("dstok_") and server.token_matches(first.token, first.secret)
+    for name in ("datasette_secret", "datasette_token"):
+        assert (server.secrets_dir(settings) / name).stat().st_mode & 0o777 == 0o600
+    assert server.ensure_secrets(settings) == first
+    assert first.secret not in repr(first) and first.token not in repr(first)
+
+
+def test_environment_secrets_win_and_a_stale_token_is_replaced(tmp_path: Path) -> None:
+    generated = server.ensure_secrets(
+        Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env={})
+    )
+    env = {server.SECRET_ENV: "a secret from the environment"}
+    from_env = server.ensure_secrets(
+        Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env=env)
+    )
+    assert from_env.secret == env[server.SECRET_ENV]
+    assert from_env.token != generated.token and server.token_matches(
+        from_env.token, from_env.secret
+    )
+    env[server.TOKEN_ENV] = "dstok_given"
+    assert (
+        server.ensure_secrets(
+            Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env=env)
+        ).token
+        == "dstok_given"
+    )
+
+
+def test_missing_token_is_a_clear_portal_error(tmp_path: Path, datasette_server) -> None:
+    settings = Settings(
+        project_dir=tmp_path, var_dir=tmp_path / "var", portal_url=datasette_server.url, env={}
+    )
+    with pytest.raises(PortalError, match="no publisher token.*CIVICFLOW_DATASETTE_TOKEN"):
+        publish(get_portal("datasette", settings), unique_table(), sample_frame(3, "first"))
+
+
+def test_unreachable_portal_is_a_portal_error(tmp_path: Path) -> None:
+    from tests.fixtures.portal import free_port
+
+    settings = Settings(
+        project_dir=tmp_path,
+        var_dir=tmp_path / "var",
+        portal_url=f"http://127.0.0.1:{free_port()}",
+        env={},
+    )
+    with pytest.raises(PortalError, match="portal unreachable"):
+        get_portal("datasette", settings).current_version("anything")
+
+
+def test_an_empty_frame_publishes_an_empty_table_with_its_columns(portal, datasette_server) -> None:
+    table = unique_table()
+    result = publish(portal, table, sample_frame(0, "none"))
+    assert result.changed and result.rows == 0
+    assert datasette_server.row_count(table) == 0
+    columns = [
+        r["name"] for r in datasette_server.query(f"select name from pragma_table_info('{table}')")
+    ]
+    assert columns == [f.name for f in SAMPLE_FIELDS]

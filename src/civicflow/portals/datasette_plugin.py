@@ -136,6 +136,8 @@ async def prepare_view(datasette: Any, request: Any) -> Response:
         return Response.json(await db.execute_write_fn(prepare, request=request))
     except Refused as exc:
         return Response.error([str(exc)], exc.status)
+    except sqlite3.Error as exc:
+        return Response.error([f"prepare failed: {exc}"], 500)
 
 
 async def swap_view(datasette: Any, request: Any) -> Response:
