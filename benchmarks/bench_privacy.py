@@ -49,7 +49,9 @@ def timed(fn, runs: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 def report(label: str, rows: int, seconds: list[float]) -> None:
     med, best = statistics.median(seconds), min(seconds)
-    print(f"{label:<52} {rows:>9,} rows  median {med * 1000:8.1f} ms  {rows / med:>11,.0f} rows/s  (best {rows / best:,.0f} rows/s, {len(seconds)} runs)")
+    print(
+        f"{label:<52} {rows:>9,} rows  median {med * 1000:8.1f} ms  {rows / med:>11,.0f} rows/s  (best {rows / best:,.0f} rows/s, {len(seconds)} runs)"
+    )
 
 
 def main() -> None:
@@ -57,7 +59,11 @@ def main() -> None:
     scale_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         # A throwaway key: the benchmark needs one for the VIN hash rule, never a real one.
-        settings = Settings(project_dir=PROJECT, var_dir=Path(tmp) / "var", env={"CIVICFLOW_HASH_KEY": secrets.token_hex(32)})
+        settings = Settings(
+            project_dir=PROJECT,
+            var_dir=Path(tmp) / "var",
+            env={"CIVICFLOW_HASH_KEY": secrets.token_hex(32)},
+        )
         parking = find_dataset(settings.datasets_dir, "parking_citations")
         frame = extract(parking, settings, "bench").frame
         published = protect(parking, frame, settings)
@@ -65,19 +71,43 @@ def main() -> None:
         pub = published.frame
 
         scan(parking, pub)  # warm-up: regex compilation, pyarrow kernels
-        report("scan, parking_citations (published frame)", len(pub), timed(lambda: scan(parking, pub), repeats))
-        report("protect (rules + scan), parking_citations", len(frame), timed(lambda: protect(parking, frame, settings), max(5, repeats // 3)))
+        report(
+            "scan, parking_citations (published frame)",
+            len(pub),
+            timed(lambda: scan(parking, pub), repeats),
+        )
+        report(
+            "protect (rules + scan), parking_citations",
+            len(frame),
+            timed(lambda: protect(parking, frame, settings), max(5, repeats // 3)),
+        )
 
         big = repeat(frame, scale_rows)
         big_pub = repeat(pub, scale_rows)
-        report("scan, parking_citations repeated", len(big_pub), timed(lambda: scan(parking, big_pub), 3))
-        report("protect, parking_citations repeated", len(big), timed(lambda: protect(parking, big, settings), 3))
+        report(
+            "scan, parking_citations repeated",
+            len(big_pub),
+            timed(lambda: scan(parking, big_pub), 3),
+        )
+        report(
+            "protect, parking_citations repeated",
+            len(big),
+            timed(lambda: protect(parking, big, settings), 3),
+        )
 
         cases = find_dataset(settings.datasets_dir, "code_enforcement_cases")
         cframe = extract(cases, settings, "bench").frame
-        report("protect, code_enforcement_cases (free-text notes)", len(cframe), timed(lambda: protect(cases, cframe, settings), max(5, repeats // 3)))
+        report(
+            "protect, code_enforcement_cases (free-text notes)",
+            len(cframe),
+            timed(lambda: protect(cases, cframe, settings), max(5, repeats // 3)),
+        )
         cbig = repeat(cframe, scale_rows // 10)
-        report("protect, code_enforcement_cases repeated", len(cbig), timed(lambda: protect(cases, cbig, settings), 3))
+        report(
+            "protect, code_enforcement_cases repeated",
+            len(cbig),
+            timed(lambda: protect(cases, cbig, settings), 3),
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:,.0f} MiB")
 

@@ -75,7 +75,9 @@ def test_detector_precision_and_recall_on_the_labelled_sample(name: str) -> None
     detector = DETECTORS[name]
     found = detector.find(pa.array([text for text, _ in LABELLED]))
     truth = [name in labels for _, labels in LABELLED]
-    false_pos = [text for (text, _), f, t in zip(LABELLED, found, truth, strict=True) if f and not t]
+    false_pos = [
+        text for (text, _), f, t in zip(LABELLED, found, truth, strict=True) if f and not t
+    ]
     missed = [text for (text, _), f, t in zip(LABELLED, found, truth, strict=True) if t and not f]
     assert false_pos == [], f"{name} flagged lookalikes"
     assert missed == [], f"{name} missed real ones"
@@ -90,7 +92,16 @@ def test_vectorised_find_agrees_with_per_value_spans() -> None:
 
 
 def test_declared_address_columns_need_no_suffix_but_skip_hundred_blocks() -> None:
-    values = pa.array(["13147 WELBY", "6161 SEPULVEDA", "13100 WELBY", "GEORGIA ST/OLYMPIC", "100 7/8 S BERENDO ST", None])
+    values = pa.array(
+        [
+            "13147 WELBY",
+            "6161 SEPULVEDA",
+            "13100 WELBY",
+            "GEORGIA ST/OLYMPIC",
+            "100 7/8 S BERENDO ST",
+            None,
+        ]
+    )
     assert list(ADDRESS_IN_ADDRESS_COLUMN.find(values)) == [True, True, False, False, False, False]
 
 
@@ -101,9 +112,15 @@ def _with_luhn_digit(body: str) -> str:
     raise AssertionError("unreachable: one check digit always fits")
 
 
-@given(st.sampled_from(["4", "51", "55", "34", "37", "6011", "2221"]), st.integers(12, 18), st.data())
-def test_every_luhn_valid_card_is_found_and_one_wrong_digit_is_not(prefix: str, length: int, data: st.DataObject) -> None:
-    body = prefix + data.draw(st.text("0123456789", min_size=length - len(prefix), max_size=length - len(prefix)))
+@given(
+    st.sampled_from(["4", "51", "55", "34", "37", "6011", "2221"]), st.integers(12, 18), st.data()
+)
+def test_every_luhn_valid_card_is_found_and_one_wrong_digit_is_not(
+    prefix: str, length: int, data: st.DataObject
+) -> None:
+    body = prefix + data.draw(
+        st.text("0123456789", min_size=length - len(prefix), max_size=length - len(prefix))
+    )
     card = _with_luhn_digit(body)
     assert 13 <= len(card) <= 19 and card_ok(card)
     assert DETECTORS["card"].find(pa.array([f"paid {card} ok"])).tolist() == [True]
@@ -116,7 +133,11 @@ def test_every_luhn_valid_card_is_found_and_one_wrong_digit_is_not(prefix: str, 
 VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
 
-@given(st.text(VIN_CHARS, min_size=16, max_size=16).filter(lambda s: any(c.isalpha() for c in s)))
+@given(
+    st.text(VIN_CHARS, min_size=16, max_size=16).filter(
+        lambda s: any(c.isalpha() for c in s) and any(c.isdigit() for c in s)
+    )
+)
 def test_vins_with_a_valid_check_digit_are_found(chars: str) -> None:
     base = chars[:8] + "0" + chars[8:]
     total = sum(_VIN_VALUES[c] * w for c, w in zip(base, _VIN_WEIGHTS, strict=True)) % 11
@@ -140,7 +161,9 @@ def test_mask_hides_all_but_the_last_two_characters() -> None:
     fraction=st.sampled_from(["", "1/2 ", "7/8 "]),
     street=st.sampled_from(["BELLEVUE AVE", "3RD ST", "WELBY WAY", "SEPULVEDA", "96TH ST/18A"]),
 )
-def test_scan_finds_every_exact_address_and_none_once_generalised(number: int, direction: str, fraction: str, street: str) -> None:
+def test_scan_finds_every_exact_address_and_none_once_generalised(
+    number: int, direction: str, fraction: str, street: str
+) -> None:
     address = f"{number} {fraction}{direction}{street}"
     generalised = hundred_block_text(pa.array([address]))
     assert ADDRESS_IN_ADDRESS_COLUMN.find(pa.array([address])).tolist() == [True]

@@ -30,24 +30,35 @@ PAGE = 1000  # Datasette returns at most max_returned_rows per query
 
 def spec_on(settings: Settings, dataset: str, table: str, forget: str | None = None) -> DatasetSpec:
     spec = find_dataset(settings.datasets_dir, dataset)
-    fields = [f.model_copy(update={"privacy": None}) if f.name == forget else f for f in spec.fields]
+    fields = [
+        f.model_copy(update={"privacy": None}) if f.name == forget else f for f in spec.fields
+    ]
     return spec.model_copy(update={"fields": fields, "portal": PortalTarget(table=table)})
 
 
 def portal_rows(server: DatasetteServer, table: str, order: str) -> pd.DataFrame:
     """Every row of ``table`` as a resident downloads it, page by page."""
     total = server.row_count(table)
-    pages = [server.query(f'select * from "{table}" order by {order} limit {PAGE} offset {k}') for k in range(0, total, PAGE)]
+    pages = [
+        server.query(f'select * from "{table}" order by {order} limit {PAGE} offset {k}')
+        for k in range(0, total, PAGE)
+    ]
     return pd.DataFrame([row for page in pages for row in page])
 
 
 def column_descriptions(server: DatasetteServer, settings: Settings, table: str) -> dict[str, str]:
-    response = httpx.get(f"{server.url}/{settings.portal_database}/{table}.json", params={"_extra": "metadata", "_size": "0"}, timeout=30)
+    response = httpx.get(
+        f"{server.url}/{settings.portal_database}/{table}.json",
+        params={"_extra": "metadata", "_size": "0"},
+        timeout=30,
+    )
     response.raise_for_status()
     return dict(response.json()["metadata"]["columns"])
 
 
-def test_forgotten_redaction_is_blocked_with_the_column_named(portal_env: Settings, datasette_server: DatasetteServer) -> None:
+def test_forgotten_redaction_is_blocked_with_the_column_named(
+    portal_env: Settings, datasette_server: DatasetteServer
+) -> None:
     table = unique_table("ce_forgot")
     spec = spec_on(portal_env, "code_enforcement_cases", table, forget="inspector_notes")
     outcome = run_dataset(portal_env, spec.id, spec=spec)
@@ -64,7 +75,9 @@ def test_forgotten_redaction_is_blocked_with_the_column_named(portal_env: Settin
     assert last is not None and last.outcome == "rejected" and "inspector_notes" in last.reason
 
 
-def test_fixed_spec_publishes_nothing_the_scan_flags(portal_env: Settings, datasette_server: DatasetteServer) -> None:
+def test_fixed_spec_publishes_nothing_the_scan_flags(
+    portal_env: Settings, datasette_server: DatasetteServer
+) -> None:
     table = unique_table("ce_fixed")
     spec = spec_on(portal_env, "code_enforcement_cases", table)
     outcome = run_dataset(portal_env, spec.id, spec=spec)
@@ -79,7 +92,8 @@ def test_fixed_spec_publishes_nothing_the_scan_flags(portal_env: Settings, datas
     # The scan, run on what the portal serves (typed back as the spec says), finds nothing.
     live.index = pd.RangeIndex(1, len(live) + 1, name="row")
     typed = live.astype({"council_district": "Int64"}).assign(
-        date_opened=pd.to_datetime(live["date_opened"]), date_closed=pd.to_datetime(live["date_closed"])
+        date_opened=pd.to_datetime(live["date_opened"]),
+        date_closed=pd.to_datetime(live["date_closed"]),
     )
     findings = scan(spec, typed)
     assert [f for f in findings if not f.allowed] == []
@@ -95,7 +109,9 @@ def test_fixed_spec_publishes_nothing_the_scan_flags(portal_env: Settings, datas
     assert [a for a in exact.unique() if a in everything] == []
 
 
-def test_allowance_reason_reaches_the_published_metadata(portal_env: Settings, datasette_server: DatasetteServer) -> None:
+def test_allowance_reason_reaches_the_published_metadata(
+    portal_env: Settings, datasette_server: DatasetteServer
+) -> None:
     table = unique_table("la311_allow")
     spec = spec_on(portal_env, "la311_service_requests", table)
     outcome = run_dataset(portal_env, spec.id, spec=spec)
@@ -103,11 +119,17 @@ def test_allowance_reason_reaches_the_published_metadata(portal_env: Settings, d
     reason = spec.field("address").pii_allow[0].reason
     assert reason in column_descriptions(datasette_server, portal_env, table)["address"]
     report = json.loads(outcome.privacy_report_path.read_text())
-    assert any(a["column"] == "address" and a["reason"] == reason and a["findings"] > 0 for a in report["allowances"])
+    assert any(
+        a["column"] == "address" and a["reason"] == reason and a["findings"] > 0
+        for a in report["allowances"]
+    )
 
 
 def test_parking_citations_publish_in_degrees_without_vehicle_identifiers(
-    portal_env: Settings, datasette_server: DatasetteServer, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    portal_env: Settings,
+    datasette_server: DatasetteServer,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = secrets.token_hex(24)
     settings = dataclasses.replace(portal_env, env={**portal_env.env, "CIVICFLOW_HASH_KEY": key})
@@ -130,6 +152,10 @@ def test_parking_citations_publish_in_degrees_without_vehicle_identifiers(
 
     # The key is nowhere: not in logs, output, reports or the ledger.
     out, err = capsys.readouterr()
-    files = [p.read_text(errors="replace") for p in portal_env.var_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".log", ".txt")]
+    files = [
+        p.read_text(errors="replace")
+        for p in portal_env.var_dir.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".log", ".txt")
+    ]
     ledger = repr(Ledger(portal_env.ledger_path).runs(spec.id))
     assert all(key not in text for text in [caplog.text, out, err, ledger, *files])

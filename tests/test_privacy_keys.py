@@ -46,7 +46,10 @@ def test_hash_is_hmac_sha256_of_the_value_with_the_env_key(tmp_path: Path) -> No
     settings = settings_for(tmp_path, {ENV_VAR: SECRET})
     key = resolve_hash_key(settings)
     assert key is not None and key.origin == f"env {ENV_VAR}"
-    assert key.hexdigest("1M8GDM9AXKP042788") == hmac.new(SECRET.encode(), b"1M8GDM9AXKP042788", hashlib.sha256).hexdigest()
+    assert (
+        key.hexdigest("1M8GDM9AXKP042788")
+        == hmac.new(SECRET.encode(), b"1M8GDM9AXKP042788", hashlib.sha256).hexdigest()
+    )
 
 
 def test_missing_key_is_refused_before_any_work(prefect_harness: None, tmp_path: Path) -> None:
@@ -63,7 +66,9 @@ def test_missing_key_is_refused_before_any_work(prefect_harness: None, tmp_path:
 
     with pytest.raises(PrivacyError):
         run_dataset(settings, "parking_citations")
-    assert not (settings.raw_dir / "parking_citations").exists(), "nothing may be extracted without a key"
+    assert not (settings.raw_dir / "parking_citations").exists(), (
+        "nothing may be extracted without a key"
+    )
     assert not settings.published_dir.exists() or not any(settings.published_dir.iterdir())
     last = Ledger(settings.ledger_path).last("parking_citations")
     assert last is not None and last.outcome == "failed" and ENV_VAR in last.reason
@@ -85,7 +90,9 @@ def test_key_from_a_prefect_secret_block(prefect_harness: None, tmp_path: Path) 
     assert resolve_hash_key(settings_for(tmp_path, {})) is None
 
 
-def test_key_never_appears_in_logs_reports_or_output(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_key_never_appears_in_logs_reports_or_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     from civicflow.pipeline import protect_stage
 
     settings = settings_for(tmp_path, {ENV_VAR: SECRET})
@@ -99,7 +106,15 @@ def test_key_never_appears_in_logs_reports_or_output(tmp_path: Path, caplog: pyt
     report_files = list((settings.reports_dir / spec.id).glob("*.privacy.json"))
     assert report_files, "the privacy report is written next to the validation report"
     out, err = capsys.readouterr()
-    texts = [caplog.text, out, err, repr(result), result.report.summary(), str(result.report.metadata_notes()), repr(settings)]
+    texts = [
+        caplog.text,
+        out,
+        err,
+        repr(result),
+        result.report.summary(),
+        str(result.report.metadata_notes()),
+        repr(settings),
+    ]
     texts += [p.read_text() for p in report_files]
     assert all(SECRET not in t for t in texts)
     assert SECRET not in repr(protect(spec, frame, settings))

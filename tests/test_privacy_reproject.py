@@ -15,17 +15,23 @@ from civicflow.spec import find_dataset
 from civicflow.spec.models import ReprojectTransform
 
 PROJECT = Path(__file__).resolve().parents[1]
-ZONE_V = ReprojectTransform(kind="reproject", x_field="x", y_field="y", source_crs="EPSG:2229", missing_values=[99999])
+ZONE_V = ReprojectTransform(
+    kind="reproject", x_field="x", y_field="y", source_crs="EPSG:2229", missing_values=[99999]
+)
 
 
 def test_false_origin_of_zone_v_lands_on_its_definition() -> None:
     # EPSG:2229: origin 33°30'N 118°W at false easting 2,000,000 m / northing 500,000 m (in US survey feet).
     feet = 1200 / 3937
-    frame = pd.DataFrame({"x": [2_000_000 / feet, 99999.0, np.nan], "y": [500_000 / feet, 1_800_000.0, 1_800_000.0]})
+    frame = pd.DataFrame(
+        {"x": [2_000_000 / feet, 99999.0, np.nan], "y": [500_000 / feet, 1_800_000.0, 1_800_000.0]}
+    )
     out = reproject(ZONE_V, frame)
     assert out["x"].iloc[0] == pytest.approx(-118.0, abs=1e-7)
     assert out["y"].iloc[0] == pytest.approx(33.5, abs=1e-7)
-    assert out[["x", "y"]].iloc[1:].isna().all().all()  # sentinel or missing on either axis: no point
+    assert (
+        out[["x", "y"]].iloc[1:].isna().all().all()
+    )  # sentinel or missing on either axis: no point
     assert frame["x"].iloc[0] == pytest.approx(2_000_000 / feet)  # the input is not modified
 
 
@@ -41,7 +47,10 @@ def test_parking_citations_land_in_los_angeles(tmp_path: Path) -> None:
     settings = Settings(project_dir=PROJECT, var_dir=tmp_path / "var")
     spec = find_dataset(settings.datasets_dir, "parking_citations")
     frame = extract(spec, settings, "reproject-test").frame
-    raw = pd.read_csv(spec.source.path if Path(spec.source.path).is_absolute() else PROJECT / spec.source.path, dtype=str)
+    raw = pd.read_csv(
+        spec.source.path if Path(spec.source.path).is_absolute() else PROJECT / spec.source.path,
+        dtype=str,
+    )
     missing = raw["Latitude"].eq("99999").to_numpy()
     assert frame["latitude"].isna().to_numpy().tolist() == missing.tolist()
     assert frame["latitude"].dropna().between(33.70, 34.34).all()
@@ -51,5 +60,11 @@ def test_parking_citations_land_in_los_angeles(tmp_path: Path) -> None:
     assert frame.loc[3, "latitude"] == pytest.approx(33.944, abs=0.005)
     assert frame.loc[3, "longitude"] == pytest.approx(-118.402, abs=0.005)
     # apply_transforms is what extract ran: re-applying to the raw numbers gives the same.
-    again = apply_transforms(spec, frame.assign(longitude=raw["Latitude"].astype(float).to_numpy(), latitude=raw["Longitude"].astype(float).to_numpy()))
+    again = apply_transforms(
+        spec,
+        frame.assign(
+            longitude=raw["Latitude"].astype(float).to_numpy(),
+            latitude=raw["Longitude"].astype(float).to_numpy(),
+        ),
+    )
     assert np.allclose(again["latitude"], frame["latitude"], equal_nan=True)

@@ -32,7 +32,9 @@ def rule(**kw: object) -> PrivacyRule:
 
 
 def series(values: list, dtype: str | None = None, start: int = 1) -> pd.Series:
-    return pd.Series(values, index=pd.RangeIndex(start, start + len(values), name="row"), dtype=dtype)
+    return pd.Series(
+        values, index=pd.RangeIndex(start, start + len(values), name="row"), dtype=dtype
+    )
 
 
 # -- hundred block -----------------------------------------------------------------
@@ -59,7 +61,9 @@ def test_hundred_block_examples(raw: str, expected: str) -> None:
     assert hundred_block_text(pa.array([raw])).to_pylist() == [expected]
 
 
-STREET = st.sampled_from(["BELLEVUE", "3RD", "96TH", "SANTA MONICA", "LA BREA", "MAIN", "O'FARRELL", "VAN NUYS"])
+STREET = st.sampled_from(
+    ["BELLEVUE", "3RD", "96TH", "SANTA MONICA", "LA BREA", "MAIN", "O'FARRELL", "VAN NUYS"]
+)
 SUFFIX = st.sampled_from(["AVE", "ST", "BLVD", "WAY", "PL", "DR", ""])
 
 
@@ -71,12 +75,19 @@ SUFFIX = st.sampled_from(["AVE", "ST", "BLVD", "WAY", "PL", "DR", ""])
     suffix=SUFFIX,
     zip_code=st.one_of(st.just(""), st.from_regex(r"9[01]\d{3}", fullmatch=True)),
 )
-def test_hundred_block_never_keeps_the_house_number(number: int, direction: str, fraction: str, street: str, suffix: str, zip_code: str) -> None:
-    address = f"{number} {fraction}{direction}{street} {suffix}".strip() + (f", {zip_code}" if zip_code else "")
+def test_hundred_block_never_keeps_the_house_number(
+    number: int, direction: str, fraction: str, street: str, suffix: str, zip_code: str
+) -> None:
+    address = f"{number} {fraction}{direction}{street} {suffix}".strip() + (
+        f", {zip_code}" if zip_code else ""
+    )
     out = hundred_block_text(pa.array([address])).to_pylist()[0]
     house = out.split(" ", 1)[0]
     assert house == str(number // 100 * 100)
-    assert re.search(rf"(?<![\d/]){number}(?![\d/])", out.rsplit(",", 1)[0] if zip_code else out) is None
+    assert (
+        re.search(rf"(?<![\d/]){number}(?![\d/])", out.rsplit(",", 1)[0] if zip_code else out)
+        is None
+    )
     assert out.endswith(f", {zip_code}") or not zip_code  # the ZIP is not a house number
 
 
@@ -84,13 +95,24 @@ def test_generalisers_keep_nulls_and_row_numbers() -> None:
     values = series(["2111 W BELLEVUE AVE", None, "13147 WELBY WAY"], "str", start=5)
     out = GENERALISERS["hundred_block"](values, rule(method="hundred_block"))
     assert out.index.tolist() == [5, 6, 7]
-    assert out.tolist()[0] == "2100 W BELLEVUE AVE" and pd.isna(out.tolist()[1]) and out.tolist()[2] == "13100 WELBY WAY"
+    assert (
+        out.tolist()[0] == "2100 W BELLEVUE AVE"
+        and pd.isna(out.tolist()[1])
+        and out.tolist()[2] == "13100 WELBY WAY"
+    )
 
 
 # -- coordinates, timestamps, ages, ZIPs -----------------------------------------------
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(min_value=-180, max_value=180, allow_nan=False)), min_size=1, max_size=30), st.integers(0, 6))
+@given(
+    st.lists(
+        st.one_of(st.none(), st.floats(min_value=-180, max_value=180, allow_nan=False)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 6),
+)
 def test_round_keeps_nulls_and_never_exceeds_decimals(values: list, decimals: int) -> None:
     s = series([np.nan if v is None else v for v in values], "float64")
     out = GENERALISERS["round"](s, rule(method="round", decimals=decimals))
@@ -104,10 +126,17 @@ def test_round_keeps_nulls_and_never_exceeds_decimals(values: list, decimals: in
 def test_round_geopoint_text() -> None:
     s = series(["(34.073216645, -118.266861909)", None, "(34.1, -118.2)"], "str")
     out = GENERALISERS["round"](s, rule(method="round", decimals=3))
-    assert out.iloc[0] == "(34.073, -118.267)" and pd.isna(out.iloc[1]) and out.iloc[2] == "(34.1, -118.2)"
+    assert (
+        out.iloc[0] == "(34.073, -118.267)"
+        and pd.isna(out.iloc[1])
+        and out.iloc[2] == "(34.1, -118.2)"
+    )
 
 
-@given(st.lists(st.floats(min_value=-180, max_value=180, allow_nan=False), min_size=1, max_size=20), st.sampled_from([0.01, 0.005, 0.25]))
+@given(
+    st.lists(st.floats(min_value=-180, max_value=180, allow_nan=False), min_size=1, max_size=20),
+    st.sampled_from([0.01, 0.005, 0.25]),
+)
 def test_grid_snaps_to_the_nearest_grid_point(values: list, size: float) -> None:
     out = GENERALISERS["grid"](series(values, "float64"), rule(method="grid", grid_size=size))
     steps = out / size
@@ -115,14 +144,24 @@ def test_grid_snaps_to_the_nearest_grid_point(values: list, size: float) -> None
     assert (abs(out.to_numpy() - np.asarray(values)) <= size / 2 + 1e-9).all()
 
 
-@pytest.mark.parametrize(("unit", "expected"), [("day", "2017-12-31 00:00:00"), ("hour", "2017-12-31 23:00:00"), ("month", "2017-12-01 00:00:00")])
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        ("day", "2017-12-31 00:00:00"),
+        ("hour", "2017-12-31 23:00:00"),
+        ("month", "2017-12-01 00:00:00"),
+    ],
+)
 def test_truncate_timestamps(unit: str, expected: str) -> None:
     s = series([pd.Timestamp("2017-12-31 23:59:58"), pd.NaT]).astype("datetime64[s]")
     out = GENERALISERS["truncate"](s, rule(method="truncate", truncate_to=unit))
     assert str(out.iloc[0]) == expected and pd.isna(out.iloc[1])
 
 
-@given(st.lists(st.one_of(st.none(), st.integers(0, 120)), min_size=1, max_size=30), st.sampled_from([5, 10]))
+@given(
+    st.lists(st.one_of(st.none(), st.integers(0, 120)), min_size=1, max_size=30),
+    st.sampled_from([5, 10]),
+)
 def test_age_bands_contain_the_age(ages: list, width: int) -> None:
     out = GENERALISERS["age_band"](series(ages, "Int64"), rule(method="age_band", band_width=width))
     for age, band in zip(ages, out.tolist(), strict=True):
@@ -134,7 +173,9 @@ def test_age_bands_contain_the_age(ages: list, width: int) -> None:
 
 
 def test_zip5() -> None:
-    out = GENERALISERS["zip5"](series(["90026-1234", "900261234", "90026", None, "N/A"], "str"), rule(method="zip5"))
+    out = GENERALISERS["zip5"](
+        series(["90026-1234", "900261234", "90026", None, "N/A"], "str"), rule(method="zip5")
+    )
     assert out.tolist()[:3] == ["90026"] * 3 and pd.isna(out.iloc[3]) and out.iloc[4] == "N/A"
 
 
@@ -161,7 +202,10 @@ def test_hash_output_never_holds_the_input_digits(vin: str) -> None:
 
 def test_hash_of_integers_and_their_text_agree() -> None:
     # A ticket number typed as integer in one dataset and as text in another still joins.
-    assert hash_values(series([1103341116], "Int64"), KEY_A).iloc[0] == hash_values(series(["1103341116"], "str"), KEY_A).iloc[0]
+    assert (
+        hash_values(series([1103341116], "Int64"), KEY_A).iloc[0]
+        == hash_values(series(["1103341116"], "str"), KEY_A).iloc[0]
+    )
 
 
 # -- redact ----------------------------------------------------------------------------
@@ -184,7 +228,16 @@ def test_redact_replaces_each_kind_with_its_placeholder_and_keeps_the_rest() -> 
     assert pd.isna(out[3])
 
 
-PHONE_FORMATS = st.sampled_from(["({a}) {e}-{n}", "{a}-{e}-{n}", "{a}.{e}.{n}", "+1-{a}-{e}-{n}", "001-{a}-{e}-{n}x123", "1 {a} {e} {n}"])
+PHONE_FORMATS = st.sampled_from(
+    [
+        "({a}) {e}-{n}",
+        "{a}-{e}-{n}",
+        "{a}.{e}.{n}",
+        "+1-{a}-{e}-{n}",
+        "001-{a}-{e}-{n}x123",
+        "1 {a} {e} {n}",
+    ]
+)
 
 
 @given(
@@ -196,7 +249,9 @@ PHONE_FORMATS = st.sampled_from(["({a}) {e}-{n}", "{a}-{e}-{n}", "{a}.{e}.{n}", 
     after=st.sampled_from(["", " after 5 pm.", ", thanks", "."]),
 )
 @settings(suppress_health_check=[HealthCheck.too_slow])
-def test_redacted_text_never_holds_the_phone_digits(fmt: str, area: int, exchange: int, number: int, before: str, after: str) -> None:
+def test_redacted_text_never_holds_the_phone_digits(
+    fmt: str, area: int, exchange: int, number: int, before: str, after: str
+) -> None:
     phone = fmt.format(a=area, e=exchange, n=f"{number:04d}")
     out = redact_text(series([before + phone + after], "str"), [PHONE]).iloc[0]
     digits = f"{area}{exchange}{number:04d}"
@@ -205,18 +260,29 @@ def test_redacted_text_never_holds_the_phone_digits(fmt: str, area: int, exchang
 
 
 def test_redact_known_values_removes_the_rows_own_complainant_only() -> None:
-    text = pa.array(["Maria Lopez called; Ms. Lopez at 2135550134 x", "Ann said Lopez is a street", None])
-    others = pd.DataFrame({"complainant_name": ["Maria Lopez", "Ann Lee", "Bo Li"], "complainant_phone": ["2135550134", None, "x"]})
+    text = pa.array(
+        ["Maria Lopez called; Ms. Lopez at 2135550134 x", "Ann said Lopez is a street", None]
+    )
+    others = pd.DataFrame(
+        {
+            "complainant_name": ["Maria Lopez", "Ann Lee", "Bo Li"],
+            "complainant_phone": ["2135550134", None, "x"],
+        }
+    )
     out = redact_known_values(text, others).to_pylist()
     assert out[0] == "[COMPLAINANT_NAME] called; Ms. [COMPLAINANT_NAME] at [COMPLAINANT_PHONE] x"
-    assert out[1] == "[COMPLAINANT_NAME] said Lopez is a street"  # row 2's complainant is Ann Lee, not Lopez
+    assert (
+        out[1] == "[COMPLAINANT_NAME] said Lopez is a street"
+    )  # row 2's complainant is Ann Lee, not Lopez
     assert out[2] is None
 
 
 # -- small counts ------------------------------------------------------------------------
 
 
-@given(st.lists(st.one_of(st.none(), st.integers(0, 50)), min_size=1, max_size=40), st.integers(1, 20))
+@given(
+    st.lists(st.one_of(st.none(), st.integers(0, 50)), min_size=1, max_size=40), st.integers(1, 20)
+)
 def test_small_counts_never_published_as_the_number(counts: list, threshold: int) -> None:
     out = suppress_small_counts(series(counts, "Int64"), threshold)
     for before, after in zip(counts, out.tolist(), strict=True):

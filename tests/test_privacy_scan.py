@@ -26,7 +26,9 @@ def settings_for(tmp_path: Path, env: dict[str, str] | None = None) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def extracts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[DatasetSpec, pd.DataFrame]]:
+def extracts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[DatasetSpec, pd.DataFrame]]:
     settings = settings_for(tmp_path_factory.mktemp("privacy"))
     out = {}
     for dataset in ("parking_citations", "code_enforcement_cases", "la311_service_requests"):
@@ -41,11 +43,16 @@ def without_rule(spec: DatasetSpec, field: str) -> DatasetSpec:
 
 
 def with_field(spec: DatasetSpec, name: str, **update: object) -> DatasetSpec:
-    fields = [FieldSpec.model_validate({**f.model_dump(), **update}) if f.name == name else f for f in spec.fields]
+    fields = [
+        FieldSpec.model_validate({**f.model_dump(), **update}) if f.name == name else f
+        for f in spec.fields
+    ]
     return spec.model_copy(update={"fields": fields})
 
 
-@pytest.mark.parametrize("dataset", ["parking_citations", "code_enforcement_cases", "la311_service_requests"])
+@pytest.mark.parametrize(
+    "dataset", ["parking_citations", "code_enforcement_cases", "la311_service_requests"]
+)
 def test_bundled_specs_pass_the_scan(extracts: dict, tmp_path: Path, dataset: str) -> None:
     spec, frame = extracts[dataset]
     result = protect(spec, frame, settings_for(tmp_path), hash_key=KEY)
@@ -79,7 +86,9 @@ def test_parking_publishes_no_vehicle_identifier_in_clear(extracts: dict, tmp_pa
         ("code_enforcement_cases", "property_address", "street_address"),
     ],
 )
-def test_removing_one_rule_blocks_with_the_column_named(extracts: dict, tmp_path: Path, dataset: str, field: str, detector: str) -> None:
+def test_removing_one_rule_blocks_with_the_column_named(
+    extracts: dict, tmp_path: Path, dataset: str, field: str, detector: str
+) -> None:
     spec, frame = extracts[dataset]
     report = protect(without_rule(spec, field), frame, settings_for(tmp_path), hash_key=KEY).report
     assert report.blocked
@@ -91,7 +100,9 @@ def test_removing_one_rule_blocks_with_the_column_named(extracts: dict, tmp_path
 
 def test_blocked_report_masks_values_and_names_rows(extracts: dict, tmp_path: Path) -> None:
     spec, frame = extracts["code_enforcement_cases"]
-    report = protect(without_rule(spec, "inspector_notes"), frame, settings_for(tmp_path), hash_key=KEY).report
+    report = protect(
+        without_rule(spec, "inspector_notes"), frame, settings_for(tmp_path), hash_key=KEY
+    ).report
     path = report.write(tmp_path / "privacy.json")
     text = path.read_text()
     data = json.loads(text)
@@ -107,12 +118,18 @@ def test_blocked_report_masks_values_and_names_rows(extracts: dict, tmp_path: Pa
     assert not re.search(r"\d{3}[-. ]\d{3}[-. ]\d{4}", text)
 
 
-def test_allowances_carry_their_reason_to_report_and_metadata(extracts: dict, tmp_path: Path) -> None:
+def test_allowances_carry_their_reason_to_report_and_metadata(
+    extracts: dict, tmp_path: Path
+) -> None:
     spec, frame = extracts["la311_service_requests"]
     report = protect(spec, frame, settings_for(tmp_path), hash_key=KEY).report
     allowance = next(a for a in report.allowances if a.column == "address")
     reason = spec.field("address").pii_allow[0].reason
-    assert allowance.detector == "street_address" and allowance.reason == reason and allowance.findings > 0
+    assert (
+        allowance.detector == "street_address"
+        and allowance.reason == reason
+        and allowance.findings > 0
+    )
     assert all(f.allowed and f.reason == reason for f in report.findings if f.column == "address")
     assert reason in report.metadata_notes()["address"]
     assert reason in report.summary() or "allowed by the spec: address" in report.summary()
@@ -121,26 +138,60 @@ def test_allowances_carry_their_reason_to_report_and_metadata(extracts: dict, tm
 def test_undeclared_coordinates_and_text_pairs_are_found(tmp_path: Path, extracts: dict) -> None:
     spec, _ = extracts["parking_citations"]
     frame = pd.DataFrame(
-        {"route": ["(34.073216, -118.266861)", "1521", None], "fine_amount": pd.array([50, 63, None], dtype="Int64")},
+        {
+            "route": ["(34.073216, -118.266861)", "1521", None],
+            "fine_amount": pd.array([50, 63, None], dtype="Int64"),
+        },
         index=pd.RangeIndex(1, 4, name="row"),
     )
-    mini = spec.model_copy(update={"fields": [spec.field("route"), spec.field("fine_amount")], "transforms": [], "primary_key": []})
+    mini = spec.model_copy(
+        update={
+            "fields": [spec.field("route"), spec.field("fine_amount")],
+            "transforms": [],
+            "primary_key": [],
+        }
+    )
     report = protect(mini, frame, settings_for(tmp_path)).report
-    assert [(f.column, f.detector, f.example_rows) for f in report.blocking] == [("route", "coordinate", [1])]
+    assert [(f.column, f.detector, f.example_rows) for f in report.blocking] == [
+        ("route", "coordinate", [1])
+    ]
     # A float column full of fine decimals inside +-180 reads as coordinates when undeclared.
-    floats = pd.DataFrame({"fine_amount": [34.0732166, 34.0611111, np.nan]}, index=pd.RangeIndex(1, 4, name="row"))
-    float_spec = mini.model_copy(update={"fields": [FieldSpec(name="fine_amount", type="number", description="test column")]})
+    floats = pd.DataFrame(
+        {"fine_amount": [34.0732166, 34.0611111, np.nan]}, index=pd.RangeIndex(1, 4, name="row")
+    )
+    float_spec = mini.model_copy(
+        update={"fields": [FieldSpec(name="fine_amount", type="number", description="test column")]}
+    )
     report = protect(float_spec, floats, settings_for(tmp_path)).report
-    assert [(f.column, f.detector, f.count) for f in report.blocking] == [("fine_amount", "coordinate", 2)]
+    assert [(f.column, f.detector, f.count) for f in report.blocking] == [
+        ("fine_amount", "coordinate", 2)
+    ]
 
 
 def test_small_counts_are_suppressed_and_noted(tmp_path: Path, extracts: dict) -> None:
     spec, _ = extracts["parking_citations"]
-    fields = [FieldSpec(name="agency", type="string", description="group"), FieldSpec(name="fine_amount", type="integer", description="count of citations")]
-    agg = spec.model_copy(update={"fields": fields, "transforms": [], "primary_key": [], "privacy": spec.privacy.model_copy(update={"small_count_columns": ["fine_amount"]})})
-    frame = pd.DataFrame({"agency": ["a", "b", "c", "d"], "fine_amount": pd.array([0, 3, 10, 11], dtype="Int64")}, index=pd.RangeIndex(1, 5, name="row"))
+    fields = [
+        FieldSpec(name="agency", type="string", description="group"),
+        FieldSpec(name="fine_amount", type="integer", description="count of citations"),
+    ]
+    agg = spec.model_copy(
+        update={
+            "fields": fields,
+            "transforms": [],
+            "primary_key": [],
+            "privacy": spec.privacy.model_copy(update={"small_count_columns": ["fine_amount"]}),
+        }
+    )
+    frame = pd.DataFrame(
+        {"agency": ["a", "b", "c", "d"], "fine_amount": pd.array([0, 3, 10, 11], dtype="Int64")},
+        index=pd.RangeIndex(1, 5, name="row"),
+    )
     result = protect(agg, frame, settings_for(tmp_path))
-    assert result.frame["fine_amount"].tolist()[0] == 0 and pd.isna(result.frame["fine_amount"].iloc[1]) and pd.isna(result.frame["fine_amount"].iloc[2])
+    assert (
+        result.frame["fine_amount"].tolist()[0] == 0
+        and pd.isna(result.frame["fine_amount"].iloc[1])
+        and pd.isna(result.frame["fine_amount"].iloc[2])
+    )
     assert result.frame["fine_amount"].iloc[3] == 11
     rule = next(r for r in result.report.rules if r.rule == "suppress_small_counts")
     assert rule.values_changed == 2
@@ -150,15 +201,35 @@ def test_small_counts_are_suppressed_and_noted(tmp_path: Path, extracts: dict) -
 def test_spec_problems_are_refused_before_any_work(tmp_path: Path, extracts: dict) -> None:
     spec, _ = extracts["parking_citations"]
     bad = with_field(spec, "fine_amount", privacy={"rule": "redact", "reason": "wrong type"})
-    bad = with_field(bad, "route", pii_allow=[{"detector": "telepathy", "reason": "no such detector exists"}])
+    bad = with_field(
+        bad, "route", pii_allow=[{"detector": "telepathy", "reason": "no such detector exists"}]
+    )
     with pytest.raises(PrivacyError) as err:
         check_ready(bad, settings_for(tmp_path, {"CIVICFLOW_HASH_KEY": "k" * 32}))
     message = str(err.value)
-    assert "fine_amount: redact works on string fields" in message and "route: pii_allow names unknown detector 'telepathy'" in message
+    assert (
+        "fine_amount: redact works on string fields" in message
+        and "route: pii_allow names unknown detector 'telepathy'" in message
+    )
 
 
 def test_published_types_follow_the_rules(extracts: dict) -> None:
     spec, _ = extracts["parking_citations"]
     assert published_type(spec.field("vin")) == "string"
     assert published_type(spec.field("latitude")) == "number"
-    assert published_type(FieldSpec(name="age", type="integer", description="age", privacy={"rule": "generalise", "method": "age_band", "band_width": 10, "reason": "bands"})) == "string"
+    assert (
+        published_type(
+            FieldSpec(
+                name="age",
+                type="integer",
+                description="age",
+                privacy={
+                    "rule": "generalise",
+                    "method": "age_band",
+                    "band_width": 10,
+                    "reason": "bands",
+                },
+            )
+        )
+        == "string"
+    )

@@ -10,7 +10,7 @@ and ZIP codes must not look like phones or cards, so
   ``+1-213-555-0134``), or be a bare 10-digit number right after a cue word
   (``call 2135550134``); a bare 10-digit number alone is a ticket number as often as a phone;
 - card numbers must pass the Luhn check and start like a card (2-6);
-- VINs must carry a valid check digit (position 9) and at least one letter;
+- VINs must carry a valid check digit (position 9), a letter and a digit;
 - SSNs must be written ``AAA-GG-SSSS`` (or with spaces) with valid area/group/serial;
 - person names are found only after an honorific or a role cue (``Mr. Lopez``,
   ``complainant Maria Lopez``, ``spoke with ...``): names without a cue are not found
@@ -73,8 +73,12 @@ class Detector:
         if self.check is None or not hit.any():
             return hit
         idx = np.flatnonzero(hit)
-        codes, uniques = pd.factorize(pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object))
-        confirmed = np.fromiter((bool(self.spans(u)) for u in uniques), dtype=bool, count=len(uniques))
+        codes, uniques = pd.factorize(
+            pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object)
+        )
+        confirmed = np.fromiter(
+            (bool(self.spans(u)) for u in uniques), dtype=bool, count=len(uniques)
+        )
         hit[idx] = confirmed[codes]
         return hit
 
@@ -88,7 +92,9 @@ class Detector:
             return values
         # Checksums need Python, so only candidate rows go through it, once per distinct value.
         idx = np.flatnonzero(hit)
-        codes, uniques = pd.factorize(pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object))
+        codes, uniques = pd.factorize(
+            pd.Series(values.take(pa.array(idx)).to_pylist(), dtype=object)
+        )
         fixed = np.array([self.regex.sub(self._sub, u) for u in uniques], dtype=object)
         return pc.replace_with_mask(values, pa.array(hit), pa.array(fixed[codes], type=values.type))
 
@@ -117,7 +123,9 @@ def _card_grouping(span: str) -> bool:
     groups = [len(g) for g in re.split(r"[ -]", span)]
     if len(groups) == 1:
         return True
-    return groups in ([4, 6, 5], [4, 6, 4]) or (all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4)
+    return groups in ([4, 6, 5], [4, 6, 4]) or (
+        all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4
+    )
 
 
 def card_ok(span: str) -> bool:
@@ -130,9 +138,14 @@ def card_ok(span: str) -> bool:
     return luhn_ok(digits)
 
 
-_VIN_VALUES = {**{str(i): i for i in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
-               **dict(zip("JKLMN", range(1, 6), strict=True)), "P": 7, "R": 9,
-               **dict(zip("STUVWXYZ", range(2, 10), strict=True))}
+_VIN_VALUES = {
+    **{str(i): i for i in range(10)},
+    **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
+    **dict(zip("JKLMN", range(1, 6), strict=True)),
+    "P": 7,
+    "R": 9,
+    **dict(zip("STUVWXYZ", range(2, 10), strict=True)),
+}
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 
 
@@ -151,7 +164,12 @@ def vin_ok(span: str) -> bool:
 
 def ssn_ok(span: str) -> bool:
     area, group, serial = re.split(r"[- ]", span)
-    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+    return (
+        area not in ("000", "666")
+        and not area.startswith("9")
+        and group != "00"
+        and serial != "0000"
+    )
 
 
 # -- patterns -----------------------------------------------------------------------
@@ -172,8 +190,17 @@ _HONORIFIC = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr)\.?"
 _ROLE = r"(?i:complainant|owner|tenant|resident|neighbou?r|caller|landlord|manager|reporting party|spoke (?:with|to)|met with|called|contacted|per)"
 _NAME_WORD = r"[A-Z][A-Za-z'-]*[a-z]"
 _PERSON = (
-    r"(\b(?:" + _HONORIFIC + r"|" + _ROLE + r"(?:\s+" + _HONORIFIC + r")?)\s+)"
-    + _NAME_WORD + r"(?:\s+" + _NAME_WORD + r"){0,2}"
+    r"(\b(?:"
+    + _HONORIFIC
+    + r"|"
+    + _ROLE
+    + r"(?:\s+"
+    + _HONORIFIC
+    + r")?)\s+)"
+    + _NAME_WORD
+    + r"(?:\s+"
+    + _NAME_WORD
+    + r"){0,2}"
 )
 _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLACE|LN|LANE|CT|COURT|TER|TERRACE|PKWY|PARKWAY|HWY|HIGHWAY|CIR|CIRCLE)"
 # An exact house number: 1-6 digits not ending in 00 (hundred blocks such as 1200 are
@@ -182,7 +209,9 @@ _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLA
 # as a pattern, not a Python check, so the whole column is matched in one Arrow call.
 _EXACT_NUMBER = r"(?:\d{0,4}(?:[1-9]\d|0[1-9])|[1-9])"
 _HOUSE = r"(^|[^\w/])" + _EXACT_NUMBER + r"(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
-STREET_ADDRESS_PATTERN = _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
+STREET_ADDRESS_PATTERN = (
+    _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
+)
 #: in a column declared ``semantic: address`` any house number followed by a street word is an address
 ADDRESS_COLUMN_PATTERN = _HOUSE + r"\w*[A-Za-z]\w*"
 
@@ -194,14 +223,26 @@ def register_detector(detector: Detector) -> Detector:
     return detector
 
 
-EMAIL = register_detector(Detector("email", "EMAIL", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"))
-PHONE = register_detector(Detector("phone", "PHONE", _PHONE_FORMATTED + "|" + _PHONE_CUED, keep_prefix=True))
-SSN = register_detector(Detector("ssn", "SSN", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b", check=ssn_ok))
+EMAIL = register_detector(
+    Detector(
+        "email", "EMAIL", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+    )
+)
+PHONE = register_detector(
+    Detector("phone", "PHONE", _PHONE_FORMATTED + "|" + _PHONE_CUED, keep_prefix=True)
+)
+SSN = register_detector(
+    Detector("ssn", "SSN", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b", check=ssn_ok)
+)
 CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", check=card_ok))
 VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
 PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
-STREET_ADDRESS = register_detector(Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True))
-ADDRESS_IN_ADDRESS_COLUMN = Detector("street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True)
+STREET_ADDRESS = register_detector(
+    Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True)
+)
+ADDRESS_IN_ADDRESS_COLUMN = Detector(
+    "street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True
+)
 
 #: scan-only detector implemented in scan.py (numbers, not text patterns)
 COORDINATE = "coordinate"
@@ -224,4 +265,8 @@ def as_text(values: pd.Series) -> pa.Array:
     arr = pa.array(values, from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    return arr if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else pc.cast(arr, pa.string())
+    return (
+        arr
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+        else pc.cast(arr, pa.string())
+    )

@@ -22,7 +22,9 @@ GENERALISERS: dict[str, Generaliser] = {}
 ACCEPTS: dict[str, tuple[str, ...]] = {}
 
 
-def register_generaliser(method: str, accepts: tuple[str, ...]) -> Callable[[Generaliser], Generaliser]:
+def register_generaliser(
+    method: str, accepts: tuple[str, ...]
+) -> Callable[[Generaliser], Generaliser]:
     def decorate(fn: Generaliser) -> Generaliser:
         GENERALISERS[method] = fn
         ACCEPTS[method] = accepts
@@ -134,5 +136,7 @@ def generalise(values: pd.Series, field: FieldSpec, rule: PrivacyRule) -> pd.Ser
     try:
         fn = GENERALISERS[str(rule.method)]
     except KeyError:
-        raise PrivacyError(f"field {field.name}: no generalise method {rule.method!r} (registered: {', '.join(sorted(GENERALISERS))})") from None
+        raise PrivacyError(
+            f"field {field.name}: no generalise method {rule.method!r} (registered: {', '.join(sorted(GENERALISERS))})"
+        ) from None
     return fn(values, rule)

@@ -41,13 +41,17 @@ def _spec_problems(spec: DatasetSpec) -> list[str]:
         rule = f.privacy
         if rule is not None:
             if rule.rule not in RULES:
-                problems.append(f"field {f.name}: no privacy rule {rule.rule!r} (registered: {', '.join(sorted(RULES))})")
+                problems.append(
+                    f"field {f.name}: no privacy rule {rule.rule!r} (registered: {', '.join(sorted(RULES))})"
+                )
             elif rule.rule == "generalise":
                 method = str(rule.method)
                 if method not in GENERALISERS:
                     problems.append(f"field {f.name}: no generalise method {method!r}")
                 elif str(f.type) not in ACCEPTS[method]:
-                    problems.append(f"field {f.name}: generalise/{method} needs a {' or '.join(ACCEPTS[method])} field, not {f.type}")
+                    problems.append(
+                        f"field {f.name}: generalise/{method} needs a {' or '.join(ACCEPTS[method])} field, not {f.type}"
+                    )
             elif rule.rule == "redact":
                 if str(f.type) != "string":
                     problems.append(f"field {f.name}: redact works on string fields, not {f.type}")
@@ -57,12 +61,18 @@ def _spec_problems(spec: DatasetSpec) -> list[str]:
                     problems.append(f"field {f.name}: {exc}")
         for allow in f.pii_allow:
             if allow.detector not in known:
-                problems.append(f"field {f.name}: pii_allow names unknown detector {allow.detector!r} (known: {', '.join(sorted(known))})")
+                problems.append(
+                    f"field {f.name}: pii_allow names unknown detector {allow.detector!r} (known: {', '.join(sorted(known))})"
+                )
         if f.pii_allow and rule is not None and rule.rule == "drop":
-            problems.append(f"field {f.name}: is dropped, so its pii_allow can never apply (remove one of them)")
+            problems.append(
+                f"field {f.name}: is dropped, so its pii_allow can never apply (remove one of them)"
+            )
     for col in spec.privacy.small_count_columns:
         if str(spec.field(col).type) not in ("integer", "number"):
-            problems.append(f"privacy.small_count_columns: {col} is {spec.field(col).type}, not a count")
+            problems.append(
+                f"privacy.small_count_columns: {col} is {spec.field(col).type}, not a count"
+            )
     return problems
 
 
@@ -84,10 +94,16 @@ def _changed(before: pd.Series, after: pd.Series) -> int:
     b, a = as_text(before), as_text(after)
     same = pc.fill_null(pc.equal(b, a), False)
     both_null = pc.and_(pc.is_null(b), pc.is_null(a))
-    return int(np.count_nonzero(~np.asarray(pc.or_(same, both_null).to_numpy(zero_copy_only=False), dtype=bool)))
+    return int(
+        np.count_nonzero(
+            ~np.asarray(pc.or_(same, both_null).to_numpy(zero_copy_only=False), dtype=bool)
+        )
+    )
 
 
-def protect(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_key: HashKey | None = None) -> ProtectResult:
+def protect(
+    spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_key: HashKey | None = None
+) -> ProtectResult:
     """Apply every field's rule, suppress small counts, scan what will be published."""
     problems = _spec_problems(spec)
     if problems:
@@ -98,7 +114,11 @@ def protect(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_
     hashed = _hashed_fields(spec)
     key = hash_key or (require_hash_key(settings, hashed) if hashed else None)
     ctx = RuleContext(frame=frame, hash_key=key)
-    report = PrivacyReport(dataset_id=spec.id, rows=len(frame), published_columns=[f.name for f in spec.published_fields()])
+    report = PrivacyReport(
+        dataset_id=spec.id,
+        rows=len(frame),
+        published_columns=[f.name for f in spec.published_fields()],
+    )
 
     columns: dict[str, pd.Series] = {}
     for f in spec.fields:
@@ -110,7 +130,9 @@ def protect(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_
         out = RULES[rule.rule](values, f, ctx)
         non_null = int(values.notna().sum())
         changed = non_null if rule.rule == "drop" else _changed(values, out)
-        report.rules.append(RuleApplied(f.name, rule.rule, rule.reason, changed, non_null, rule.method))
+        report.rules.append(
+            RuleApplied(f.name, rule.rule, rule.reason, changed, non_null, rule.method)
+        )
         columns[f.name] = out
 
     if spec.privacy.small_count_columns:
@@ -119,9 +141,19 @@ def protect(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_
             before = columns[col]
             columns[col] = suppress_small_counts(before, spec.privacy.small_count_threshold)
             reason = f"aggregate counts below {spec.privacy.small_count_threshold} could single out people"
-            report.rules.append(RuleApplied(col, "suppress_small_counts", reason, _changed(before, columns[col]), int(before.notna().sum())))
+            report.rules.append(
+                RuleApplied(
+                    col,
+                    "suppress_small_counts",
+                    reason,
+                    _changed(before, columns[col]),
+                    int(before.notna().sum()),
+                )
+            )
 
-    published = pd.DataFrame({name: columns[name] for name in report.published_columns}, index=frame.index)
+    published = pd.DataFrame(
+        {name: columns[name] for name in report.published_columns}, index=frame.index
+    )
 
     started = time.perf_counter()
     findings = scan(spec, published)
@@ -131,6 +163,8 @@ def protect(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, *, hash_
             matched = [x for x in findings if x.column == f.name and x.detector == allow.detector]
             for x in matched:
                 x.allowed, x.reason = True, allow.reason
-            report.allowances.append(Allowance(f.name, allow.detector, allow.reason, sum(x.count for x in matched)))
+            report.allowances.append(
+                Allowance(f.name, allow.detector, allow.reason, sum(x.count for x in matched))
+            )
     report.findings = findings
     return ProtectResult(frame=published, report=report)

@@ -27,7 +27,9 @@ class HashKey:
         raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         if len(raw) < MIN_KEY_LENGTH:
             # The length is safe to say; the value is not.
-            raise PrivacyError(f"the hash key from {origin} is too short ({len(raw)} bytes; need at least {MIN_KEY_LENGTH})")
+            raise PrivacyError(
+                f"the hash key from {origin} is too short ({len(raw)} bytes; need at least {MIN_KEY_LENGTH})"
+            )
         self._key = raw
         self.origin = origin
 

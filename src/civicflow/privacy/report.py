@@ -43,7 +43,9 @@ class Finding:
     reason: str | None = None  # the allowance's reason when allowed
 
     def describe(self) -> str:
-        rows = ", ".join(str(r) for r in self.example_rows) + (", …" if self.count > len(self.example_rows) else "")
+        rows = ", ".join(str(r) for r in self.example_rows) + (
+            ", …" if self.count > len(self.example_rows) else ""
+        )
         shown = ", ".join(repr(e) for e in self.examples[:2])
         return f"{self.column}: {self.detector} x{self.count:,} (rows {rows}; e.g. {shown})"
 
@@ -68,7 +70,9 @@ class PrivacyReport:
     allowances: list[Allowance] = field(default_factory=list)
     suppression_threshold: int | None = None
     scan_seconds: float = 0.0
-    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    generated_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
 
     @property
     def blocking(self) -> list[Finding]:
@@ -88,21 +92,32 @@ class PrivacyReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         os.replace(tmp, path)
         return path
 
     def summary(self) -> str:
         """One paragraph for logs and the run ledger."""
         if self.blocked:
-            return "BLOCKED: " + "; ".join(f.describe() for f in self.blocking) + (
-                ". Fix the spec (a rule for the column, or a pii_allow with a reason) and run again."
+            return (
+                "BLOCKED: "
+                + "; ".join(f.describe() for f in self.blocking)
+                + (
+                    ". Fix the spec (a rule for the column, or a pii_allow with a reason) and run again."
+                )
             )
-        touched = ", ".join(f"{r.column} {r.rule}{'/' + r.method if r.method else ''} ({r.values_changed:,} changed)" for r in self.rules)
+        touched = ", ".join(
+            f"{r.column} {r.rule}{'/' + r.method if r.method else ''} ({r.values_changed:,} changed)"
+            for r in self.rules
+        )
         text = f"passed: {self.rows:,} rows, {len(self.published_columns)} columns scanned, no unallowed findings"
         if touched:
             text += f"; rules: {touched}"
-        allowed = [f"{a.column}: {a.detector} x{a.findings:,}" for a in self.allowances if a.findings]
+        allowed = [
+            f"{a.column}: {a.detector} x{a.findings:,}" for a in self.allowances if a.findings
+        ]
         if allowed:
             text += f"; allowed by the spec: {', '.join(allowed)}"
         return text + "."
@@ -114,7 +129,9 @@ class PrivacyReport:
         """
         notes: dict[str, list[str]] = {}
         for a in self.allowances:
-            notes.setdefault(a.column, []).append(f"Published with a privacy allowance for {a.detector.replace('_', ' ')}: {a.reason}")
+            notes.setdefault(a.column, []).append(
+                f"Published with a privacy allowance for {a.detector.replace('_', ' ')}: {a.reason}"
+            )
         for r in self.rules:
             if r.rule == "suppress_small_counts":
                 notes.setdefault(r.column, []).append(

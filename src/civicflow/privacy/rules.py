@@ -90,7 +90,9 @@ def redact_detectors(names: list[str] | None) -> list[Detector]:
         return [d for d in DETECTORS.values() if d.redacts]
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
-        raise PrivacyError(f"unknown detector(s) {', '.join(unknown)} (registered: {', '.join(sorted(DETECTORS))})")
+        raise PrivacyError(
+            f"unknown detector(s) {', '.join(unknown)} (registered: {', '.join(sorted(DETECTORS))})"
+        )
     return [DETECTORS[n] for n in names]
 
 
@@ -120,9 +122,12 @@ def redact_known_values(text: pa.Array, others: pd.DataFrame) -> pa.Array:
     try:
         con.register("src", pa.table(columns))
         words = ", ".join(
-            f"list_filter(regexp_extract_all(c{i}, {_sql_text(_NAME_WORD)}), lambda w: length(w) >= 3) AS w{i}" for i in range(len(names))
+            f"list_filter(regexp_extract_all(c{i}, {_sql_text(_NAME_WORD)}), lambda w: length(w) >= 3) AS w{i}"
+            for i in range(len(names))
         )
-        widths = con.sql(f"SELECT {', '.join(f'max(len(w{i}))' for i in range(len(names)))} FROM (SELECT {words} FROM src)").fetchall()[0]
+        widths = con.sql(
+            f"SELECT {', '.join(f'max(len(w{i}))' for i in range(len(names)))} FROM (SELECT {words} FROM src)"
+        ).fetchall()[0]
         expr = "t"
         for i, name in enumerate(names):
             placeholder = _sql_text(f"[{name.upper()}]")
@@ -130,20 +135,26 @@ def redact_known_values(text: pa.Array, others: pd.DataFrame) -> pa.Array:
             for piece in pieces:
                 # Short or missing values become a string no text holds (NUL NUL): nothing to replace.
                 expr = f"replace({expr}, CASE WHEN length(coalesce({piece}, '')) >= 3 THEN {piece} ELSE chr(0) || chr(0) END, {placeholder})"
-        result = con.sql(f"SELECT {expr} AS t FROM (SELECT t, {', '.join(f'c{i}' for i in range(len(names)))}, {words} FROM src)").to_arrow_table()
+        result = con.sql(
+            f"SELECT {expr} AS t FROM (SELECT t, {', '.join(f'c{i}' for i in range(len(names)))}, {words} FROM src)"
+        ).to_arrow_table()
     finally:
         con.close()
     return result.column("t").combine_chunks().cast(pa.string())
 
 
-def redact_text(values: pd.Series, detectors: list[Detector], others: pd.DataFrame | None = None) -> pd.Series:
+def redact_text(
+    values: pd.Series, detectors: list[Detector], others: pd.DataFrame | None = None
+) -> pd.Series:
     """Free text with known values and every detector's findings replaced by placeholders."""
     arr = as_text(values)
     if others is not None and len(others.columns):
         arr = redact_known_values(arr, others)
     for detector in detectors:
         arr = detector.redact(arr)
-    return pd.Series(arr.to_numpy(zero_copy_only=False), index=values.index, name=values.name, dtype="str")
+    return pd.Series(
+        arr.to_numpy(zero_copy_only=False), index=values.index, name=values.name, dtype="str"
+    )
 
 
 @register_rule("redact")

@@ -35,7 +35,9 @@ UNDECLARED_COORDINATE_DECIMALS = 3
 _COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
 _NUMBER_TEXT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*(?:,\s*([-+]?\d+(?:\.\d+)?)\s*\)?)?\s*$"
 # A "(lat, lon)" pair written inside text, with more decimals than undeclared columns allow.
-COORDINATE_PAIR = Detector(COORDINATE, "COORDINATES", r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}", redacts=False)
+COORDINATE_PAIR = Detector(
+    COORDINATE, "COORDINATES", r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}", redacts=False
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def _number_text(values: pd.Series) -> tuple[pa.Array, pa.Array]:
         arr = pa.array(values.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
         return pc.cast(arr, pa.string()), pa.nulls(len(values), pa.string())
     parts = values.astype("str").str.extract(_NUMBER_TEXT)
-    return pa.array(parts[0], type=pa.string(), from_pandas=True), pa.array(parts[1], type=pa.string(), from_pandas=True)
+    return pa.array(parts[0], type=pa.string(), from_pandas=True), pa.array(
+        parts[1], type=pa.string(), from_pandas=True
+    )
 
 
 def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
@@ -90,7 +94,9 @@ def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
 def _text_detectors(field: FieldSpec) -> list[Detector]:
     detectors = list(DETECTORS.values())
     if field.semantic == "address":
-        detectors = [ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors]
+        detectors = [
+            ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors
+        ]
     if field.semantic not in _COORD_FIELD_SEMANTICS:
         detectors.append(COORDINATE_PAIR)
     return detectors
@@ -123,14 +129,22 @@ def text_hits(text: pa.Array, detectors: list[Detector]) -> list[Hits]:
     distinct = encoded.dictionary
     use_dictionary = len(distinct) <= len(text) // 2
     target = distinct if use_dictionary else text
-    maybe = np.asarray(pc.fill_null(pc.match_substring_regex(target, _any_of(tuple(d.pattern for d in detectors))), False).to_numpy(zero_copy_only=False), dtype=bool)
+    maybe = np.asarray(
+        pc.fill_null(
+            pc.match_substring_regex(target, _any_of(tuple(d.pattern for d in detectors))), False
+        ).to_numpy(zero_copy_only=False),
+        dtype=bool,
+    )
     if not maybe.any():
         return []
     where = np.flatnonzero(maybe)
     candidates = target.take(pa.array(where))
     if use_dictionary:
         # Row -> dictionary slot; null rows point at an extra slot that never fires.
-        slots = np.asarray(pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False), dtype=np.int64)
+        slots = np.asarray(
+            pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False),
+            dtype=np.int64,
+        )
     hits: list[Hits] = []
     for detector in detectors:
         found = detector.find(candidates)

@@ -49,7 +49,9 @@ def reproject(transform: ReprojectTransform, frame: pd.DataFrame) -> pd.DataFram
     """Replace ``x_field`` with longitude and ``y_field`` with latitude (degrees, WGS84)."""
     for name in (transform.x_field, transform.y_field):
         if not pd.api.types.is_numeric_dtype(frame[name].dtype):
-            raise TransformError(f"reproject: field {name} must be a number field, not {frame[name].dtype}")
+            raise TransformError(
+                f"reproject: field {name} must be a number field, not {frame[name].dtype}"
+            )
     x = frame[transform.x_field].to_numpy(dtype="float64", na_value=np.nan)
     y = frame[transform.y_field].to_numpy(dtype="float64", na_value=np.nan)
     missing = np.isnan(x) | np.isnan(y)
@@ -73,6 +75,8 @@ def apply_transforms(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
         try:
             fn = TRANSFORMS[transform.kind]
         except KeyError:
-            raise TransformError(f"dataset {spec.id}: no transform kind {transform.kind!r} (registered: {', '.join(sorted(TRANSFORMS))})") from None
+            raise TransformError(
+                f"dataset {spec.id}: no transform kind {transform.kind!r} (registered: {', '.join(sorted(TRANSFORMS))})"
+            ) from None
         frame = fn(transform, frame)
     return frame
