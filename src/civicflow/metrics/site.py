@@ -132,11 +132,16 @@ def _breakdown_figure(r: KpiResult, index: int, chart_id: str) -> str:
     charted = groups
     note = ""
     if b.max_bars is not None and len(groups) > b.max_bars:
+        # Chart the groups served worst (furthest on the wrong side), the equity question.
+        worst_first = not (kpi.target and kpi.target.direction == "higher_is_better")
         ranked = sorted(
-            (g for g in groups if g.value is not None), key=lambda g: g.value or 0.0, reverse=True
+            (g for g in groups if g.value is not None),
+            key=lambda g: g.value or 0.0,
+            reverse=worst_first,
         )
         charted = ranked[: b.max_bars]
-        note = f" (chart: the {b.max_bars} highest of {len(groups)}; the table lists all)"
+        which = "highest" if worst_first else "lowest"
+        note = f" (chart: the {b.max_bars} {which} of {len(groups)}; the table lists all)"
     bars = [Bar(g.label, g.value, "suppressed" if g.suppressed else "no data") for g in charted]
     label = period_label(b.period, kpi.period.grain)
     title = f"{kpi.title}: {b.title.lower()}, {label}"
