@@ -25,6 +25,7 @@ from civicflow.ledger import Ledger, Outcome, RunRecord
 from civicflow.portals import PortalError, PublishResult, TableMetadata, get_portal
 from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, extract
+from civicflow.sources.transforms import TransformError
 from civicflow.spec import DatasetSpec, SpecError, find_dataset
 
 log = logging.getLogger("civicflow.pipeline")
@@ -214,7 +215,7 @@ def run_dataset(
         wrap("check-ready", _check_ready)(spec, settings)
         try:
             ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
-        except ExtractError as exc:
+        except (ExtractError, TransformError) as exc:
             report_path.parent.mkdir(parents=True, exist_ok=True)
             report_path.write_text(json.dumps({"dataset_id": spec.id, "run_id": run_id, "passed": False, "stage": "extract", "error": str(exc)}, indent=2))
             paths["report_path"] = str(report_path)
@@ -230,7 +231,7 @@ def run_dataset(
 
         protected = wrap("protect", protect_stage)(spec, ext.frame, settings, run_id)
         paths["privacy_report_path"] = str(privacy_path)
-        stats["privacy_findings"] = len(protected.report.findings)
+        stats["privacy_findings"] = len(protected.report.blocking)
         if protected.report.blocked:
             return finish("rejected", f"privacy: {protected.report.summary()}")
 

@@ -14,8 +14,14 @@ def register(app: typer.Typer) -> None:
     @portal_app.command("serve")
     def serve(port: int = typer.Option(8001, "--port", help="Port to listen on (127.0.0.1).")) -> None:
         """Serve var/portal.db with the write API enabled for the publisher token, until Ctrl-C."""
+        import signal
+
         from civicflow.portals import server
 
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # so the finally below stops Datasette too
+
+        signal.signal(signal.SIGTERM, on_term)
         settings = load_settings()
         proc = server.start(settings, port, quiet=False)
         try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from typing import Any
 
 import typer
 
 from civicflow.cli._common import EXIT_OK, EXIT_REJECTED
-from civicflow.settings import load_settings
+from civicflow.settings import Settings, load_settings
 
 
 def _print_outcomes(summaries: list[dict[str, Any]]) -> None:
@@ -25,6 +26,26 @@ def _print_outcomes(summaries: list[dict[str, Any]]) -> None:
                 typer.echo(f"  {'':<28} {key.replace('_', ' ')}: {s[key]}")
 
 
+def _ensure_dev_hash_key(settings: Settings) -> None:
+    """The embedded default only: a development HMAC key kept in var/secrets/ (0600).
+
+    Production sets CIVICFLOW_HASH_KEY or the Prefect Secret block; this keeps
+    ``make run`` two commands from a fresh clone while hashes stay stable across runs.
+    """
+    from civicflow.privacy import ENV_VAR
+
+    if settings.secret(ENV_VAR):
+        return
+    path = settings.var_dir / "secrets" / "hash_key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        typer.echo(f"generated a development hash key in {path} (set {ENV_VAR} in production)")
+    os.environ[ENV_VAR] = path.read_text().strip()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
@@ -32,9 +53,16 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8001, "--port", help="Portal port."),
     ) -> None:
         """Start the portal, publish all datasets, build the scorecard; then serve."""
+        import signal
+
         from civicflow.portals import server
 
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # so the portal we started is stopped too
+
+        signal.signal(signal.SIGTERM, on_term)
         settings = load_settings()
+        _ensure_dev_hash_key(settings)
         url = f"http://127.0.0.1:{port}"
         settings = dataclasses.replace(settings, portal_url=url)
         os.environ["CIVICFLOW_PORTAL_URL"] = url
@@ -60,10 +88,10 @@ def register(app: typer.Typer) -> None:
             except ModuleNotFoundError:
                 scorecard = None
             if scorecard is not None:
-                card = scorecard(return_state=True).result(raise_on_failure=False)
+                card = scorecard(return_state=True)
                 typer.echo(f"\nscorecard: {url}/scorecard/  ({settings.site_dir / 'scorecard' / 'index.html'})")
-                if isinstance(card, BaseException):
-                    typer.echo(f"  scorecard failed: {card}", err=True)
+                if not card.is_completed():
+                    typer.echo(f"  scorecard failed: {card.message}", err=True)
                     code = EXIT_REJECTED
             typer.echo(f"\nportal: {url}/{settings.portal_database}")
             typer.echo(f"reports: {settings.reports_dir}/<dataset>/<run-id>.json   runs: civicflow runs")
