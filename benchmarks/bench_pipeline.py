@@ -24,7 +24,9 @@ CSV = PROJECT / "data" / "la311_service_requests" / "MyLA311_Service_Request_Dat
 
 def build_csv(rows: int, path: Path) -> None:
     header = CSV.open(encoding="utf-8").readline().strip().split(",")
-    base = pacsv.read_csv(CSV, convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header}))
+    base = pacsv.read_csv(
+        CSV, convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header})
+    )
     repeats = -(-rows // base.num_rows)
     table = pa.concat_tables([base] * repeats).slice(0, rows)
     numbers = pc.cast(pa.array(range(rows)), pa.string())
@@ -41,7 +43,9 @@ def main() -> None:
         src = tmp_path / "big.csv"
         t0 = time.perf_counter()
         build_csv(rows, src)
-        print(f"built {rows:,} rows ({src.stat().st_size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"built {rows:,} rows ({src.stat().st_size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.1f} s"
+        )
 
         from civicflow import pipeline
         from civicflow.portals import server

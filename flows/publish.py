@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
@@ -23,7 +23,9 @@ _RETRIES = {"publish": 2}
 
 
 def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    return task(fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3)
+    return Task(
+        fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3
+    )
 
 
 def summarize(outcome: pipeline.RunOutcome) -> dict[str, Any]:
@@ -63,7 +65,11 @@ def publish_all() -> State:
     for dataset_id in ids:
         state = publish_dataset(dataset_id, return_state=True)
         result = state.result(raise_on_failure=False)
-        summaries.append(result if isinstance(result, dict) else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)})
+        summaries.append(
+            result
+            if isinstance(result, dict)
+            else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)}
+        )
     bad = [s["dataset_id"] for s in summaries if s["outcome"] not in ("published", "unchanged")]
     if bad:
         return Failed(message=f"not published: {', '.join(bad)}", data=summaries)

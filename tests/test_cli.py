@@ -49,7 +49,11 @@ def test_check_passes_on_the_bundled_project(monkeypatch) -> None:
 def test_check_reports_every_problem_with_file_and_key(tmp_path, monkeypatch) -> None:
     project = _copy_project(tmp_path)
     spec = project / "datasets" / f"{TABLE}.yaml"
-    spec.write_text(spec.read_text().replace("type: datetime", "type: datetme", 1).replace("license: CC0-1.0", "licence: CC0-1.0"))
+    spec.write_text(
+        spec.read_text()
+        .replace("type: datetime", "type: datetme", 1)
+        .replace("license: CC0-1.0", "licence: CC0-1.0")
+    )
     suite = project / "expectations" / f"{TABLE}.json"
     suite.write_text(suite.read_text()[:-40])
     monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
@@ -81,7 +85,11 @@ def test_publish_then_duplicate_key_is_refused_naming_both_rows(cli_env, dataset
     result = runner.invoke(app, ["publish", TABLE, "--source", str(bad)])
     assert result.exit_code == 1, result.output
     assert "REJECTED" in result.output
-    assert "12" in result.output and "42" in result.output and frame.loc[11, "SRNumber"] in result.output
+    assert (
+        "12" in result.output
+        and "42" in result.output
+        and frame.loc[11, "SRNumber"] in result.output
+    )
     assert datasette_server.row_count(TABLE) == 9999
 
     runs = runner.invoke(app, ["runs", TABLE])

@@ -9,7 +9,9 @@ from prefect.states import State
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def test_publish_dataset_flow_runs_its_stages_as_tasks(prefect_harness, datasette_server, tmp_path, monkeypatch) -> None:
+def test_publish_dataset_flow_runs_its_stages_as_tasks(
+    prefect_harness, datasette_server, tmp_path, monkeypatch
+) -> None:
     for key, value in datasette_server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
@@ -29,13 +31,19 @@ def test_publish_dataset_flow_runs_its_stages_as_tasks(prefect_harness, datasett
     async def task_names() -> set[str]:
         async with get_client() as client:
             runs = await client.read_task_runs()
-            return {r.name.split("-")[0] for r in runs if r.flow_run_id == state.state_details.flow_run_id}
+            return {
+                r.name.split("-")[0]
+                for r in runs
+                if r.flow_run_id == state.state_details.flow_run_id
+            }
 
     names = anyio.run(task_names)
     assert {"extract", "validate", "protect", "publish"} <= names
 
 
-def test_rejected_run_ends_failed_with_the_reason(prefect_harness, datasette_server, tmp_path, monkeypatch) -> None:
+def test_rejected_run_ends_failed_with_the_reason(
+    prefect_harness, datasette_server, tmp_path, monkeypatch
+) -> None:
     for key, value in datasette_server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))

@@ -11,7 +11,16 @@ from civicflow.ledger import Ledger, RunRecord
 
 def _run(dataset: str, minutes: int, outcome: str = "published") -> RunRecord:
     start = datetime(2026, 11, 1, 12, 0, tzinfo=UTC) + timedelta(minutes=minutes)
-    return RunRecord(dataset, f"run-{dataset}-{minutes}", start, start + timedelta(seconds=30), outcome, "why", rows_in=10, rows_out=10)  # type: ignore[arg-type]
+    return RunRecord(
+        dataset,
+        f"run-{dataset}-{minutes}",
+        start,
+        start + timedelta(seconds=30),
+        outcome,
+        "why",
+        rows_in=10,
+        rows_out=10,
+    )  # type: ignore[arg-type]
 
 
 def test_runs_are_newest_first_and_filterable(tmp_path) -> None:

@@ -36,7 +36,9 @@ def live(datasette_server, tmp_path_factory) -> Iterator[tuple[Settings, RunOutc
 
 def _live_state(server) -> tuple[int, str]:
     rows = server.row_count(TABLE)
-    digest = server.query(f"select group_concat(sr_number, ',') as ids from (select sr_number from {TABLE} order by sr_number)")[0]["ids"]
+    digest = server.query(
+        f"select group_concat(sr_number, ',') as ids from (select sr_number from {TABLE} order by sr_number)"
+    )[0]["ids"]
     return rows, digest
 
 
@@ -48,7 +50,9 @@ def test_good_version_is_live_with_every_row(live, datasette_server) -> None:
     row = datasette_server.query(f"select * from {TABLE} where sr_number = '1-870704831'")[0]
     assert row["request_type"] == "Homeless Encampment"
     assert row["cd"] == 13
-    assert row["created_date"].startswith("2017-12-31T23:59:58") or row["created_date"].startswith("2017-12-31 23:59:58")
+    assert row["created_date"].startswith("2017-12-31T23:59:58") or row["created_date"].startswith(
+        "2017-12-31 23:59:58"
+    )
     manifest = published.latest(settings, TABLE)
     assert manifest is not None and manifest.rows == 9999
     assert pd.read_parquet(manifest.path).shape[0] == 9999
@@ -101,9 +105,16 @@ def _bad_status(frame: pd.DataFrame) -> pd.DataFrame:
         (_missing_column, ["Status"]),
         (_bad_status, ["status", "Lost", "10", "20"]),
     ],
-    ids=["duplicate-primary-key", "wrong-type-at-row", "missing-column", "value-outside-observed-set"],
+    ids=[
+        "duplicate-primary-key",
+        "wrong-type-at-row",
+        "missing-column",
+        "value-outside-observed-set",
+    ],
 )
-def test_bad_content_is_rejected_and_live_version_kept(live, datasette_server, tmp_path, mutate, must_mention) -> None:
+def test_bad_content_is_rejected_and_live_version_kept(
+    live, datasette_server, tmp_path, mutate, must_mention
+) -> None:
     settings, _ = live
     before = _live_state(datasette_server)
     outcome = run_dataset(settings, TABLE, _write_variant(tmp_path, mutate))
@@ -127,15 +138,22 @@ def _raw_bytes_variant(tmp_path: Path, data: bytes) -> Path:
     ("make_bytes", "must_mention"),
     [
         (lambda raw: b"", ["empty"]),
-        (lambda raw: raw.replace(b"GREATER ECHO PARK", b"GREATER \xc9CHO PARK", 1), ["utf-8", "line 2"]),
+        (
+            lambda raw: raw.replace(b"GREATER ECHO PARK", b"GREATER \xc9CHO PARK", 1),
+            ["utf-8", "line 2"],
+        ),
         (lambda raw: raw.rstrip(b"\n")[:-200], ["malformed", "line 10000"]),
     ],
     ids=["empty-file", "non-utf8", "truncated-last-line"],
 )
-def test_unreadable_files_are_rejected_with_location(live, datasette_server, tmp_path, make_bytes, must_mention) -> None:
+def test_unreadable_files_are_rejected_with_location(
+    live, datasette_server, tmp_path, make_bytes, must_mention
+) -> None:
     settings, _ = live
     before = _live_state(datasette_server)
-    outcome = run_dataset(settings, TABLE, _raw_bytes_variant(tmp_path, make_bytes(CSV.read_bytes())))
+    outcome = run_dataset(
+        settings, TABLE, _raw_bytes_variant(tmp_path, make_bytes(CSV.read_bytes()))
+    )
     assert outcome.outcome == "rejected"
     for word in must_mention:
         assert word in outcome.reason
@@ -147,7 +165,9 @@ def test_suite_that_does_not_parse_fails_naming_the_file(live, datasette_server,
     project = tmp_path / "project"
     (project / "datasets").mkdir(parents=True)
     (project / "expectations").mkdir()
-    (project / "datasets" / f"{TABLE}.yaml").write_text((PROJECT / "datasets" / f"{TABLE}.yaml").read_text())
+    (project / "datasets" / f"{TABLE}.yaml").write_text(
+        (PROJECT / "datasets" / f"{TABLE}.yaml").read_text()
+    )
     bad_suite = project / "expectations" / f"{TABLE}.json"
     bad_suite.write_text('{"name": "la311_service_requests", "expectations": [')
     (project / "pyproject.toml").write_text("")

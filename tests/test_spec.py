@@ -64,7 +64,9 @@ def _variant(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_unknown_key_is_named_with_file_and_line(tmp_path: Path) -> None:
-    path = _variant(tmp_path, "update_frequency: daily", "update_frequency: daily\nrefresh_every: hour")
+    path = _variant(
+        tmp_path, "update_frequency: daily", "update_frequency: daily\nrefresh_every: hour"
+    )
     with pytest.raises(SpecError) as err:
         load_dataset(path)
     (problem,) = err.value.problems
@@ -74,13 +76,17 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_typo_in_field_type_names_the_field(tmp_path: Path) -> None:
-    path = _variant(tmp_path, "source: CreatedDate, type: datetime", "source: CreatedDate, type: datetme")
+    path = _variant(
+        tmp_path, "source: CreatedDate, type: datetime", "source: CreatedDate, type: datetme"
+    )
     with pytest.raises(SpecError) as err:
         load_dataset(path)
     (problem,) = err.value.problems
     assert problem.key == "fields.1.type"
     assert "datetme" in problem.message
-    assert problem.line == next(i for i, line in enumerate(BASE.splitlines(), 1) if "CreatedDate" in line)
+    assert problem.line == next(
+        i for i, line in enumerate(BASE.splitlines(), 1) if "CreatedDate" in line
+    )
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:

@@ -108,9 +108,14 @@ class Ledger:
             raise ValueError(f"unknown outcome {run.outcome!r}")
         placeholders = ", ".join(f":{c}" for c in _COLUMNS)
         with self._connect() as db:
-            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _to_row(run))
+            db.execute(
+                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                _to_row(run),
+            )
 
-    def runs(self, dataset_id: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[RunRecord]:
+    def runs(
+        self, dataset_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
         """Runs, newest first, optionally for one dataset and since a time."""
         sql = "SELECT * FROM runs WHERE 1=1"
         params: list[object] = []

@@ -102,9 +102,18 @@ def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None
 # -- stages: plain functions, each testable alone --------------------------------
 
 
-def extract_stage(spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None) -> Extract:
+def extract_stage(
+    spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None
+) -> Extract:
     ext = extract(spec, settings, run_id, source_path)
-    log.info("%s: extracted %s rows from %s (sha256 %s…), raw copy %s", spec.id, f"{ext.rows:,}", ext.raw_path.name, ext.sha256[:12], ext.raw_path)
+    log.info(
+        "%s: extracted %s rows from %s (sha256 %s…), raw copy %s",
+        spec.id,
+        f"{ext.rows:,}",
+        ext.raw_path.name,
+        ext.sha256[:12],
+        ext.raw_path,
+    )
     return ext
 
 
@@ -130,7 +139,13 @@ def protect_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, ru
     return result
 
 
-def publish_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, run_id: str, column_notes: dict[str, str]) -> PublishResult:
+def publish_stage(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    settings: Settings,
+    run_id: str,
+    column_notes: dict[str, str],
+) -> PublishResult:
     portal = get_portal(spec.portal.kind, settings)
     version = published.content_version(frame)
     result = portal.publish(
@@ -145,7 +160,14 @@ def publish_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, ru
     if result.changed or published.latest(settings, spec.id) is None:
         published.write_version(settings, spec.id, frame, version, run_id)
     verb = "published" if result.changed else "unchanged (portal already holds this version)"
-    log.info("%s: %s: %s rows, version %s… at %s", spec.id, verb, f"{result.rows:,}", version[:12], result.url)
+    log.info(
+        "%s: %s: %s rows, version %s… at %s",
+        spec.id,
+        verb,
+        f"{result.rows:,}",
+        version[:12],
+        result.url,
+    )
     return result
 
 
@@ -186,9 +208,11 @@ def run_dataset(
     started = datetime.now(UTC)
     report_path, privacy_path = report_paths(settings, spec.id, run_id)
     stats: dict[str, Any] = {}
-    paths: dict[str, str | None] = {"report_path": None, "privacy_report_path": None}
+    paths: dict[str, Any] = {"report_path": None, "privacy_report_path": None}
 
-    def finish(outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any) -> RunOutcome:
+    def finish(
+        outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any
+    ) -> RunOutcome:
         record = RunRecord(
             dataset_id=spec.id,
             run_id=run_id,
@@ -217,7 +241,18 @@ def run_dataset(
             ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
         except (ExtractError, TransformError) as exc:
             report_path.parent.mkdir(parents=True, exist_ok=True)
-            report_path.write_text(json.dumps({"dataset_id": spec.id, "run_id": run_id, "passed": False, "stage": "extract", "error": str(exc)}, indent=2))
+            report_path.write_text(
+                json.dumps(
+                    {
+                        "dataset_id": spec.id,
+                        "run_id": run_id,
+                        "passed": False,
+                        "stage": "extract",
+                        "error": str(exc),
+                    },
+                    indent=2,
+                )
+            )
             paths["report_path"] = str(report_path)
             log.error("%s: REJECTED at extract: %s", spec.id, exc)
             return finish("rejected", f"extract: {exc}")
@@ -235,13 +270,25 @@ def run_dataset(
         if protected.report.blocked:
             return finish("rejected", f"privacy: {protected.report.summary()}")
 
-        result = wrap("publish", publish_stage)(spec, protected.frame, settings, run_id, protected.report.metadata_notes())
+        result = wrap("publish", publish_stage)(
+            spec, protected.frame, settings, run_id, protected.report.metadata_notes()
+        )
         stats["rows_out"] = result.rows
         outcome: Outcome = "published" if result.changed else "unchanged"
-        reason = "published a new version" if result.changed else "portal already holds this exact version"
+        reason = (
+            "published a new version"
+            if result.changed
+            else "portal already holds this exact version"
+        )
         return finish(outcome, reason, portal_version=result.version, result=result)
     except Exception as exc:
-        kind = "portal" if isinstance(exc, PortalError) else "spec" if isinstance(exc, SpecError) else type(exc).__name__
+        kind = (
+            "portal"
+            if isinstance(exc, PortalError)
+            else "spec"
+            if isinstance(exc, SpecError)
+            else type(exc).__name__
+        )
         log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
         log.debug("%s", traceback.format_exc())
         finish("failed", f"{kind}: {exc}")

@@ -70,7 +70,9 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_version(settings: Settings, dataset_id: str, frame: pd.DataFrame, version: str, run_id: str) -> Manifest:
+def write_version(
+    settings: Settings, dataset_id: str, frame: pd.DataFrame, version: str, run_id: str
+) -> Manifest:
     """Write the published table as Parquet with its manifest; make it the latest."""
     folder = _dir(settings, dataset_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,5 +112,7 @@ def versions(settings: Settings, dataset_id: str) -> list[Manifest]:
     folder = _dir(settings, dataset_id)
     if not folder.is_dir():
         return []
-    found = [_read_manifest(folder, p.name) for p in folder.glob("*.json") if p.name != "latest.json"]
+    found = [
+        _read_manifest(folder, p.name) for p in folder.glob("*.json") if p.name != "latest.json"
+    ]
     return sorted(found, key=lambda m: (m.published_at, m.run_id))

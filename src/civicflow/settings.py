@@ -73,9 +73,15 @@ def load_settings(project_dir: Path | None = None) -> Settings:
     """Settings from the environment, with the project found from the working directory."""
     env = dict(os.environ)
     if project_dir is None:
-        project_dir = Path(env["CIVICFLOW_PROJECT_DIR"]) if env.get("CIVICFLOW_PROJECT_DIR") else _find_project_dir(Path.cwd())
+        project_dir = (
+            Path(env["CIVICFLOW_PROJECT_DIR"])
+            if env.get("CIVICFLOW_PROJECT_DIR")
+            else _find_project_dir(Path.cwd())
+        )
     project_dir = project_dir.resolve()
-    var_dir = Path(env["CIVICFLOW_VAR_DIR"]) if env.get("CIVICFLOW_VAR_DIR") else project_dir / "var"
+    var_dir = (
+        Path(env["CIVICFLOW_VAR_DIR"]) if env.get("CIVICFLOW_VAR_DIR") else project_dir / "var"
+    )
     return Settings(
         project_dir=project_dir,
         var_dir=var_dir.resolve(),

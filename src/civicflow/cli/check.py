@@ -28,7 +28,13 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
         suites_used.add(spec.suite_name)
         suite_path = settings.expectations_dir / f"{spec.suite_name}.json"
         if not suite_path.is_file():
-            problems.append(SpecProblem(path, "expectation_suite", f"no suite file {suite_path.relative_to(settings.project_dir)}"))
+            problems.append(
+                SpecProblem(
+                    path,
+                    "expectation_suite",
+                    f"no suite file {suite_path.relative_to(settings.project_dir)}",
+                )
+            )
         if "{var}" not in spec.source.path and not resolve_source_path(spec, settings).is_file():
             problems.append(SpecProblem(path, "source.path", f"file not found: {spec.source.path}"))
     for suite_path in sorted(settings.expectations_dir.glob("*.json")):
@@ -37,11 +43,9 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
             load_suite(suite_path)
         except SpecError as exc:
             problems.extend(exc.problems)
-    try:
-        from civicflow.metrics import check_files
-    except ImportError:
-        check_files = None
-    if check_files is not None:
+    from civicflow.metrics import check_files
+
+    if settings.metrics_dir.is_dir():
         counts["metrics"] = sum(1 for p in settings.metrics_dir.rglob("*.yaml"))
         problems.extend(check_files(settings))
     return problems, counts
@@ -60,4 +64,6 @@ def register(app: typer.Typer) -> None:
             print_problems(problems)
             typer.echo(f"{len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_USAGE)
-        typer.echo(f"ok: {counts['datasets']} dataset specs, {counts['suites']} suites, {counts['metrics']} metric files")
+        typer.echo(
+            f"ok: {counts['datasets']} dataset specs, {counts['suites']} suites, {counts['metrics']} metric files"
+        )

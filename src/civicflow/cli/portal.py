@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(portal_app, name="portal")
 
     @portal_app.command("serve")
-    def serve(port: int = typer.Option(8001, "--port", help="Port to listen on (127.0.0.1).")) -> None:
+    def serve(
+        port: int = typer.Option(8001, "--port", help="Port to listen on (127.0.0.1)."),
+    ) -> None:
         """Serve var/portal.db with the write API enabled for the publisher token, until Ctrl-C."""
         import signal
 

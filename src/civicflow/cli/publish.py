@@ -22,9 +22,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def publish(
-        dataset_ids: list[str] = typer.Argument(None, help="Dataset ids (file names in datasets/ without .yaml).", show_default=False),
-        all_: bool = typer.Option(False, "--all", help="Publish every dataset no other flow produces."),
-        source: Path | None = typer.Option(None, "--source", help="Publish from this file instead of the spec's source.path (one dataset only)."),
+        dataset_ids: list[str] = typer.Argument(
+            None, help="Dataset ids (file names in datasets/ without .yaml).", show_default=False
+        ),
+        all_: bool = typer.Option(
+            False, "--all", help="Publish every dataset no other flow produces."
+        ),
+        source: Path | None = typer.Option(
+            None,
+            "--source",
+            help="Publish from this file instead of the spec's source.path (one dataset only).",
+        ),
     ) -> None:
         """Extract, validate, protect and publish datasets to the portal.
 
@@ -43,7 +51,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{source}: no such file", err=True)
             raise typer.Exit(EXIT_USAGE)
         try:
-            specs = list(load_all(settings.datasets_dir).values()) if all_ else [find_dataset(settings.datasets_dir, i) for i in ids]
+            specs = (
+                list(load_all(settings.datasets_dir).values())
+                if all_
+                else [find_dataset(settings.datasets_dir, i) for i in ids]
+            )
             from civicflow.quality import load_suite
 
             # A suite that does not parse is a bad spec (exit 2), caught before any run.
@@ -58,12 +70,22 @@ def register(app: typer.Typer) -> None:
         summaries: list[dict[str, Any]] = []
         if all_:
             result = publish_all(return_state=True).result(raise_on_failure=False)
-            summaries = result if isinstance(result, list) else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+            summaries = (
+                result
+                if isinstance(result, list)
+                else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+            )
         else:
             for dataset_id in ids:
-                state = publish_dataset(dataset_id, str(source) if source else None, return_state=True)
+                state = publish_dataset(
+                    dataset_id, str(source) if source else None, return_state=True
+                )
                 result = state.result(raise_on_failure=False)
-                summaries.append(result if isinstance(result, dict) else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)})
+                summaries.append(
+                    result
+                    if isinstance(result, dict)
+                    else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)}
+                )
         for summary in summaries:
             _print_summary(summary)
         ok = all(s["outcome"] in ("published", "unchanged") for s in summaries)

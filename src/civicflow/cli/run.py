@@ -49,7 +49,9 @@ def _ensure_dev_hash_key(settings: Settings) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
-        serve: bool = typer.Option(True, "--serve/--no-serve", help="Keep the portal running after the job."),
+        serve: bool = typer.Option(
+            True, "--serve/--no-serve", help="Keep the portal running after the job."
+        ),
         port: int = typer.Option(8001, "--port", help="Portal port."),
     ) -> None:
         """Start the portal, publish all datasets, build the scorecard; then serve."""
@@ -78,23 +80,29 @@ def register(app: typer.Typer) -> None:
             from flows.publish import publish_all
 
             result = publish_all(return_state=True).result(raise_on_failure=False)
-            summaries = result if isinstance(result, list) else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+            summaries = (
+                result
+                if isinstance(result, list)
+                else [{"dataset_id": "(all)", "outcome": "failed", "reason": str(result)}]
+            )
             typer.echo("\npublish:")
             _print_outcomes(summaries)
             if not all(s["outcome"] in ("published", "unchanged") for s in summaries):
                 code = EXIT_REJECTED
-            try:
-                from flows.scorecard import scorecard
-            except ModuleNotFoundError:
-                scorecard = None
-            if scorecard is not None:
-                card = scorecard(return_state=True)
-                typer.echo(f"\nscorecard: {url}/scorecard/  ({settings.site_dir / 'scorecard' / 'index.html'})")
-                if not card.is_completed():
-                    typer.echo(f"  scorecard failed: {card.message}", err=True)
-                    code = EXIT_REJECTED
+            from flows.scorecard import scorecard
+
+            # The scorecard reads what was just published.
+            card = scorecard(return_state=True)
+            typer.echo(
+                f"\nscorecard: {url}/scorecard/  ({settings.site_dir / 'scorecard' / 'index.html'})"
+            )
+            if not card.is_completed():
+                typer.echo(f"  scorecard failed: {card.message}", err=True)
+                code = EXIT_REJECTED
             typer.echo(f"\nportal: {url}/{settings.portal_database}")
-            typer.echo(f"reports: {settings.reports_dir}/<dataset>/<run-id>.json   runs: civicflow runs")
+            typer.echo(
+                f"reports: {settings.reports_dir}/<dataset>/<run-id>.json   runs: civicflow runs"
+            )
             if serve and proc is not None:
                 typer.echo("serving; Ctrl-C to stop")
                 proc.wait()

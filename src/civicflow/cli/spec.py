@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
 
     @spec_app.command("schema")
     def write_schema(
-        write: bool = typer.Option(False, "--write", help="Write datasets/spec.schema.json instead of printing."),
+        write: bool = typer.Option(
+            False, "--write", help="Write datasets/spec.schema.json instead of printing."
+        ),
     ) -> None:
         """Print (or write) the JSON Schema of dataset specs."""
         if not write:

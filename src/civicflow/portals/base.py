@@ -108,7 +108,9 @@ def get_portal(kind: str, settings: Settings) -> Portal:
     try:
         factory = _REGISTRY[kind]
     except KeyError:
-        raise PortalError(f"no portal kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})") from None
+        raise PortalError(
+            f"no portal kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})"
+        ) from None
     return factory(settings)
 
 

@@ -8,24 +8,37 @@ from __future__ import annotations
 
 import hashlib
 import os
-
 from pathlib import Path
 
 from civicflow.settings import Settings
 from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
-from civicflow.sources.base import Extract, ExtractError, Source, get_source, register_source, registered_sources
+from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
+from civicflow.sources.base import (
+    Extract,
+    ExtractError,
+    Source,
+    get_source,
+    register_source,
+    registered_sources,
+)
 from civicflow.sources.cast import cast_frame
 from civicflow.spec.models import DatasetSpec
 
-try:  # registers "geojson" once that module exists
-    from civicflow.sources import geojson as _geojson  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+__all__ = [
+    "Extract",
+    "ExtractError",
+    "Source",
+    "extract",
+    "get_source",
+    "register_source",
+    "registered_sources",
+    "resolve_source_path",
+]
 
-__all__ = ["Extract", "ExtractError", "Source", "extract", "get_source", "register_source", "registered_sources", "resolve_source_path"]
 
-
-def resolve_source_path(spec: DatasetSpec, settings: Settings, override: Path | str | None = None) -> Path:
+def resolve_source_path(
+    spec: DatasetSpec, settings: Settings, override: Path | str | None = None
+) -> Path:
     """The input file: an explicit override, or the spec's path (``{var}`` = the var folder)."""
     if override is not None:
         return Path(override).resolve()
@@ -48,7 +61,9 @@ def _copy_immutable(src: Path, dest: Path) -> str:
     return digest.hexdigest()
 
 
-def extract(spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None = None) -> Extract:
+def extract(
+    spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None = None
+) -> Extract:
     """Copy the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms."""
     src = resolve_source_path(spec, settings, source_path)
     if not src.is_file():
@@ -62,6 +77,6 @@ def extract(spec: DatasetSpec, settings: Settings, run_id: str, source_path: Pat
         from civicflow.sources.transforms import apply_transforms
 
         frame = apply_transforms(spec, frame)
-    return Extract(dataset_id=spec.id, run_id=run_id, raw_path=raw_path, sha256=sha256, raw=raw, frame=frame)
-
-
+    return Extract(
+        dataset_id=spec.id, run_id=run_id, raw_path=raw_path, sha256=sha256, raw=raw, frame=frame
+    )

@@ -41,7 +41,7 @@ _REGISTRY: dict[str, Source] = {}
 
 def register_source(kind: str) -> Callable[[type], type]:
     def decorate(cls: type) -> type:
-        cls.kind = kind
+        cls.kind = kind  # type: ignore[attr-defined]
         _REGISTRY[kind] = cls()
         return cls
 
@@ -52,7 +52,9 @@ def get_source(kind: str) -> Source:
     try:
         return _REGISTRY[kind]
     except KeyError:
-        raise ExtractError(f"no source kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})") from None
+        raise ExtractError(
+            f"no source kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})"
+        ) from None
 
 
 def registered_sources() -> list[str]:

@@ -32,7 +32,9 @@ def _parse_timestamps(values: pa.ChunkedArray, formats: list[str]) -> pa.Chunked
     return parsed[0] if len(parsed) == 1 else pc.coalesce(*parsed)
 
 
-def cast_column(values: pa.ChunkedArray, field: FieldSpec, default_formats: list[str]) -> pa.ChunkedArray:
+def cast_column(
+    values: pa.ChunkedArray, field: FieldSpec, default_formats: list[str]
+) -> pa.ChunkedArray:
     kind = field.type
     if kind == "string":
         return values
@@ -65,7 +67,11 @@ def cast_frame(spec: DatasetSpec, raw: pa.Table) -> pd.DataFrame:
     Fields whose source column is missing come out all-null (the structure check
     reports the missing column; casting does not fail on it).
     """
-    formats = spec.source.timestamp_formats if isinstance(spec.source, CsvSource) else DEFAULT_TIMESTAMP_FORMATS
+    formats = (
+        spec.source.timestamp_formats
+        if isinstance(spec.source, CsvSource)
+        else DEFAULT_TIMESTAMP_FORMATS
+    )
     columns: dict[str, pa.ChunkedArray] = {}
     for field in spec.fields:
         if field.source_name in raw.column_names:

@@ -39,7 +39,9 @@ def check_encoding(path: Path, encoding: str) -> None:
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise ExtractError(f"{path}: not valid {encoding} text: file ends inside a multi-byte character (line {line})") from None
+            raise ExtractError(
+                f"{path}: not valid {encoding} text: file ends inside a multi-byte character (line {line})"
+            ) from None
 
 
 def read_header(path: Path, source: CsvSource) -> list[str]:
@@ -89,8 +91,14 @@ class CsvReader:
         try:
             table = pacsv.read_csv(
                 raw_path,
-                read_options=pacsv.ReadOptions(encoding=source.encoding, column_names=header, skip_rows=1, block_size=8 << 20),
-                parse_options=pacsv.ParseOptions(delimiter=source.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row),
+                read_options=pacsv.ReadOptions(
+                    encoding=source.encoding, column_names=header, skip_rows=1, block_size=8 << 20
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=source.delimiter,
+                    newlines_in_values=True,
+                    invalid_row_handler=on_invalid_row,
+                ),
                 convert_options=pacsv.ConvertOptions(
                     column_types={h: pa.string() for h in header},
                     null_values=source.null_values,
@@ -105,8 +113,12 @@ class CsvReader:
                 f"line {_locate(raw_path, row, source.encoding)}: expected {row.expected_columns} columns, got {row.actual_columns}"
                 for row in ragged[:5]
             ]
-            shown = "; ".join(described) + (f"; and {len(ragged) - 5} more" if len(ragged) > 5 else "")
-            raise ExtractError(f"{raw_path}: {len(ragged)} malformed row(s) (truncated or extra fields): {shown}")
+            shown = "; ".join(described) + (
+                f"; and {len(ragged) - 5} more" if len(ragged) > 5 else ""
+            )
+            raise ExtractError(
+                f"{raw_path}: {len(ragged)} malformed row(s) (truncated or extra fields): {shown}"
+            )
         if table.num_rows == 0:
             raise ExtractError(f"{raw_path}: has a header but no data rows")
         return table

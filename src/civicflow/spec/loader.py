@@ -43,14 +43,18 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from exc
+        raise SpecError(
+            [SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from exc
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError([SpecProblem(path, "", f"YAML does not parse: {getattr(exc, 'problem', exc)}", line)]) from exc
+        raise SpecError(
+            [SpecProblem(path, "", f"YAML does not parse: {getattr(exc, 'problem', exc)}", line)]
+        ) from exc
     lines = _line_index(node) if node is not None else {}
     return data, lines
 
@@ -58,7 +62,13 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
 def validate_model(model: type[M], data: Any, path: Path, lines: dict[tuple[Any, ...], int]) -> M:
     """Validate parsed YAML into ``model``; every error names file, line and dotted key."""
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(path, "", f"expected a mapping at the top level, got {type(data).__name__}")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path, "", f"expected a mapping at the top level, got {type(data).__name__}"
+                )
+            ]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -85,7 +95,16 @@ def load_dataset(path: Path) -> DatasetSpec:
     spec = load_model(DatasetSpec, path)
     if spec.id != path.stem:
         data, lines = read_yaml(path)
-        raise SpecError([SpecProblem(path, "id", f"id {spec.id!r} must match the file name {path.stem!r}", lines.get(("id",)))])
+        raise SpecError(
+            [
+                SpecProblem(
+                    path,
+                    "id",
+                    f"id {spec.id!r} must match the file name {path.stem!r}",
+                    lines.get(("id",)),
+                )
+            ]
+        )
     return spec
 
 

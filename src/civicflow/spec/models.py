@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,10 +60,14 @@ class Semantic(StrEnum):
 class Constraints(StrictModel):
     """Table Schema constraints checked on every row by the structure check."""
 
-    enum: list[str | int | float] | None = Field(None, description="Allowed values; anything else is a constraint error.")
+    enum: list[str | int | float] | None = Field(
+        None, description="Allowed values; anything else is a constraint error."
+    )
     minimum: float | None = Field(None, description="Smallest allowed value (numbers, integers).")
     maximum: float | None = Field(None, description="Largest allowed value (numbers, integers).")
-    pattern: str | None = Field(None, description="Regular expression every non-empty value must fully match.")
+    pattern: str | None = Field(
+        None, description="Regular expression every non-empty value must fully match."
+    )
     min_length: int | None = Field(None, ge=0, description="Shortest allowed string length.")
     max_length: int | None = Field(None, ge=0, description="Longest allowed string length.")
     unique: bool = Field(False, description="Every non-empty value must be distinct.")
@@ -86,56 +90,125 @@ GeneraliseMethod = Literal["hundred_block", "round", "grid", "truncate", "age_ba
 class PrivacyRule(StrictModel):
     """A privacy rule applied to one column after validation and before publishing."""
 
-    rule: PrivacyRuleName = Field(description="drop: never leaves the extract; hash: keyed HMAC-SHA256; generalise: coarsen; redact: replace PII found in free text.")
-    reason: str = Field(min_length=3, description="Why this rule was chosen, in a steward's words (shown in the privacy report).")
-    method: GeneraliseMethod | None = Field(None, description="For generalise: hundred_block, round, grid, truncate, age_band or zip5.")
-    decimals: int | None = Field(None, ge=0, le=10, description="For generalise/round: decimals kept on coordinates (0-10, like a field's precision).")
-    grid_size: float | None = Field(None, gt=0, description="For generalise/grid: snap coordinates to a grid of this many degrees.")
-    truncate_to: Literal["day", "hour", "month"] | None = Field(None, description="For generalise/truncate: the timestamp unit kept.")
-    band_width: int | None = Field(None, gt=0, description="For generalise/age_band: width of each age band in years.")
-    detectors: list[str] | None = Field(None, description="For redact: which detectors to apply (default: all of them).")
-    redact_values_of: list[str] = Field(default_factory=list, description="For redact: other fields (usually dropped ones, e.g. a complainant's name) whose value in the same row is also replaced wherever it appears in this text, whole and word by word.")
+    rule: PrivacyRuleName = Field(
+        description="drop: never leaves the extract; hash: keyed HMAC-SHA256; generalise: coarsen; redact: replace PII found in free text."
+    )
+    reason: str = Field(
+        min_length=3,
+        description="Why this rule was chosen, in a steward's words (shown in the privacy report).",
+    )
+    method: GeneraliseMethod | None = Field(
+        None, description="For generalise: hundred_block, round, grid, truncate, age_band or zip5."
+    )
+    decimals: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="For generalise/round: decimals kept on coordinates (0-10, like a field's precision).",
+    )
+    grid_size: float | None = Field(
+        None,
+        gt=0,
+        description="For generalise/grid: snap coordinates to a grid of this many degrees.",
+    )
+    truncate_to: Literal["day", "hour", "month"] | None = Field(
+        None, description="For generalise/truncate: the timestamp unit kept."
+    )
+    band_width: int | None = Field(
+        None, gt=0, description="For generalise/age_band: width of each age band in years."
+    )
+    detectors: list[str] | None = Field(
+        None, description="For redact: which detectors to apply (default: all of them)."
+    )
+    redact_values_of: list[str] = Field(
+        default_factory=list,
+        description="For redact: other fields (usually dropped ones, e.g. a complainant's name) whose value in the same row is also replaced wherever it appears in this text, whole and word by word.",
+    )
 
     @model_validator(mode="after")
     def _method_matches_rule(self) -> PrivacyRule:
         if self.rule == "generalise" and self.method is None:
-            raise ValueError("generalise needs a method (hundred_block, round, grid, truncate, age_band, zip5)")
+            raise ValueError(
+                "generalise needs a method (hundred_block, round, grid, truncate, age_band, zip5)"
+            )
         if self.rule != "generalise" and self.method is not None:
             raise ValueError(f"method only applies to generalise, not {self.rule}")
         # Each generalise method needs its own parameter; a missing one would silently do nothing.
-        needs = {"round": "decimals", "grid": "grid_size", "truncate": "truncate_to", "age_band": "band_width"}
+        needs = {
+            "round": "decimals",
+            "grid": "grid_size",
+            "truncate": "truncate_to",
+            "age_band": "band_width",
+        }
         if self.method in needs and getattr(self, needs[self.method]) is None:
             raise ValueError(f"generalise/{self.method} needs {needs[self.method]}")
-        for key, value in (("decimals", self.decimals), ("grid_size", self.grid_size), ("truncate_to", self.truncate_to), ("band_width", self.band_width)):
+        for key, value in (
+            ("decimals", self.decimals),
+            ("grid_size", self.grid_size),
+            ("truncate_to", self.truncate_to),
+            ("band_width", self.band_width),
+        ):
             if value is not None and needs.get(self.method or "") != key:
-                raise ValueError(f"{key} only applies to generalise/{[m for m, k in needs.items() if k == key][0]}")
+                raise ValueError(
+                    f"{key} only applies to generalise/{[m for m, k in needs.items() if k == key][0]}"
+                )
         if self.rule != "redact" and (self.detectors is not None or self.redact_values_of):
-            raise ValueError(f"detectors and redact_values_of only apply to redact, not {self.rule}")
+            raise ValueError(
+                f"detectors and redact_values_of only apply to redact, not {self.rule}"
+            )
         return self
 
 
 class PiiAllowance(StrictModel):
     """A written exception: this column may carry what one scan detector finds."""
 
-    detector: str = Field(description="Name of the PII detector whose findings are allowed in this column.")
-    reason: str = Field(min_length=10, description="Why publishing this is acceptable; shown in the report and the published metadata.")
+    detector: str = Field(
+        description="Name of the PII detector whose findings are allowed in this column."
+    )
+    reason: str = Field(
+        min_length=10,
+        description="Why publishing this is acceptable; shown in the report and the published metadata.",
+    )
 
 
 class FieldSpec(StrictModel):
     """One column of the published dataset."""
 
     name: str = Field(description="Column name on the portal (snake_case).")
-    source: str | None = Field(None, description="Header of the column in the source file, if it differs from name (a rename).")
+    source: str | None = Field(
+        None,
+        description="Header of the column in the source file, if it differs from name (a rename).",
+    )
     type: FieldType = Field(description="Declared type; values that do not parse are type errors.")
-    description: str = Field(min_length=3, description="What the column means, for the data dictionary.")
-    nullable: bool = Field(True, description="Whether empty values are allowed (false makes the column required).")
-    formats: list[str] | None = Field(None, description="strptime formats for date/datetime values, tried in order (default: the source's timestamp_formats).")
-    constraints: Constraints | None = Field(None, description="Table Schema constraints on the values.")
+    description: str = Field(
+        min_length=3, description="What the column means, for the data dictionary."
+    )
+    nullable: bool = Field(
+        True, description="Whether empty values are allowed (false makes the column required)."
+    )
+    formats: list[str] | None = Field(
+        None,
+        description="strptime formats for date/datetime values, tried in order (default: the source's timestamp_formats).",
+    )
+    constraints: Constraints | None = Field(
+        None, description="Table Schema constraints on the values."
+    )
     unit: str | None = Field(None, description="Unit of measure, for the data dictionary.")
-    semantic: Semantic | None = Field(None, description="What the column holds, declared so the PII scan knows it is expected (address, latitude, ...).")
-    precision: int | None = Field(None, ge=0, le=10, description="For coordinate columns: decimals the published values may carry.")
+    semantic: Semantic | None = Field(
+        None,
+        description="What the column holds, declared so the PII scan knows it is expected (address, latitude, ...).",
+    )
+    precision: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="For coordinate columns: decimals the published values may carry.",
+    )
     privacy: PrivacyRule | None = Field(None, description="Privacy rule applied before publishing.")
-    pii_allow: list[PiiAllowance] = Field(default_factory=list, description="Scan findings allowed in this column, each with a reason.")
+    pii_allow: list[PiiAllowance] = Field(
+        default_factory=list,
+        description="Scan findings allowed in this column, each with a reason.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -154,13 +227,22 @@ class CsvSource(StrictModel):
 
     kind: Literal["csv"] = Field(description="Source kind.")
     path: str = Field(description="Path of the file, relative to the project folder.")
-    encoding: str = Field("utf-8", description="Text encoding of the file; anything that does not decode is rejected.")
+    encoding: str = Field(
+        "utf-8", description="Text encoding of the file; anything that does not decode is rejected."
+    )
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
     timestamp_formats: list[str] = Field(
-        default_factory=lambda: ["%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
+        default_factory=lambda: [
+            "%m/%d/%Y %I:%M:%S %p",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%d",
+        ],
         description="strptime formats tried for date/datetime fields that give none of their own.",
     )
-    null_values: list[str] = Field(default_factory=lambda: [""], description="Strings read as null.")
+    null_values: list[str] = Field(
+        default_factory=lambda: [""], description="Strings read as null."
+    )
 
 
 class GeoJsonSource(StrictModel):
@@ -168,7 +250,10 @@ class GeoJsonSource(StrictModel):
 
     kind: Literal["geojson"] = Field(description="Source kind.")
     path: str = Field(description="Path of the file, relative to the project folder.")
-    geometry: Literal["drop", "wkt", "centroid"] = Field("centroid", description="How geometry is published: dropped, as WKT text, or as centroid latitude/longitude columns.")
+    geometry: Literal["drop", "wkt", "centroid"] = Field(
+        "centroid",
+        description="How geometry is published: dropped, as WKT text, or as centroid latitude/longitude columns.",
+    )
 
 
 SourceSpec = Annotated[CsvSource | GeoJsonSource, Field(discriminator="kind")]
@@ -180,8 +265,12 @@ class ReprojectTransform(StrictModel):
     kind: Literal["reproject"] = Field(description="Transform kind.")
     x_field: str = Field(description="Field holding the easting (x), replaced by longitude.")
     y_field: str = Field(description="Field holding the northing (y), replaced by latitude.")
-    source_crs: str = Field(description="CRS of the input, e.g. EPSG:2229 (California zone V, US feet).")
-    missing_values: list[float] = Field(default_factory=list, description="Sentinel values that mean no coordinate (become null).")
+    source_crs: str = Field(
+        description="CRS of the input, e.g. EPSG:2229 (California zone V, US feet)."
+    )
+    missing_values: list[float] = Field(
+        default_factory=list, description="Sentinel values that mean no coordinate (become null)."
+    )
 
 
 TransformSpec = Annotated[ReprojectTransform, Field(discriminator="kind")]
@@ -191,14 +280,18 @@ class Steward(StrictModel):
     """The person who answers for a dataset."""
 
     name: str = Field(description="Steward's name or role.")
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Contact email shown on the portal.")
+    email: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Contact email shown on the portal."
+    )
 
 
 class PortalTarget(StrictModel):
     """Where the dataset is published."""
 
     kind: str = Field("datasette", description="Registered portal kind (datasette, socrata, ...).")
-    table: str | None = Field(None, description="Table or dataset name on the portal (default: the dataset id).")
+    table: str | None = Field(
+        None, description="Table or dataset name on the portal (default: the dataset id)."
+    )
 
 
 class PrivacyReview(StrictModel):
@@ -213,8 +306,13 @@ class DatasetPrivacy(StrictModel):
     """Dataset-level privacy settings."""
 
     review: PrivacyReview | None = Field(None, description="The privacy review behind this spec.")
-    small_count_columns: list[str] = Field(default_factory=list, description="Count columns of an aggregate output to suppress below the threshold.")
-    small_count_threshold: int = Field(11, ge=1, description="Counts below this are published as suppressed.")
+    small_count_columns: list[str] = Field(
+        default_factory=list,
+        description="Count columns of an aggregate output to suppress below the threshold.",
+    )
+    small_count_threshold: int = Field(
+        11, ge=1, description="Counts below this are published as suppressed."
+    )
 
 
 class DatasetSpec(StrictModel):
@@ -222,23 +320,45 @@ class DatasetSpec(StrictModel):
 
     id: str = Field(description="snake_case identifier; also the portal table name.")
     title: str = Field(min_length=3, description="Human title shown on the portal.")
-    description: str = Field(min_length=10, description="What the dataset holds and how it is collected.")
+    description: str = Field(
+        min_length=10, description="What the dataset holds and how it is collected."
+    )
     department: str = Field(description="Owning department.")
     steward: Steward = Field(description="Who answers questions about the data.")
     license: str = Field(description="SPDX license identifier, e.g. CC0-1.0.")
     update_frequency: UpdateFrequency = Field(description="How often the dataset is refreshed.")
     category: str = Field(description="Portal category (e.g. Service Requests, Transportation).")
     tags: list[str] = Field(default_factory=list, description="Keywords for search on the portal.")
-    provenance: str | None = Field(None, description="Where the data came from (system, export, licence facts).")
-    access_level: Literal["public", "restricted public", "non-public"] = Field("public", description="DCAT-US access level.")
+    provenance: str | None = Field(
+        None, description="Where the data came from (system, export, licence facts)."
+    )
+    access_level: Literal["public", "restricted public", "non-public"] = Field(
+        "public", description="DCAT-US access level."
+    )
     source: SourceSpec = Field(description="How to extract the data.")
-    transforms: list[TransformSpec] = Field(default_factory=list, description="Column transforms applied after parsing and before validation.")
+    transforms: list[TransformSpec] = Field(
+        default_factory=list,
+        description="Column transforms applied after parsing and before validation.",
+    )
     fields: list[FieldSpec] = Field(min_length=1, description="Columns, in published order.")
-    primary_key: list[str] = Field(default_factory=list, description="Field names whose values identify a row (checked unique).")
-    expectation_suite: str | None = Field(None, description="Name of the GX suite in expectations/ (default: the dataset id; null when none).")
-    portal: PortalTarget = Field(default_factory=PortalTarget, description="Where the dataset is published.")
-    produced_by: str | None = Field(None, description="Name of the flow whose output is this dataset's source (e.g. scorecard); publish --all leaves it to that flow.")
-    privacy: DatasetPrivacy = Field(default_factory=DatasetPrivacy, description="Dataset-level privacy settings.")
+    primary_key: list[str] = Field(
+        default_factory=list,
+        description="Field names whose values identify a row (checked unique).",
+    )
+    expectation_suite: str | None = Field(
+        None,
+        description="Name of the GX suite in expectations/ (default: the dataset id; null when none).",
+    )
+    portal: PortalTarget = Field(
+        default_factory=PortalTarget, description="Where the dataset is published."
+    )
+    produced_by: str | None = Field(
+        None,
+        description="Name of the flow whose output is this dataset's source (e.g. scorecard); publish --all leaves it to that flow.",
+    )
+    privacy: DatasetPrivacy = Field(
+        default_factory=DatasetPrivacy, description="Dataset-level privacy settings."
+    )
 
     @field_validator("id")
     @classmethod
@@ -259,11 +379,15 @@ class DatasetSpec(StrictModel):
         for transform in self.transforms:
             for ref in (transform.x_field, transform.y_field):
                 if ref not in names:
-                    raise ValueError(f"transform {transform.kind} names {ref!r}, which is not a field")
+                    raise ValueError(
+                        f"transform {transform.kind} names {ref!r}, which is not a field"
+                    )
         for f in self.fields:
             for ref in f.privacy.redact_values_of if f.privacy else []:
                 if ref not in names or ref == f.name:
-                    raise ValueError(f"field {f.name}: privacy.redact_values_of names {ref!r}, which is not another field")
+                    raise ValueError(
+                        f"field {f.name}: privacy.redact_values_of names {ref!r}, which is not another field"
+                    )
         for col in self.privacy.small_count_columns:
             if col not in names:
                 raise ValueError(f"privacy.small_count_columns names {col!r}, which is not a field")
@@ -286,5 +410,3 @@ class DatasetSpec(StrictModel):
     def published_fields(self) -> list[FieldSpec]:
         """Fields that reach the portal (dropped ones never leave the extract)."""
         return [f for f in self.fields if not (f.privacy and f.privacy.rule == "drop")]
-
-
