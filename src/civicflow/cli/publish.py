@@ -13,7 +13,11 @@ from civicflow.spec import SpecError, find_dataset, load_all
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    typer.echo(f"{summary['dataset_id']}: {summary['outcome'].upper()}: {summary['reason']}")
+    outcome = summary["outcome"].upper()
+    reason = str(summary["reason"])
+    # Quality summaries already start with the verdict; don't say it twice.
+    reason = reason.removeprefix(f"{outcome}: ")
+    typer.echo(f"{summary['dataset_id']}: {outcome}: {reason}")
     for key in ("report", "privacy_report", "url"):
         if summary.get(key):
             typer.echo(f"  {key.replace('_', ' ')}: {summary[key]}")

@@ -20,7 +20,9 @@ from civicflow.settings import Settings, load_settings
 
 def _print_outcomes(summaries: list[dict[str, Any]]) -> None:
     for s in summaries:
-        typer.echo(f"  {s['dataset_id']:<28} {s['outcome'].upper():<10} {s['reason']}")
+        outcome = s["outcome"].upper()
+        reason = str(s["reason"]).removeprefix(f"{outcome}: ")
+        typer.echo(f"  {s['dataset_id']:<28} {outcome:<10} {reason}")
         for key in ("report", "privacy_report"):
             if s.get(key):
                 typer.echo(f"  {'':<28} {key.replace('_', ' ')}: {s[key]}")

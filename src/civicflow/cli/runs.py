@@ -26,5 +26,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.dataset_id:<28} {r.outcome:<10} "
                 f"{'' if r.rows_in is None else f'{r.rows_in:,}':>9} {'' if r.rows_out is None else f'{r.rows_out:,}':>9} "
-                f"{r.critical_failed:>5} {r.warning_failed:>5}  {r.reason[:120]}"
+                f"{r.critical_failed:>5} {r.warning_failed:>5}  {r.reason.splitlines()[0][:120] if r.reason else ''}"
             )
