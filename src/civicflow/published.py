@@ -62,7 +62,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -85,7 +85,7 @@ def write_version(
         version=version,
         run_id=run_id,
         rows=len(frame),
-        sha256=_file_sha256(path),
+        sha256=file_sha256(path),
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         path=path,
         columns=[str(c) for c in frame.columns],

@@ -9,11 +9,9 @@ dataset's current version, and everything is recomputed on every run.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -118,14 +116,6 @@ def small_count_threshold(catalog: dict[str, DatasetSpec]) -> int:
     return spec.privacy.small_count_threshold if spec is not None else DEFAULT_MIN_RECORDS
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class PublishedData:
     """An in-memory DuckDB with one view per published dataset (its latest version).
 
@@ -156,7 +146,7 @@ class PublishedData:
                 f"published file of {dataset_id} version {manifest.version[:12]} is missing ({manifest.path})"
             )
             return
-        if file_sha256(manifest.path) != manifest.sha256:
+        if published.file_sha256(manifest.path) != manifest.sha256:
             self.unavailable[dataset_id] = (
                 f"published file of {dataset_id} version {manifest.version[:12]} does not match its manifest's sha256"
             )

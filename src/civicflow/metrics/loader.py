@@ -7,7 +7,7 @@ from pathlib import Path
 
 from civicflow.metrics.models import AttestationsFile, CertificationConfig, Kpi
 from civicflow.spec.errors import SpecError, SpecProblem
-from civicflow.spec.loader import load_model, read_yaml
+from civicflow.spec.loader import load_each, load_model, read_yaml
 
 KPI_DIR = "kpis"
 CERTIFICATION_FILE = "certification.yaml"
@@ -38,18 +38,7 @@ def load_kpi(path: Path) -> Kpi:
 
 def load_kpis(metrics_dir: Path) -> dict[str, Kpi]:
     """Every KPI in ``metrics/kpis``; all problems from all files in one SpecError."""
-    kpis: dict[str, Kpi] = {}
-    problems: list[SpecProblem] = []
-    for path in kpi_paths(metrics_dir):
-        try:
-            kpi = load_kpi(path)
-        except SpecError as exc:
-            problems.extend(exc.problems)
-            continue
-        kpis[kpi.id] = kpi
-    if problems:
-        raise SpecError(problems)
-    return kpis
+    return load_each(kpi_paths(metrics_dir), load_kpi)
 
 
 def load_certification(metrics_dir: Path) -> CertificationConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,20 +113,25 @@ def dataset_paths(datasets_dir: Path) -> list[Path]:
     return sorted(p for p in datasets_dir.glob("*.yaml"))
 
 
-def load_all(datasets_dir: Path) -> dict[str, DatasetSpec]:
-    """Every dataset spec in the folder; all problems from all files in one SpecError."""
-    specs: dict[str, DatasetSpec] = {}
+def load_each(paths: list[Path], load: Callable[[Path], M]) -> dict[str, M]:
+    """Load every file keyed by its ``id``; all problems from all files in one SpecError."""
+    loaded: dict[str, M] = {}
     problems: list[SpecProblem] = []
-    for path in dataset_paths(datasets_dir):
+    for path in paths:
         try:
-            spec = load_dataset(path)
+            item = load(path)
         except SpecError as exc:
             problems.extend(exc.problems)
             continue
-        specs[spec.id] = spec
+        loaded[getattr(item, "id")] = item  # noqa: B009  (every loaded model has an id)
     if problems:
         raise SpecError(problems)
-    return specs
+    return loaded
+
+
+def load_all(datasets_dir: Path) -> dict[str, DatasetSpec]:
+    """Every dataset spec in the folder; all problems from all files in one SpecError."""
+    return load_each(dataset_paths(datasets_dir), load_dataset)
 
 
 def find_dataset(datasets_dir: Path, dataset_id: str) -> DatasetSpec:
