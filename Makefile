@@ -9,12 +9,15 @@ PORT   ?= 8001
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_EXTRA_LOGGERS := civicflow
+# Library code also runs outside flows (tests, benchmarks): keep its logs local there.
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 
 .PHONY: install run test lint check bench portal clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@mkdir -p var/prefect
 	@touch $@
 
 install: $(VENV)/.installed

@@ -8,3 +8,4 @@ import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "civicflow")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

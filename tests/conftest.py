@@ -11,6 +11,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 # No telemetry or update checks from Prefect: this machine has no network.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 pytest_plugins = [
     "tests.fixtures.portal",
