@@ -17,10 +17,10 @@ export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	@mkdir -p var/prefect
 	@touch $@
 
 install: $(VENV)/.installed
+	@mkdir -p var/prefect
 
 ## run the main job on the embedded defaults (SERVE=0: exit after the job)
 run: install
