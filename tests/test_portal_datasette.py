@@ -203,6 +203,7 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
         live_state(datasette_server, table),
         get_portal("datasette", portal_env).current_version(table),
     )
+    staging = registered_staging(datasette_server, table)  # a real target for load
     headers = {"authorization": f"Bearer {token}"} if token else {}
     base = f"{datasette_server.url}/-/civicflow/portal"
     attempts = [
@@ -220,16 +221,113 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
             {"rows": [{"id": 999_999, "label": "intruder"}]},
         ),
         (f"{datasette_server.url}/portal/{table}/-/drop", {"confirm": True}),
+        (f"{base}/load", load_body(staging, [[999_999, "intruder"]])),
+        (f"{base}/load", load_body(table, [[999_999, "intruder"]])),
     ]
-    for url, body in attempts:
-        response = httpx.post(url, json=body, headers=headers, timeout=30)
-        assert response.status_code in (401, 403), (url, response.status_code, response.text)
-    after = (
-        live_state(datasette_server, table),
-        get_portal("datasette", portal_env).current_version(table),
+    try:
+        for url, body in attempts:
+            response = httpx.post(url, json=body, headers=headers, timeout=30)
+            assert response.status_code in (401, 403), (url, response.status_code, response.text)
+        after = (
+            live_state(datasette_server, table),
+            get_portal("datasette", portal_env).current_version(table),
+        )
+        assert after == before
+        assert "intruder" not in datasette_server.tables()
+        assert datasette_server.row_count(staging) == 0
+    finally:
+        drop_table(datasette_server, staging)
+
+
+def load_body(table: str, rows: list[list], columns: tuple[str, ...] = ("id", "label")) -> dict:
+    return {"table": table, "columns": list(columns), "rows": rows}
+
+
+def drop_table(server_: DatasetteServer, name: str) -> None:
+    response = httpx.post(
+        f"{server_.url}/portal/{name}/-/drop",
+        json={"confirm": True},
+        headers={"authorization": f"Bearer {server_.token}"},
+        timeout=30,
     )
-    assert after == before
-    assert "intruder" not in datasette_server.tables()
+    assert response.status_code == 200, response.text
+
+
+def registered_staging(server_: DatasetteServer, table: str) -> str:
+    """A staging table for ``table`` made the way a publish makes one (prepare, /-/create)."""
+    headers = {"authorization": f"Bearer {server_.token}"}
+    staging = httpx.post(
+        f"{server_.url}/-/civicflow/portal/prepare",
+        json={"table": table, "run_id": "test"},
+        headers=headers,
+        timeout=30,
+    ).json()["staging"]
+    created = httpx.post(
+        f"{server_.url}/portal/-/create",
+        json={
+            "table": staging,
+            "columns": [{"name": "id", "type": "integer"}, {"name": "label", "type": "text"}],
+            "pk": "id",
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return str(staging)
+
+
+def test_load_writes_only_registered_staging_tables(portal, datasette_server) -> None:
+    table = unique_table()
+    publish(portal, table, sample_frame(30, "first"))
+    before = live_state(datasette_server, table)
+    headers = {"authorization": f"Bearer {datasette_server.token}"}
+    url = f"{datasette_server.url}/-/civicflow/portal/load"
+    intruder = [[999_999, "intruder"]]
+    refused = {
+        "the live table": (table, 400),
+        "a bookkeeping table": ("_civicflow_versions", 400),
+        "an unregistered staging name": ("_civicflow_stage_" + table + "_000000000000", 403),
+    }
+    for what, (target, status) in refused.items():
+        response = httpx.post(url, json=load_body(target, intruder), headers=headers, timeout=30)
+        assert response.status_code == status, (what, response.text)
+        assert target in response.json()["errors"][0], (what, response.text)
+    assert live_state(datasette_server, table) == before
+    assert portal.current_version(table) is not None
+
+    staging = registered_staging(datasette_server, table)
+    try:
+        check_staging_loads(datasette_server, staging, url, headers)
+    finally:
+        drop_table(datasette_server, staging)
+    assert live_state(datasette_server, table) == before
+
+
+def check_staging_loads(
+    datasette_server: DatasetteServer, staging: str, url: str, headers: dict[str, str]
+) -> None:
+    """A registered staging table takes a batch; a bad batch is refused whole, naming the row."""
+    good = httpx.post(
+        url, json=load_body(staging, [[1, "a"], [2, None]]), headers=headers, timeout=30
+    )
+    assert good.status_code == 200, good.text
+    bad_rows = {
+        "wrong number of values": [[3, "b"], [4]],
+        "duplicate key": [[5, "c"], [1, "again"]],
+        "nested value": [[6, "d"], [7, ["not", "a", "scalar"]]],
+    }
+    for what, rows in bad_rows.items():
+        response = httpx.post(url, json=load_body(staging, rows), headers=headers, timeout=30)
+        assert response.status_code == 400, (what, response.text)
+        assert "row 1 of this batch" in response.json()["errors"][0], (what, response.text)
+    unknown = httpx.post(
+        url, json=load_body(staging, [[8, "e"]], ("id", "nope")), headers=headers, timeout=30
+    )
+    assert unknown.status_code == 400 and "'nope'" in unknown.json()["errors"][0], unknown.text
+    assert datasette_server.query(f"select id, label from {staging} order by id") == [
+        {"id": 1, "label": "a"},
+        {"id": 2, "label": None},
+    ]
 
 
 def test_a_resident_token_cannot_publish_and_errors_never_show_the_token(

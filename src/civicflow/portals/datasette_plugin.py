@@ -10,17 +10,24 @@ Routes (all JSON):
 
 ``POST /-/civicflow/<db>/prepare``  ``{table, run_id}`` -> ``{staging, dropped}``
     drop staging tables left by earlier (dead) runs of ``table``; register a new one.
+``POST /-/civicflow/<db>/load``  ``{table, columns, rows}`` -> ``{table, rows}``
+    append a batch of plain JSON arrays to a staging table registered by ``prepare``
+    (never any other table), with one ``executemany`` in one write transaction.
 ``POST /-/civicflow/<db>/swap``  ``{table, staging, expected_rows, version, run_id, metadata}``
     check the staging row count, swap, record the version and metadata.
 ``GET /-/civicflow/<db>/versions/<table>`` -> the live version, or 404.
 
 Writes need the ``civicflow-publish`` action on the table (granted to the publisher
 in datasette.yaml); anonymous callers get 403, bad tokens 401 (Datasette's own check).
+``load`` exists for speed: Datasette's ``/-/insert`` goes through sqlite-utils, which
+handles every value in Python and stored 13-19k rows/s of the 33-column 311 table;
+one ``executemany`` of positional rows does several times that.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
 import secrets
 import sqlite3
@@ -85,6 +92,7 @@ def register_actions(datasette: Any) -> list[Action]:
 def register_routes() -> list[tuple[str, Any]]:
     return [
         (r"^/-/civicflow/(?P<database>[^/]+)/prepare$", prepare_view),
+        (r"^/-/civicflow/(?P<database>[^/]+)/load$", load_view),
         (r"^/-/civicflow/(?P<database>[^/]+)/swap$", swap_view),
         (r"^/-/civicflow/(?P<database>[^/]+)/versions/(?P<table>[^/]+)$", version_view),
         # Static mounts refuse directory URLs; residents follow links to /scorecard/.
@@ -140,6 +148,44 @@ async def prepare_view(datasette: Any, request: Any) -> Response:
         return Response.error([f"prepare failed: {exc}"], 500)
 
 
+async def load_view(datasette: Any, request: Any) -> Response:
+    try:
+        db, body = await _write_request(datasette, request)
+        staging = body.get("table")
+        if not isinstance(staging, str) or not staging.startswith(STAGE_PREFIX):
+            raise Refused(
+                400,
+                f"table must name a {STAGE_PREFIX}* staging table, got {staging!r};"
+                " live tables are never loaded",
+            )
+        columns = body.get("columns")
+        rows = body.get("rows")
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or not all(isinstance(c, str) for c in columns)
+            or len(set(columns)) != len(columns)
+        ):
+            raise Refused(400, "columns must be a non-empty list of distinct column names")
+        if not isinstance(rows, list) or not all(type(row) is list for row in rows):
+            raise Refused(400, "rows must be a list of arrays, one value per column")
+        limit = datasette.setting("max_insert_rows")
+        if len(rows) > limit:
+            raise Refused(400, f"{len(rows)} rows in one batch; the limit is {limit}")
+        # Permission is on the live table the staging table belongs to.
+        table = await _staging_owner(db, staging)
+        await _authorize(datasette, request, db.name, table)
+
+        def load(conn: sqlite3.Connection) -> dict[str, Any]:
+            return _load(conn, table, staging, columns, rows)
+
+        return Response.json(await db.execute_write_fn(load, request=request))
+    except Refused as exc:
+        return Response.error([str(exc)], exc.status)
+    except sqlite3.Error as exc:
+        return Response.error([f"load failed, batch not stored: {exc}"], 500)
+
+
 async def swap_view(datasette: Any, request: Any) -> Response:
     try:
         db, body = await _write_request(datasette, request)
@@ -193,7 +239,36 @@ async def version_view(datasette: Any, request: Any) -> Response:
     return Response.error([f"{table} has no published version"], 404)
 
 
-# -- the swap ---------------------------------------------------------------------
+# -- load and swap ---------------------------------------------------------------------
+
+
+def _load(
+    conn: sqlite3.Connection, table: str, staging: str, columns: list[str], rows: list[Any]
+) -> dict[str, Any]:
+    """Runs inside Datasette's write transaction: the whole batch is stored or none of it."""
+    if _registered_owner(conn, staging) != table or not _exists(conn, staging):
+        raise Refused(
+            409,
+            f"{staging} is no longer a staging table of {table} (a later publish cleaned it up)",
+        )
+    known = {r[1] for r in conn.execute(f"pragma table_info({escape_sqlite(staging)})")}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise Refused(400, f"{staging} has no column(s) {', '.join(map(repr, unknown))}")
+    sql = (
+        f"insert into {escape_sqlite(staging)} ({', '.join(map(escape_sqlite, columns))})"
+        f" values ({', '.join('?' * len(columns))})"
+    )
+    # executemany stops at the row it could not store; the iterator says which one.
+    remaining = iter(rows)
+    try:
+        conn.executemany(sql, remaining)
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
+        failed = len(rows) - operator.length_hint(remaining) - 1
+        raise Refused(
+            400, f"{exc} (row {failed} of this batch of {len(rows)}; batch not stored)"
+        ) from exc
+    return {"ok": True, "table": staging, "rows": len(rows)}
 
 
 def _swap(
@@ -207,10 +282,7 @@ def _swap(
 ) -> dict[str, Any]:
     """Runs inside Datasette's write transaction (BEGIN IMMEDIATE ... COMMIT)."""
     _ensure_schema(conn)
-    registered = conn.execute(
-        f"select table_name from {STAGING} where name = ?", [staging]
-    ).fetchone()
-    if registered is None or registered[0] != table or not _exists(conn, staging):
+    if _registered_owner(conn, staging) != table or not _exists(conn, staging):
         raise Refused(
             409,
             f"{staging} is not a staging table of {table} (a later publish may have "
@@ -327,6 +399,20 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise Refused(400, f"{key} must be a string")
     return value
+
+
+async def _staging_owner(db: Any, staging: str) -> str:
+    """The live table a staging table was registered for by ``prepare``; else refused."""
+    if await db.table_exists(STAGING):
+        rows = await db.execute(f"select table_name from {STAGING} where name = ?", [staging])
+        if rows.rows:
+            return str(rows.rows[0][0])
+    raise Refused(403, f"{staging} is not a staging table registered by prepare; nothing loaded")
+
+
+def _registered_owner(conn: sqlite3.Connection, staging: str) -> str | None:
+    row = conn.execute(f"select table_name from {STAGING} where name = ?", [staging]).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
