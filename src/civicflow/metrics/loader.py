@@ -7,7 +7,7 @@ from pathlib import Path
 
 from civicflow.metrics.models import AttestationsFile, CertificationConfig, Kpi
 from civicflow.spec.errors import SpecError, SpecProblem
-from civicflow.spec.loader import load_each, load_model, read_yaml
+from civicflow.spec.loader import load_each, load_model, load_named
 
 KPI_DIR = "kpis"
 CERTIFICATION_FILE = "certification.yaml"
@@ -20,20 +20,7 @@ def kpi_paths(metrics_dir: Path) -> list[Path]:
 
 def load_kpi(path: Path) -> Kpi:
     """One KPI file; its id must match the file name."""
-    kpi = load_model(Kpi, path)
-    if kpi.id != path.stem:
-        _, lines = read_yaml(path)
-        raise SpecError(
-            [
-                SpecProblem(
-                    path,
-                    "id",
-                    f"id {kpi.id!r} must match the file name {path.stem!r}",
-                    lines.get(("id",)),
-                )
-            ]
-        )
-    return kpi
+    return load_named(Kpi, path)
 
 
 def load_kpis(metrics_dir: Path) -> dict[str, Kpi]:

@@ -91,22 +91,20 @@ def load_model(model: type[M], path: Path) -> M:
     return validate_model(model, data, path, lines)
 
 
+def load_named(model: type[M], path: Path) -> M:
+    """Load a file whose ``id`` must match its file name (datasets, KPIs)."""
+    item = load_model(model, path)
+    item_id = getattr(item, "id")  # noqa: B009  (every named model has an id)
+    if item_id != path.stem:
+        _, lines = read_yaml(path)
+        message = f"id {item_id!r} must match the file name {path.stem!r}"
+        raise SpecError([SpecProblem(path, "id", message, lines.get(("id",)))])
+    return item
+
+
 def load_dataset(path: Path) -> DatasetSpec:
     """Load one dataset spec; its id must match the file name."""
-    spec = load_model(DatasetSpec, path)
-    if spec.id != path.stem:
-        data, lines = read_yaml(path)
-        raise SpecError(
-            [
-                SpecProblem(
-                    path,
-                    "id",
-                    f"id {spec.id!r} must match the file name {path.stem!r}",
-                    lines.get(("id",)),
-                )
-            ]
-        )
-    return spec
+    return load_named(DatasetSpec, path)
 
 
 def dataset_paths(datasets_dir: Path) -> list[Path]:
