@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -207,6 +208,8 @@ class DatasettePortal:
         path = f"/-/civicflow/{self.database}/load"
         total = len(wire)
         started = last_log = time.monotonic()
+        # Interim progress for people watching a terminal; CI logs get only the summary.
+        show_progress = os.environ.get("CI", "").lower() not in ("1", "true")
         batches = _batches(staging, wire, self.batch_rows, date_unit)
         # The next batch is serialised while the portal stores this one (two processes).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="civicflow-batch") as pool:
@@ -220,7 +223,7 @@ class DatasettePortal:
                 if self.on_batch is not None:
                     self.on_batch(done, total)
                 now = time.monotonic()
-                if now - last_log >= PROGRESS_EVERY_S:
+                if show_progress and now - last_log >= PROGRESS_EVERY_S:
                     last_log = now
                     log.info(
                         "%s: uploaded %s/%s rows (%s rows/s)",
