@@ -1,4 +1,6 @@
 # civicflow — the two commands of the quick start are `make run` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,11 +14,13 @@ export PREFECT_LOGGING_EXTRA_LOGGERS := civicflow
 # Library code also runs outside flows (tests, benchmarks): keep its logs local there.
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 
-.PHONY: install run test lint check bench portal clean
+.PHONY: install run test lint check bench portal prefect-ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# This machine's pip config names package folders that may not exist: drop those warnings only.
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+	  | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 	@touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +47,10 @@ portal: install
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+## the Prefect UI over this project's run history (var/prefect), at http://127.0.0.1:4200
+prefect-ui: install
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 clean:
 	rm -rf var

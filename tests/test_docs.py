@@ -15,7 +15,7 @@ README = (PROJECT / "README.md").read_text()
 MAKEFILE = (PROJECT / "Makefile").read_text()
 
 CLI_COMMANDS = sorted(set(re.findall(r"`civicflow ([a-z]+(?: [a-z]+)?)", README)))
-MAKE_TARGETS = sorted(set(re.findall(r"`make ([a-z]+)", README)))
+MAKE_TARGETS = sorted(set(re.findall(r"`make ([a-z-]+)", README)))
 
 
 def test_quick_start_is_exactly_make_run_and_make_test() -> None:
