@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import pytest
 from prefect.states import State
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def test_publish_dataset_flow_runs_its_stages_as_tasks(
-    prefect_harness, datasette_server, tmp_path, monkeypatch
-) -> None:
+@pytest.fixture
+def flow_env(prefect_harness, datasette_server, tmp_path, monkeypatch) -> Path:
+    """Flows under the harness, publishing to the real portal, state in a tmp var dir."""
     for key, value in datasette_server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
     monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    return tmp_path
+
+
+def test_publish_dataset_flow_runs_its_stages_as_tasks(flow_env: Path) -> None:
     from prefect.client.orchestration import get_client
 
     from flows.publish import publish_dataset
@@ -25,8 +31,6 @@ def test_publish_dataset_flow_runs_its_stages_as_tasks(
     summary = state.result()
     assert summary["outcome"] in ("published", "unchanged")
     assert summary["rows_in"] == 9999
-
-    import anyio
 
     async def task_names() -> set[str]:
         async with get_client() as client:
@@ -41,16 +45,10 @@ def test_publish_dataset_flow_runs_its_stages_as_tasks(
     assert {"extract", "validate", "protect", "publish"} <= names
 
 
-def test_rejected_run_ends_failed_with_the_reason(
-    prefect_harness, datasette_server, tmp_path, monkeypatch
-) -> None:
-    for key, value in datasette_server.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
-    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
     from flows.publish import publish_dataset
 
-    empty = tmp_path / "empty.csv"
+    empty = flow_env / "empty.csv"
     empty.write_bytes(b"")
     state = publish_dataset("la311_service_requests", str(empty), return_state=True)
     assert state.is_failed()
