@@ -14,7 +14,7 @@ export PREFECT_LOGGING_EXTRA_LOGGERS := civicflow
 # Library code also runs outside flows (tests, benchmarks): keep its logs local there.
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 
-.PHONY: install run test lint check bench portal prefect-ui clean
+.PHONY: install system-deps run test lint check bench portal prefect-ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/civicflow run --port $(PORT) $(if $(filter 0,$(SERVE)),--no-serve,--serve)
 
+## Debian packages the tests need (Chromium for the browser tests), installed when missing
+system-deps:
+	@bash scripts/system-deps.sh
+
 ## set up and pass the tests
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 lint: install
