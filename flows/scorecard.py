@@ -44,12 +44,7 @@ def scorecard(publish: bool = True) -> State:
     results = _as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
     timings["compute_kpis_s"] = time.perf_counter() - t
     for r in results:
-        value = (
-            "no data: " + (r.reason or "")
-            if r.status == "no_data"
-            else f"{r.current.value if r.current else None} {r.kpi.unit} ({r.status})"
-        )
-        logger.info("KPI %s: %s", r.kpi.id, value)
+        logger.info("%s", sc.kpi_log_line(r))
     csv_path = _as_task("write-performance-csv", sc.write_performance_csv)(
         settings, results, small_count_threshold(loaded.catalog)
     )

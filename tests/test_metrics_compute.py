@@ -137,10 +137,10 @@ def test_missing_dataset_sql_error_and_broken_parquet_each_stay_local(world) -> 
     assert results["missing"].status == "no_data"
     assert results["missing"].reason == "dataset nowhere is not in the catalog (datasets/)"
     assert results["bad_sql"].status == "no_data"
-    assert (
-        results["bad_sql"].reason.startswith("query failed: ")
-        and "no_such_column" in results["bad_sql"].reason
+    assert results["bad_sql"].reason == (
+        "query of KPI bad_sql failed (BinderException); the full error is in the scorecard log"
     )
+    assert "no_such_column" in (results["bad_sql"].detail or "")
     assert results["fine"].status == "no_target"
 
     manifest = published.latest(settings, "requests")
@@ -234,3 +234,83 @@ def test_filter_values_are_parameters_not_sql_text() -> None:
     assert evil not in compiled.sql
     assert list(compiled.params.values()) == [evil, "Graffiti", evil]
     assert '"kind" IN ($p0, $p1)' in compiled.sql and '"kind" IS DISTINCT FROM $p2' in compiled.sql
+
+
+def _raw_sql_kpi(kpi_id: str, source: str) -> Kpi:
+    return kpi(
+        kpi_id,
+        measure=None,
+        sql=(
+            "SELECT DATE '2024-01-03' AS period, NULL AS dimension, NULL AS group_key, "
+            f"NULL AS group_label, count(*) AS value, count(*) AS n FROM {source}"
+        ),
+    )
+
+
+def test_kpi_sql_cannot_read_any_file_only_the_published_tables(world) -> None:
+    settings, _ = world
+    # the run's own raw copy is there (extract keeps it), and one more private file
+    assert list((settings.raw_dir / "requests").glob("*.csv"))
+    raw = settings.raw_dir / "requests" / "run-1.csv"
+    raw.write_text("sr,name\n1,Maria Lopez\n")
+    (raw.parent / "run-1.parquet").write_bytes(b"PAR1")
+    manifest = published.latest(settings, "requests")
+    assert manifest is not None
+    readers = {
+        "reads_csv": f"read_csv('{raw}')",
+        "reads_file_by_name": f"'{raw}'",
+        "reads_text": f"read_text('{raw}')",
+        "reads_parquet": f"read_parquet('{raw.parent / 'run-1.parquet'}')",
+        "globs_var": f"glob('{settings.var_dir}/**')",
+        "attaches_ledger": f"sqlite_scan('{settings.ledger_path}', 'runs')",
+    }
+    kpis = [_raw_sql_kpi(kpi_id, source) for kpi_id, source in readers.items()]
+    allowed = _raw_sql_kpi("reads_the_published_table", "requests")
+    results = run(settings, *kpis, allowed)
+    for kpi_id in readers:
+        r = results[kpi_id]
+        assert r.status == "no_data" and r.current is None, kpi_id
+        assert r.reason == (
+            f"refused: the SQL of KPI {kpi_id} reads or writes a file; a KPI may read only "
+            "the published datasets (tables named by dataset id)"
+        ), (kpi_id, r.reason, r.detail)
+        assert "Maria" not in (r.reason or "") + (r.detail or "")
+    # the sandbox leaves the published tables readable, in the same connection
+    ok = results["reads_the_published_table"]
+    assert ok.status == "no_target" and ok.current is not None
+    assert ok.current.value == manifest.rows
+
+
+def test_query_error_reason_never_quotes_a_value(world) -> None:
+    settings, _ = world
+    cast = kpi(
+        "casts_kind",
+        measure=None,
+        sql=(
+            "SELECT CAST(created AS DATE) AS period, NULL AS dimension, NULL AS group_key, "
+            "NULL AS group_label, CAST(kind AS INTEGER) AS value, 1 AS n FROM requests"
+        ),
+    )
+    r = run(settings, cast)["casts_kind"]
+    assert r.status == "no_data"
+    assert r.reason == (
+        "query of KPI casts_kind failed (ConversionException); the full error is in the scorecard log"
+    )
+    # the engine's message names the value: it stays in the private detail (the log)
+    assert "Bulky" in (r.detail or "") or "Graffiti" in (r.detail or "")
+
+
+def test_kpi_log_line_rounds_to_the_kpis_decimals(world) -> None:
+    from civicflow.metrics.scorecard import kpi_log_line
+
+    settings, _ = world
+    mean = kpi(
+        "mean_days",
+        measure={"kind": "mean", "expression": "date_diff('second', created, closed) / 86400.0"},
+        unit="days",
+        decimals=1,
+    )
+    r = run(settings, mean)["mean_days"]
+    assert r.current is not None and r.current.value is not None
+    assert len(repr(r.current.value).split(".")[1]) > 1  # the raw value has many decimals
+    assert kpi_log_line(r) == f"KPI mean_days: {r.current.value:.1f} days (no target)"

@@ -171,6 +171,25 @@ def test_raw_sql_kpi_is_checked_for_its_columns(project: Path) -> None:
     assert problems[0].startswith(f"{path}:9: sql: DuckDB cannot run the compiled query")
 
 
+def test_check_runs_kpi_sql_without_file_access(project: Path) -> None:
+    # the raw copy of a run: check must not read it while trying the KPI's SQL
+    raw = project / "var" / "raw" / "la311_service_requests" / "run-1.csv"
+    raw.parent.mkdir(parents=True)
+    raw.write_text("created_date,name\n2024-01-01,Maria Lopez\n")
+    path = project / "metrics" / "kpis" / "reads_raw.yaml"
+    path.write_text(
+        "id: reads_raw\ntitle: Reads raw\ndescription: A KPI that tries to read a raw copy.\n"
+        "department: ITA\nowner: {name: a, email: a@lacity.example}\ndataset: la311_service_requests\n"
+        "period: {column: created_date, grain: day}\nunit: requests\n"
+        "sql: |\n  SELECT CAST(created_date AS DATE) AS period, NULL AS dimension, NULL AS group_key,\n"
+        f"    NULL AS group_label, count(*) AS value, count(*) AS n FROM read_csv('{raw}') GROUP BY 1\n"
+    )
+    problems = _problems(project)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}:9: sql: DuckDB cannot run the compiled query")
+    assert "file system operations are disabled" in problems[0] and "Maria" not in problems[0]
+
+
 def test_attestation_for_an_unknown_criterion_and_unknown_file(project: Path) -> None:
     att = project / "metrics" / "attestations.yaml"
     line = _edit(att, "criterion: open_data_policy", "criterion: open_data_polcy")

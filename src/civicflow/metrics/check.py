@@ -77,6 +77,9 @@ def empty_catalog(catalog: dict[str, DatasetSpec]) -> duckdb.DuckDBPyConnection:
             f"{ident(f.name)} {published_type(spec, f.name)}" for f in spec.published_fields()
         )
         con.execute(f"CREATE TABLE {ident(spec.id)} ({cols})")
+    # Checking a KPI runs its SQL: it gets the same sandbox as the scorecard (no files).
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 

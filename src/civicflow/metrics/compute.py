@@ -25,6 +25,7 @@ from civicflow.spec.models import DatasetSpec
 Status = Literal["on_track", "off_track", "no_target", "no_data"]
 DEFAULT_MIN_RECORDS = 11
 PERFORMANCE_DATASET = "performance_metrics"
+_FILES_DISABLED = "file system operations are disabled by configuration"
 
 
 class MetricUnavailable(Exception):
@@ -85,6 +86,8 @@ class KpiResult:
     source: SourceInfo | None = None
     min_records: int = DEFAULT_MIN_RECORDS
     sql: str = ""
+    #: the engine's own error message: private (it may quote data), for the log only
+    detail: str | None = None
 
     @property
     def has_value(self) -> bool:
@@ -119,6 +122,10 @@ def small_count_threshold(catalog: dict[str, DatasetSpec]) -> int:
 class PublishedData:
     """An in-memory DuckDB with one view per published dataset (its latest version).
 
+    Every dataset is attached first, then the connection is sandboxed: file access is
+    switched off (only the verified published Parquet files stay readable) and the
+    configuration locked, so a KPI's SQL can read the published tables and nothing else
+    (not ``var/raw``, not a report, not another file on the machine).
     Datasets that are not usable are remembered with the reason, so each KPI that
     needs them can say why it has no data.
     """
@@ -129,12 +136,22 @@ class PublishedData:
         self.con = duckdb.connect()
         self.sources: dict[str, SourceInfo] = {}
         self.unavailable: dict[str, str] = {}
+        self._allowed: list[str] = []
+        self.sandboxed = False
 
-    def attach_all(self) -> None:
-        """Every usable dataset as a view (raw SQL may read any of them)."""
+    def open(self) -> None:
+        """Attach every dataset of the catalog, then sandbox the connection."""
         for dataset_id in sorted(self.catalog):
-            if dataset_id not in self.sources and dataset_id not in self.unavailable:
-                self._attach(dataset_id, self.catalog[dataset_id])
+            self._attach(dataset_id, self.catalog[dataset_id])
+        self.sandbox()
+
+    def sandbox(self) -> None:
+        """No file access beyond the attached versions; nobody can switch it back on."""
+        listed = ", ".join(_literal(p) for p in self._allowed)
+        self.con.execute(f"SET allowed_paths = [{listed}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+        self.sandboxed = True
 
     def _attach(self, dataset_id: str, spec: DatasetSpec) -> None:
         manifest = published.latest(self.settings, dataset_id)
@@ -143,7 +160,7 @@ class PublishedData:
             return
         if not manifest.path.is_file():
             self.unavailable[dataset_id] = (
-                f"published file of {dataset_id} version {manifest.version[:12]} is missing ({manifest.path})"
+                f"published file of {dataset_id} version {manifest.version[:12]} is missing"
             )
             return
         if published.file_sha256(manifest.path) != manifest.sha256:
@@ -151,10 +168,11 @@ class PublishedData:
                 f"published file of {dataset_id} version {manifest.version[:12]} does not match its manifest's sha256"
             )
             return
-        literal = "'" + str(manifest.path).replace("'", "''") + "'"
+        path = str(manifest.path.resolve())
         self.con.execute(
-            f"CREATE VIEW {ident(dataset_id)} AS SELECT * FROM read_parquet({literal})"
+            f"CREATE VIEW {ident(dataset_id)} AS SELECT * FROM read_parquet({_literal(path)})"
         )
+        self._allowed.append(path)
         self.sources[dataset_id] = SourceInfo(
             dataset_id=dataset_id,
             title=spec.title,
@@ -166,13 +184,7 @@ class PublishedData:
         )
 
     def require(self, dataset_id: str) -> SourceInfo:
-        """The dataset's view, attached on first use (its file checked against the manifest)."""
-        if (
-            dataset_id in self.catalog
-            and dataset_id not in self.sources
-            and dataset_id not in self.unavailable
-        ):
-            self._attach(dataset_id, self.catalog[dataset_id])
+        """The dataset's view (attached by ``open``), or why there is none."""
         if dataset_id in self.sources:
             return self.sources[dataset_id]
         if dataset_id in self.unavailable:
@@ -181,6 +193,10 @@ class PublishedData:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _number(value: Any) -> float | None:
@@ -223,8 +239,6 @@ def compute_kpi(
     """One KPI's result; raises MetricUnavailable or duckdb.Error when it cannot be computed."""
     compiled = compiled or compile_kpi(kpi)
     source = data.require(kpi.dataset)
-    if kpi.sql is not None:
-        data.attach_all()
     for dim in kpi.dimensions:
         if dim.lookup is not None:
             data.require(dim.lookup.dataset)
@@ -292,14 +306,42 @@ def compute_kpi(
     return result
 
 
+def query_error_reason(kpi: Kpi, exc: duckdb.Error) -> str:
+    """The public reason for a failed query: what happened, never the engine's message
+    (DuckDB quotes the offending values, e.g. in a conversion error)."""
+    # An extension autoload (sqlite_scan, httpfs) fails with a plain Error naming the same cause.
+    if isinstance(exc, duckdb.PermissionException) or _FILES_DISABLED in str(exc):
+        return (
+            f"refused: the SQL of KPI {kpi.id} reads or writes a file; a KPI may read only "
+            "the published datasets (tables named by dataset id)"
+        )
+    return f"query of KPI {kpi.id} failed ({type(exc).__name__}); the full error is in the scorecard log"
+
+
+def _no_data(
+    kpi: Kpi, data: PublishedData, min_records: int, sql: str, reason: str, detail: str | None
+) -> KpiResult:
+    return KpiResult(
+        kpi=kpi,
+        status="no_data",
+        reason=reason,
+        min_records=min_records,
+        sql=sql,
+        source=data.sources.get(kpi.dataset),
+        detail=detail,
+    )
+
+
 def compute_all(
     settings: Settings, kpis: dict[str, Kpi], catalog: dict[str, DatasetSpec]
 ) -> list[KpiResult]:
-    """Every KPI, in id order; one that fails becomes "no data" with the reason."""
+    """Every KPI, in id order, over the sandboxed published data; one that fails becomes
+    "no data" with the reason."""
     threshold = small_count_threshold(catalog)
     data = PublishedData(settings, catalog)
     results = []
     try:
+        data.open()
         for kpi_id in sorted(kpis):
             kpi = kpis[kpi_id]
             min_records = kpi.min_records or threshold
@@ -307,28 +349,11 @@ def compute_all(
             try:
                 results.append(compute_kpi(kpi, data, min_records, compiled))
             except MetricUnavailable as exc:
-                results.append(
-                    KpiResult(
-                        kpi=kpi,
-                        status="no_data",
-                        reason=str(exc),
-                        min_records=min_records,
-                        sql=compiled.sql,
-                        source=data.sources.get(kpi.dataset),
-                    )
-                )
+                results.append(_no_data(kpi, data, min_records, compiled.sql, str(exc), None))
             except duckdb.Error as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                results.append(
-                    KpiResult(
-                        kpi=kpi,
-                        status="no_data",
-                        reason=f"query failed: {first}",
-                        min_records=min_records,
-                        sql=compiled.sql,
-                        source=data.sources.get(kpi.dataset),
-                    )
-                )
+                reason = query_error_reason(kpi, exc)
+                detail = str(exc).strip() or type(exc).__name__
+                results.append(_no_data(kpi, data, min_records, compiled.sql, reason, detail))
     finally:
         data.close()
     return results

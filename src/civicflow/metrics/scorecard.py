@@ -110,6 +110,19 @@ def compute_kpis(settings: Settings, loaded: Loaded) -> list[KpiResult]:
     return compute_all(settings, loaded.metrics.kpis, loaded.catalog)
 
 
+def kpi_log_line(r: KpiResult) -> str:
+    """One KPI for the flow log: the value rounded as the page shows it (not 14 decimals)."""
+    from civicflow.metrics.charts import fmt
+
+    if r.status == "no_data":
+        line = f"KPI {r.kpi.id}: no data: {r.reason or ''}"
+        # the engine's own message may quote data: the log (private, under var/) keeps it
+        return line + (f" [{r.detail}]" if r.detail else "")
+    value = r.current.value if r.current else None
+    shown = "—" if value is None else fmt(value, r.kpi.decimals)
+    return f"KPI {r.kpi.id}: {shown} {r.kpi.unit} ({r.status.replace('_', ' ')})"
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if value is not None else ""
 
