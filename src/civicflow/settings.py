@@ -3,6 +3,9 @@
 Everything runtime (raw extracts, reports, the portal database, the ledger) lives
 under ``var/``, which git ignores. Environment variables override the defaults so
 tests and deployments can point civicflow at their own folders and portal.
+
+Retention (how long raw copies and reports under ``var/`` are kept) is configured here
+too: ``CIVICFLOW_KEEP_RUNS`` and ``CIVICFLOW_KEEP_DAYS``; see ``civicflow.retention``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT_ENV = "CIVICFLOW_PROJECT_DIR"
+KEEP_RUNS_ENV = "CIVICFLOW_KEEP_RUNS"
+KEEP_DAYS_ENV = "CIVICFLOW_KEEP_DAYS"
+# Defaults: an hourly schedule keeps at most 3 days (72 runs) of raw copies and
+# reports per dataset, a nightly one its last 20 runs.
+DEFAULT_KEEP_RUNS = 20
+DEFAULT_KEEP_DAYS = 3.0
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value civicflow cannot use (names the variable)."""
+
 
 def _find_project_dir(start: Path) -> Path:
     """Walk up from ``start`` to the first folder holding a ``datasets/`` folder."""
@@ -18,6 +33,26 @@ def _find_project_dir(start: Path) -> Path:
         if (candidate / "datasets").is_dir() and (candidate / "pyproject.toml").is_file():
             return candidate
     return start
+
+
+def _env_number(env: dict[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number >= {minimum:g}, got {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise SettingsError(f"{name}: expected a number >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def _env_whole(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    value = _env_number(env, name, default, minimum)
+    if value != int(value):
+        raise SettingsError(f"{name}: expected a whole number >= {minimum}, got {env[name]!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -30,6 +65,27 @@ class Settings:
     portal_database: str = "portal"
     # Secrets are read from the environment at use, never stored in reports.
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    # Retention of raw copies and reports per dataset (civicflow.retention).
+    keep_runs: int = DEFAULT_KEEP_RUNS
+    keep_days: float = DEFAULT_KEEP_DAYS
+    # How project_dir was chosen, so "no project here" can say where it looked.
+    project_origin: str = "given"
+
+    @property
+    def has_project(self) -> bool:
+        return self.datasets_dir.is_dir()
+
+    def where_looked(self) -> str:
+        """Where the project was looked for, for the "no datasets/ folder" message."""
+        if self.project_origin == "environment":
+            return f"{PROJECT_ENV}={self.project_dir} has no datasets/ folder"
+        if self.project_origin == "working directory":
+            return (
+                f"no datasets/ folder (beside a pyproject.toml) in {self.project_dir} or any "
+                f"folder above it; run from inside a civicflow project or set {PROJECT_ENV} "
+                "to its root"
+            )
+        return f"{self.project_dir} has no datasets/ folder"
 
     @property
     def datasets_dir(self) -> Path:
@@ -63,6 +119,14 @@ class Settings:
     def site_dir(self) -> Path:
         return self.var_dir / "site"
 
+    def private_dir(self, path: Path) -> Path:
+        """``path`` created 0700, and ``var/`` itself tightened to 0700 (a var/ made by an
+        older civicflow, or by hand, may be world-readable)."""
+        from civicflow.privatefs import private_dir
+
+        private_dir(self.var_dir)
+        return private_dir(path)
+
     def secret(self, name: str) -> str | None:
         """A secret from the environment (or None). Never log the value."""
         value = self.env.get(name)
@@ -70,14 +134,17 @@ class Settings:
 
 
 def load_settings(project_dir: Path | None = None) -> Settings:
-    """Settings from the environment, with the project found from the working directory."""
+    """Settings from the environment, with the project found from the working directory.
+
+    Raises SettingsError (naming the variable) for a retention value that is not a number.
+    """
     env = dict(os.environ)
+    origin = "given"
     if project_dir is None:
-        project_dir = (
-            Path(env["CIVICFLOW_PROJECT_DIR"])
-            if env.get("CIVICFLOW_PROJECT_DIR")
-            else _find_project_dir(Path.cwd())
-        )
+        if env.get(PROJECT_ENV):
+            project_dir, origin = Path(env[PROJECT_ENV]), "environment"
+        else:
+            project_dir, origin = _find_project_dir(Path.cwd()), "working directory"
     project_dir = project_dir.resolve()
     var_dir = (
         Path(env["CIVICFLOW_VAR_DIR"]) if env.get("CIVICFLOW_VAR_DIR") else project_dir / "var"
@@ -88,4 +155,7 @@ def load_settings(project_dir: Path | None = None) -> Settings:
         portal_url=env.get("CIVICFLOW_PORTAL_URL", "http://127.0.0.1:8001").rstrip("/"),
         portal_database=env.get("CIVICFLOW_PORTAL_DATABASE", "portal"),
         env=env,
+        keep_runs=_env_whole(env, KEEP_RUNS_ENV, DEFAULT_KEEP_RUNS, 1),
+        keep_days=_env_number(env, KEEP_DAYS_ENV, DEFAULT_KEEP_DAYS, 0),
+        project_origin=origin,
     )

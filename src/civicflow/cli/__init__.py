@@ -7,8 +7,11 @@ commands so ``civicflow --help`` and ``civicflow check`` stay fast.
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
+
+from civicflow.privatefs import private_umask
 
 app = typer.Typer(
     name="civicflow",
@@ -18,7 +21,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ["check", "publish", "run", "portal", "runs", "spec", "scorecard"]
+
+@app.callback()
+def _private_state(ctx: typer.Context) -> None:
+    """Every command runs with umask 077: whatever it (or a library, or the portal process
+    it starts) writes under var/ is private to the owner. The previous umask comes back
+    when the command ends, so an embedding process (tests) keeps its own."""
+    previous = private_umask()
+    ctx.call_on_close(lambda: os.umask(previous))
+
+
+COMMAND_MODULES = ["check", "publish", "run", "portal", "runs", "spec", "scorecard", "prune"]
 
 for _name in COMMAND_MODULES:
     try:

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from civicflow.privatefs import READ_ONLY_MODE, private_file
 from civicflow.settings import Settings
 from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
 from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
@@ -48,16 +48,16 @@ def resolve_source_path(
 
 
 def _copy_immutable(src: Path, dest: Path) -> str:
-    """Copy ``src`` to ``dest`` byte for byte, read-only, returning its sha256 (one pass)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Copy ``src`` to ``dest`` byte for byte, returning its sha256 (one pass).
+
+    The copy holds residents' raw values (exact addresses, names): it is owner-read-only
+    (0400) in a 0700 folder, private from its first byte (``private_file``).
+    """
     digest = hashlib.sha256()
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with src.open("rb") as fin, tmp.open("wb") as fout:
+    with src.open("rb") as fin, private_file(dest, READ_ONLY_MODE) as fout:
         while chunk := fin.read(1 << 20):
             digest.update(chunk)
             fout.write(chunk)
-    os.chmod(tmp, 0o444)
-    os.replace(tmp, dest)
     return digest.hexdigest()
 
 
@@ -70,6 +70,7 @@ def extract(
         raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
     source = get_source(spec.source.kind)
     raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
+    settings.private_dir(raw_path.parent)
     sha256 = _copy_immutable(src, raw_path)
     raw = source.read(spec, raw_path)
     frame = cast_frame(spec, raw)
