@@ -12,6 +12,7 @@ from civicflow.privacy.detectors import (
     _VIN_WEIGHTS,
     ADDRESS_IN_ADDRESS_COLUMN,
     DETECTORS,
+    STREET_ADDRESS,
     card_ok,
     luhn_ok,
     mask,
@@ -157,14 +158,31 @@ def test_mask_hides_all_but_the_last_two_characters() -> None:
 
 @given(
     number=st.integers(min_value=1, max_value=99999).filter(lambda n: n % 100 != 0),
+    form=st.sampled_from(["{n} ", "{n}E ", "{n}N ", "{n} 1/2 ", "{n}-1/2 ", "{m}-{n} ", "AF{n} "]),
     direction=st.sampled_from(["", "N ", "W "]),
     fraction=st.sampled_from(["", "1/2 ", "7/8 "]),
-    street=st.sampled_from(["BELLEVUE AVE", "3RD ST", "WELBY WAY", "SEPULVEDA", "96TH ST/18A"]),
+    street=st.sampled_from(
+        [
+            "BELLEVUE AVE",
+            "3RD ST",
+            "WELBY WAY",
+            "SEPULVEDA",
+            "96TH ST/18A",
+            "VIA MARINA",
+            "AVENUE OF THE STARS",
+            "AVENUE 50",
+        ]
+    ),
 )
 def test_scan_finds_every_exact_address_and_none_once_generalised(
-    number: int, direction: str, fraction: str, street: str
+    number: int, form: str, direction: str, fraction: str, street: str
 ) -> None:
-    address = f"{number} {fraction}{direction}{street}"
+    house = form.format(n=number, m=number // 100 * 100)
+    address = f"{house}{fraction if form.endswith('} ') else ''}{direction}{street}"
     generalised = hundred_block_text(pa.array([address]))
-    assert ADDRESS_IN_ADDRESS_COLUMN.find(pa.array([address])).tolist() == [True]
-    assert ADDRESS_IN_ADDRESS_COLUMN.find(generalised).tolist() == [False]
+    assert ADDRESS_IN_ADDRESS_COLUMN.find(pa.array([address])).tolist() == [True], address
+    assert ADDRESS_IN_ADDRESS_COLUMN.find(generalised).tolist() == [False], generalised
+    # In free text the address needs a street type, before or after the name.
+    if street.endswith(("AVE", "ST", "WAY")) or street.startswith(("VIA", "AVENUE")):
+        assert STREET_ADDRESS.find(pa.array([f"seen at {address}."])).tolist() == [True]
+        assert STREET_ADDRESS.find(generalised).tolist() == [False]

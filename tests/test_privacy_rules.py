@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from civicflow.privacy.detectors import DETECTORS, PHONE
+from civicflow.privacy.detectors import ADDRESS_IN_ADDRESS_COLUMN, DETECTORS, PHONE
 from civicflow.privacy.generalise import GENERALISERS, hundred_block_text
 from civicflow.privacy.keys import HashKey
 from civicflow.privacy.rules import (
@@ -22,6 +23,9 @@ from civicflow.privacy.rules import (
 )
 from civicflow.spec.models import PrivacyRule
 
+PARKING_CSV = (
+    Path(__file__).resolve().parents[1] / "data/parking_citations/la_parking_citations_subset.csv"
+)
 KEY_A = HashKey("a" * 32, "test")
 KEY_B = HashKey("b" * 32, "test")
 ALL_TEXT_DETECTORS = [d for d in DETECTORS.values() if d.redacts]
@@ -55,6 +59,20 @@ def series(values: list, dtype: str | None = None, start: int = 1) -> pd.Series:
         ("6221 W 96TH ST/18A", "6200 W 96TH ST/18A"),
         ("GEORGIA ST/OLYMPIC", "GEORGIA ST/OLYMPIC"),
         ("200 WORLD WAY", "200 WORLD WAY"),
+        # house numbers glued to a direction letter, as LADOT writes some locations
+        ("2209E MICHIGAN AVE", "2200E MICHIGAN AVE"),
+        ("520N VAN NESS AVE", "500N VAN NESS AVE"),
+        ("133S SOUTH LUCERNE BOULEVARD", "100S SOUTH LUCERNE BOULEVARD"),
+        ("75E 2ND ST", "0E 2ND ST"),
+        ("AF4421 ORCHARD AVE", "AF4400 ORCHARD AVE"),
+        # fractions and ranges
+        ("1808-1/2 W 25TH ST", "1800-1/2 W 25TH ST"),
+        ("100-110 N MAIN ST", "100-100 N MAIN ST"),
+        ("12-14 MAIN ST", "0 MAIN ST"),
+        # prefix-type street names
+        ("13415 VIA MARINA", "13400 VIA MARINA"),
+        ("1901 AVENUE OF THE STARS", "1900 AVENUE OF THE STARS"),
+        ("205 AVENUE 50 N", "200 AVENUE 50 N"),
     ],
 )
 def test_hundred_block_examples(raw: str, expected: str) -> None:
@@ -62,33 +80,64 @@ def test_hundred_block_examples(raw: str, expected: str) -> None:
 
 
 STREET = st.sampled_from(
-    ["BELLEVUE", "3RD", "96TH", "SANTA MONICA", "LA BREA", "MAIN", "O'FARRELL", "VAN NUYS"]
+    [
+        "BELLEVUE",
+        "3RD",
+        "96TH",
+        "SANTA MONICA",
+        "LA BREA",
+        "MAIN",
+        "O'FARRELL",
+        "VAN NUYS",
+        "VIA MARINA",
+        "AVENUE OF THE STARS",
+        "AVENUE 50",
+    ]
 )
 SUFFIX = st.sampled_from(["AVE", "ST", "BLVD", "WAY", "PL", "DR", ""])
+#: how the house number is written: solid, glued to a direction, with a fraction, a range
+HOUSE_FORMS = st.sampled_from(["{n} ", "{n}E ", "{n}N ", "{n} 1/2 ", "{n}-1/2 ", "{n}-{m} "])
+
+
+def house_numbers(text: str) -> list[int]:
+    """Every number written as a house number (not fractions, ZIPs or AVENUE 50)."""
+    head = text.rsplit(",", 1)[0]
+    pattern = r"(?<![\d/])(?<!AVENUE )(\d+)(?=[NSEW]?[ -]|-\d/)"
+    return [int(n) for n in re.findall(pattern, head)]
 
 
 @given(
     number=st.integers(min_value=1, max_value=99999).filter(lambda n: n % 100 != 0),
+    span=st.integers(1, 30),
+    form=HOUSE_FORMS,
     direction=st.sampled_from(["", "N ", "S ", "E ", "W "]),
-    fraction=st.sampled_from(["", "1/2 ", "3/4 "]),
     street=STREET,
     suffix=SUFFIX,
     zip_code=st.one_of(st.just(""), st.from_regex(r"9[01]\d{3}", fullmatch=True)),
 )
 def test_hundred_block_never_keeps_the_house_number(
-    number: int, direction: str, fraction: str, street: str, suffix: str, zip_code: str
+    number: int, span: int, form: str, direction: str, street: str, suffix: str, zip_code: str
 ) -> None:
-    address = f"{number} {fraction}{direction}{street} {suffix}".strip() + (
-        f", {zip_code}" if zip_code else ""
-    )
+    house = form.format(n=number, m=number + span)
+    address = f"{house}{direction}{street} {suffix}".strip() + (f", {zip_code}" if zip_code else "")
     out = hundred_block_text(pa.array([address])).to_pylist()[0]
-    house = out.split(" ", 1)[0]
-    assert house == str(number // 100 * 100)
-    assert (
-        re.search(rf"(?<![\d/]){number}(?![\d/])", out.rsplit(",", 1)[0] if zip_code else out)
-        is None
-    )
+    kept = house_numbers(out)
+    assert kept and all(n % 100 == 0 for n in kept), (address, out)
+    assert kept[0] == (number // 100 * 100 if number >= 100 or "-{m}" not in form else 0)
     assert out.endswith(f", {zip_code}") or not zip_code  # the ZIP is not a house number
+    assert street in out  # the street itself is kept
+
+
+def test_real_parking_locations_lose_every_exact_house_number() -> None:
+    """The bundled LADOT column, including the 17 numbers glued to a direction letter."""
+    column = pd.read_csv(PARKING_CSV, usecols=["Location"], dtype=str)["Location"].dropna()
+    glued = column[column.str.match(r"^\d+[NSEW] ")]
+    assert (~glued.str.match(r"^\d*00[NSEW] ")).sum() == 17
+    out = pd.Series(hundred_block_text(pa.array(column.tolist())).to_pylist())
+    exact = out.str.extract(r"^(?:AF|A/F |AF |APRX |S/O )?(\d+)[NSEW]?[ -]")[0].dropna().astype(int)
+    assert len(exact) > 9000 and (exact % 100 == 0).all()
+    assert not ADDRESS_IN_ADDRESS_COLUMN.find(pa.array(out.tolist())).any()
+    assert ADDRESS_IN_ADDRESS_COLUMN.find(pa.array(glued.tolist())).sum() == 17
 
 
 def test_generalisers_keep_nulls_and_row_numbers() -> None:

@@ -67,10 +67,12 @@ def test_parking_publishes_no_vehicle_identifier_in_clear(extracts: dict, tmp_pa
     out = protect(spec, frame, settings_for(tmp_path), hash_key=KEY).frame
     assert "plate_expiry_date" not in out.columns
     assert out["vin"].dropna().str.fullmatch(r"[0-9a-f]{64}").all()
-    # Locations: the hundred block of the source's house number, row by row.
-    numbers = frame["location"].str.extract(r"^(\d+) ")[0].dropna().astype(int)
-    published = out.loc[numbers.index, "location"].str.extract(r"^(\d+) ")[0].astype(int)
-    assert (published == numbers // 100 * 100).all()
+    # Locations: the hundred block of the source's house number, row by row, including
+    # numbers glued to a direction ("2209E MICHIGAN AVE") or to "AF" and fractions.
+    house = r"^(?:AF)?(\d+)(?:[NSEW]|-\d/\d)?\s"
+    numbers = frame["location"].str.extract(house)[0].dropna().astype(int)
+    published = out.loc[numbers.index, "location"].str.extract(house)[0].astype(int)
+    assert len(numbers) > 9000 and (published == numbers // 100 * 100).all()
     # Coordinates: degrees inside Los Angeles, at most 3 decimals.
     lat, lon = out["latitude"].dropna(), out["longitude"].dropna()
     assert lat.between(33.70, 34.34).all() and lon.between(-118.67, -118.15).all()

@@ -31,6 +31,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Numbered street names ("AVENUE 50", "HWY 101"): the number is part of the name, not a
+# house number. Shielding puts a "_" before it (a word character, so no house-number
+# pattern starts there) and unshielding takes it away; both are one vectorised pass.
+_NUMBERED_STREET = r"(\b(?i:AVE|AVENUE|HWY|HIGHWAY|ROUTE|RTE)\s+)"
+_SHIELD_RE = re.compile(_NUMBERED_STREET + r"(\d)")
+
+
+def shield_numbered_streets(values: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(values, _NUMBERED_STREET + r"(\d)", r"\1_\2")
+
+
+def unshield_numbered_streets(values: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(values, _NUMBERED_STREET + r"_(\d)", r"\1\2")
+
 
 @dataclass(frozen=True)
 class Detector:
@@ -45,6 +59,8 @@ class Detector:
     keep_prefix: bool = False
     #: False for scan-only detectors that redact should not apply by default
     redacts: bool = True
+    #: True for address patterns: numbered street names are not house numbers
+    shield: bool = False
 
     @property
     def placeholder(self) -> str:
@@ -59,11 +75,16 @@ class Detector:
 
     def spans(self, text: str) -> list[str]:
         """The PII spans in one value (Python; used for candidates and report examples)."""
+        if self.shield:
+            text = _SHIELD_RE.sub(r"\1_\2", text)
         found = (self._span(m) for m in self.regex.finditer(text))
-        return [s for s in found if self.check is None or self.check(s)]
+        spans = [s for s in found if self.check is None or self.check(s)]
+        return [s.replace("_", "") for s in spans] if self.shield else spans
 
     def candidates(self, values: pa.Array) -> np.ndarray:
         """Rows whose text matches the pattern (vectorised, before any check)."""
+        if self.shield:
+            values = shield_numbered_streets(values)
         hit = pc.fill_null(pc.match_substring_regex(values, self.pattern), False)
         return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -85,6 +106,11 @@ class Detector:
     def redact(self, values: pa.Array) -> pa.Array:
         """Replace every confirmed span with the placeholder (cue words kept)."""
         replacement = (r"\1" if self.keep_prefix else "") + self.placeholder
+        if self.shield:
+            shielded = shield_numbered_streets(values)
+            return unshield_numbered_streets(
+                pc.replace_substring_regex(shielded, self.pattern, replacement)
+            )
         if self.check is None:
             return pc.replace_substring_regex(values, self.pattern, replacement)
         hit = self.candidates(values)
@@ -208,9 +234,24 @@ _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLA
 # ("153 7/8 S ..."). Group 1 (the character before it) is kept when redacting. Written
 # as a pattern, not a Python check, so the whole column is matched in one Arrow call.
 _EXACT_NUMBER = r"(?:\d{0,4}(?:[1-9]\d|0[1-9])|[1-9])"
-_HOUSE = r"(^|[^\w/])" + _EXACT_NUMBER + r"(?:\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
+# The number may be glued to a direction ("2209E MICHIGAN AVE") or to the "at front"
+# qualifier ("AF4421 ORCHARD AVE"), or carry a fraction ("1234 1/2", "1808-1/2"); a range
+# ("100-110 N MAIN ST") is found by its exact second number.
+_HOUSE = r"(^|[^\w/]|\bA/?F)" + _EXACT_NUMBER + r"(?:[NSEW]|-\d/\d|\s+\d/\d)?\s+(?:[NSEW]\.?\s+)?"
+# Street types written before the name (VIA MARINA, AVENUE OF THE STARS, Calle de la Paz),
+# in capitals or title case so "2 via email" is not an address.
+_PREFIX_TYPE = (
+    r"(?:VIA|Via|AVENIDA|Avenida|AVENUE|Avenue|CALLE|Calle|CAMINO|Camino|PASEO|Paseo"
+    r"|PLAZA|Plaza|ALAMEDA|Alameda|RUE|Rue)\s+(?:(?i:of the|de la|de los|del|de)\s+)?"
+    r"_?[A-Z0-9][A-Za-z0-9'-]*(?:\s+[A-Z][A-Za-z'-]*){0,2}"  # _: a shielded "AVENUE 50"
+)
 STREET_ADDRESS_PATTERN = (
-    _HOUSE + r"(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?" + _SUFFIX + r"\b"
+    _HOUSE
+    + r"(?:(?:[A-Za-z0-9'.-]*[A-Za-z][A-Za-z0-9'.-]*\s+){1,4}?"
+    + _SUFFIX
+    + r"\b|"
+    + _PREFIX_TYPE
+    + r")"
 )
 #: in a column declared ``semantic: address`` any house number followed by a street word is an address
 ADDRESS_COLUMN_PATTERN = _HOUSE + r"\w*[A-Za-z]\w*"
@@ -238,10 +279,10 @@ CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", c
 VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
 PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
 STREET_ADDRESS = register_detector(
-    Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True)
+    Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True, shield=True)
 )
 ADDRESS_IN_ADDRESS_COLUMN = Detector(
-    "street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True
+    "street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True, shield=True
 )
 
 #: scan-only detector implemented in scan.py (numbers, not text patterns)

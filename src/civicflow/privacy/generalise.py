@@ -12,7 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from civicflow.privacy.detectors import as_text
+from civicflow.privacy.detectors import (
+    as_text,
+    shield_numbered_streets,
+    unshield_numbered_streets,
+)
 from civicflow.privacy.errors import PrivacyError
 from civicflow.spec.models import FieldSpec, PrivacyRule
 
@@ -37,25 +41,28 @@ def _string_series(arr: pa.Array, index: pd.Index, name: object) -> pd.Series:
     return pd.Series(arr.to_numpy(zero_copy_only=False), index=index, name=name, dtype="str")
 
 
-# A house number: a whole number followed (after an optional fraction, "1/2") by a street word,
-# which may start with digits ("8330 3RD ST W"). Ranges ("1234-1236 MAIN ST") keep their
-# shape with both ends generalised. The rewrite strings are RE2's (\1 is group 1, so
-# \100 is group 1 then "00").
-_STREET_WORD = r"(\s+(?:\d/\d\s+)?[A-Za-z0-9]*[A-Za-z])"
-_RANGE = r"\b(\d*)\d\d(\s*-\s*)(\d*)\d\d" + _STREET_WORD
-_SHORT_RANGE = r"\b\d{1,2}\s*-\s*\d{1,2}" + _STREET_WORD
-_LONG = r"\b(\d+)\d\d" + _STREET_WORD
-# 1-2 digit numbers only at a word start that is not a fraction ("1234 1/2 MAIN" keeps its 1/2).
-_SHORT = r"(^|[^\w/])\d{1,2}" + _STREET_WORD
+# A house number: a whole number followed by a street word, which may start with digits
+# ("8330 3RD ST W") or be a prefix-type name ("VIA MARINA", "AVENUE 50"). Between them may
+# come a direction letter glued to the number ("2209E MICHIGAN AVE", as LADOT writes some
+# locations) or a fraction ("1234 1/2 MAIN", "1808-1/2 W 25TH ST"). The number starts a
+# word, follows no "/" (the 2 of 1/2 is not a house number), or is glued to the "at front"
+# qualifier ("AF4421 ORCHARD AVE"). Ranges ("1234-1236 MAIN ST") keep their shape with both
+# ends generalised. The rewrite strings are RE2's (\1 is group 1, so \100 is group 1 then "00").
+_BEFORE = r"(^|[^\w/]|\bA/?F)"
+_TAIL = r"((?:[NSEW]|-\d/\d)?\s+(?:\d/\d\s+)?[A-Za-z0-9]*[A-Za-z])"
+_RANGE = _BEFORE + r"(\d*)\d\d(\s*-\s*)(\d*)\d\d" + _TAIL
+_SHORT_RANGE = _BEFORE + r"\d{1,2}\s*-\s*\d{1,2}" + _TAIL
+_LONG = _BEFORE + r"(\d+)\d\d" + _TAIL
+_SHORT = _BEFORE + r"\d{1,2}" + _TAIL
 
 
 def hundred_block_text(values: pa.Array) -> pa.Array:
     """``2111 W BELLEVUE AVE, 90026`` → ``2100 W BELLEVUE AVE, 90026``; 1-99 → ``0``."""
-    out = pc.replace_substring_regex(values, _RANGE, r"\100\2\300\4")
+    out = pc.replace_substring_regex(shield_numbered_streets(values), _RANGE, r"\1\200\3\400\5")
     # Ranges with 1-2 digit ends ("12-14 MAIN ST") fall back to the block of the first number.
-    out = pc.replace_substring_regex(out, _SHORT_RANGE, r"0\1")
-    out = pc.replace_substring_regex(out, _LONG, r"\100\2")
-    return pc.replace_substring_regex(out, _SHORT, r"\10\2")
+    out = pc.replace_substring_regex(out, _SHORT_RANGE, r"\10\2")
+    out = pc.replace_substring_regex(out, _LONG, r"\1\200\3")
+    return unshield_numbered_streets(pc.replace_substring_regex(out, _SHORT, r"\10\2"))
 
 
 @register_generaliser("hundred_block", ("string",))
