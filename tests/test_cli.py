@@ -65,6 +65,36 @@ def test_check_reports_every_problem_with_file_and_key(tmp_path, monkeypatch) ->
     assert f"{suite}" in out
 
 
+def test_check_outside_a_project_exits_2_and_says_where_it_looked(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CIVICFLOW_PROJECT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2, result.output
+    assert "ok:" not in result.output
+    assert str(tmp_path) in result.output and "datasets/" in result.output
+    assert "CIVICFLOW_PROJECT_DIR" in result.output
+
+
+def test_check_with_a_project_dir_without_datasets_exits_2(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(tmp_path))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2, result.output
+    assert f"CIVICFLOW_PROJECT_DIR={tmp_path} has no datasets/ folder" in result.output
+
+
+def test_check_prints_every_problem_exactly_once(tmp_path, monkeypatch) -> None:
+    project = _copy_project(tmp_path)
+    spec = project / "datasets" / f"{TABLE}.yaml"
+    spec.write_text(spec.read_text().replace("license: CC0-1.0", "licence: CC0-1.0"))
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith(str(project))]
+    assert len([line for line in lines if "licence: unknown key" in line]) == 1, result.output
+    assert len(lines) == len(set(lines)), "a problem was printed more than once"
+    assert f"{len(lines)} problem(s) found" in result.output
+
+
 def test_publish_usage_errors_exit_2(cli_env) -> None:
     assert runner.invoke(app, ["publish"]).exit_code == 2
     assert runner.invoke(app, ["publish", "no_such_dataset"]).exit_code == 2

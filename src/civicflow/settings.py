@@ -36,23 +36,24 @@ def _find_project_dir(start: Path) -> Path:
 
 
 def _env_number(env: dict[str, str], name: str, default: float, minimum: float) -> float:
+    """A number from the environment; SettingsError naming the variable if unusable."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}: expected a number >= {minimum:g}, got {raw!r}") from None
+        value = float("nan")
     if not value >= minimum:  # also refuses NaN
         raise SettingsError(f"{name}: expected a number >= {minimum:g}, got {raw!r}")
     return value
 
 
 def _env_whole(env: dict[str, str], name: str, default: int, minimum: int) -> int:
-    value = _env_number(env, name, default, minimum)
-    if value != int(value):
-        raise SettingsError(f"{name}: expected a whole number >= {minimum}, got {env[name]!r}")
-    return int(value)
+    raw = env.get(name, "").strip()
+    if raw and not (raw.isdigit() and int(raw) >= minimum):
+        raise SettingsError(f"{name}: expected a whole number >= {minimum}, got {raw!r}")
+    return int(raw) if raw else default
 
 
 @dataclass(frozen=True)

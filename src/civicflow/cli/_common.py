@@ -1,9 +1,10 @@
-"""Helpers shared by CLI command modules: exit codes and problem printing."""
+"""Helpers shared by CLI command modules: exit codes, settings and problem printing."""
 
 from __future__ import annotations
 
 import typer
 
+from civicflow.settings import Settings, SettingsError, load_settings
 from civicflow.spec import SpecProblem
 
 EXIT_OK = 0
@@ -14,3 +15,20 @@ EXIT_USAGE = 2
 def print_problems(problems: list[SpecProblem]) -> None:
     for problem in problems:
         typer.echo(str(problem), err=True)
+
+
+def project_settings() -> Settings:
+    """Settings of the project the command runs in; exit 2 saying where it looked if none.
+
+    Without this, a command run outside a project read an empty datasets/ and reported
+    "ok: 0 dataset specs".
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"configuration: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    if not settings.has_project:
+        typer.echo(f"not a civicflow project: {settings.where_looked()}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return settings

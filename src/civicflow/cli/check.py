@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from civicflow.cli._common import EXIT_USAGE, print_problems
-from civicflow.settings import Settings, load_settings
-from civicflow.spec import SpecError, SpecProblem
+from civicflow.cli._common import EXIT_USAGE, print_problems, project_settings
+from civicflow.settings import Settings
+from civicflow.spec import DatasetSpec, SpecError, SpecProblem
 from civicflow.spec.loader import dataset_paths, load_dataset
 
 
@@ -17,15 +19,19 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
 
     problems: list[SpecProblem] = []
     counts = {"datasets": 0, "suites": 0, "metrics": 0}
-    suites_used: set[str] = set()
+    # Each suite is checked against the spec loaded here: left to itself, load_suite
+    # loads datasets/<suite>.yaml again and a broken spec was reported twice.
+    specs_by_suite: dict[str, DatasetSpec] = {}
+    broken_specs: set[Path] = set()
     for path in dataset_paths(settings.datasets_dir):
         counts["datasets"] += 1
         try:
             spec = load_dataset(path)
         except SpecError as exc:
             problems.extend(exc.problems)
+            broken_specs.add(path.resolve())
             continue
-        suites_used.add(spec.suite_name)
+        specs_by_suite.setdefault(spec.suite_name, spec)
         suite_path = settings.expectations_dir / f"{spec.suite_name}.json"
         if not suite_path.is_file():
             problems.append(
@@ -40,9 +46,10 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
     for suite_path in sorted(settings.expectations_dir.glob("*.json")):
         counts["suites"] += 1
         try:
-            load_suite(suite_path)
+            load_suite(suite_path, specs_by_suite.get(suite_path.stem))
         except SpecError as exc:
-            problems.extend(exc.problems)
+            # A suite whose spec is broken re-raises the spec's problems: already listed.
+            problems.extend(p for p in exc.problems if p.file.resolve() not in broken_specs)
     from civicflow.metrics import check_files
 
     if settings.metrics_dir.is_dir():
@@ -58,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         Prints ``file:line: key: problem`` for each error and exits 2 if there is any.
         """
-        settings = load_settings()
+        settings = project_settings()
         problems, counts = collect_problems(settings)
         if problems:
             print_problems(problems)
