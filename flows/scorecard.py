@@ -74,6 +74,8 @@ def scorecard(publish: bool = True) -> State:
             "%s: %s: %s", PERFORMANCE_DATASET, publish_summary["outcome"], publish_summary["reason"]
         )
 
+    # Public only after it passed: the published version, never the staged file.
+    public_csv = _as_task("export-performance-csv", sc.export_performance_csv)(settings)
     t = time.perf_counter()
     card = _as_task("certify", sc.build)(settings, loaded, results)
     paths = _as_task("write-site", sc.write_site)(settings, card)
@@ -93,6 +95,7 @@ def scorecard(publish: bool = True) -> State:
         "next_level": cert.next_level,
         "kpis": {r.kpi.id: r.status for r in results},
         "performance_csv": str(csv_path),
+        "performance_csv_public": str(public_csv) if public_csv else None,
         "site": {k: str(v) for k, v in paths.items()},
         "publish": publish_summary,
         "timings": {k: round(v, 3) for k, v in timings.items()},

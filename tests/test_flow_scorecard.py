@@ -45,12 +45,16 @@ def test_scorecard_flow_without_publishing(prefect_harness, tmp_path, monkeypatc
     summary = state.result()
     assert summary["publish"] is None
     assert Path(summary["site"]["html"]).is_file() and Path(summary["performance_csv"]).is_file()
+    # the staged file is private (var/scorecard/); nothing unvalidated goes next to the page
+    assert Path(summary["site"]["html"]).parent not in Path(summary["performance_csv"]).parents
+    assert summary["performance_csv_public"] is None
     assert set(summary["kpis"]) == {p.stem for p in (PROJECT / "metrics" / "kpis").glob("*.yaml")}
     assert "no_data" not in summary["kpis"].values()
     assert {
         "load-metrics",
         "compute-kpis",
         "write-performance-csv",
+        "export-performance-csv",
         "certify",
         "write-site",
     } <= _task_names(state.state_details.flow_run_id)
@@ -96,6 +100,8 @@ def test_scorecard_flow_publishes_performance_metrics_to_the_portal(
 
     rows = list(csv.DictReader(Path(summary["performance_csv"]).read_text().splitlines()))
     assert datasette_server.row_count("performance_metrics") == len(rows) > 0
+    public = list(csv.DictReader(Path(summary["performance_csv_public"]).read_text().splitlines()))
+    assert len(public) == len(rows) and {r["kpi_id"] for r in public} == set(summary["kpis"])
     assert datasette_server.row_count("neighborhood_councils") == 99
     small = datasette_server.query(
         "select count(*) as n from performance_metrics where records is not null and records < 11"

@@ -123,3 +123,39 @@ def test_performance_csv_is_what_the_dataset_spec_reads(written) -> None:
     assert path == sc.performance_csv_path(settings) and path.is_file()
     header = next(csv.reader(path.read_text().splitlines()))
     assert header == [f.name for f in spec.fields]
+
+
+def test_performance_csv_is_staged_privately_and_only_a_published_version_goes_public(
+    written,
+) -> None:
+    settings, card, paths = written
+    staged = sc.performance_csv_path(settings)
+    public = sc.public_performance_csv_path(settings)
+    site = sc.site_dir(settings)
+    assert staged.is_file() and site not in staged.parents
+    # written before validation: nothing in the public folder yet, and the page offers nothing
+    assert not public.exists() and not card.has_performance_csv
+    assert 'href="performance_metrics.csv"' not in paths["html"].read_text()
+    assert sc.export_performance_csv(settings) is None and not public.exists()
+
+    # once published (validated, scanned), the published version is exported next to the page
+    manifest = publish_parquet(settings, "performance_metrics")
+    assert sc.export_performance_csv(settings) == public
+    good = public.read_text()
+    rows = list(csv.DictReader(good.splitlines()))
+    assert len(rows) == manifest.rows > 0
+    assert list(rows[0]) == manifest.columns
+
+    # a staged file that fails validation is rejected and never reaches the public folder
+    from civicflow.pipeline import run_dataset
+
+    text = staged.read_text().splitlines()
+    bad_row = text[1].split(",", 1)
+    staged.write_text("\n".join([text[0], "Maria Lopez," + bad_row[1], *text[2:]]) + "\n")
+    outcome = run_dataset(settings, "performance_metrics")
+    assert outcome.outcome == "rejected", outcome.reason
+    assert sc.export_performance_csv(settings) == public
+    assert public.read_text() == good and "Maria" not in good
+    loaded = sc.load(settings)
+    html = sc.write_site(settings, sc.build(settings, loaded, card.results))["html"].read_text()
+    assert 'href="performance_metrics.csv"' in html

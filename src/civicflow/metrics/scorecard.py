@@ -2,7 +2,9 @@
 
 1. ``load`` the catalog and ``metrics/``; 2. ``compute_kpis`` from published Parquet;
 3. ``write_performance_csv`` — the KPI values as an open dataset, small counts
-already suppressed (the pipeline then publishes it as ``performance_metrics``);
+already suppressed, staged privately under ``var/scorecard/`` (the pipeline then
+validates, scans and publishes it as ``performance_metrics``);
+``export_performance_csv`` then puts the published version next to the page;
 4. ``certify`` from catalog, ledger and published data; 5. ``write_site`` —
 ``index.html`` (self-contained), ``scorecard.json`` and ``scorecard.csv``.
 Files are written under a temporary name and renamed, ``index.html`` last, so a
@@ -20,6 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from civicflow import published
 from civicflow.metrics.certification import CertificationResult, assess, gather
 from civicflow.metrics.compute import (
     PERFORMANCE_DATASET,
@@ -76,6 +83,13 @@ def site_dir(settings: Settings) -> Path:
 
 
 def performance_csv_path(settings: Settings) -> Path:
+    """The staged source of ``performance_metrics``: private, under var/ but outside the
+    site, because it has not been validated and scanned yet when it is written."""
+    return settings.var_dir / "scorecard" / "performance_metrics.csv"
+
+
+def public_performance_csv_path(settings: Settings) -> Path:
+    """The public copy next to the page: exported from the published version only."""
     return site_dir(settings) / "performance_metrics.csv"
 
 
@@ -91,6 +105,8 @@ class Scorecard:
     results: list[KpiResult]
     certification: CertificationResult
     small_count_threshold: int
+    #: a public performance_metrics.csv (a published version) sits next to the page
+    has_performance_csv: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +288,27 @@ def write_performance_csv(settings: Settings, results: list[KpiResult], threshol
     return path
 
 
+def export_performance_csv(settings: Settings) -> Path | None:
+    """Put in public exactly what passed: the published version of ``performance_metrics``.
+
+    The staged file never goes public; after a rejected run the public copy stays the
+    last version that passed, and with no published version there is no public copy.
+    """
+    public = public_performance_csv_path(settings)
+    manifest = published.latest(settings, PERFORMANCE_DATASET)
+    if (
+        manifest is None
+        or not manifest.path.is_file()
+        or published.file_sha256(manifest.path) != manifest.sha256
+    ):
+        public.unlink(missing_ok=True)
+        return None
+    buf = pa.BufferOutputStream()
+    pa_csv.write_csv(pq.read_table(manifest.path), buf, pa_csv.WriteOptions(quoting_style="needed"))
+    _atomic_write_text(public, buf.getvalue().to_pybytes().decode("utf-8"))
+    return public
+
+
 def certify(
     settings: Settings, loaded: Loaded, results: list[KpiResult] | None, now: datetime | None = None
 ) -> CertificationResult:
@@ -334,7 +371,11 @@ def build(
 ) -> Scorecard:
     now = now or datetime.now(UTC)
     return Scorecard(
-        now, results, certify(settings, loaded, results, now), small_count_threshold(loaded.catalog)
+        now,
+        results,
+        certify(settings, loaded, results, now),
+        small_count_threshold(loaded.catalog),
+        public_performance_csv_path(settings).is_file(),
     )
 
 
@@ -346,7 +387,9 @@ __all__ = [
     "certify",
     "compute_kpis",
     "load",
+    "export_performance_csv",
     "performance_csv_path",
+    "public_performance_csv_path",
     "site_dir",
     "write_performance_csv",
     "write_site",

@@ -298,6 +298,15 @@ def _summary(results: list[KpiResult]) -> str:
     )
 
 
+def _performance_link(card: Scorecard) -> str:
+    # Only a published (validated and scanned) version is offered for download.
+    return (
+        '<a href="performance_metrics.csv">performance_metrics.csv</a>'
+        if card.has_performance_csv
+        else ""
+    )
+
+
 def render_page(card: Scorecard) -> str:
     generated = card.generated_at.strftime("%Y-%m-%d %H:%M UTC")
     on = sum(1 for r in card.results if r.status == "on_track")
@@ -317,7 +326,7 @@ def render_page(card: Scorecard) -> str:
 <header>
 <h1>Performance scorecard</h1>
 <p class="muted">Computed {_e(generated)} from the data published on the open data portal and its run history. Nothing on this page is typed in by hand.</p>
-<nav><a href="/">Open data portal</a><a href="scorecard.csv">scorecard.csv</a><a href="scorecard.json">scorecard.json</a><a href="performance_metrics.csv">performance_metrics.csv</a></nav>
+<nav><a href="/">Open data portal</a><a href="scorecard.csv">scorecard.csv</a><a href="scorecard.json">scorecard.json</a>{_performance_link(card)}</nav>
 </header>
 <main>
 {_certification(card.certification)}
