@@ -359,6 +359,14 @@ class DatasetSpec(StrictModel):
     privacy: DatasetPrivacy = Field(
         default_factory=DatasetPrivacy, description="Dataset-level privacy settings."
     )
+    record_date: str | None = Field(
+        None,
+        description=(
+            "Published date or datetime field saying when each record happened (e.g. "
+            "created_date); the timeliness criterion compares its latest value with "
+            "update_frequency. Default: the first published date field that is never empty."
+        ),
+    )
 
     @field_validator("id")
     @classmethod
@@ -392,6 +400,29 @@ class DatasetSpec(StrictModel):
             if col not in names:
                 raise ValueError(f"privacy.small_count_columns names {col!r}, which is not a field")
         return self
+
+    @model_validator(mode="after")
+    def _record_date_is_a_published_date(self) -> DatasetSpec:
+        if self.record_date is None:
+            return self
+        match = [f for f in self.published_fields() if f.name == self.record_date]
+        if not match or str(match[0].type) not in ("date", "datetime"):
+            raise ValueError(
+                f"record_date names {self.record_date!r}, which is not a published date or datetime field"
+            )
+        return self
+
+    @property
+    def record_date_field(self) -> str | None:
+        """The field timeliness reads: declared, else the first never-empty published date."""
+        if self.record_date is not None:
+            return self.record_date
+        dates = [
+            f
+            for f in self.published_fields()
+            if str(f.type) in ("date", "datetime") and not f.nullable
+        ]
+        return dates[0].name if dates else None
 
     @property
     def table(self) -> str:
