@@ -41,3 +41,22 @@ def test_every_env_var_in_readme_is_used_by_the_code() -> None:
     source = "\n".join(p.read_text() for p in (PROJECT / "src").rglob("*.py"))
     assert names, "README lists no configuration"
     assert sorted(n for n in names if n not in source) == []
+
+
+def _commands_table() -> str:
+    return README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_cli_command_is_in_the_readme_commands_table() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.main.TyperGroup)
+    listed = set(re.findall(r"^\| `civicflow ([a-z]+)", _commands_table(), re.M))
+    assert sorted(set(group.commands) - listed) == []
+
+
+def test_every_retention_setting_is_in_the_readme_configuration_table() -> None:
+    table = README.split("## Configuration (environment)", 1)[1].split("\n## ", 1)[0]
+    for name in ("CIVICFLOW_KEEP_RUNS", "CIVICFLOW_KEEP_DAYS"):
+        assert f"| `{name}` |" in table, name
