@@ -27,6 +27,7 @@ from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, extract
 from civicflow.sources.transforms import TransformError
 from civicflow.spec import DatasetSpec, SpecError, find_dataset
+from civicflow.spec.loader import require_suite
 
 log = logging.getLogger("civicflow.pipeline")
 
@@ -190,6 +191,20 @@ def _counts(report: Any) -> dict[str, int]:
     return out
 
 
+def _failure_reason(kind: str, exc: Exception) -> str:
+    """The public ledger reason of a failed run.
+
+    Our own errors (spec, portal, privacy configuration) are written to name files,
+    keys and fields only. Any other exception (a library's) may quote a data value,
+    so the reason names its type and the message stays in the log.
+    """
+    from civicflow.privacy.errors import PrivacyError
+
+    if isinstance(exc, (SpecError, PortalError, PrivacyError)):
+        return f"{kind}: {exc}"
+    return f"{kind}: unexpected error (its message is in the run log)"
+
+
 def run_dataset(
     settings: Settings,
     dataset_id: str,
@@ -235,12 +250,15 @@ def run_dataset(
         )
 
     try:
-        # A missing hash key is a configuration error: refuse before any work.
+        # A missing suite or hash key is a configuration error: refuse before any work.
+        require_suite(spec, settings.expectations_dir)
         wrap("check-ready", _check_ready)(spec, settings)
         try:
             ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
         except (ExtractError, TransformError) as exc:
             report_path.parent.mkdir(parents=True, exist_ok=True)
+            # The message is public (the ledger reason); ``detail`` may quote the
+            # source, so it goes to the private report only.
             report_path.write_text(
                 json.dumps(
                     {
@@ -249,9 +267,12 @@ def run_dataset(
                         "passed": False,
                         "stage": "extract",
                         "error": str(exc),
+                        "detail": getattr(exc, "detail", None),
                     },
                     indent=2,
-                )
+                    ensure_ascii=False,
+                ),
+                encoding="utf-8",
             )
             paths["report_path"] = str(report_path)
             log.error("%s: REJECTED at extract: %s", spec.id, exc)
@@ -291,7 +312,7 @@ def run_dataset(
         )
         log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
         log.debug("%s", traceback.format_exc())
-        finish("failed", f"{kind}: {exc}")
+        finish("failed", _failure_reason(kind, exc))
         raise
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from civicflow.quality.expectations import load_suite, run_suite, suite_path
+from civicflow.quality.expectations import load_suite, run_suite, without_covered
 from civicflow.quality.report import Check, QualityReport
-from civicflow.quality.structure import check_structure, table_schema
+from civicflow.quality.structure import check_structure, table_schema, unique_sets
 from civicflow.sources.base import Extract
-from civicflow.spec.errors import SpecError, SpecProblem
+from civicflow.spec.loader import require_suite
 from civicflow.spec.models import DatasetSpec
 
 __all__ = ["Check", "QualityReport", "load_suite", "table_schema", "validate"]
@@ -22,41 +22,30 @@ __all__ = ["Check", "QualityReport", "load_suite", "table_schema", "validate"]
 def validate(spec: DatasetSpec, extract: Extract, expectations_dir: Path | str) -> QualityReport:
     """Check ``extract`` against ``spec`` and its expectation suite.
 
-    The suite is ``expectations/<spec.suite_name>.json``. A spec that names a suite
-    explicitly must have the file (SpecError otherwise); one that relies on the default
-    name and has no file gets structure checks only, noted in the report.
+    Every dataset has a suite, ``expectations/<spec.suite_name>.json``; without it this
+    raises SpecError naming the dataset and the file (the same rule ``civicflow check``
+    applies, from ``spec.loader.require_suite``).
     """
     started = time.perf_counter()
+    path = require_suite(spec, Path(expectations_dir))
+    suite = load_suite(path, spec)
     structure = check_structure(spec, extract)
     report = QualityReport(
         dataset_id=spec.id,
         run_id=extract.run_id,
         rows=extract.rows,
-        suite=None,
+        suite=suite.name,
         checks=list(structure.checks),
     )
-    path = suite_path(Path(expectations_dir), spec.suite_name)
-    if path.is_file():
-        suite = load_suite(path, spec)
-        report.suite = suite.name
-        report.checks.extend(run_suite(suite, extract.frame, skip_columns=structure.missing_fields))
-        if structure.missing_fields:
-            report.notes.append(
-                "content checks on missing column(s) "
-                + ", ".join(sorted(structure.missing_fields))
-                + " were skipped"
-            )
-    elif spec.expectation_suite is not None:
-        raise SpecError(
-            [
-                SpecProblem(
-                    path,
-                    "",
-                    f"expectation suite {spec.expectation_suite!r} named by dataset {spec.id} not found",
-                )
-            ]
+    # A duplicate key is reported once, by the structure check that owns uniqueness.
+    suite, covered = without_covered(suite, unique_sets(spec))
+    report.checks.extend(run_suite(suite, extract.frame, skip_columns=structure.missing_fields))
+    report.notes.extend(f"{line}: not run, the structure check covers it" for line in covered)
+    if structure.missing_fields:
+        report.notes.append(
+            "content checks on missing column(s) "
+            + ", ".join(sorted(structure.missing_fields))
+            + " were skipped"
         )
-    else:
-        report.notes.append(f"no expectation suite {path.name}: structure checks only")
     report.duration_s = time.perf_counter() - started
     return report

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from civicflow.quality.report import MAX_EXAMPLES, SEVERITIES, Check, describe_examples, json_safe
+from civicflow.quality.report import MAX_EXAMPLES, SEVERITIES, Check, describe_rows, json_safe
 from civicflow.spec.errors import SpecError, SpecProblem
 from civicflow.spec.loader import load_dataset
 from civicflow.spec.models import DatasetSpec
@@ -41,11 +41,8 @@ _EXPECTATION_KEYS = {
 _COLUMN_KWARGS = ("column", "column_A", "column_B")
 _COLUMN_LIST_KWARGS = ("column_list", "column_set")
 _POSITION = "civicflow_position"
+_UNIQUENESS = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"}
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
-
-
-def suite_path(expectations_dir: Path, name: str) -> Path:
-    return Path(expectations_dir) / f"{name}.json"
 
 
 def expectation_columns(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -310,6 +307,8 @@ def _to_check(
     details = {"kwargs": json_safe(config.kwargs)}
     error = _exception_message(result.exception_info)
     if error is not None:
+        # The error text can quote a value (e.g. a failed conversion): report only.
+        details["error"] = error
         return Check(
             "content",
             config.type,
@@ -318,23 +317,14 @@ def _to_check(
             "failed",
             0,
             [],
-            f"expectation raised an error: {error}",
+            "expectation raised an error (its message is in the report)",
             details,
         )
     count = int(body.get("unexpected_count") or 0)
     examples = _examples(body, columns, row_key, integers) if not result.success else []
     if "observed_value" in body:
         details["observed_value"] = json_safe(body["observed_value"])
-    if result.success:
-        message = (
-            "passed"
-            if "unexpected_count" in body
-            else f"passed (observed {details.get('observed_value')!r})"
-        )
-    elif "unexpected_count" in body:
-        message = f"{count:,} of {body.get('element_count', rows):,} rows unexpected ({describe_examples(examples)})"
-    else:
-        message = f"observed {details.get('observed_value')!r}"
+    message = "passed" if result.success else _failure_message(config.type, body, examples, rows)
     return Check(
         "content",
         config.type,
@@ -346,6 +336,55 @@ def _to_check(
         message,
         details,
     )
+
+
+def _failure_message(
+    etype: str, body: dict[str, Any], examples: list[dict[str, Any]], rows: int
+) -> str:
+    """Public text of a failed expectation: counts and row numbers, never a value.
+
+    An observed value (a column's max, its distinct values) is source data and stays in
+    ``details``; only a table-level count (row or column count) is quoted.
+    """
+    if "unexpected_count" in body:
+        count = int(body.get("unexpected_count") or 0)
+        where = describe_rows(examples, count)
+        text = f"{count:,} of {body.get('element_count', rows):,} rows unexpected"
+        return f"{text} ({where})" if where else text
+    observed = body.get("observed_value")
+    if etype.startswith("expect_table_") and isinstance(observed, int):
+        return f"observed {observed:,}"
+    return "observed value outside the expectation (the value is in the report)"
+
+
+def without_covered(
+    suite: ExpectationSuite, unique_sets: set[frozenset[str]]
+) -> tuple[ExpectationSuite, list[str]]:
+    """``suite`` without uniqueness expectations the structure check already makes.
+
+    A GX uniqueness failure over a key implies the structure check's failure over the
+    same key (a subset or a row condition cannot add duplicates), so running both
+    only reports one duplicate twice. Returns the rest and a line per expectation left out.
+    """
+    import great_expectations as gx
+
+    kept, covered = [], []
+    for exp in suite.expectations:
+        columns = frozenset(_columns_of(exp)) - _condition_only(exp)
+        if exp.configuration.type in _UNIQUENESS and columns in unique_sets:
+            covered.append(f"{exp.configuration.type} {', '.join(sorted(columns))}")
+        else:
+            kept.append(exp)
+    if not covered:
+        return suite, []
+    return gx.ExpectationSuite(name=suite.name, expectations=kept, meta=suite.meta), covered
+
+
+def _condition_only(expectation: Expectation) -> frozenset[str]:
+    """Columns an expectation reads only in its row condition."""
+    kwargs = expectation.configuration.kwargs
+    named = {c for k, c in expectation_columns(kwargs) if not k.startswith("row_condition")}
+    return frozenset(c for _, c in _condition_columns(kwargs.get("row_condition"), "")) - named
 
 
 def _silence_gx() -> None:

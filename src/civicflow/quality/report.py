@@ -48,18 +48,31 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def describe_examples(examples: list[dict[str, Any]], limit: int = 3) -> str:
-    """``row 5: 'x', row 9: 'y', ...`` for a log line."""
-    shown = ", ".join(
-        f"row {e['row']}: {e['value']!r}" if e.get("row") is not None else repr(e["value"])
-        for e in examples[:limit]
-    )
-    return shown + (", ..." if len(examples) > limit else "")
+def describe_rows(examples: list[dict[str, Any]], count: int, limit: int = 5) -> str:
+    """``rows 3, 5 and 9`` from the examples' row numbers only (never their values).
+
+    ``count`` is how many rows failed in all, so a cut list ends in ", ...".
+    """
+    rows = [int(e["row"]) for e in examples if isinstance(e.get("row"), int)]
+    if not rows:
+        return ""
+    shown = [f"{r:,}" for r in rows[:limit]]
+    if len(shown) == 1 and count <= 1:
+        return f"row {shown[0]}"
+    if count > len(shown):
+        return "rows " + ", ".join(shown) + ", ..."
+    return "rows " + (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0])
 
 
 @dataclass
 class Check:
-    """One check run on one extract (a structure rule or a GX expectation)."""
+    """One check run on one extract (a structure rule or a GX expectation).
+
+    ``message`` is public: it becomes the ledger reason that the scorecard page and
+    ``scorecard.json`` show, so it names counts, spec constraints and row numbers only,
+    never a value read from the source. Source values belong in ``examples`` and
+    ``details``, which only the private report under ``var/reports/`` holds.
+    """
 
     layer: Layer
     name: str
@@ -67,10 +80,11 @@ class Check:
     severity: Severity
     status: Status
     unexpected_count: int = 0
-    #: up to 20 failing rows, ``{"row": 1-based data row (None for header checks), "value": ...}``
+    #: private: up to 20 failing rows, ``{"row": 1-based data row (None for header checks), "value": ...}``
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: public: what failed, with counts and row numbers (no source values)
     message: str = ""
-    #: check-specific facts (the constraint and its value, GX kwargs, observed values)
+    #: private: check-specific facts (the constraint and its value, GX kwargs, observed values)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,7 +159,11 @@ class QualityReport:
         return path
 
     def summary(self) -> str:
-        """A few lines a steward reads in a log: verdict first, then each failed check."""
+        """A few lines a steward reads in a log: verdict first, then each failed check.
+
+        Public (it is the ledger reason): built from check names, columns and their
+        public messages only; the values are in the report file.
+        """
         critical, warnings = self.failures("critical"), self.failures("warning")
         ran = sum(1 for c in self.checks if c.status != "skipped")
         if critical:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from civicflow.quality.report import MAX_EXAMPLES, Check, describe_examples, json_safe
+from civicflow.quality.report import MAX_EXAMPLES, Check, describe_rows, json_safe
 from civicflow.sources.base import Extract
 from civicflow.spec.models import CsvSource, DatasetSpec, FieldSpec
 
@@ -140,8 +140,10 @@ class _Columns:
         pos = _positions(bad)[:MAX_EXAMPLES]
         values = self.raw_values(pos) if raw else self.typed_values(pos)
         examples = _examples(self.rows[pos], values)
+        # ``what`` comes from the spec (type, constraint), the rows from the index:
+        # the message is public, the values stay in ``examples``.
         message = (
-            f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_examples(examples)})"
+            f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_rows(examples, count)})"
             if count
             else f"no value {what}"
         )
@@ -206,9 +208,11 @@ def _header_checks(spec: DatasetSpec, labels: list[str]) -> tuple[list[Check], s
         status="failed" if extra else "passed",
         unexpected_count=len(extra),
         examples=extra_examples[:MAX_EXAMPLES],
+        # Positions only: a file without its header row would put data in the labels.
         message=(
-            f"{len(extra)} source column{'s' if len(extra) != 1 else ''} not in the spec: "
-            + ", ".join(f"{e.label!r} (position {e.field_number})" for e in extra)
+            f"{len(extra)} source column{'s' if len(extra) != 1 else ''} not in the spec, at "
+            + ("position " if len(extra) == 1 else "positions ")
+            + ", ".join(str(e.field_number) for e in extra)
             if extra
             else "no undeclared columns"
         ),
@@ -228,7 +232,7 @@ def _fullmatch(values: pa.ChunkedArray, pattern: str) -> np.ndarray:
         return series.str.fullmatch(pattern).fillna(True).astype(bool).to_numpy()
 
 
-def _constraint_checks(cols: _Columns) -> list[Check]:
+def _constraint_checks(cols: _Columns, primary_key: list[str]) -> list[Check]:
     f = cols.field
     c = f.constraints
     if c is None:
@@ -289,7 +293,8 @@ def _constraint_checks(cols: _Columns) -> list[Check]:
                 f"longer than {c.max_length} characters",
                 raw=True,
             )
-    if c.unique:
+    if c.unique and [f.name] != list(primary_key):
+        # a one-column key is checked by the primary-key check: one report per duplicate
         dup = cols.typed.duplicated(keep=False).to_numpy() & cols.present
         out.append(
             cols.check(
@@ -337,13 +342,11 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
     head = dups.iloc[: min(MAX_EXAMPLES, int(sizes[:taken].sum()))]
     values = head[key[0]].tolist() if len(key) == 1 else head.to_dict("records")
     examples = _examples(head.index.to_numpy(), values)
+    # Public message: each group by its row numbers; the key values stay in ``examples``.
     parts = []
     for start, size in zip(starts[:3], sizes[:3], strict=True):
-        rows = [str(r) for r in dups.index[start : start + size][:5]]
-        rows_text = " and ".join(rows) if len(rows) == 2 else ", ".join(rows)
-        first = dups.iloc[start]
-        value = first[key[0]] if len(key) == 1 else first.to_dict()
-        parts.append(f"rows {rows_text}: {json_safe(value)!r}")
+        group_rows = [{"row": int(r)} for r in dups.index[start : start + size][:5]]
+        parts.append(describe_rows(group_rows, int(size)))
     more = "; ..." if n_groups > 3 else ""
     count = int(dup.sum())
     message = f"{n_groups:,} duplicate{'s' if n_groups != 1 else ''} in {count:,} rows ({'; '.join(parts)}{more})"
@@ -358,6 +361,17 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
         message,
         {"groups": n_groups},
     )
+
+
+def unique_sets(spec: DatasetSpec) -> set[frozenset[str]]:
+    """Column sets whose uniqueness the structure check owns (the key, ``unique`` fields).
+
+    A content expectation asserting the same is not run, so one duplicate is one failure.
+    """
+    sets = {frozenset([f.name]) for f in spec.fields if f.constraints and f.constraints.unique}
+    if spec.primary_key:
+        sets.add(frozenset(spec.primary_key))
+    return sets
 
 
 def _sentinels(spec: DatasetSpec) -> dict[str, list[float]]:
@@ -399,7 +413,7 @@ def check_structure(spec: DatasetSpec, extract: Extract) -> StructureResult:
                     details={"constraint": "required"},
                 )
             )
-        checks.extend(_constraint_checks(cols))
+        checks.extend(_constraint_checks(cols, spec.primary_key))
     if spec.primary_key:
         checks.append(_primary_key_check(spec, extract.frame, missing))
     return StructureResult(checks=checks, missing_fields=missing)

@@ -22,8 +22,15 @@ from civicflow.spec.models import DatasetSpec
 class ExtractError(Exception):
     """The raw input cannot be read at all (encoding, empty file, ragged rows, ...).
 
-    The message names the file and, where known, the row; it never holds secrets.
+    The message is public (it becomes the ledger reason the scorecard shows): it names
+    the file, row, column or byte offset, never a value from the file nor a secret.
+    Anything that may quote the source (a parser's own message, a header, a value)
+    goes in ``detail``, which only the private run report holds.
     """
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class Source(Protocol):

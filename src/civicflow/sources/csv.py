@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv as pycsv
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,7 +55,12 @@ def read_header(path: Path, source: CsvSource) -> list[str]:
         raise ExtractError(f"{path}: the header row is blank")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise ExtractError(f"{path}: duplicate column headers: {', '.join(dupes)}")
+        # Positions in public: a file whose header row is missing has data in it.
+        positions = [str(i) for i, h in enumerate(header, 1) if h in dupes]
+        raise ExtractError(
+            f"{path}: duplicate column headers at positions {', '.join(positions)}",
+            detail=f"duplicate headers: {', '.join(repr(d) for d in dupes)}",
+        )
     return header
 
 
@@ -107,7 +113,13 @@ class CsvReader:
                 ),
             )
         except pa.ArrowInvalid as exc:
-            raise ExtractError(f"{raw_path}: unreadable CSV: {exc}") from None
+            # Arrow's message can quote the row's text: only the report keeps it.
+            row = re.search(r"Row #(\d+)", str(exc))
+            where = f" at row {row.group(1)}" if row else ""
+            raise ExtractError(
+                f"{raw_path}: unreadable CSV{where} (the parser's message is in the run report)",
+                detail=str(exc),
+            ) from None
         if ragged:
             described = [
                 f"line {_locate(raw_path, row, source.encoding)}: expected {row.expected_columns} columns, got {row.actual_columns}"

@@ -31,7 +31,15 @@ LON_COLUMN = "centroid_longitude"
 
 
 class GeometryError(ValueError):
-    """A geometry whose coordinates do not have the shape its type needs."""
+    """A geometry whose coordinates do not have the shape its type needs.
+
+    Its message names the geometry type (a known one) and the shape, never a coordinate
+    or other value from the file: it reaches the public ledger reason.
+    """
+
+
+KNOWN_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
+UNSUPPORTED = f"geometry type is not supported (one of {', '.join(KNOWN_TYPES)})"
 
 
 def _text(value: Any) -> str | None:
@@ -98,7 +106,7 @@ def centroid(geometry: dict[str, Any]) -> tuple[float, float]:
     elif kind == "MultiLineString":
         arr = np.concatenate([np.asarray(line, dtype=float) for line in coords or []])
     else:
-        raise GeometryError(f"geometry type {kind!r} is not supported")
+        raise GeometryError(UNSUPPORTED)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < 2:
         raise GeometryError(f"{kind} coordinates are not [x, y] positions")
     return float(arr[:, 0].mean()), float(arr[:, 1].mean())
@@ -135,7 +143,7 @@ def wkt(geometry: dict[str, Any]) -> str:
             + ", ".join("(" + ", ".join(_seq(r) for r in poly) + ")" for poly in c or [])
             + ")"
         )
-    raise GeometryError(f"geometry type {kind!r} is not supported")
+    raise GeometryError(UNSUPPORTED)
 
 
 def read_collection(path: Path) -> list[Any]:
@@ -154,8 +162,10 @@ def read_collection(path: Path) -> list[Any]:
             f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        found = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
         raise ExtractError(
-            f"{path}: not a GeoJSON FeatureCollection (type is {doc.get('type') if isinstance(doc, dict) else type(doc).__name__!r})"
+            f"{path}: not a GeoJSON FeatureCollection (its top-level type is something else)",
+            detail=f"top-level type: {found!r}",
         )
     features = doc.get("features")
     if not isinstance(features, list):
@@ -202,6 +212,8 @@ class GeoJsonReader:
                 for values in derived.values():
                     values.append(None)
                 continue
+            if not isinstance(geometry, dict):
+                raise ExtractError(f"{raw_path}: row {row}: geometry is not an object")
             try:
                 if source.geometry == "wkt":
                     derived[WKT_COLUMN].append(wkt(geometry))
@@ -209,8 +221,17 @@ class GeoJsonReader:
                     lon, lat = centroid(geometry)
                     derived[LAT_COLUMN].append(repr(round(lat, 7)))
                     derived[LON_COLUMN].append(repr(round(lon, 7)))
-            except (GeometryError, TypeError, ValueError) as exc:
-                raise ExtractError(f"{raw_path}: row {row}: bad geometry: {exc}") from None
+            except GeometryError as exc:
+                raise ExtractError(
+                    f"{raw_path}: row {row}: bad geometry: {exc}",
+                    detail=f"geometry type {geometry.get('type')!r}",
+                ) from None
+            except (TypeError, ValueError) as exc:
+                # numpy's message quotes the value it could not convert: report only
+                raise ExtractError(
+                    f"{raw_path}: row {row}: bad geometry: coordinates are not numbers",
+                    detail=str(exc),
+                ) from None
         columns.update(derived)
         return pa.table(
             {name: pa.array(values, type=pa.string()) for name, values in columns.items()}

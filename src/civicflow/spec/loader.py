@@ -138,3 +138,37 @@ def find_dataset(datasets_dir: Path, dataset_id: str) -> DatasetSpec:
         known = ", ".join(p.stem for p in dataset_paths(datasets_dir)) or "none"
         raise SpecError([SpecProblem(path, "", f"no dataset {dataset_id!r} (known: {known})")])
     return load_dataset(path)
+
+
+# -- expectation suites ------------------------------------------------------------
+# One rule for the whole project (quality, ``civicflow check``, ``publish``, metrics):
+# every dataset has its suite file, ``expectations/<suite_name>.json``. A missing
+# file is a spec error, never "structure checks only".
+
+
+def suite_file(spec: DatasetSpec, expectations_dir: Path) -> Path:
+    """Where ``spec``'s expectation suite lives (whether or not the file exists)."""
+    return Path(expectations_dir) / f"{spec.suite_name}.json"
+
+
+def missing_suite(
+    spec: DatasetSpec, expectations_dir: Path, spec_path: Path | None = None
+) -> SpecProblem | None:
+    """The problem to report when ``spec``'s suite file is absent, else None."""
+    path = suite_file(spec, expectations_dir)
+    if path.is_file():
+        return None
+    named = "expectation_suite" if spec.expectation_suite else "expectation_suite (default: the id)"
+    return SpecProblem(
+        spec_path or path,
+        "expectation_suite",
+        f"dataset {spec.id} has no expectation suite: expected the file {path} ({named})",
+    )
+
+
+def require_suite(spec: DatasetSpec, expectations_dir: Path, spec_path: Path | None = None) -> Path:
+    """The suite file of ``spec``; SpecError naming the dataset and the file if absent."""
+    problem = missing_suite(spec, expectations_dir, spec_path)
+    if problem is not None:
+        raise SpecError([problem])
+    return suite_file(spec, expectations_dir)

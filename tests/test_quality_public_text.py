@@ -1,0 +1,197 @@
+"""No source value reaches a public text: the ledger reason, the RunRecord, ``civicflow runs``.
+
+Every value planted below is recognisable (it holds a marker found nowhere in the real
+data). A rejected run must name the check, column, counts and rows in public, and keep
+the planted values in its private report only (the report is checked too: the values
+were seen, they were just not published).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from civicflow.cli import app
+from civicflow.ledger import Ledger
+from civicflow.pipeline import RunOutcome, run_dataset
+from civicflow.settings import Settings, load_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+LA311 = "la311_service_requests"
+COUNCILS = "neighborhood_councils"
+CSV = PROJECT / "data" / LA311 / "MyLA311_Service_Request_Data_2017_Subset.csv"
+MARK = "ZQXJ"  # in every planted text value; absent from the bundled data
+DUP_KEY = "1-9990001112223"  # a planted key that fits the sr_number pattern
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A copy of the project's specs and suites (so a test may add to a suite)."""
+    root = tmp_path / "project"
+    for name in ("datasets", "expectations"):
+        shutil.copytree(PROJECT / name, root / name)
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(root))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    return load_settings()
+
+
+def public_texts(settings: Settings, outcome: RunOutcome, dataset: str) -> str:
+    """Everything public about the run: its reason, its ledger row, ``civicflow runs``."""
+    [record] = Ledger(settings.ledger_path).runs(dataset)
+    assert record == outcome.record
+    cli = CliRunner().invoke(app, ["runs", dataset])
+    assert cli.exit_code == 0, cli.output
+    row = json.dumps(dataclasses.asdict(record), default=str)
+    return "\n".join([outcome.reason, row, cli.output])
+
+
+def assert_private_only(public: str, report: Path, planted: list[str]) -> None:
+    private = report.read_text(encoding="utf-8")
+    for value in planted:
+        assert value in private, f"{value!r} should be in the private report"
+        assert value not in public, f"{value!r} leaked into a public text:\n{public}"
+
+
+def plant(tmp_path: Path) -> Path:
+    frame = pd.read_csv(CSV, dtype=str, keep_default_na=False)
+    frame.loc[[2, 6], "SRNumber"] = DUP_KEY  # data rows 3 and 7: duplicate key
+    frame.loc[49, "SRNumber"] = f"{MARK}-sr"  # row 50: pattern constraint
+    frame.loc[99, "CD"] = f"{MARK}-cd"  # row 100: type error
+    frame.loc[[9, 19], "Status"] = f"{MARK}-status"  # rows 10, 20: GX value set
+    frame.loc[29, "RequestSource"] = f"{MARK}-source"  # row 30: GX value set (warning)
+    # the most common mobile OS becomes a planted one: a GX observed value
+    frame.loc[frame.index[frame["MobileOS"] == ""][:1500], "MobileOS"] = f"{MARK}-os"
+    frame[f"{MARK}-header"] = "x"  # an undeclared column (as a headerless file gives)
+    path = tmp_path / "planted.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def add_observed_value_check(settings: Settings) -> None:
+    """A GX expectation whose result is an observed value (the most common mobile OS)."""
+    path = settings.expectations_dir / f"{LA311}.json"
+    suite = json.loads(path.read_text())
+    suite["expectations"].append(
+        {
+            "type": "expect_column_most_common_value_to_be_in_set",
+            "kwargs": {"column": "mobile_os", "value_set": ["iOS", "Android"]},
+            "meta": {"severity": "warning"},
+        }
+    )
+    path.write_text(json.dumps(suite))
+
+
+def test_rejected_validation_publishes_checks_and_rows_not_values(project, tmp_path) -> None:
+    add_observed_value_check(project)
+    outcome = run_dataset(project, LA311, plant(tmp_path))
+    assert outcome.outcome == "rejected"
+    public = public_texts(project, outcome, LA311)
+    for named in (
+        "primary-key sr_number: 1 duplicate in 2 rows (rows 3 and 7)",
+        "type-error cd: 1 value do not parse as integer (row 100)",
+        "constraint-error sr_number: 1 value do not match the pattern",
+        "expect_column_values_to_be_in_set status: 2 of 9,999 rows unexpected (rows 10 and 20)",
+        "expect_column_most_common_value_to_be_in_set mobile_os: observed value outside",
+        "extra-label: 1 source column not in the spec, at position 34",
+    ):
+        assert named in outcome.reason, f"{named!r} not in {outcome.reason}"
+    assert outcome.report_path is not None
+    assert f"report: {outcome.report_path}" in public  # the steward is pointed to the detail
+    planted = [DUP_KEY, *(f"{MARK}-{c}" for c in ("sr", "cd", "status", "source", "os"))]
+    assert_private_only(public, outcome.report_path, [*planted, f"{MARK}-header"])
+    assert MARK not in public
+
+
+def _csv_bytes(mutate) -> bytes:
+    lines = CSV.read_bytes().split(b"\n")
+    return b"\n".join(mutate(lines))
+
+
+def _bad_utf8(lines: list[bytes]) -> list[bytes]:
+    lines[41] = lines[41].replace(b",", f",{MARK}\xe9,".encode("latin-1"), 1)
+    return lines
+
+
+def _ragged(lines: list[bytes]) -> list[bytes]:
+    lines[4] += f",{MARK}-extra-field".encode()
+    return lines
+
+
+def _duplicate_headers(lines: list[bytes]) -> list[bytes]:
+    lines[0] = (
+        lines[0].replace(b"Owner", f"{MARK}-h".encode()).replace(b"MobileOS", f"{MARK}-h".encode())
+    )
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("mutate", "must_mention"),
+    [
+        (_bad_utf8, ["not valid utf-8", "line 42", "0xe9"]),
+        (_ragged, ["1 malformed row", "line 5", "expected 33 columns, got 34"]),
+        (_duplicate_headers, ["duplicate column headers at positions 5, 9"]),
+    ],
+    ids=["bad-utf8", "malformed-row", "duplicate-headers"],
+)
+def test_extract_errors_name_the_place_not_the_value(
+    project, tmp_path, mutate, must_mention
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(_csv_bytes(mutate))
+    outcome = run_dataset(project, LA311, path)
+    assert outcome.outcome == "rejected" and outcome.reason.startswith("extract: ")
+    public = public_texts(project, outcome, LA311)
+    for words in must_mention:
+        assert words in outcome.reason
+    assert MARK not in public, public
+    report = json.loads(outcome.report_path.read_text())
+    assert report["stage"] == "extract" and report["passed"] is False
+
+
+def test_duplicate_header_names_stay_in_the_report(project, tmp_path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(_csv_bytes(_duplicate_headers))
+    outcome = run_dataset(project, LA311, path)
+    assert_private_only(public_texts(project, outcome, LA311), outcome.report_path, [f"{MARK}-h"])
+
+
+def _collection(geometry: object) -> str:
+    feature = {
+        "type": "Feature",
+        "properties": {"NC_ID": 1, "NAME": "Test council"},
+        "geometry": geometry,
+    }
+    return json.dumps({"type": "FeatureCollection", "features": [feature]})
+
+
+@pytest.mark.parametrize(
+    ("text", "must_mention"),
+    [
+        (
+            _collection({"type": "Point", "coordinates": [f"{MARK}-x", 34.0]}),
+            "row 1: bad geometry: coordinates are not numbers",
+        ),
+        (
+            _collection({"type": f"{MARK}Circle", "coordinates": [1, 2]}),
+            "row 1: bad geometry: geometry type is not supported",
+        ),
+        (json.dumps({"type": f"{MARK}Collection"}), "not a GeoJSON FeatureCollection"),
+    ],
+    ids=["text-coordinates", "unknown-geometry-type", "not-a-collection"],
+)
+def test_geojson_errors_name_the_feature_not_the_value(
+    project, tmp_path, text, must_mention
+) -> None:
+    path = tmp_path / "bad.geojson"
+    path.write_text(text)
+    outcome = run_dataset(project, COUNCILS, path)
+    assert outcome.outcome == "rejected"
+    assert must_mention in outcome.reason
+    assert_private_only(public_texts(project, outcome, COUNCILS), outcome.report_path, [MARK])
