@@ -120,3 +120,23 @@ def test_cli_commands_run_with_umask_077(tmp_path, monkeypatch, loose_umask) -> 
     # The test process gets its own umask back when the command ends.
     current = os.umask(0o022)
     assert current == 0o022
+
+
+def exposed_paths(root: Path) -> list[str]:
+    """Every path under ``root`` (itself included) that group or others may use."""
+    return sorted(f"{p} {mode(p):o}" for p in [root, *root.rglob("*")] if mode(p) & 0o077)
+
+
+def test_a_publish_run_leaves_nothing_under_var_reachable_by_others(
+    datasette_server, settings, monkeypatch, loose_umask
+) -> None:
+    """A real run called as a library (login umask 022, no CLI): var/ is 0700, so nothing
+    in it is reachable by another user, and the raw copies are private file by file."""
+    from civicflow.pipeline import run_dataset
+
+    for key, value in datasette_server.env.items():
+        monkeypatch.setenv(key, value)
+    outcome = run_dataset(load_settings(), "lax_passenger_traffic")
+    assert outcome.outcome in ("published", "unchanged"), outcome.reason
+    assert mode(settings.var_dir) == 0o700
+    assert exposed_paths(settings.raw_dir) == []
