@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from civicflow.cli import app
 from civicflow.pipeline import new_run_id, report_paths, run_dataset
 from civicflow.privatefs import write_private
-from civicflow.retention import RetentionPolicy, plan_prune, prune_dataset
+from civicflow.retention import RetentionPolicy, RetentionSpec, plan_prune, prune_dataset
 from civicflow.settings import Settings, SettingsError, load_settings
 from civicflow.sources import extract
 from civicflow.spec import find_dataset
@@ -29,6 +29,8 @@ runner = CliRunner()
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
     monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    for name in ("CIVICFLOW_KEEP_RUNS", "CIVICFLOW_KEEP_DAYS"):  # the documented defaults
+        monkeypatch.delenv(name, raising=False)
     return load_settings()
 
 
@@ -167,3 +169,12 @@ def test_prune_command_lists_files_and_totals(settings) -> None:
 
     unknown = runner.invoke(app, ["prune", "no_such_dataset"])
     assert unknown.exit_code == 2 and "no dataset 'no_such_dataset'" in unknown.output
+
+
+def test_a_dataset_can_keep_more_than_the_project(settings) -> None:
+    spec = find_dataset(settings.datasets_dir, DATASET)
+    assert RetentionPolicy.for_dataset(settings, spec) == RetentionPolicy(20, 3.0)
+    own = spec.model_copy(update={"retention": RetentionSpec(keep_runs=100)})
+    assert RetentionPolicy.for_dataset(settings, own) == RetentionPolicy(100, 3.0)
+    with pytest.raises(ValueError, match="keep_runs"):
+        RetentionSpec(keep_runs=0)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from civicflow.settings import Settings
 
 RUN_FILE = re.compile(r"^(?P<run>(?P<stamp>\d{8}T\d{6}Z)-[0-9a-f]+)\.")
@@ -30,11 +32,31 @@ STALE_PART_AGE = timedelta(days=1)
 __all__ = [
     "PruneResult",
     "RetentionPolicy",
+    "RetentionSpec",
     "plan_prune",
     "prune_all",
     "prune_dataset",
     "state_dataset_ids",
 ]
+
+
+class RetentionSpec(BaseModel):
+    """A dataset's own retention (spec key ``retention``), overriding the project's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_runs: int | None = Field(
+        None,
+        ge=1,
+        description="Keep the raw copies and reports of this many newest runs "
+        "(default: CIVICFLOW_KEEP_RUNS, 20).",
+    )
+    keep_days: float | None = Field(
+        None,
+        ge=0,
+        description="Also keep every run younger than this many days "
+        "(default: CIVICFLOW_KEEP_DAYS, 3).",
+    )
 
 
 @dataclass(frozen=True)
@@ -46,13 +68,16 @@ class RetentionPolicy:
 
     @classmethod
     def for_dataset(cls, settings: Settings, spec: Any = None) -> RetentionPolicy:
-        """The project's policy (environment), overridden by a spec's ``retention`` if any."""
-        override = getattr(spec, "retention", None)
-        runs = getattr(override, "keep_runs", None)
-        days = getattr(override, "keep_days", None)
+        """The project's policy (environment), overridden by a spec's ``retention`` if any.
+
+        ``spec`` is Any: the ``retention`` key is optional in DatasetSpec.
+        """
+        override: RetentionSpec | None = getattr(spec, "retention", None)
+        runs = override.keep_runs if override else None
+        days = override.keep_days if override else None
         return cls(
-            keep_runs=settings.keep_runs if runs is None else int(runs),
-            keep_days=settings.keep_days if days is None else float(days),
+            keep_runs=settings.keep_runs if runs is None else runs,
+            keep_days=settings.keep_days if days is None else days,
         )
 
     def describe(self) -> str:
