@@ -13,6 +13,7 @@ import pytest
 from civicflow.ledger import Ledger, RunRecord
 from civicflow.metrics.certification import Inputs, assess, gather, registered_checks
 from civicflow.metrics.compute import KpiResult
+from civicflow.metrics.evidence import RecordDate
 from civicflow.metrics.loader import load_certification
 from civicflow.metrics.models import Attestation, CertificationConfig, Kpi
 from civicflow.published import Manifest
@@ -115,7 +116,7 @@ def attestation(
 ) -> Attestation:
     return Attestation(
         criterion=criterion,
-        evidence_url=f"https://lacity.example/{criterion}",
+        evidence_url=f"https://data.lacity.org/evidence/{criterion}",
         attested_by="Chief Data Officer",
         date=start,
         expires=end,
@@ -134,7 +135,18 @@ def baseline() -> Inputs:
     kpis = {"k1": kpi("k1"), "k2": kpi("k2")}
     results = [KpiResult(kpi=k, status="on_track") for k in kpis.values()]
     attested = [c.id for c in CONFIG.criteria if c.assessment == "attested"]
-    return Inputs(catalog, latest, runs, kpis, results, [attestation(c) for c in attested], NOW)
+    return Inputs(
+        catalog,
+        latest,
+        runs,
+        kpis,
+        results,
+        [attestation(c) for c in attested],
+        NOW,
+        record_dates={i: RecordDate("record_date", NOW - timedelta(hours=20)) for i in catalog},
+        formats={i: ["parquet"] for i in catalog},
+        suites={i: True for i in catalog},
+    )
 
 
 def _met(inputs: Inputs, config: CertificationConfig = CONFIG) -> dict[str, bool]:
@@ -166,6 +178,7 @@ def _replace_attestation(inputs: Inputs, criterion: str, new: Attestation | None
 
 def _add_unpublished_department(i: Inputs) -> None:
     i.catalog["gamma"] = spec("gamma", "D")
+    i.suites["gamma"] = True
 
 
 def _add_rejected_run(i: Inputs) -> None:
@@ -187,10 +200,8 @@ def _non_open_license(i: Inputs) -> None:
 
 
 def _stale_daily_dataset(i: Inputs) -> None:
-    i.runs = [
-        run("alpha", "run-alpha", age=timedelta(days=3)) if r.dataset_id == "alpha" else r
-        for r in i.runs
-    ]
+    # the pipeline ran two hours ago, but the newest record is three days old
+    i.record_dates["alpha"] = RecordDate("record_date", NOW - timedelta(days=3))
 
 
 def _remove_a_dictionary(i: Inputs) -> None:
@@ -395,3 +406,206 @@ def test_privacy_findings_allowed_in_the_spec_do_not_count_against_a_clean_scan(
     assert not {r.criterion.id: r.met for r in assess(CONFIG, inputs).criteria}[
         "privacy_reviewed_and_clean"
     ]
+
+
+def _criterion(inputs: Inputs, criterion_id: str):
+    return {r.criterion.id: r for r in assess(CONFIG, inputs).criteria}[criterion_id]
+
+
+def test_open_format_is_read_from_what_was_published(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from civicflow.metrics.evidence import open_formats
+
+    real = tmp_path / "real.parquet"
+    pq.write_table(pa.table({"record_id": ["a"]}), real)
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("record_id\na\n")  # a CSV under a Parquet name
+    as_manifest = lambda path: dataclasses.replace(manifest("beta", "run-beta"), path=path)  # noqa: E731
+    assert open_formats(as_manifest(real)) == ["parquet"]
+    assert open_formats(as_manifest(fake)) == []
+    assert open_formats(as_manifest(tmp_path / "missing.parquet")) == []
+
+    inputs = baseline()
+    inputs.formats["beta"] = open_formats(as_manifest(fake))
+    result = _criterion(inputs, "metadata_complete")
+    assert not result.met
+    beta = next(i for i in result.items if i.name == "beta")
+    assert not beta.ok and "falls short on: open_format" in beta.detail
+
+
+def test_timeliness_reads_the_data_not_the_pipeline_runs() -> None:
+    inputs = baseline()
+    # 2015 data re-published every night: the runs are fresh, the data is not
+    inputs.record_dates["alpha"] = RecordDate("created", datetime(2015, 6, 30, tzinfo=UTC))
+    inputs.runs += [run("alpha", f"nightly-{d}", age=timedelta(days=d)) for d in range(1, 8)]
+    result = _criterion(inputs, "refreshed_on_schedule")
+    assert not result.met
+    alpha = next(i for i in result.items if i.name == "alpha")
+    assert not alpha.ok
+    assert alpha.detail.startswith("daily: latest record 2015-06-30 (created), ")
+    assert alpha.detail.endswith("days old, more than 1.5 days")
+    # no date to read, or a date in the future, cannot count as current either
+    inputs = baseline()
+    inputs.record_dates["alpha"] = RecordDate(None, None, "no record date field")
+    inputs.record_dates["beta"] = RecordDate("created", NOW + timedelta(days=30))
+    result = _criterion(inputs, "refreshed_on_schedule")
+    details = {i.name: (i.ok, i.detail) for i in result.items}
+    assert details["alpha"] == (
+        False,
+        "daily: cannot tell how current the data is: no record date field",
+    )
+    assert details["beta"][0] is False and "in the future" in details["beta"][1]
+
+
+def test_a_dataset_without_its_suite_fails_the_quality_criterion() -> None:
+    inputs = baseline()
+    inputs.suites["beta"] = False
+    result = _criterion(inputs, "quality_checks_pass")
+    assert not result.met
+    assert "beta: dataset beta has no expectation suite file" in (result.missing or "")
+    beta_run = next(i for i in result.items if i.name == "beta run-beta")
+    assert not beta_run.ok and beta_run.detail.endswith("no expectation suite")
+
+
+@pytest.mark.parametrize(
+    ("url", "sample", "why"),
+    [
+        (
+            "https://www.lacity.example/open-data/policy",
+            False,
+            "its evidence is at a reserved placeholder address (www.lacity.example)",
+        ),
+        ("https://example.org/policy", False, "reserved placeholder address (example.org)"),
+        ("https://data.lacity.org/policy", True, "marked as a sample"),
+    ],
+)
+def test_sample_attestations_count_for_nothing(url: str, sample: bool, why: str) -> None:
+    inputs = baseline()
+    current = attestation("open_data_policy").model_copy(
+        update={"evidence_url": url, "sample": sample}
+    )
+    _replace_attestation(inputs, "open_data_policy", current)
+    result = _criterion(inputs, "open_data_policy")
+    assert not result.met
+    assert "only a sample attestation (" in result.evidence and why in result.evidence
+    assert "samples count for nothing" in result.evidence
+    assert "replace it in metrics/attestations.yaml" in (result.missing or "")
+    assert result.items and not result.items[0].ok
+
+
+def test_the_bundled_sample_attestations_meet_nothing_and_the_page_says_why() -> None:
+    from civicflow.metrics.loader import load_metrics
+    from civicflow.metrics.site import _certification
+
+    attestations = load_metrics(PROJECT / "metrics").attestations.attestations
+    assert attestations and all(a.sample for a in attestations)
+    inputs = baseline()
+    inputs.attestations = attestations
+    cert = assess(CONFIG, inputs)
+    attested = [r for r in cert.criteria if r.criterion.assessment == "attested"]
+    assert attested and not any(r.met for r in attested)
+    with_sample = [r for r in attested if r.items]
+    assert with_sample and all("samples count for nothing" in r.evidence for r in with_sample)
+    assert "samples count for nothing" in _certification(cert)
+
+
+def test_public_run_details_name_checks_and_counts_never_the_ledger_reason(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from civicflow.metrics.site import _certification
+
+    report = tmp_path / "run-bad.json"
+    report.write_text(
+        json.dumps(
+            {
+                "checks": [
+                    {
+                        "name": "expect_column_values_to_be_in_set",
+                        "columns": ["status"],
+                        "severity": "critical",
+                        "status": "failed",
+                        "message": "value 'Maria Lopez' is not allowed",
+                        "examples": [{"row": 3, "value": "Maria Lopez"}],
+                    },
+                    {
+                        "name": "row_count",
+                        "columns": [],
+                        "severity": "critical",
+                        "status": "passed",
+                    },
+                ]
+            }
+        )
+    )
+    inputs = baseline()
+    inputs.runs.append(
+        run(
+            "alpha",
+            "run-bad",
+            outcome="rejected",
+            age=timedelta(hours=1),
+            critical_failed=1,
+            privacy_findings=2,
+            report_path=str(report),
+        )
+    )
+    inputs.runs[-1] = dataclasses.replace(
+        inputs.runs[-1], reason="REJECTED: status: value 'Maria Lopez' is not in the allowed set"
+    )
+    cert = assess(CONFIG, inputs)
+    result = {r.criterion.id: r for r in cert.criteria}["quality_checks_pass"]
+    bad = next(i for i in result.items if i.name == "alpha run-bad")
+    assert bad.detail == (
+        "rejected, 1 critical checks failed (expect_column_values_to_be_in_set (status)), "
+        "2 privacy scan findings"
+    )
+    public = json.dumps(cert.to_dict()) + _certification(cert)
+    assert "Maria" not in public and "expect_column_values_to_be_in_set (status)" in public
+
+
+def test_gather_reads_record_dates_formats_and_suites_from_published_files(
+    tmp_path: Path,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from civicflow.spec import load_all
+    from tests.test_metrics_kpis import publish_parquet
+
+    settings = Settings(project_dir=PROJECT, var_dir=tmp_path / "var")
+    published_now = publish_parquet(settings, "lax_passenger_traffic")
+    catalog = load_all(settings.datasets_dir)
+    inputs = gather(settings, catalog, {}, None, [], NOW)
+    lax = catalog["lax_passenger_traffic"]
+    column = pq.read_table(published_now.path).column(lax.record_date_field).to_pylist()
+    found = inputs.record_dates["lax_passenger_traffic"]
+    assert found.latest is not None and found.latest.replace(tzinfo=None) == max(column)
+    assert inputs.formats["lax_passenger_traffic"] == ["parquet"]
+    assert all(inputs.suites.values()) and set(inputs.suites) == set(catalog)
+    # published a moment ago, but the data's own dates are what count
+    item = next(
+        i
+        for i in _criterion(inputs, "refreshed_on_schedule").items
+        if i.name == "lax_passenger_traffic"
+    )
+    assert not item.ok and item.detail.startswith(
+        f"monthly: latest record {found.latest:%Y-%m-%d} ({lax.record_date_field})"
+    )
+
+
+def test_record_date_must_name_a_published_date_field() -> None:
+    from pydantic import ValidationError
+
+    data = spec("alpha", "A").model_dump(mode="json", exclude_none=True)
+    data["fields"].append({"name": "created", "type": "date", "description": "When it happened."})
+    assert DatasetSpec.model_validate(data).record_date_field is None  # nullable: no default
+    assert DatasetSpec.model_validate(data | {"record_date": "created"}).record_date_field == (
+        "created"
+    )
+    with pytest.raises(
+        ValidationError, match="record_date names 'amount', which is not a published date"
+    ):
+        DatasetSpec.model_validate(data | {"record_date": "amount"})

@@ -14,14 +14,16 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from civicflow import published
 from civicflow.ledger import Ledger, RunRecord
+from civicflow.metrics import evidence
 from civicflow.metrics.compute import KpiResult
+from civicflow.metrics.evidence import RecordDate
 from civicflow.metrics.models import (
     Attestation,
     CertificationConfig,
@@ -78,6 +80,12 @@ class Inputs:
     now: datetime
     #: privacy reports (JSON) of the runs that published the current versions, by dataset
     privacy_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: latest record date in each published version (timeliness reads the data, not runs)
+    record_dates: dict[str, RecordDate] = field(default_factory=dict)
+    #: open formats each published version is verifiably in
+    formats: dict[str, list[str]] = field(default_factory=dict)
+    #: datasets whose expectation suite file exists
+    suites: dict[str, bool] = field(default_factory=dict)
 
 
 def gather(
@@ -98,8 +106,19 @@ def gather(
             reports[dataset_id] = json.loads(
                 Path(run.privacy_report_path).read_text(encoding="utf-8")
             )
+    now = now or datetime.now(UTC)
     return Inputs(
-        catalog, latest, runs, kpis, kpi_results, attestations, now or datetime.now(UTC), reports
+        catalog,
+        latest,
+        runs,
+        kpis,
+        kpi_results,
+        attestations,
+        now,
+        reports,
+        record_dates={i: evidence.latest_record(catalog[i], m) for i, m in latest.items()},
+        formats={i: evidence.open_formats(m) for i, m in latest.items()},
+        suites={i: evidence.has_suite(settings, spec) for i, spec in catalog.items()},
     )
 
 
@@ -223,7 +242,9 @@ def _departments(cfg: DepartmentsPublishing, inputs: Inputs) -> CheckOutcome:
     return CheckOutcome(items, "departments in the catalog with at least one published dataset")
 
 
-def metadata_scores(spec: DatasetSpec, manifest: Manifest | None) -> dict[str, Any]:
+def metadata_scores(
+    spec: DatasetSpec, manifest: Manifest | None, formats: list[str] | None = None
+) -> dict[str, Any]:
     """Open Data Portal Watch dimensions (existence, conformance, openness) and DCAT-US fields."""
     modified = manifest.published_at if manifest else None
     existence = {
@@ -252,7 +273,8 @@ def metadata_scores(spec: DatasetSpec, manifest: Manifest | None) -> dict[str, A
     }
     openness = {
         "open_license": spec.license in OPEN_LICENSES,
-        "open_format": True,  # published as Parquet and through the portal's CSV/JSON
+        # what was published, checked on the file itself (not assumed)
+        "open_format": bool(formats),
         "public_access": spec.access_level == "public",
     }
     # DCAT-US (Project Open Data v1.1) required fields that apply to a city catalog.
@@ -283,7 +305,7 @@ def metadata_scores(spec: DatasetSpec, manifest: Manifest | None) -> dict[str, A
 def _metadata(cfg: MetadataComplete, inputs: Inputs) -> CheckOutcome:
     items = []
     for dataset_id, spec in sorted(inputs.catalog.items()):
-        s = metadata_scores(spec, inputs.latest.get(dataset_id))
+        s = metadata_scores(spec, inputs.latest.get(dataset_id), inputs.formats.get(dataset_id))
         ok = (
             not s["dcat_missing"]
             and min(s["existence"], s["conformance"], s["openness"]) >= cfg.min_score
@@ -297,56 +319,82 @@ def _metadata(cfg: MetadataComplete, inputs: Inputs) -> CheckOutcome:
     return CheckOutcome(items, "datasets with complete metadata")
 
 
-def _last_good(runs: list[RunRecord], dataset_id: str) -> RunRecord | None:
-    good = [r for r in runs if r.dataset_id == dataset_id and r.outcome in GOOD_OUTCOMES]
-    return max(good, key=lambda r: r.finished_at) if good else None
+def _days(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 86400:.1f} days"
+
+
+def _timely(
+    dataset_id: str, freq: str, found: RecordDate | None, inputs: Inputs, grace: float
+) -> Item:
+    """One dataset: is its newest record recent enough for its declared frequency?"""
+    if found is None:
+        return Item(dataset_id, False, f"{freq}: never published")
+    if found.latest is None:
+        return Item(
+            dataset_id, False, f"{freq}: cannot tell how current the data is: {found.problem}"
+        )
+    seen = f"latest record {found.latest:%Y-%m-%d} ({found.field})"
+    days = FREQUENCY_DAYS.get(freq)
+    if days is None:  # irregular / static: current as published
+        return Item(dataset_id, True, f"{freq}: {seen}")
+    age = inputs.now - found.latest
+    if age < timedelta(0):
+        return Item(
+            dataset_id, False, f"{freq}: {seen} is in the future; the record dates are wrong"
+        )
+    allowed = timedelta(days=days * grace)
+    ok = age <= allowed
+    detail = f"{freq}: {seen}, {_days(age)} old" + ("" if ok else f", more than {_days(allowed)}")
+    return Item(dataset_id, ok, detail)
 
 
 @register_check("timeliness")
 def _timeliness(cfg: Timeliness, inputs: Inputs) -> CheckOutcome:
-    items = []
-    for dataset_id, spec in sorted(inputs.catalog.items()):
-        last = _last_good(inputs.runs, dataset_id)
-        freq = str(spec.update_frequency)
-        if last is None:
-            items.append(Item(dataset_id, False, f"{freq}: never published or refreshed"))
-            continue
-        age = inputs.now - last.finished_at
-        days = FREQUENCY_DAYS.get(freq)
-        if days is None:  # irregular / static: current once it has been published
-            items.append(
-                Item(dataset_id, True, f"{freq}: last refreshed {last.finished_at:%Y-%m-%d}")
-            )
-            continue
-        allowed = timedelta(days=days * cfg.grace)
-        ok = age <= allowed
-        when = f"last refreshed {last.finished_at:%Y-%m-%d %H:%M} UTC ({age.total_seconds() / 86400:.1f} days ago)"
-        items.append(
-            Item(
-                dataset_id,
-                ok,
-                f"{freq}: {when}"
-                + ("" if ok else f", more than {allowed.total_seconds() / 86400:g} days"),
-            )
+    # From the data itself: re-running a pipeline over old data does not make it fresh.
+    items = [
+        _timely(i, str(spec.update_frequency), inputs.record_dates.get(i), inputs, cfg.grace)
+        for i, spec in sorted(inputs.catalog.items())
+    ]
+    return CheckOutcome(items, "datasets whose latest record is within their declared frequency")
+
+
+def run_summary(run: RunRecord) -> str:
+    """A run for public pages: outcome, check names and counts, never the ledger reason
+    (which may, from older runs, quote a source value)."""
+    parts: list[str] = [run.outcome]
+    if run.critical_failed:
+        names = evidence.failed_check_names(run.report_path)
+        parts.append(
+            f"{run.critical_failed} critical checks failed"
+            + (f" ({'; '.join(names[:5])})" if names else "")
         )
-    return CheckOutcome(items, "datasets refreshed within their declared frequency")
+    elif run.outcome in GOOD_OUTCOMES:
+        parts.append(f"{run.critical_passed} critical checks passed")
+    if run.privacy_findings:
+        parts.append(f"{run.privacy_findings} privacy scan findings")
+    if run.outcome == "failed":
+        parts.append("the run stopped with an error (see civicflow runs)")
+    return ", ".join(parts)
 
 
 @register_check("runs_passing")
 def _runs(cfg: RunsPassing, inputs: Inputs) -> CheckOutcome:
     since = inputs.now - timedelta(days=cfg.window_days)
     recent = sorted((r for r in inputs.runs if r.started_at >= since), key=lambda r: r.started_at)
-    items = []
-    for r in recent:
-        ok = r.outcome in GOOD_OUTCOMES and r.critical_failed == 0
-        items.append(
-            Item(
-                f"{r.dataset_id} {r.run_id}",
-                ok,
-                f"{r.outcome}: {r.reason}"
-                + (f" ({r.critical_failed} critical checks failed)" if r.critical_failed else ""),
-            )
+    # The project rule: no suite file means the content was never checked.
+    no_suite = {i for i in inputs.catalog if not inputs.suites.get(i, False)}
+    items = [
+        Item(
+            f"{r.dataset_id} {r.run_id}",
+            r.outcome in GOOD_OUTCOMES and r.critical_failed == 0 and r.dataset_id not in no_suite,
+            run_summary(r) + (", no expectation suite" if r.dataset_id in no_suite else ""),
         )
+        for r in recent
+    ]
+    items += [
+        Item(i, False, f"dataset {i} has no expectation suite file: its content is not checked")
+        for i in sorted(no_suite)
+    ]
     return CheckOutcome(
         items, f"runs in the last {cfg.window_days} days that passed every critical check"
     )
@@ -510,6 +558,17 @@ def _assess_auto(criterion: Criterion, inputs: Inputs) -> CriterionResult:
     return CriterionResult(criterion, met, evidence, missing=missing, share=share, items=items)
 
 
+def _attestation_item(a: Attestation, today: date) -> Item:
+    sample = evidence.sample_reason(a)
+    valid = a.date <= today <= a.expires
+    note = " (expired)" if today > a.expires else " (not yet valid)" if a.date > today else ""
+    if sample:
+        note += f" (sample: {sample}; counts for nothing)"
+    return Item(
+        a.attested_by, valid and sample is None, f"{a.date} → {a.expires}: {a.evidence_url}{note}"
+    )
+
+
 def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
     today = inputs.now.date()
     mine = sorted(
@@ -517,16 +576,10 @@ def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
         key=lambda a: a.date,
         reverse=True,
     )
-    items = [
-        Item(
-            a.attested_by,
-            a.date <= today <= a.expires,
-            f"{a.date} → {a.expires}: {a.evidence_url}"
-            + (" (expired)" if today > a.expires else " (not yet valid)" if a.date > today else ""),
-        )
-        for a in mine
-    ]
-    current = [a for a in mine if a.date <= today <= a.expires]
+    items = [_attestation_item(a, today) for a in mine]
+    # Samples count for nothing, whatever their dates: only the city's own evidence does.
+    real = [a for a in mine if evidence.sample_reason(a) is None]
+    current = [a for a in real if a.date <= today <= a.expires]
     hint = f" Evidence needed: {criterion.evidence_hint}" if criterion.evidence_hint else ""
     if current:
         a = current[0]
@@ -536,8 +589,8 @@ def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
             f"attested by {a.attested_by} on {a.date}, valid until {a.expires}: {a.evidence_url}",
             items=items,
         )
-    if mine:
-        a = mine[0]
+    if real:
+        a = real[0]
         state = f"expired on {a.expires}" if today > a.expires else f"only valid from {a.date}"
         message = f"the attestation by {a.attested_by} {state}"
         return CriterionResult(
@@ -545,6 +598,16 @@ def _assess_attested(criterion: Criterion, inputs: Inputs) -> CriterionResult:
             False,
             message,
             missing=f"renew the attestation ({message}).{hint}",
+            items=items,
+        )
+    if mine:
+        why = evidence.sample_reason(mine[0])
+        message = f"only a sample attestation ({why}): samples count for nothing"
+        return CriterionResult(
+            criterion,
+            False,
+            message,
+            missing=f"{message}; replace it in metrics/attestations.yaml with the city's own evidence.{hint}",
             items=items,
         )
     return CriterionResult(

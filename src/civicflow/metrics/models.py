@@ -321,7 +321,10 @@ class Timeliness(_Check):
     grace: float = Field(
         1.5,
         ge=1,
-        description="A dataset is late once its last good run is older than its frequency times this factor.",
+        description=(
+            "A dataset is late once its latest record (the spec's record_date, read from the "
+            "published data) is older than its frequency times this factor."
+        ),
     )
 
 
@@ -481,6 +484,13 @@ class Attestation(StrictModel):
         description="Date after which the attestation no longer counts (YYYY-MM-DD); expired means unmet."
     )
     notes: str | None = Field(None, description="What the evidence shows.")
+    sample: bool = Field(
+        False,
+        description=(
+            "True for a sample shipped with the demonstration: it counts for nothing (nor does "
+            "one whose evidence_url is at a reserved placeholder host such as *.example)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _dates(self) -> Attestation:

@@ -1,0 +1,111 @@
+"""Evidence certification reads from what was actually published, not from pipeline runs.
+
+A nightly re-run of 2015 data is not fresh data, a file is not in an open format because
+a comment says so, and a sample attestation is not evidence. Each function here looks
+at the thing itself: the latest record date in the published Parquet, the file's own
+format marker, the suite file on disk, the host of an evidence address.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from civicflow.metrics.models import Attestation
+from civicflow.published import Manifest
+from civicflow.settings import Settings
+from civicflow.spec.models import DatasetSpec
+
+PARQUET_MAGIC = b"PAR1"
+# Reserved names (RFC 2606, RFC 6761): an address there is a placeholder, never evidence.
+RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+
+
+@dataclass(frozen=True)
+class RecordDate:
+    """The latest record date in a published version, or why there is none."""
+
+    field: str | None
+    latest: datetime | None
+    problem: str | None = None
+
+
+def _as_utc(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        # Naive timestamps are local to the source; at day-scale frequencies the hours
+        # between local time and UTC do not change the verdict.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return None
+
+
+def latest_record(spec: DatasetSpec, manifest: Manifest) -> RecordDate:
+    """max(record date field) over the published Parquet (one column read, vectorised)."""
+    name = spec.record_date_field
+    if name is None:
+        return RecordDate(None, None, "no record date field (declare record_date in the spec)")
+    if name not in manifest.columns:
+        return RecordDate(name, None, f"the published version has no {name} column")
+    if not manifest.path.is_file():
+        return RecordDate(name, None, "the published file is missing")
+    column = pq.read_table(manifest.path, columns=[name]).column(name)
+    latest = _as_utc(pc.max(column).as_py())
+    if latest is None:
+        return RecordDate(name, None, f"{name} is empty in every published row")
+    return RecordDate(name, latest)
+
+
+def open_formats(manifest: Manifest) -> list[str]:
+    """Open formats the published version really is in (checked on the file's bytes)."""
+    path = manifest.path
+    if not path.is_file() or path.stat().st_size < 2 * len(PARQUET_MAGIC):
+        return []
+    with path.open("rb") as fh:
+        head = fh.read(len(PARQUET_MAGIC))
+        fh.seek(-len(PARQUET_MAGIC), 2)
+        tail = fh.read(len(PARQUET_MAGIC))
+    return ["parquet"] if head == tail == PARQUET_MAGIC else []
+
+
+def has_suite(settings: Settings, spec: DatasetSpec) -> bool:
+    """The project rule: a dataset's content is checked only if its suite file exists."""
+    return (settings.expectations_dir / f"{spec.suite_name}.json").is_file()
+
+
+def failed_check_names(report_path: str | None) -> list[str]:
+    """Names (and columns) of the critical checks a run failed, from its private report.
+
+    Only names and column names leave the report: never a message or an example value.
+    """
+    if not report_path or not Path(report_path).is_file():
+        return []
+    try:
+        report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = []
+    for check in report.get("checks", []) if isinstance(report, dict) else []:
+        if check.get("status") == "failed" and check.get("severity") == "critical":
+            columns = [str(c) for c in check.get("columns") or []]
+            names.append(str(check.get("name")) + (f" ({', '.join(columns)})" if columns else ""))
+    return names
+
+
+def sample_reason(attestation: Attestation) -> str | None:
+    """Why an attestation is only a sample (and counts for nothing), or None."""
+    if attestation.sample:
+        return "marked as a sample"
+    host = (urlsplit(attestation.evidence_url).hostname or "").lower().rstrip(".")
+    if host.endswith(RESERVED_TLDS) or any(
+        host == d or host.endswith("." + d) for d in RESERVED_DOMAINS
+    ):
+        return f"its evidence is at a reserved placeholder address ({host})"
+    return None
