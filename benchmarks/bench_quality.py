@@ -23,6 +23,7 @@ from civicflow.sources.base import Extract
 from civicflow.sources.cast import cast_frame
 from civicflow.sources.csv import CsvReader
 from civicflow.spec import load_dataset
+from civicflow.spec.loader import suite_file
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,7 @@ def main() -> None:
         f"extract: {ext.rows:,} rows x {ext.raw.num_columns} columns, raw {ext.raw.nbytes / 2**20:,.0f} MiB"
     )
     structure = timed("structure (all rows)", rows, lambda: check_structure(spec, ext))
-    suite_path = PROJECT_DIR / "expectations" / f"{spec.suite_name}.json"
+    suite_path = suite_file(spec, PROJECT_DIR / "expectations")
     suite = timed("load suite (incl. GX import)", rows, lambda: load_suite(suite_path, spec))
     content = timed(
         f"GX suite ({len(suite.expectations)} expectations)",

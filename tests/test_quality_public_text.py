@@ -195,3 +195,36 @@ def test_geojson_errors_name_the_feature_not_the_value(
     assert outcome.outcome == "rejected"
     assert must_mention in outcome.reason
     assert_private_only(public_texts(project, outcome, COUNCILS), outcome.report_path, [MARK])
+
+
+def test_no_structure_check_quotes_its_failing_values() -> None:
+    """Every structure rule fails at once on planted values; no message quotes one."""
+    from civicflow.quality.structure import check_structure
+    from tests.test_quality_structure import CLEAN, SPEC, edited, make_extract
+
+    columns = edited(
+        SRNumber={1: f"{MARK}-1", 2: f"{MARK}-1"},  # pattern, key duplicate
+        Created={3: f"{MARK}-date"},  # type
+        Status={4: f"{MARK}-state"},  # enum
+        Count={5: "12345"},  # maximum
+        Code={1: f"{MARK}-long", 2: f"{MARK}-long"},  # maxLength, unique
+    )
+    columns[f"{MARK}-extra"] = list(CLEAN["SRNumber"])  # undeclared column
+    checks = check_structure(SPEC, make_extract(columns)).checks
+    failed = [c for c in checks if c.failed]
+    names = {(c.name, c.details.get("constraint")) for c in failed}
+    assert names >= {
+        ("type-error", None),
+        ("constraint-error", "pattern"),
+        ("constraint-error", "enum"),
+        ("constraint-error", "maximum"),
+        ("constraint-error", "maxLength"),
+        ("unique-error", "unique"),
+        ("primary-key", None),
+        ("extra-label", None),
+    }
+    for check in failed:
+        values = [str(e["value"]) for e in check.examples]
+        assert values, f"{check.name}: the report keeps the failing values"
+        for value in values:
+            assert value not in check.line(), f"{check.name} quotes {value!r}: {check.line()}"
