@@ -41,3 +41,34 @@ def test_runs_are_newest_first_and_filterable(tmp_path) -> None:
 def test_unknown_outcome_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
         Ledger(tmp_path / "l.db").record(_run("a", 0, "maybe"))
+
+
+def test_reasons_from_before_public_reasons_are_withheld(tmp_path) -> None:
+    """A ledger written by an older civicflow may hold source values in its reasons
+    (the scorecard shows them): opening it withholds those, once."""
+    import sqlite3
+
+    from civicflow.ledger import _SCHEMA, WITHHELD
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA)  # user_version 0: the old ledger
+    for run, outcome, reason in [
+        ("r1", "rejected", "REJECTED: primary-key sr_number: 1 duplicate (rows 3 and 7: '1-8706')"),
+        ("r2", "failed", "ValueError: could not convert 'ZQXJ' to float"),
+        ("r3", "published", "published a new version"),
+    ]:
+        old.execute(
+            "INSERT INTO runs (dataset_id, run_id, started_at, finished_at, outcome, reason)"
+            " VALUES ('a', ?, '2026-11-01T12:00:00+00:00', '2026-11-01T12:00:30+00:00', ?, ?)",
+            (run, outcome, reason),
+        )
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path)
+    reasons = {r.run_id: r.reason for r in ledger.runs("a")}
+    assert reasons == {"r1": WITHHELD, "r2": WITHHELD, "r3": "published a new version"}
+    # a run recorded now keeps its (public-safe) reason when the ledger is opened again
+    ledger.record(_run("a", 5, "rejected"))
+    assert Ledger(path).last("a").reason == "why"

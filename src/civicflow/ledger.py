@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
 """
 
+#: ``PRAGMA user_version`` of a ledger whose reasons are public-safe (no source values)
+_PUBLIC_REASONS = 1
+WITHHELD = (
+    "reason withheld: recorded by an earlier civicflow whose reasons could quote source "
+    "values; the run's report has the detail"
+)
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -92,6 +99,23 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            self._upgrade(db)
+
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        """Withhold reasons written before reasons were public-safe.
+
+        The scorecard shows every reason, and older versions quoted source values in
+        rejected and failed runs' reasons. Which part was a value cannot be told after
+        the fact, so those reasons are replaced; the private reports keep the detail.
+        """
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version >= _PUBLIC_REASONS:
+            return
+        db.execute(
+            "UPDATE runs SET reason = ? WHERE outcome IN ('rejected', 'failed')", (WITHHELD,)
+        )
+        db.execute(f"PRAGMA user_version = {_PUBLIC_REASONS}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
