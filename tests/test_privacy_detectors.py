@@ -1,6 +1,8 @@
-"""Detector precision and recall on a labelled sample of civic-data text, and checksums."""
+"""Scan precision and recall on a labelled set of civic-data text (tests/privacy_data/labelled.csv), and checksums."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -12,81 +14,65 @@ from civicflow.privacy.detectors import (
     _VIN_WEIGHTS,
     ADDRESS_IN_ADDRESS_COLUMN,
     DETECTORS,
+    PERSON_NAME,
     STREET_ADDRESS,
     card_ok,
     luhn_ok,
     mask,
     vin_ok,
 )
+from civicflow.privacy.evaluate import found_by_detector, load_labelled, mistakes, score
 from civicflow.privacy.generalise import hundred_block_text
 
-# (text, detectors that must fire). Lookalikes carry an empty set: nothing may fire.
-LABELLED: list[tuple[str, set[str]]] = [
-    # phones as people write them
-    ("Call (213) 555-0134 after 5", {"phone"}),
-    ("cell 213.555.0134", {"phone"}),
-    ("reach her at 213-555-0134x22", {"phone"}),
-    ("+1-818-555-0199", {"phone"}),
-    ("001-310-555-0123x4455", {"phone"}),
-    ("called back at 2135550134 today", {"phone"}),
-    ("Voicemail: 3105550123", {"phone"}),
-    # e-mails, SSNs, cards, VINs
-    ("sent photos to maria.lopez@example.com", {"email"}),
-    ("owner (j_smith+ladbs@mail.example.org)", {"email"}),
-    ("SSN 123-45-6789 on the form", {"ssn"}),
-    ("paid with 4111 1111 1111 1111", {"card"}),
-    ("card 5500-0000-0000-0004 declined", {"card"}),
-    ("amex 3782 822463 10005", {"card"}),
-    ("VIN 1M8GDM9AXKP042788 on the dash", {"vin"}),
-    ("vin 1hgcm82633a004352", {"vin"}),
-    # names after a cue, addresses in free text
-    ("Spoke with Maria Lopez at the door", {"person_name"}),
-    ("Ms. O'Brien says the work is done", {"person_name"}),
-    ("Complainant Dwayne McDonald-Smith called", {"person_name"}),
-    ("Inspected 2111 W Bellevue Ave, 90026", {"street_address"}),
-    ("posted at 13147 WELBY WAY.", {"street_address"}),
-    # lookalikes: service request, ticket, case, permit numbers, dates, ZIPs, codes, times
-    ("SR 1-870704831 closed", set()),
-    ("SR number 1-1234567890", set()),
-    ("ticket 1103341116", set()),
-    ("citation 4272345678 issued", set()),
-    ("Related case CE-2024-001234", set()),
-    ("Permit 24010-10000-01234 applied for", set()),
-    ("re-inspect 2024-03-15 and 12/21/2015", set()),
-    ("ZIP 90026-1234", set()),
-    ("ZIP 90026", set()),
-    ("LAMC 91.8104 and 12.21 A.1(a)", set()),
-    ("violation 80.69BS, code 8.06E+07", set()),
-    ("issued at 1251, marked 1122", set()),
-    ("(34.073216645, -118.266861909)", set()),
-    ("4111111111111112 is not a card (Luhn)", set()),
-    ("1M8GDM9A1KP042788 has a bad check digit", set()),
-    ("000-12-3456 is not a valid SSN", set()),
-    ("12345678901234567 is all digits", set()),
-    ("2100 W BELLEVUE AVE is the hundred block", set()),
-    ("Owner occupied, complainant reports noise", set()),
-    ("BOS Sanitation, OCB Community Beautification", set()),
-    ("Mitch O'Farrell", set()),
-    ("213 555 01", set()),
-]
+LABELLED_PATH = Path(__file__).parent / "privacy_data" / "labelled.csv"
+LABELLED = load_labelled(LABELLED_PATH)
+#: what the scan must reach on the labelled set, per detector and over all detectors; the
+#: misses it allows are the limits written in the file (no cue word, digits in words)
+MIN_PRECISION, MIN_RECALL = 0.95, 0.75
+MIN_OVERALL_PRECISION, MIN_OVERALL_RECALL = 0.98, 0.9
 
 
-@pytest.mark.parametrize("name", sorted(DETECTORS))
-def test_detector_precision_and_recall_on_the_labelled_sample(name: str) -> None:
-    detector = DETECTORS[name]
-    found = detector.find(pa.array([text for text, _ in LABELLED]))
-    truth = [name in labels for _, labels in LABELLED]
-    false_pos = [
-        text for (text, _), f, t in zip(LABELLED, found, truth, strict=True) if f and not t
-    ]
-    missed = [text for (text, _), f, t in zip(LABELLED, found, truth, strict=True) if t and not f]
-    assert false_pos == [], f"{name} flagged lookalikes"
-    assert missed == [], f"{name} missed real ones"
-    assert sum(truth) > 0  # every detector has positives in the sample
+def test_scan_precision_and_recall_on_the_labelled_set() -> None:
+    scores = score(LABELLED)
+    # Every text detector and the coordinate check have positives in the set.
+    assert {*DETECTORS, "coordinate"} <= {n for n, s in scores.items() if s.true_pos}
+    for name, s in scores.items():
+        false_pos, missed = mistakes(LABELLED, name)
+        assert s.precision >= MIN_PRECISION, f"{name} flagged lookalikes: {false_pos}"
+        assert s.recall >= MIN_RECALL, f"{name} missed: {missed}"
+    tp, fp, fn = (
+        sum(getattr(s, k) for s in scores.values()) for k in ("true_pos", "false_pos", "false_neg")
+    )
+    assert tp / (tp + fp) >= MIN_OVERALL_PRECISION and tp / (tp + fn) >= MIN_OVERALL_RECALL
+
+
+@pytest.mark.parametrize(
+    "text", ["Repairs required per Building Code", "Owner Occupied", "OWNER OCCUPIED", "SR Created"]
+)
+def test_the_issues_false_positives_are_not_flagged(text: str) -> None:
+    assert found_by_detector([text]) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("SPOKE WITH MARIA LOPEZ", "SPOKE WITH [NAME]"),
+        # In capitals a name cannot be told from the words after it: up to three words go.
+        ("MR. JOHNSON REFUSED ENTRY", "MR. [NAME]"),
+        ("Sr. García dice que", "Sr. [NAME] dice que"),
+        ("la Srta. Ramírez no estaba", "la Srta. [NAME] no estaba"),
+        ("SRA. MARTINEZ DEJO RECADO AYER", "SRA. [NAME] AYER"),
+        ("Owner Occupied", "Owner Occupied"),
+    ],
+)
+def test_names_in_capitals_and_after_spanish_honorifics_are_redacted(
+    text: str, redacted: str
+) -> None:
+    assert PERSON_NAME.redact(pa.array([text])).to_pylist() == [redacted]
 
 
 def test_vectorised_find_agrees_with_per_value_spans() -> None:
-    texts = [text for text, _ in LABELLED]
+    texts = [x.text for x in LABELLED]
     for detector in DETECTORS.values():
         found = detector.find(pa.array(texts))
         assert list(found) == [bool(detector.spans(t)) for t in texts], detector.name

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from civicflow.privacy import PrivacyError, check_ready, protect, published_type
+from civicflow.privacy.detectors import DETECTORS, detector_names
 from civicflow.privacy.keys import HashKey
 from civicflow.settings import Settings
 from civicflow.sources import extract
 from civicflow.spec import find_dataset
-from civicflow.spec.models import DatasetSpec, FieldSpec
+from civicflow.spec.models import DatasetSpec, FieldSpec, PrivacyRule
+from civicflow.spec.schema import json_schema
 
 PROJECT = Path(__file__).resolve().parents[1]
 KEY = HashKey("scan-test-key-0123456789", "test")
@@ -203,16 +206,28 @@ def test_small_counts_are_suppressed_and_noted(tmp_path: Path, extracts: dict) -
 def test_spec_problems_are_refused_before_any_work(tmp_path: Path, extracts: dict) -> None:
     spec, _ = extracts["parking_citations"]
     bad = with_field(spec, "fine_amount", privacy={"rule": "redact", "reason": "wrong type"})
-    bad = with_field(
-        bad, "route", pii_allow=[{"detector": "telepathy", "reason": "no such detector exists"}]
-    )
     with pytest.raises(PrivacyError) as err:
         check_ready(bad, settings_for(tmp_path, {"CIVICFLOW_HASH_KEY": "k" * 32}))
-    message = str(err.value)
-    assert (
-        "fine_amount: redact works on string fields" in message
-        and "route: pii_allow names unknown detector 'telepathy'" in message
-    )
+    assert "fine_amount: redact works on string fields" in str(err.value)
+
+
+def test_detector_typos_fail_the_spec_and_the_schema_lists_every_name() -> None:
+    """A misspelt detector in pii_allow or redact.detectors fails ``check``, not the run."""
+    with pytest.raises(ValidationError, match="telepathy"):
+        FieldSpec.model_validate(
+            {
+                "name": "route",
+                "type": "string",
+                "description": "beat",
+                "pii_allow": [{"detector": "telepathy", "reason": "no such detector exists"}],
+            }
+        )
+    with pytest.raises(ValidationError, match="phones"):
+        PrivacyRule(rule="redact", reason="notes", detectors=["phones"])
+    defs = json_schema()["$defs"]
+    assert defs["PiiAllowance"]["properties"]["detector"]["enum"] == detector_names()
+    redact = defs["PrivacyRule"]["properties"]["detectors"]["anyOf"][0]["items"]["enum"]
+    assert redact == sorted(DETECTORS)
 
 
 def test_published_types_follow_the_rules(extracts: dict) -> None:
@@ -235,3 +250,131 @@ def test_published_types_follow_the_rules(extracts: dict) -> None:
         )
         == "string"
     )
+
+
+def mini_spec(spec: DatasetSpec, *fields: FieldSpec) -> DatasetSpec:
+    return spec.model_copy(update={"fields": list(fields), "transforms": [], "primary_key": []})
+
+
+def rows(n: int) -> pd.RangeIndex:
+    return pd.RangeIndex(1, n + 1, name="row")
+
+
+def blocking(report: object) -> list[tuple[str, str, list[int]]]:
+    return [(f.column, f.detector, f.example_rows) for f in report.blocking]  # type: ignore[attr-defined]
+
+
+def test_coordinates_need_a_precision_and_are_never_waved_through(
+    extracts: dict, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError, match="lat: semantic latitude needs a precision"):
+        FieldSpec(name="lat", type="number", description="latitude", semantic="latitude")
+    # A field built around validation (as code can) is held to the default, 3 decimals.
+    lat = FieldSpec.model_construct(
+        name="lat", type="number", description="latitude", semantic="latitude", precision=None
+    )
+    frame = pd.DataFrame({"lat": [34.0732166, 34.073, np.nan]}, index=rows(3))
+    spec, _ = extracts["parking_citations"]
+    report = protect(mini_spec(spec, lat), frame, settings_for(tmp_path)).report
+    assert blocking(report) == [("lat", "coordinate", [1])]
+
+
+def test_wkt_geometries_in_text_are_held_to_the_precision(extracts: dict, tmp_path: Path) -> None:
+    spec, _ = extracts["parking_citations"]
+    frame = pd.DataFrame(
+        {
+            "geometry": [
+                "POINT (-118.2668619 34.0732166)",
+                "POINT (-118.267 34.073)",
+                "POLYGON ((-118.26 34.07, -118.2668619 34.0732166, -118.26 34.07))",
+                None,
+            ]
+        },
+        index=rows(4),
+    )
+    text = FieldSpec(name="geometry", type="string", description="shape as WKT")
+    report = protect(mini_spec(spec, text), frame, settings_for(tmp_path)).report
+    assert blocking(report) == [("geometry", "coordinate", [1, 3])]
+    # A boundary layer declared at 7 decimals publishes its WKT as declared.
+    precise = text.model_copy(update={"precision": 7})
+    assert not protect(mini_spec(spec, precise), frame, settings_for(tmp_path)).report.blocked
+
+
+def test_phone_and_ssn_shaped_integers_are_found(extracts: dict, tmp_path: Path) -> None:
+    spec, _ = extracts["parking_citations"]
+    values = [2135550134, 12135550134, 219099999, 1103341116, 1234567, 2135550134 // 10, None]
+    frame = pd.DataFrame({"contact": pd.array(values, dtype="Int64")}, index=rows(len(values)))
+    number = FieldSpec(name="contact", type="integer", description="a number column")
+    report = protect(mini_spec(spec, number), frame, settings_for(tmp_path)).report
+    # Ticket numbers (area code 110), counts and 9-digit non-SSNs (area 213... is valid: row 6
+    # is 213555013, an SSN shape) are told apart only by their digits.
+    assert blocking(report) == [("contact", "phone", [1, 2]), ("contact", "ssn", [3, 6])]
+    text = json.dumps(report.to_dict())
+    assert "2135550134" not in text and "219099999" not in text
+
+
+def test_birth_dates_publish_the_year_only(extracts: dict, tmp_path: Path) -> None:
+    spec, _ = extracts["parking_citations"]
+    born = pd.to_datetime(pd.Series(["1985-05-17", "1990-01-01", None]))
+    frame = pd.DataFrame({"born": born.to_numpy()}, index=rows(3))
+    field = FieldSpec(name="born", type="date", description="birth date", semantic="birth_date")
+    report = protect(mini_spec(spec, field), frame, settings_for(tmp_path)).report
+    assert blocking(report) == [("born", "birth_date", [1])]
+    month = field.model_copy(
+        update={
+            "privacy": PrivacyRule(
+                rule="generalise", method="truncate", truncate_to="month", reason="coarser"
+            )
+        }
+    )
+    assert protect(mini_spec(spec, month), frame, settings_for(tmp_path)).report.blocked
+    year = field.model_copy(
+        update={
+            "privacy": PrivacyRule(
+                rule="generalise", method="truncate", truncate_to="year", reason="year only"
+            )
+        }
+    )
+    result = protect(mini_spec(spec, year), frame, settings_for(tmp_path))
+    assert not result.report.blocked
+    assert [str(v)[:10] for v in result.frame["born"].dropna()] == ["1985-01-01", "1990-01-01"]
+    # Birth dates typed as text are read as dates.
+    as_text = field.model_copy(update={"type": "string"})
+    text_frame = pd.DataFrame({"born": ["05/17/1985", "1990-01-01", None]}, index=rows(3))
+    report = protect(mini_spec(spec, as_text), text_frame, settings_for(tmp_path)).report
+    assert blocking(report) == [("born", "birth_date", [1])]
+
+
+def test_negative_ages_are_invalid_not_a_band(extracts: dict, tmp_path: Path) -> None:
+    spec, _ = extracts["parking_citations"]
+    field = FieldSpec(
+        name="age",
+        type="integer",
+        description="age of the person",
+        privacy={"rule": "generalise", "method": "age_band", "band_width": 10, "reason": "bands"},
+    )
+    frame = pd.DataFrame({"age": pd.array([37, -7, None, 0], dtype="Int64")}, index=rows(4))
+    result = protect(mini_spec(spec, field), frame, settings_for(tmp_path))
+    assert blocking(result.report) == [("age", "invalid_value", [2])]
+    assert result.frame["age"].iloc[0] == "30-39" and pd.isna(result.frame["age"].iloc[1])
+    assert "-10--1" not in result.frame["age"].astype(str).tolist()
+    assert "age: invalid_value x1 (rows 2)" in result.report.summary()
+
+
+def test_blocked_summary_names_checks_columns_counts_and_rows_only(
+    extracts: dict, tmp_path: Path
+) -> None:
+    """The summary becomes a ledger reason the public scorecard shows: no value, not
+    even a masked one (the private report keeps the masked examples)."""
+    spec, frame = extracts["code_enforcement_cases"]
+    report = protect(
+        without_rule(spec, "inspector_notes"), frame, settings_for(tmp_path), hash_key=KEY
+    ).report
+    summary = report.summary()
+    finding = r"inspector_notes: [a-z_]+ x[\d,]+ \(rows [\d, …]+\)"
+    tail = (
+        "Fix the spec (a rule for the column, or a pii_allow with a reason) and run again;"
+        " examples are in the privacy report."
+    )
+    assert re.fullmatch(rf"BLOCKED: {finding}(?:; {finding})*\. " + re.escape(tail), summary)
+    assert report.blocking[0].examples  # the private report keeps masked examples

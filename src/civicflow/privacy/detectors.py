@@ -212,9 +212,17 @@ _PHONE_CUED = (
     r"\W{0,3}(?:(?i:at|on|is|no|number|to)\b\W{0,3})?)"
     r"(?:\+?1)?[2-9]\d{2}[2-9]\d{6}\b"
 )
-_HONORIFIC = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr)\.?"
+# Honorifics in English and Spanish (Sr., Sra., Srta.), longest first. In capitals they
+# need their period: "SR Created" is a service request and "HUNTINGTON DR NORTH" a drive.
+_HONORIFIC = (
+    r"(?:(?:Mrs|Mr|Ms|Mx|Miss|Dr|Srta|Sra|Sres|Sr)\.?|(?:MRS|MR|MS|MISS|DR|SRTA|SRA|SRES|SR)\.)"
+)
 _ROLE = r"(?i:complainant|owner|tenant|resident|neighbou?r|caller|landlord|manager|reporting party|spoke (?:with|to)|met with|called|contacted|per)"
-_NAME_WORD = r"[A-Z][A-Za-z'-]*[a-z]"
+# A name word in title case (Lopez, O'Brien, García) or in capitals (LOPEZ): Latin-1
+# letters so accented names are whole, written as ranges both RE2 and Python read.
+_UPPER = "A-ZÀ-ÖØ-Þ"
+_LOWER = "a-zß-öø-ÿ"
+_NAME_WORD = f"(?:[{_UPPER}][{_UPPER}{_LOWER}'-]*[{_LOWER}]|[{_UPPER}][{_UPPER}'-]*[{_UPPER}])"
 _PERSON = (
     r"(\b(?:"
     + _HONORIFIC
@@ -228,6 +236,168 @@ _PERSON = (
     + _NAME_WORD
     + r"){0,2}"
 )
+# Capitalised words that follow a cue without being a name ("Owner Occupied", "per
+# Building Code", "SPOKE WITH OWNER RE: TRASH"): a span whose first word is one of them
+# is not a finding. Kept to words seen in civic notes; a name is never dropped for a later word.
+NOT_A_NAME = frozenset(
+    [
+        "A",
+        "ABOUT",
+        "ADDRESS",
+        "AGAIN",
+        "BUILDER",
+        "DIEM",
+        "AGENCY",
+        "AGENT",
+        "ALL",
+        "AN",
+        "AND",
+        "ANIMAL",
+        "ANONYMOUS",
+        "APARTMENT",
+        "APT",
+        "AS",
+        "AT",
+        "ATTORNEY",
+        "BACK",
+        "BOARD",
+        "BOS",
+        "BSL",
+        "BUILDING",
+        "BUREAU",
+        "BUSINESS",
+        "BY",
+        "CALL",
+        "CALLED",
+        "CASE",
+        "CITY",
+        "CITATION",
+        "CODE",
+        "CODES",
+        "COMMUNITY",
+        "COMPANY",
+        "COMPLAINANT",
+        "COMPLAINT",
+        "CONTRACTOR",
+        "COUNCIL",
+        "COUNTY",
+        "COURT",
+        "DEPARTMENT",
+        "DEPT",
+        "DID",
+        "DIVISION",
+        "DOOR",
+        "EMAIL",
+        "ENFORCEMENT",
+        "ENGINEER",
+        "ENTRY",
+        "FIRE",
+        "FOR",
+        "FRONT",
+        "FROM",
+        "GARAGE",
+        "GAS",
+        "HABITABILITY",
+        "HAS",
+        "HE",
+        "HEALTH",
+        "HER",
+        "HIM",
+        "HIS",
+        "HOUSING",
+        "IN",
+        "INSPECTION",
+        "INSPECTOR",
+        "IS",
+        "IT",
+        "ITA",
+        "LADBS",
+        "LADOT",
+        "LADWP",
+        "LAMC",
+        "LAPD",
+        "LEAD",
+        "LEASING",
+        "LOT",
+        "MAIL",
+        "MAINTENANCE",
+        "MANAGEMENT",
+        "MANAGER",
+        "NEIGHBOR",
+        "NEIGHBOUR",
+        "NO",
+        "NOT",
+        "NOTICE",
+        "OCB",
+        "OCCUPANT",
+        "OCCUPIED",
+        "OF",
+        "OFFICE",
+        "OFFICER",
+        "ON",
+        "OR",
+        "ORDER",
+        "OWNER",
+        "OWNERS",
+        "PARKING",
+        "PER",
+        "PERMIT",
+        "PHONE",
+        "PLAN",
+        "POLICE",
+        "PRIOR",
+        "PROGRAM",
+        "PROPERTY",
+        "RE",
+        "REAR",
+        "REGARDING",
+        "REPORT",
+        "REPORTS",
+        "RESIDENT",
+        "RESIDENTS",
+        "SAFETY",
+        "SAID",
+        "SANITATION",
+        "SAYS",
+        "SERVICES",
+        "SHE",
+        "SITE",
+        "STAFF",
+        "STATE",
+        "STATES",
+        "STREET",
+        "TENANT",
+        "TENANTS",
+        "THE",
+        "THEIR",
+        "THEY",
+        "THIS",
+        "TO",
+        "UNIT",
+        "UNKNOWN",
+        "UPON",
+        "VIA",
+        "VOICEMAIL",
+        "WAS",
+        "WITH",
+        "ZONING",
+        "NORTH",
+        "SOUTH",
+        "EAST",
+        "WEST",
+        "CREATED",
+        "CLOSED",
+        "OPEN",
+    ]
+)
+
+
+def name_ok(span: str) -> bool:
+    """A cued span is a name unless its first word is a common word of civic notes."""
+    first = span.split(None, 1)[0].strip("'-").upper()
+    return first not in NOT_A_NAME
+
+
 _SUFFIX = r"(?i:ST|STREET|AVE?|AVENUE|BLVD|BOULEVARD|DR|DRIVE|RD|ROAD|WAY|PL|PLACE|LN|LANE|CT|COURT|TER|TERRACE|PKWY|PARKWAY|HWY|HIGHWAY|CIR|CIRCLE)"
 # An exact house number: 1-6 digits not ending in 00 (hundred blocks such as 1200 are
 # already generalised), at a word start that is not the denominator of a fraction
@@ -277,7 +447,9 @@ SSN = register_detector(
 )
 CARD = register_detector(Detector("card", "CARD", r"\b(?:\d[ -]?){12,18}\d\b", check=card_ok))
 VIN = register_detector(Detector("vin", "VIN", r"\b[A-HJ-NPR-Za-hj-npr-z0-9]{17}\b", check=vin_ok))
-PERSON_NAME = register_detector(Detector("person_name", "NAME", _PERSON, keep_prefix=True))
+PERSON_NAME = register_detector(
+    Detector("person_name", "NAME", _PERSON, check=name_ok, keep_prefix=True)
+)
 STREET_ADDRESS = register_detector(
     Detector("street_address", "ADDRESS", STREET_ADDRESS_PATTERN, keep_prefix=True, shield=True)
 )
@@ -285,13 +457,16 @@ ADDRESS_IN_ADDRESS_COLUMN = Detector(
     "street_address", "ADDRESS", ADDRESS_COLUMN_PATTERN, keep_prefix=True, shield=True
 )
 
-#: scan-only detector implemented in scan.py (numbers, not text patterns)
+#: scan-only detectors implemented in scan.py, numbers.py and consistency.py
 COORDINATE = "coordinate"
+BIRTH_DATE = "birth_date"
+FINER_LOCATION = "finer_location"
+SCAN_ONLY = (COORDINATE, BIRTH_DATE, FINER_LOCATION)
 
 
 def detector_names() -> list[str]:
-    """Every name a spec may use in ``pii_allow`` or ``redact.detectors``."""
-    return sorted([*DETECTORS, COORDINATE])
+    """Every name a spec may use in ``pii_allow`` (``redact.detectors`` takes DETECTORS only)."""
+    return sorted([*DETECTORS, *SCAN_ONLY])
 
 
 def mask(span: str) -> str:

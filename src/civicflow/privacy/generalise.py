@@ -116,16 +116,28 @@ _TRUNCATE_UNITS = {"day": "D", "hour": "h"}
 def truncate_timestamps(values: pd.Series, rule: PrivacyRule) -> pd.Series:
     ts = pd.to_datetime(values)
     if rule.truncate_to == "month":
-        out = ts - pd.to_timedelta(ts.dt.day - 1, unit="D")
-        return out.dt.floor("D")
+        return (ts - pd.to_timedelta(ts.dt.day - 1, unit="D")).dt.floor("D")
+    if rule.truncate_to == "year":
+        return (ts - pd.to_timedelta(ts.dt.day_of_year - 1, unit="D")).dt.floor("D")
     return ts.dt.floor(_TRUNCATE_UNITS[str(rule.truncate_to)])
+
+
+def negative(values: pd.Series) -> np.ndarray:
+    """Rows holding a negative number (an age below zero is bad input, not a band)."""
+    return (pd.to_numeric(values) < 0).fillna(False).to_numpy(dtype=bool)
+
+
+#: per method, the rows whose value the method cannot generalise (reported, published empty)
+INVALID: dict[str, Callable[[pd.Series], np.ndarray]] = {"age_band": negative}
 
 
 @register_generaliser("age_band", ("integer", "number"))
 def age_band(values: pd.Series, rule: PrivacyRule) -> pd.Series:
-    """``37`` → ``30-39`` (band width 10). The published column is text."""
+    """``37`` → ``30-39`` (band width 10). The published column is text; negative ages
+    are published empty (and reported as invalid by protect), never as ``-10--1``."""
     width = int(rule.band_width or 1)
     ages = values.astype("Float64")
+    ages = ages.where(ages >= 0)
     low = (ages // width * width).astype("Int64")
     high = low + (width - 1)
     labels = low.astype("str") + "-" + high.astype("str")

@@ -11,9 +11,16 @@ import pyarrow.compute as pc
 
 from civicflow.privacy.detectors import as_text, detector_names
 from civicflow.privacy.errors import PrivacyError
-from civicflow.privacy.generalise import ACCEPTS, GENERALISERS
+from civicflow.privacy.generalise import ACCEPTS, GENERALISERS, INVALID
 from civicflow.privacy.keys import HashKey, require_hash_key
-from civicflow.privacy.report import Allowance, PrivacyReport, RuleApplied
+from civicflow.privacy.report import (
+    INVALID_VALUE,
+    MAX_EXAMPLES,
+    Allowance,
+    Finding,
+    PrivacyReport,
+    RuleApplied,
+)
 from civicflow.privacy.rules import RULES, RuleContext, redact_detectors, suppress_small_counts
 from civicflow.privacy.scan import scan
 from civicflow.settings import Settings
@@ -121,6 +128,7 @@ def protect(
     )
 
     columns: dict[str, pd.Series] = {}
+    invalid: list[Finding] = []
     for f in spec.fields:
         values = frame[f.name]
         rule = f.privacy
@@ -128,6 +136,7 @@ def protect(
             columns[f.name] = values
             continue
         out = RULES[rule.rule](values, f, ctx)
+        invalid.extend(_invalid_values(spec.id, f, values))
         non_null = int(values.notna().sum())
         changed = non_null if rule.rule == "drop" else _changed(values, out)
         report.rules.append(
@@ -166,5 +175,25 @@ def protect(
             report.allowances.append(
                 Allowance(f.name, allow.detector, allow.reason, sum(x.count for x in matched))
             )
-    report.findings = findings
+    report.findings = invalid + findings
     return ProtectResult(frame=published, report=report)
+
+
+def _invalid_values(dataset: str, field: FieldSpec, values: pd.Series) -> list[Finding]:
+    """Values the field's generalise method cannot protect, as a blocking finding."""
+    rule = field.privacy
+    check = INVALID.get(str(rule.method)) if rule and rule.rule == "generalise" else None
+    bad = check(values) if check else np.zeros(0, dtype=bool)
+    if not bad.any():
+        return []
+    rows = values.index.to_numpy()[np.flatnonzero(bad)]
+    return [
+        Finding(
+            dataset=dataset,
+            column=field.name,
+            detector=INVALID_VALUE,
+            count=int(bad.sum()),
+            example_rows=[int(r) for r in rows[:MAX_EXAMPLES]],
+            examples=[],
+        )
+    ]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_EXAMPLES = 5
+#: the finding for values a rule cannot protect (negative ages); no pii_allow can let it through
+INVALID_VALUE = "invalid_value"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ class Finding:
     reason: str | None = None  # the allowance's reason when allowed
 
     def describe(self) -> str:
+        """Column, detector, count and row numbers: public text (it becomes a ledger
+        reason the scorecard shows), so no value, not even a masked one."""
         rows = ", ".join(str(r) for r in self.example_rows) + (
             ", …" if self.count > len(self.example_rows) else ""
         )
-        shown = ", ".join(repr(e) for e in self.examples[:2])
-        return f"{self.column}: {self.detector} x{self.count:,} (rows {rows}; e.g. {shown})"
+        return f"{self.column}: {self.detector} x{self.count:,} (rows {rows})"
 
 
 @dataclass(frozen=True)
@@ -99,14 +102,16 @@ class PrivacyReport:
         return path
 
     def summary(self) -> str:
-        """One paragraph for logs and the run ledger."""
+        """One paragraph for logs and the run ledger, which the public scorecard shows:
+        check names, columns, counts and row numbers only; examples stay in the report."""
         if self.blocked:
+            invalid = any(f.detector == INVALID_VALUE for f in self.blocking)
             return (
                 "BLOCKED: "
                 + "; ".join(f.describe() for f in self.blocking)
-                + (
-                    ". Fix the spec (a rule for the column, or a pii_allow with a reason) and run again."
-                )
+                + ". Fix the spec (a rule for the column, or a pii_allow with a reason)"
+                + (" or the invalid source values" if invalid else "")
+                + " and run again; examples are in the privacy report."
             )
         touched = ", ".join(
             f"{r.column} {r.rule}{'/' + r.method if r.method else ''} ({r.values_changed:,} changed)"

@@ -7,7 +7,7 @@ column unchanged: dropping is done by leaving the field out of the published fra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +85,7 @@ def generalise_rule(values: pd.Series, field: FieldSpec, ctx: RuleContext) -> pd
 # -- redact ---------------------------------------------------------------------------
 
 
-def redact_detectors(names: list[str] | None) -> list[Detector]:
+def redact_detectors(names: Sequence[str] | None) -> list[Detector]:
     if names is None:
         return [d for d in DETECTORS.values() if d.redacts]
     unknown = [n for n in names if n not in DETECTORS]

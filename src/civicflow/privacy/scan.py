@@ -10,7 +10,6 @@ suffix needed), and only a ``pii_allow`` with a reason lets a finding through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -27,6 +26,8 @@ from civicflow.privacy.detectors import (
     as_text,
     mask,
 )
+from civicflow.privacy.hits import Hits
+from civicflow.privacy.numbers import birth_date_hits, integer_hits
 from civicflow.privacy.report import MAX_EXAMPLES, Finding
 from civicflow.spec.models import DatasetSpec, FieldSpec
 
@@ -34,19 +35,27 @@ from civicflow.spec.models import DatasetSpec, FieldSpec
 UNDECLARED_COORDINATE_DECIMALS = 3
 _COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
 _NUMBER_TEXT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*(?:,\s*([-+]?\d+(?:\.\d+)?)\s*\)?)?\s*$"
-# A "(lat, lon)" pair written inside text, with more decimals than undeclared columns allow.
-COORDINATE_PAIR = Detector(
-    COORDINATE, "COORDINATES", r"[-+]?\d{1,3}\.\d{4,}\s*,\s*[-+]?\d{1,3}\.\d{4,}", redacts=False
+_WKT_TYPES = (
+    r"(?i:POINT|LINESTRING|POLYGON|MULTIPOINT|MULTILINESTRING|MULTIPOLYGON|GEOMETRYCOLLECTION)"
 )
 
 
-@dataclass(frozen=True)
-class Hits:
-    """Rows where one detector fired in one column, with masked examples."""
-
-    detector: str
-    mask: np.ndarray
-    examples: list[str]
+@lru_cache(maxsize=16)
+def coordinate_text_detectors(decimals: int) -> tuple[Detector, Detector]:
+    """Coordinates written inside text with more than ``decimals`` decimals: a
+    "(lat, lon)" pair (comma or space between), and a WKT geometry (``POINT (-118.2668619 34.0732166)``) any of
+    whose numbers is that fine."""
+    fine = r"\d{1,3}\.\d{" + str(decimals + 1) + ",}"
+    pair = Detector(
+        COORDINATE, "COORDINATES", rf"[-+]?{fine}(?:\s*,\s*|\s+)[-+]?{fine}", redacts=False
+    )
+    wkt = Detector(
+        COORDINATE,
+        "GEOMETRY",
+        rf"\b{_WKT_TYPES}\s*(?i:ZM|Z|M)?\s*\([-+\d.,\s()]*?{fine}",
+        redacts=False,
+    )
+    return pair, wkt
 
 
 def _decimals(text: pa.Array) -> np.ndarray:
@@ -74,9 +83,8 @@ def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
     first, second = _number_text(values)
     decimals = np.maximum(_decimals(first), _decimals(second))
     if declared:
-        if field.precision is None:
-            return np.zeros(len(values), dtype=bool)
-        return decimals > field.precision
+        # A coordinate column without a declared precision is held to the default, never waved through.
+        return decimals > allowed_decimals(field)
     if not pd.api.types.is_float_dtype(values.dtype):
         return np.zeros(len(values), dtype=bool)
     # An undeclared float column is read as coordinates only when it looks like them:
@@ -91,6 +99,11 @@ def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
     return fine & present if looks_like else np.zeros(len(values), dtype=bool)
 
 
+def allowed_decimals(field: FieldSpec) -> int:
+    """Decimals a field's coordinates may carry: its declared precision, else the default."""
+    return UNDECLARED_COORDINATE_DECIMALS if field.precision is None else field.precision
+
+
 def _text_detectors(field: FieldSpec) -> list[Detector]:
     detectors = list(DETECTORS.values())
     if field.semantic == "address":
@@ -98,7 +111,7 @@ def _text_detectors(field: FieldSpec) -> list[Detector]:
             ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors
         ]
     if field.semantic not in _COORD_FIELD_SEMANTICS:
-        detectors.append(COORDINATE_PAIR)
+        detectors.extend(coordinate_text_detectors(allowed_decimals(field)))
     return detectors
 
 
@@ -161,6 +174,8 @@ def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
     """Every detector that fires on one column."""
     hits: list[Hits] = []
     dtype = values.dtype
+    if field.semantic == "birth_date":
+        return birth_date_hits(values)
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return hits
     if pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS:
@@ -170,9 +185,25 @@ def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
             hits.append(Hits(COORDINATE, found, shown))
         if pd.api.types.is_float_dtype(dtype):
             return hits
-    # Integers can only hide a card number (phones, SSNs need their separators to be found).
-    detectors = [CARD] if pd.api.types.is_integer_dtype(dtype) else _text_detectors(field)
-    return hits + text_hits(as_text(values), detectors)
+    if pd.api.types.is_integer_dtype(dtype):
+        # Integers lose a phone's or an SSN's separators, so those are read from the digits.
+        return hits + integer_hits(values) + text_hits(as_text(values), [CARD])
+    return hits + text_hits(as_text(values), _text_detectors(field))
+
+
+def merge_hits(hits: list[Hits]) -> list[Hits]:
+    """One Hits per detector name (a WKT point is also a coordinate pair: one finding)."""
+    merged: dict[str, Hits] = {}
+    for hit in hits:
+        seen = merged.get(hit.detector)
+        merged[hit.detector] = (
+            hit
+            if seen is None
+            else Hits(
+                hit.detector, seen.mask | hit.mask, (seen.examples + hit.examples)[:MAX_EXAMPLES]
+            )
+        )
+    return list(merged.values())
 
 
 def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
@@ -181,7 +212,7 @@ def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
     rows = frame.index.to_numpy()
     for name in frame.columns:
         field = spec.field(str(name))
-        for hit in scan_column(frame[name], field):
+        for hit in merge_hits(scan_column(frame[name], field)):
             where = np.flatnonzero(hit.mask)
             findings.append(
                 Finding(

@@ -55,6 +55,7 @@ class Semantic(StrEnum):
     zip_code = "zip_code"
     free_text = "free_text"
     identifier = "identifier"
+    birth_date = "birth_date"
 
 
 class Constraints(StrictModel):
@@ -84,6 +85,21 @@ class Constraints(StrictModel):
 
 
 PrivacyRuleName = Literal["drop", "hash", "generalise", "redact"]
+#: text detectors ``redact`` can apply (civicflow.privacy.detectors.DETECTORS; a test keeps them equal)
+TextDetectorName = Literal["card", "email", "person_name", "phone", "ssn", "street_address", "vin"]
+#: every scan detector a ``pii_allow`` can name: the text ones and the scan-only checks
+DetectorName = Literal[
+    "birth_date",
+    "card",
+    "coordinate",
+    "email",
+    "finer_location",
+    "person_name",
+    "phone",
+    "ssn",
+    "street_address",
+    "vin",
+]
 GeneraliseMethod = Literal["hundred_block", "round", "grid", "truncate", "age_band", "zip5"]
 
 
@@ -111,13 +127,14 @@ class PrivacyRule(StrictModel):
         gt=0,
         description="For generalise/grid: snap coordinates to a grid of this many degrees.",
     )
-    truncate_to: Literal["day", "hour", "month"] | None = Field(
-        None, description="For generalise/truncate: the timestamp unit kept."
+    truncate_to: Literal["hour", "day", "month", "year"] | None = Field(
+        None,
+        description="For generalise/truncate: the timestamp unit kept (a birth date may keep the year only).",
     )
     band_width: int | None = Field(
         None, gt=0, description="For generalise/age_band: width of each age band in years."
     )
-    detectors: list[str] | None = Field(
+    detectors: list[TextDetectorName] | None = Field(
         None, description="For redact: which detectors to apply (default: all of them)."
     )
     redact_values_of: list[str] = Field(
@@ -162,7 +179,7 @@ class PrivacyRule(StrictModel):
 class PiiAllowance(StrictModel):
     """A written exception: this column may carry what one scan detector finds."""
 
-    detector: str = Field(
+    detector: DetectorName = Field(
         description="Name of the PII detector whose findings are allowed in this column."
     )
     reason: str = Field(
@@ -202,7 +219,7 @@ class FieldSpec(StrictModel):
         None,
         ge=0,
         le=10,
-        description="For coordinate columns: decimals the published values may carry.",
+        description="Decimals published coordinates may carry: required for latitude, longitude and geopoint columns; in other columns it bounds coordinates written in the text (pairs, WKT; default 3, about 100 m).",
     )
     privacy: PrivacyRule | None = Field(None, description="Privacy rule applied before publishing.")
     pii_allow: list[PiiAllowance] = Field(
@@ -216,6 +233,15 @@ class FieldSpec(StrictModel):
         if not SNAKE_CASE.match(value):
             raise ValueError(f"field name {value!r} must be snake_case (a-z, 0-9, _)")
         return value
+
+    @model_validator(mode="after")
+    def _coordinates_declare_precision(self) -> FieldSpec:
+        # The privacy scan holds coordinates to this; without it a column would be unchecked.
+        if self.semantic in ("latitude", "longitude", "geopoint") and self.precision is None:
+            raise ValueError(
+                f"field {self.name}: semantic {self.semantic} needs a precision (decimals published; 3 is about 100 m)"
+            )
+        return self
 
     @property
     def source_name(self) -> str:
