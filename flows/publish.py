@@ -3,29 +3,98 @@
 The orchestration lives in ``civicflow.pipeline.run_dataset``; this module only
 turns each stage into a Prefect task and a rejected run into a Failed state, so the
 Prefect UI shows every stage, retry and failure with the steward-readable reason.
+
+Runs of one dataset queue: each holds the Prefect global concurrency limit
+``publish-<dataset id>`` (one slot, created on first use) for the whole run, so the
+hourly and nightly deployments never publish the same table at once. The portal's
+compare-and-swap still refuses a run that lost a race outside Prefect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Completed, Failed, State
 
 from civicflow import pipeline
+from civicflow.portals import PortalConflict
 from civicflow.settings import load_settings
 from civicflow.spec import load_all
 
 # Only the publish stage talks to a network service; retry it for transient errors.
 _RETRIES = {"publish": 2}
+#: how long a run waits for another run of the same dataset before it gives up
+QUEUE_TIMEOUT_S = 6 * 3600.0
+
+
+def _retry_unless_conflict(task: Any, task_run: Any, state: State) -> bool:
+    """A conflict is final: retrying would publish over a newer version."""
+    try:
+        state.result(raise_on_failure=True)
+    except PortalConflict:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return True
+    return True
 
 
 def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return Task(
-        fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3
+        fn,
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=_RETRIES.get(name, 0),
+        retry_delay_seconds=3,
+        retry_condition_fn=_retry_unless_conflict,
     )
+
+
+def limit_name(dataset_id: str) -> str:
+    return f"publish-{dataset_id}"
+
+
+def ensure_limit(name: str) -> None:
+    """Create the one-slot global concurrency limit if it does not exist yet.
+
+    Prefect skips (with a warning) a limit that does not exist, which would let two
+    runs through; ``concurrency(strict=True)`` below refuses instead of skipping.
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            # ObjectAlreadyExists: another run created it first, which is as good.
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+
+
+@contextmanager
+def one_run_per_dataset(dataset_id: str, logger: logging.Logger | Any) -> Iterator[None]:
+    """Hold the dataset's publish slot; wait (logged) while another run holds it."""
+    name = limit_name(dataset_id)
+    ensure_limit(name)
+    asked = time.monotonic()
+    with concurrency(name, occupy=1, timeout_seconds=QUEUE_TIMEOUT_S, strict=True):
+        waited = time.monotonic() - asked
+        if waited >= 1:
+            logger.info(
+                "%s: waited %.1f s for another publish of this dataset to finish",
+                dataset_id,
+                waited,
+            )
+        yield
 
 
 def summarize(outcome: pipeline.RunOutcome) -> dict[str, Any]:
@@ -47,7 +116,8 @@ def summarize(outcome: pipeline.RunOutcome) -> dict[str, Any]:
 def publish_dataset(dataset_id: str, source_path: str | None = None) -> State:
     """Publish one dataset; a rejected run ends Failed with the reason, the portal untouched."""
     logger = get_run_logger()
-    outcome = pipeline.run_dataset(load_settings(), dataset_id, source_path, wrap=_as_task)
+    with one_run_per_dataset(dataset_id, logger):
+        outcome = pipeline.run_dataset(load_settings(), dataset_id, source_path, wrap=_as_task)
     summary = summarize(outcome)
     if not outcome.ok:
         logger.error("%s rejected: %s", dataset_id, outcome.reason)

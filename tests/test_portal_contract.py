@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from civicflow import published
-from civicflow.portals import METADATA, registered_portals
+from civicflow.portals import METADATA, PortalConflict, published_version, registered_portals
 from tests.fixtures.portal import (
     SAMPLE_FIELDS,
     PortalUnderTest,
@@ -28,7 +28,12 @@ def under_test(request: pytest.FixtureRequest) -> PortalUnderTest:
 
 
 def _publish(
-    under_test: PortalUnderTest, table: str, frame, run_id: str, title: str = "Sample requests"
+    under_test: PortalUnderTest,
+    table: str,
+    frame,
+    run_id: str,
+    title: str = "Sample requests",
+    **kwargs,
 ):
     return under_test.portal.publish(
         table,
@@ -38,7 +43,13 @@ def _publish(
         version=published.content_version(frame),
         run_id=run_id,
         metadata=sample_metadata(title),
+        **kwargs,
     )
+
+
+def _version(frame, title: str = "Sample requests") -> str:
+    """The published version: the rows' hash and the metadata together."""
+    return published_version(published.content_version(frame), sample_metadata(title))
 
 
 def test_unpublished_table_has_no_version(under_test: PortalUnderTest) -> None:
@@ -49,7 +60,7 @@ def test_publish_then_current_version(under_test: PortalUnderTest) -> None:
     table = unique_table()
     frame = sample_frame(1_234, "first")
     result = _publish(under_test, table, frame, "run-1")
-    version = published.content_version(frame)
+    version = _version(frame)
     assert (result.table, result.version, result.rows, result.changed) == (
         table,
         version,
@@ -87,11 +98,8 @@ def test_new_version_replaces_the_old(under_test: PortalUnderTest) -> None:
     assert result.changed is True
     live = under_test.portal.current_version(table)
     assert live is not None
-    assert (live.version, live.rows, live.run_id) == (
-        published.content_version(second),
-        200,
-        "run-2",
-    )
+    assert (live.version, live.rows, live.run_id) == (_version(second), 200, "run-2")
+    assert live.data_version == published.content_version(second)
     assert under_test.row_count(table) == 200
 
 
@@ -108,3 +116,42 @@ def test_metadata_reaches_the_portal(under_test: PortalUnderTest) -> None:
     assert got["license"] == expected.license
     assert got["source"] == expected.source
     assert got["columns"] == expected.columns
+
+
+def test_a_metadata_edit_is_a_new_version_with_the_same_rows(under_test: PortalUnderTest) -> None:
+    """Issue 8 item 8: a new title alone used to report "unchanged"."""
+    if METADATA not in under_test.portal.capabilities:
+        pytest.skip(f"{under_test.portal.kind} does not declare the metadata capability")
+    table = unique_table()
+    frame = sample_frame(50, "first")
+    first = _publish(under_test, table, frame, "run-1", title="First title")
+    edited = _publish(under_test, table, frame, "run-2", title="Edited title")
+    assert edited.changed is True and edited.version != first.version
+    assert edited.version == _version(frame, "Edited title")
+    live = under_test.portal.current_version(table)
+    assert live is not None and (live.version, live.run_id, live.rows) == (
+        edited.version,
+        "run-2",
+        50,
+    )
+    assert live.data_version == published.content_version(frame)
+    assert under_test.metadata(table)["title"] == "Edited title"
+    assert under_test.row_count(table) == 50
+    again = _publish(under_test, table, frame, "run-3", title="Edited title")
+    assert again.changed is False
+
+
+def test_a_publish_from_a_stale_base_is_refused_naming_the_other_run(
+    under_test: PortalUnderTest,
+) -> None:
+    """Issue 8 item 7: compare-and-swap on the live version."""
+    table = unique_table()
+    _publish(under_test, table, sample_frame(40, "first"), "run-1")
+    started_from = under_test.portal.current_version(table)
+    _publish(under_test, table, sample_frame(30, "second", seed=1), "run-2")
+    with pytest.raises(PortalConflict, match="run-2") as refused:
+        _publish(under_test, table, sample_frame(20, "third", seed=2), "run-3", base=started_from)
+    assert refused.value.other_run == "run-2"
+    live = under_test.portal.current_version(table)
+    assert live is not None and (live.run_id, live.rows) == ("run-2", 30)
+    assert under_test.row_count(table) == 30

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import itsdangerous
 import pandas as pd
 import pytest
 
@@ -190,14 +191,38 @@ def test_a_new_version_replaces_the_old_one(portal, datasette_server) -> None:
     assert [h["run_id"] for h in history] == ["run-1", "run-2"]
 
 
-@pytest.mark.parametrize("kind", ["no-token", "garbage-token", "token-signed-with-another-secret"])
+def _expired_token(secret: str, table: str) -> str:
+    """A publisher token for ``table`` whose 60 s life ended an hour ago."""
+    payload = {
+        "a": server.PUBLISHER,
+        "t": int(time.time()) - 3600,
+        "d": 60,
+        "_r": {"r": {"portal": {table: ["cfp"]}}},
+    }
+    return "dstok_" + itsdangerous.URLSafeSerializer(secret, "token").dumps(payload)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "no-token",
+        "garbage-token",
+        "token-signed-with-another-secret",
+        "expired-token",
+        "token-for-another-table",
+    ],
+)
 def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, kind) -> None:
+    table = unique_table()
     token = {
         "no-token": None,
         "garbage-token": "dstok_not-a-real-token",
-        "token-signed-with-another-secret": server.create_token("some other secret"),
+        "token-signed-with-another-secret": server.mint_token(
+            "some other secret", database="portal", table=table
+        ),
+        "expired-token": _expired_token(datasette_server.secrets.secret, table),
+        "token-for-another-table": datasette_server.token_for(unique_table("other")),
     }[kind]
-    table = unique_table()
     publish(get_portal("datasette", portal_env), table, sample_frame(50, "first"))
     before = (
         live_state(datasette_server, table),
@@ -206,12 +231,11 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
     staging = registered_staging(datasette_server, table)  # a real target for load
     headers = {"authorization": f"Bearer {token}"} if token else {}
     base = f"{datasette_server.url}/-/civicflow/portal"
+    swap = {"expected_rows": 0, "version": "v", "data_version": "d", "base": None}
     attempts = [
-        (f"{base}/prepare", {"table": table}),
-        (
-            f"{base}/swap",
-            {"table": table, "staging": "_civicflow_stage_x", "expected_rows": 0, "version": "v"},
-        ),
+        (f"{base}/prepare", {"table": table, "run_id": "intruder", "columns": [["a", "text"]]}),
+        (f"{base}/swap", {"table": table, "staging": staging, "run_id": "test", **swap}),
+        (f"{base}/discard", {"table": table, "staging": staging, "run_id": "test"}),
         (
             f"{datasette_server.url}/portal/-/create",
             {"table": "intruder", "columns": [{"name": "a"}]},
@@ -221,8 +245,7 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
             {"rows": [{"id": 999_999, "label": "intruder"}]},
         ),
         (f"{datasette_server.url}/portal/{table}/-/drop", {"confirm": True}),
-        (f"{base}/load", load_body(staging, [[999_999, "intruder"]])),
-        (f"{base}/load", load_body(table, [[999_999, "intruder"]])),
+        (f"{base}/load", load_body(table, staging, [[999_999, "intruder"]])),
     ]
     try:
         for url, body in attempts:
@@ -234,81 +257,109 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
         )
         assert after == before
         assert "intruder" not in datasette_server.tables()
-        assert datasette_server.row_count(staging) == 0
+        assert staging_rows(datasette_server, table) == {staging: 0}
     finally:
-        drop_table(datasette_server, staging)
+        drop_staging(datasette_server, table, staging)
 
 
-def load_body(table: str, rows: list[list], columns: tuple[str, ...] = ("id", "label")) -> dict:
-    return {"table": table, "columns": list(columns), "rows": rows}
+def load_body(
+    table: str,
+    staging: str,
+    rows: list[list],
+    columns: tuple[str, ...] = ("id", "label"),
+    run_id: str = "test",
+) -> dict:
+    return {
+        "table": table,
+        "staging": staging,
+        "run_id": run_id,
+        "columns": list(columns),
+        "rows": rows,
+    }
 
 
-def drop_table(server_: DatasetteServer, name: str) -> None:
+def publisher_headers(server_: DatasetteServer, table: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {server_.token_for(table)}"}
+
+
+def drop_staging(server_: DatasetteServer, table: str, staging: str, run_id: str = "test") -> None:
     response = httpx.post(
-        f"{server_.url}/portal/{name}/-/drop",
-        json={"confirm": True},
-        headers={"authorization": f"Bearer {server_.token}"},
+        f"{server_.url}/-/civicflow/portal/discard",
+        json={"table": table, "staging": staging, "run_id": run_id},
+        headers=publisher_headers(server_, table),
         timeout=30,
     )
     assert response.status_code == 200, response.text
 
 
-def registered_staging(server_: DatasetteServer, table: str) -> str:
-    """A staging table for ``table`` made the way a publish makes one (prepare, /-/create)."""
-    headers = {"authorization": f"Bearer {server_.token}"}
-    staging = httpx.post(
-        f"{server_.url}/-/civicflow/portal/prepare",
-        json={"table": table, "run_id": "test"},
-        headers=headers,
-        timeout=30,
-    ).json()["staging"]
-    created = httpx.post(
-        f"{server_.url}/portal/-/create",
-        json={
-            "table": staging,
-            "columns": [{"name": "id", "type": "integer"}, {"name": "label", "type": "text"}],
-            "pk": "id",
-        },
-        headers=headers,
+def staging_rows(server_: DatasetteServer, table: str) -> dict[str, int]:
+    """Rows per staging table of ``table``, as the publisher (only) may see them."""
+    response = httpx.get(
+        f"{server_.url}/-/civicflow/portal/staging/{table}",
+        headers=publisher_headers(server_, table),
         timeout=30,
     )
-    assert created.status_code == 201, created.text
-    return str(staging)
+    assert response.status_code == 200, response.text
+    return {s["staging"]: s["rows"] for s in response.json()["staging"]}
 
 
-def test_load_writes_only_registered_staging_tables(portal, datasette_server) -> None:
+def registered_staging(server_: DatasetteServer, table: str, run_id: str = "test") -> str:
+    """A staging table for ``table`` made the way a publish makes one (prepare)."""
+    live = httpx.get(f"{server_.url}/-/civicflow/portal/versions/{table}", timeout=30)
+    response = httpx.post(
+        f"{server_.url}/-/civicflow/portal/prepare",
+        json={
+            "table": table,
+            "run_id": run_id,
+            "columns": [["id", "integer"], ["label", "text"]],
+            "primary_key": ["id"],
+            "base": live.json()["serial"] if live.status_code == 200 else None,
+        },
+        headers=publisher_headers(server_, table),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["staging"])
+
+
+def test_load_writes_only_this_runs_staging_tables(portal, datasette_server) -> None:
     table = unique_table()
     publish(portal, table, sample_frame(30, "first"))
     before = live_state(datasette_server, table)
-    headers = {"authorization": f"Bearer {datasette_server.token}"}
+    headers = publisher_headers(datasette_server, table)
     url = f"{datasette_server.url}/-/civicflow/portal/load"
     intruder = [[999_999, "intruder"]]
+    mine = registered_staging(datasette_server, table)
+    theirs = registered_staging(datasette_server, table, run_id="other-run")
     refused = {
-        "the live table": (table, 400),
-        "a bookkeeping table": ("_civicflow_versions", 400),
-        "an unregistered staging name": ("_civicflow_stage_" + table + "_000000000000", 403),
+        "the live table": (table, "test", 400),
+        "a bookkeeping table": ("_civicflow_versions", "test", 400),
+        "an unregistered staging name": (f"_civicflow_stage_{table}_000000000000", "test", 409),
+        "another run's staging table": (theirs, "test", 403),
+        "a staging table, claiming another run": (mine, "other-run", 403),
     }
-    for what, (target, status) in refused.items():
-        response = httpx.post(url, json=load_body(target, intruder), headers=headers, timeout=30)
-        assert response.status_code == status, (what, response.text)
-        assert target in response.json()["errors"][0], (what, response.text)
-    assert live_state(datasette_server, table) == before
-    assert portal.current_version(table) is not None
-
-    staging = registered_staging(datasette_server, table)
     try:
-        check_staging_loads(datasette_server, staging, url, headers)
+        for what, (target, run_id, status) in refused.items():
+            body = load_body(table, target, intruder, run_id=run_id)
+            response = httpx.post(url, json=body, headers=headers, timeout=30)
+            assert response.status_code == status, (what, response.text)
+            assert target in response.json()["errors"][0], (what, response.text)
+        assert live_state(datasette_server, table) == before
+        assert portal.current_version(table) is not None
+        check_staging_loads(datasette_server, table, mine, url, headers)
+        assert staging_rows(datasette_server, table)[theirs] == 0
     finally:
-        drop_table(datasette_server, staging)
+        drop_staging(datasette_server, table, mine)
+        drop_staging(datasette_server, table, theirs, run_id="other-run")
     assert live_state(datasette_server, table) == before
 
 
 def check_staging_loads(
-    datasette_server: DatasetteServer, staging: str, url: str, headers: dict[str, str]
+    datasette_server: DatasetteServer, table: str, staging: str, url: str, headers: dict[str, str]
 ) -> None:
     """A registered staging table takes a batch; a bad batch is refused whole, naming the row."""
     good = httpx.post(
-        url, json=load_body(staging, [[1, "a"], [2, None]]), headers=headers, timeout=30
+        url, json=load_body(table, staging, [[1, "a"], [2, None]]), headers=headers, timeout=30
     )
     assert good.status_code == 200, good.text
     bad_rows = {
@@ -317,17 +368,19 @@ def check_staging_loads(
         "nested value": [[6, "d"], [7, ["not", "a", "scalar"]]],
     }
     for what, rows in bad_rows.items():
-        response = httpx.post(url, json=load_body(staging, rows), headers=headers, timeout=30)
+        response = httpx.post(
+            url, json=load_body(table, staging, rows), headers=headers, timeout=30
+        )
         assert response.status_code == 400, (what, response.text)
         assert "row 1 of this batch" in response.json()["errors"][0], (what, response.text)
     unknown = httpx.post(
-        url, json=load_body(staging, [[8, "e"]], ("id", "nope")), headers=headers, timeout=30
+        url,
+        json=load_body(table, staging, [[8, "e"]], ("id", "nope")),
+        headers=headers,
+        timeout=30,
     )
     assert unknown.status_code == 400 and "'nope'" in unknown.json()["errors"][0], unknown.text
-    assert datasette_server.query(f"select id, label from {staging} order by id") == [
-        {"id": 1, "label": "a"},
-        {"id": 2, "label": None},
-    ]
+    assert staging_rows(datasette_server, table)[staging] == 2
 
 
 def test_a_resident_token_cannot_publish_and_errors_never_show_the_token(
@@ -336,12 +389,15 @@ def test_a_resident_token_cannot_publish_and_errors_never_show_the_token(
     table = unique_table()
     publish(get_portal("datasette", portal_env), table, sample_frame(40, "first"))
     resident = server.create_token(datasette_server.secrets.secret, actor_id="resident")
+    # A publisher given a token instead of the secret uses it as it is.
+    monkeypatch.delenv(server.SECRET_ENV)
     monkeypatch.setenv(server.TOKEN_ENV, resident)
     settings = load_settings()
     with pytest.raises(PortalError) as refused:
         publish(get_portal("datasette", settings), table, sample_frame(60, "second"))
     assert "HTTP 403" in str(refused.value) and "civicflow-publish" in str(refused.value)
-    assert resident not in str(refused.value) and datasette_server.token not in str(refused.value)
+    assert resident not in str(refused.value)
+    assert datasette_server.secrets.secret not in str(refused.value)
     assert live_state(datasette_server, table)[0] == 40
 
 
@@ -369,14 +425,22 @@ def test_an_exception_after_the_first_batch_leaves_the_old_version_live(
     assert result.changed and live_state(datasette_server, table)[:2] == (3_000, ["second"])
 
 
-def test_server_killed_mid_upload_keeps_the_old_version_and_the_next_publish_cleans_up(
-    datasette_factory, tmp_path: Path, monkeypatch
+def wait_for_lease_expiry(portal: DatasettePortal, table: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(s["expired"] for s in portal.staging(table)):
+        assert time.monotonic() < deadline, portal.staging(table)
+        time.sleep(0.2)
+
+
+def test_server_killed_mid_upload_keeps_the_old_version_and_a_later_publish_cleans_up(
+    datasette_factory, tmp_path: Path, monkeypatch, caplog
 ) -> None:
     private = datasette_factory()
     settings = point_civicflow_at(private, tmp_path / "client-var", monkeypatch)
     portal = get_portal("datasette", settings)
     assert isinstance(portal, DatasettePortal)
     portal.batch_rows = 1_000
+    portal.lease_seconds = 2
     table = "kill_test"
     publish(portal, table, sample_frame(2_000, "first"), "run-1")
     before = live_state(private, table)
@@ -393,15 +457,25 @@ def test_server_killed_mid_upload_keeps_the_old_version_and_the_next_publish_cle
     private.start()
     assert live_state(private, table) == before
     assert portal.current_version(table) == old_version
-    stale = staging_tables(private)
-    assert len(stale) == 1 and private.row_count(stale[0]) == 2_000  # what the dead run left
+    stale = portal.staging(table)  # what the dead run left, as the publisher sees it
+    assert [(s["run_id"], s["rows"]) for s in stale] == [("run-2", 2_000)]
+    # Residents can neither list it nor read it.
     listing = httpx.get(f"{private.url}/portal.json", timeout=30).json()["tables"]
-    assert {t["name"]: t["hidden"] for t in listing}[stale[0]] is True  # residents do not see it
+    assert stale[0]["staging"] not in {t["name"] for t in listing}
+    read = httpx.get(
+        f"{private.url}/portal/-/query.json",
+        params={"sql": f"select count(*) from {stale[0]['staging']}"},
+        timeout=30,
+    )
+    assert read.status_code == 400 and "not authorized" in read.text
 
+    wait_for_lease_expiry(portal, table)
     portal.on_batch = None
-    result = publish(portal, table, sample_frame(5_000, "second", seed=5), "run-3")
+    with caplog.at_level(logging.WARNING, logger="civicflow.portals.datasette"):
+        result = publish(portal, table, sample_frame(5_000, "second", seed=5), "run-3")
     assert result.changed and live_state(private, table)[:2] == (5_000, ["second"])
-    assert staging_tables(private) == []
+    assert f"reclaimed staging table {stale[0]['staging']} of run run-2" in caplog.text
+    assert staging_tables(private) == [] and portal.staging(table) == []
 
 
 def test_server_killed_at_any_moment_leaves_one_complete_version(
@@ -413,6 +487,7 @@ def test_server_killed_at_any_moment_leaves_one_complete_version(
     portal = get_portal("datasette", settings)
     assert isinstance(portal, DatasettePortal)
     portal.batch_rows = 1_000
+    portal.lease_seconds = 2
     table = "kill_anywhere"
     publish(portal, table, sample_frame(3_000, "first"), "run-1")
     uploading = threading.Event()
@@ -436,6 +511,7 @@ def test_server_killed_at_any_moment_leaves_one_complete_version(
     private.start()
     n, labels, _ = live_state(private, table)
     assert (n, labels) == (3_000, ["first"])
+    wait_for_lease_expiry(portal, table)
     portal.on_batch = None
     result = publish(portal, table, sample_frame(20_000, "second", seed=2), "run-3")
     assert result.changed and live_state(private, table)[:2] == (20_000, ["second"])
@@ -526,42 +602,42 @@ def test_instance_title_and_scorecard_link(datasette_server) -> None:
     assert card.status_code == 200 and "scorecard test page" in card.text
 
 
-def test_secrets_are_generated_once_private_and_reused(tmp_path: Path) -> None:
+def test_the_secret_is_generated_once_private_and_reused(tmp_path: Path) -> None:
     settings = Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env={})
+    stale = server.secrets_dir(settings) / "datasette_token"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("dstok_a-long-lived-token-from-an-earlier-version\n")
     first = server.ensure_secrets(settings)
-    assert first.token.startswith("dstok_") and server.token_matches(first.token, first.secret)
-    for name in ("datasette_secret", "datasette_token"):
-        assert (server.secrets_dir(settings) / name).stat().st_mode & 0o777 == 0o600
+    path = server.secrets_dir(settings) / "datasette_secret"
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() == first.secret
     assert server.ensure_secrets(settings) == first
-    assert first.secret not in repr(first) and first.token not in repr(first)
+    assert first.secret not in repr(first)
+    assert not stale.exists()  # no standing publisher token is kept
 
 
-def test_environment_secrets_win_and_a_stale_token_is_replaced(tmp_path: Path) -> None:
-    generated = server.ensure_secrets(
-        Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env={})
-    )
+def test_each_publish_token_is_restricted_to_its_table_and_expires(tmp_path: Path) -> None:
     env = {server.SECRET_ENV: "a secret from the environment"}
-    from_env = server.ensure_secrets(
-        Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env=env)
+    settings = Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env=env)
+    token = server.publish_token(settings, "parking_citations")
+    assert token is not None
+    payload = server.decode_token(token, env[server.SECRET_ENV])
+    assert payload is not None and payload["a"] == server.PUBLISHER
+    assert payload["d"] == server.TOKEN_TTL_S <= server.MAX_TOKEN_TTL_S
+    (allowed,) = payload["_r"]["r"]["portal"].values()  # one table, one action
+    assert payload["_r"] == {"r": {"portal": {"parking_citations": allowed}}}
+    assert allowed in (["cfp"], [server.PUBLISH_ACTION])  # abbreviated or not
+    # Without the secret, a token given in the environment is used as it is.
+    given = Settings(
+        project_dir=tmp_path, var_dir=tmp_path / "other", env={server.TOKEN_ENV: "dstok_given"}
     )
-    assert from_env.secret == env[server.SECRET_ENV]
-    assert from_env.token != generated.token and server.token_matches(
-        from_env.token, from_env.secret
-    )
-    env[server.TOKEN_ENV] = "dstok_given"
-    assert (
-        server.ensure_secrets(
-            Settings(project_dir=tmp_path, var_dir=tmp_path / "var", env=env)
-        ).token
-        == "dstok_given"
-    )
+    assert server.publish_token(given, "parking_citations") == "dstok_given"
 
 
-def test_missing_token_is_a_clear_portal_error(tmp_path: Path, datasette_server) -> None:
+def test_missing_credentials_are_a_clear_portal_error(tmp_path: Path, datasette_server) -> None:
     settings = Settings(
         project_dir=tmp_path, var_dir=tmp_path / "var", portal_url=datasette_server.url, env={}
     )
-    with pytest.raises(PortalError, match="no publisher token.*CIVICFLOW_DATASETTE_TOKEN"):
+    with pytest.raises(PortalError, match="no publisher credentials.*DATASETTE_SECRET"):
         publish(get_portal("datasette", settings), unique_table(), sample_frame(3, "first"))
 
 

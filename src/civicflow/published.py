@@ -3,6 +3,11 @@
 ``var/published/<id>/<version>.parquet`` plus ``<version>.json`` (the manifest) and
 ``latest.json``. Files are written to a temporary name and renamed, so a reader never
 sees half a version.
+
+``version`` is the portal's published version (rows and metadata); the manifest also
+keeps the rows' own hash (``data_version``) and the metadata published with them.
+The pipeline writes a copy whenever the portal's version changes, and rewrites it
+when the copy lags the portal (see :func:`lags`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -33,6 +39,8 @@ class Manifest:
     published_at: str
     path: Path
     columns: list[str]
+    data_version: str | None = None
+    metadata: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -71,9 +79,20 @@ def file_sha256(path: Path) -> str:
 
 
 def write_version(
-    settings: Settings, dataset_id: str, frame: pd.DataFrame, version: str, run_id: str
+    settings: Settings,
+    dataset_id: str,
+    frame: pd.DataFrame,
+    version: str,
+    run_id: str,
+    *,
+    data_version: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    published_at: str | None = None,
 ) -> Manifest:
-    """Write the published table as Parquet with its manifest; make it the latest."""
+    """Write the published table as Parquet with its manifest; make it the latest.
+
+    ``published_at`` is when the portal made the version live (default: now).
+    """
     folder = _dir(settings, dataset_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{version}.parquet"
@@ -86,11 +105,13 @@ def write_version(
         run_id=run_id,
         rows=len(frame),
         sha256=file_sha256(path),
-        published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        published_at=published_at or datetime.now(UTC).isoformat(timespec="seconds"),
         path=path,
         columns=[str(c) for c in frame.columns],
+        data_version=data_version,
+        metadata=metadata,
     )
-    text = json.dumps(manifest.to_dict(), indent=2).encode()
+    text = json.dumps(manifest.to_dict(), indent=2, default=str).encode()
     _atomic_write_bytes(folder / f"{version}.json", text)
     _atomic_write_bytes(folder / "latest.json", text)
     return manifest
@@ -105,6 +126,16 @@ def _read_manifest(folder: Path, name: str) -> Manifest:
 def latest(settings: Settings, dataset_id: str) -> Manifest | None:
     folder = _dir(settings, dataset_id)
     return _read_manifest(folder, "latest.json") if (folder / "latest.json").is_file() else None
+
+
+def lags(settings: Settings, dataset_id: str, portal_version: str) -> bool:
+    """Whether the latest Parquet copy is not the portal's live version (or is missing).
+
+    True after a failure between the portal's swap and the copy (a crash, a full disk):
+    the next run that holds the live rows writes the copy again.
+    """
+    manifest = latest(settings, dataset_id)
+    return manifest is None or manifest.version != portal_version or not manifest.path.is_file()
 
 
 def versions(settings: Settings, dataset_id: str) -> list[Manifest]:

@@ -7,8 +7,11 @@ so callers can check what it supports instead of testing its type.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from types import EllipsisType
 from typing import Any, ClassVar, Protocol
 
 import pandas as pd
@@ -28,15 +31,30 @@ class PortalError(Exception):
     """The portal refused or failed a request. Messages never include tokens."""
 
 
+class PortalConflict(PortalError):
+    """Another run published the table since this run began; nothing was changed.
+
+    ``other_run`` names that run (None when the live table disappeared instead).
+    """
+
+    def __init__(self, message: str, other_run: str | None = None) -> None:
+        super().__init__(message)
+        self.other_run = other_run
+
+
 @dataclass(frozen=True)
 class PublishedVersion:
     """What a portal says is live for a table."""
 
     table: str
-    version: str  # sha256 of the published content
+    version: str  # covers the rows AND the metadata (see published_version)
     rows: int
     run_id: str | None = None
     published_at: str | None = None
+    #: the rows alone: sha256 of the content (published.content_version)
+    data_version: str | None = None
+    #: increases with every version of the table; what a compare-and-swap compares
+    serial: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,13 +70,31 @@ class TableMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def metadata_version(metadata: TableMetadata) -> str:
+    """sha256 of the metadata as published (canonical JSON)."""
+    text = json.dumps(asdict(metadata), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def published_version(data_version: str, metadata: TableMetadata) -> str:
+    """The published version: one id for the rows and the metadata shown with them.
+
+    A new title or column description is a new version even when no row changed.
+    """
+    return hashlib.sha256(f"{data_version}\n{metadata_version(metadata)}".encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class PublishResult:
     table: str
-    version: str
+    version: str  # the published version (rows and metadata)
     rows: int
     changed: bool  # False: the portal already held exactly this version
     url: str | None = None
+    #: "data" (new rows went live), "metadata" (same rows, new metadata), None (unchanged)
+    change: str | None = None
+    published_at: str | None = None
+    run_id: str | None = None  # the run that published the live version
 
 
 class Portal(Protocol):
@@ -79,11 +115,17 @@ class Portal(Protocol):
         version: str,
         run_id: str,
         metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
     ) -> PublishResult:
-        """Replace ``table`` with ``frame`` as one new version, atomically for readers.
+        """Replace ``table`` with ``frame`` and ``metadata`` as one new version, atomically.
 
-        ``frame``'s columns are exactly ``fields`` (published names, published order).
-        If the live version already equals ``version`` nothing is written.
+        ``frame``'s columns are exactly ``fields`` (published names, published order);
+        ``version`` is the content hash of ``frame``. The published version covers the
+        rows and the metadata (:func:`published_version`): if it is already live nothing
+        is written; if only the metadata differs, a new version carries the live rows
+        with the new metadata. ``base`` is the live version the run started from (read
+        now when not given): if another run published since, PortalConflict names it
+        and nothing changes.
         """
         ...
 

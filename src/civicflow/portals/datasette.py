@@ -1,10 +1,17 @@
 """The local open-data portal: a Datasette server written only through its HTTP API.
 
-A publish creates a hidden staging table with Datasette's ``/-/create``, fills it
-through the civicflow plugin's ``/-/civicflow/<db>/load`` and then asks the plugin
-to swap it into place in one transaction (see datasette_plugin.py). Readers
-therefore see the old version or the new one, never a mix; a publish that dies half
-way leaves only a staging table, which the next publish of that table drops.
+A publish mints a short-lived token allowed only to publish its one table, has the
+civicflow plugin create a private staging table leased to its run (``prepare``),
+fills it (``load``) and asks the plugin to swap it into place in one transaction
+(``swap``; see datasette_plugin.py and publish_store.py). Readers therefore see the
+old version or the new one, never a mix. A publish that dies half way leaves only a
+staging table no reader can query, reclaimed once its lease expires. Two runs
+publishing one table at once never break each other: the first to swap wins and the
+other is refused (PortalConflict naming the winner), because each swap compares the
+live version with the one its run started from.
+
+A version covers the rows and the metadata: a new title or column description goes
+live as a new version with the same rows (``relabel``), without uploading them again.
 
 Rows go through ``load`` rather than Datasette's ``/-/insert`` for speed: ``/-/insert``
 (sqlite-utils, Python per value) stored 13-19k rows/s of the 33-column LA 311 table,
@@ -22,6 +29,8 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any, ClassVar
 
 import httpx
@@ -35,10 +44,12 @@ from civicflow.portals.base import (
     ATOMIC_REPLACE,
     METADATA,
     QUERY,
+    PortalConflict,
     PortalError,
     PublishedVersion,
     PublishResult,
     TableMetadata,
+    published_version,
     register_portal,
 )
 from civicflow.settings import Settings
@@ -51,6 +62,8 @@ SQL_TYPES = {"integer": "integer", "number": "float"}
 #: rows per load request (the server's max_insert_rows must allow it)
 DEFAULT_BATCH_ROWS = 5_000
 PROGRESS_EVERY_S = 5.0
+#: a dead run's staging table is reclaimed this long after its last batch
+DEFAULT_LEASE_S = 300
 
 
 @register_portal("datasette")
@@ -67,6 +80,7 @@ class DatasettePortal:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         timeout: float = 120.0,
         on_batch: Callable[[int, int], None] | None = None,
+        lease_seconds: int = DEFAULT_LEASE_S,
     ) -> None:
         if not 0 < batch_rows <= server.MAX_INSERT_ROWS:
             raise ValueError(f"batch_rows must be 1..{server.MAX_INSERT_ROWS}, got {batch_rows}")
@@ -77,6 +91,8 @@ class DatasettePortal:
         self.timeout = timeout
         #: called with (rows stored, rows total) after each batch reaches the staging table
         self.on_batch = on_batch
+        #: how long the staging table outlives the run's last batch if the run dies
+        self.lease_seconds = lease_seconds
 
     # -- reading ------------------------------------------------------------------
 
@@ -90,14 +106,7 @@ class DatasettePortal:
             )
         if response.status_code == 404:
             return None
-        data = response.json()
-        return PublishedVersion(
-            table=data["table"],
-            version=data["version"],
-            rows=int(data["rows"]),
-            run_id=data.get("run_id"),
-            published_at=data.get("published_at"),
-        )
+        return _live(response.json())
 
     def table_url(self, table: str) -> str:
         return f"{self.url}/{self.database}/{tilde_encode(table)}"
@@ -141,76 +150,115 @@ class DatasettePortal:
         version: str,
         run_id: str,
         metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
     ) -> PublishResult:
         _check_frame(table, frame, fields, primary_key)
+        target = published_version(version, metadata)
         live = self.current_version(table)
-        if live is not None and live.version == version:
-            log.info("%s: portal already holds version %s…; nothing written", table, version[:12])
-            return PublishResult(
-                table, version, live.rows, changed=False, url=self.table_url(table)
-            )
-        wire, date_unit = wire_frame(frame, fields)
-        with self._client(write=True) as client:
-            prepared = _send(
-                client,
-                "POST",
-                f"/-/civicflow/{self.database}/prepare",
-                json={"table": table, "run_id": run_id},
-            ).json()
-            staging = prepared["staging"]
-            if prepared["dropped"]:
-                log.warning(
-                    "%s: dropped %d staging table(s) left by unfinished publishes: %s",
-                    table,
-                    len(prepared["dropped"]),
-                    ", ".join(prepared["dropped"]),
-                )
-            try:
-                self._create(client, staging, fields, primary_key)
-                self._upload(client, table, staging, wire, date_unit)
-                swapped = _send(
-                    client,
-                    "POST",
-                    f"/-/civicflow/{self.database}/swap",
-                    json={
-                        "table": table,
-                        "staging": staging,
-                        "expected_rows": len(frame),
-                        "version": version,
-                        "run_id": run_id,
-                        "metadata": _metadata_payload(metadata),
-                    },
-                ).json()
-            except Exception:
-                self._discard(client, staging)
-                raise
-        log.info("%s: version %s… live with %s rows", table, version[:12], f"{swapped['rows']:,}")
-        return PublishResult(
-            table, version, int(swapped["rows"]), changed=True, url=self.table_url(table)
-        )
+        if live is not None and live.version == target:
+            log.info("%s: portal already holds version %s…; nothing written", table, target[:12])
+            return self._result(table, live, changed=False)
+        start = live if isinstance(base, EllipsisType) else base
+        _check_base(table, run_id, start, live)
+        token = self._token(table)
+        payload = _metadata_payload(metadata)
+        with self._client(token=token) as client:
+            if live is not None and live.data_version == version:
+                # Same rows, new metadata: a new version without uploading a row.
+                body: dict[str, Any] = {
+                    "table": table,
+                    "run_id": run_id,
+                    "version": target,
+                    "data_version": version,
+                    "base": _serial(start),
+                    "metadata": payload,
+                }
+                done = _send(client, "POST", self._route("relabel"), json=body).json()
+                log.info("%s: metadata of version %s… live", table, target[:12])
+                return self._result(table, _live(done), changed=True, change="metadata")
+            step = _Upload(table, run_id, frame, fields, primary_key, _serial(start))
+            done = self._upload_and_swap(client, step, (target, version), payload)
+        log.info("%s: version %s… live with %s rows", table, target[:12], f"{done['rows']:,}")
+        return self._result(table, _live(done), changed=True, change="data")
 
-    def _create(
-        self, client: httpx.Client, staging: str, fields: list[FieldSpec], primary_key: list[str]
-    ) -> None:
+    def staging(self, table: str) -> list[dict[str, Any]]:
+        """This table's staging tables (run, lease, rows), as only a publisher may see them."""
+        with self._client(token=self._token(table)) as client:
+            response = _send(client, "GET", self._route(f"staging/{tilde_encode(table)}"))
+        found: list[dict[str, Any]] = response.json()["staging"]
+        return found
+
+    def _upload_and_swap(
+        self,
+        client: httpx.Client,
+        step: _Upload,
+        versions: tuple[str, str],
+        metadata: dict[str, Any],
+    ) -> dict[str, Any]:
+        wire, date_unit = wire_frame(step.frame, step.fields)
+        staging = self._prepare(client, step)
+        try:
+            self._upload(client, step, staging, wire, date_unit)
+            body: dict[str, Any] = {
+                "table": step.table,
+                "staging": staging,
+                "run_id": step.run_id,
+                "expected_rows": len(step.frame),
+                "version": versions[0],
+                "data_version": versions[1],
+                "base": step.base,
+                "metadata": metadata,
+            }
+            swapped: dict[str, Any] = _send(client, "POST", self._route("swap"), json=body).json()
+        except BaseException:
+            self._discard(client, step, staging)
+            raise
+        return swapped
+
+    def _prepare(self, client: httpx.Client, step: _Upload) -> str:
+        columns = [[f.name, SQL_TYPES.get(f.type, "text")] for f in step.fields]
         body: dict[str, Any] = {
-            "table": staging,
-            "columns": [{"name": f.name, "type": SQL_TYPES.get(f.type, "text")} for f in fields],
+            "table": step.table,
+            "run_id": step.run_id,
+            "columns": columns,
+            "primary_key": step.primary_key,
+            "base": step.base,
+            "lease_seconds": self.lease_seconds,
         }
-        if len(primary_key) == 1:
-            body["pk"] = primary_key[0]
-        elif primary_key:
-            body["pks"] = primary_key
-        _send(client, "POST", f"/{self.database}/-/create", json=body)
+        prepared = _send(client, "POST", self._route("prepare"), json=body).json()
+        for gone in prepared["reclaimed"]:
+            log.warning(
+                "%s: reclaimed staging table %s of run %s (its lease expired at %s: the run died)",
+                step.table,
+                gone["staging"],
+                gone["run_id"],
+                gone["lease_expired_at"],
+            )
+        for other in prepared["concurrent"]:
+            log.warning(
+                "%s: run %s is also publishing this table (lease until %s); the first to "
+                "swap wins and the other is refused",
+                step.table,
+                other["run_id"],
+                other["lease_expires_at"],
+            )
+        return str(prepared["staging"])
 
     def _upload(
-        self, client: httpx.Client, table: str, staging: str, wire: pd.DataFrame, date_unit: str
+        self,
+        client: httpx.Client,
+        step: _Upload,
+        staging: str,
+        wire: pd.DataFrame,
+        date_unit: str,
     ) -> None:
-        path = f"/-/civicflow/{self.database}/load"
+        path = self._route("load")
         total = len(wire)
         started = last_log = time.monotonic()
         # Interim progress for people watching a terminal; CI logs get only the summary.
         show_progress = os.environ.get("CI", "").lower() not in ("1", "true")
-        batches = _batches(staging, wire, self.batch_rows, date_unit)
+        head = {"table": step.table, "staging": staging, "run_id": step.run_id}
+        batches = _batches(head, wire, self.batch_rows, date_unit)
         # The next batch is serialised while the portal stores this one (two processes).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="civicflow-batch") as pool:
             pending = pool.submit(next, batches, None)
@@ -227,7 +275,7 @@ class DatasettePortal:
                     last_log = now
                     log.info(
                         "%s: uploaded %s/%s rows (%s rows/s)",
-                        table,
+                        step.table,
                         f"{done:,}",
                         f"{total:,}",
                         f"{done / (now - started):,.0f}",
@@ -235,41 +283,103 @@ class DatasettePortal:
         elapsed = time.monotonic() - started
         log.info(
             "%s: uploaded %s rows in %.1f s (%s rows/s)",
-            table,
+            step.table,
             f"{total:,}",
             elapsed,
             f"{total / max(elapsed, 1e-9):,.0f}",
         )
 
-    def _discard(self, client: httpx.Client, staging: str) -> None:
-        """Best effort after a failed publish; the next publish drops what is left anyway."""
+    def _discard(self, client: httpx.Client, step: _Upload, staging: str) -> None:
+        """Best effort after a failed publish; its lease expires anyway if this fails."""
+        body = {"table": step.table, "staging": staging, "run_id": step.run_id}
         try:
-            _send(
-                client,
-                "POST",
-                f"/{self.database}/{tilde_encode(staging)}/-/drop",
-                json={"confirm": True},
-                allow={404},
-            )
+            _send(client, "POST", self._route("discard"), json=body)
         except PortalError as exc:
-            log.warning("could not drop staging table %s (the next publish will): %s", staging, exc)
+            log.warning(
+                "could not drop staging table %s (reclaimed when its lease expires): %s",
+                staging,
+                exc,
+            )
+
+    def _result(
+        self, table: str, live: PublishedVersion, *, changed: bool, change: str | None = None
+    ) -> PublishResult:
+        return PublishResult(
+            table,
+            live.version,
+            live.rows,
+            changed=changed,
+            url=self.table_url(table),
+            change=change,
+            published_at=live.published_at,
+            run_id=live.run_id,
+        )
 
     # -- plumbing -----------------------------------------------------------------
 
+    def _route(self, step: str) -> str:
+        return f"/-/civicflow/{self.database}/{step}"
+
     @contextmanager
-    def _client(self, *, write: bool = False) -> Iterator[httpx.Client]:
-        headers = {"authorization": f"Bearer {self._token()}"} if write else {}
+    def _client(self, *, token: str | None = None) -> Iterator[httpx.Client]:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout) as client:
             yield client
 
-    def _token(self) -> str:
-        token = server.read_token(self.settings)
+    def _token(self, table: str) -> str:
+        token = server.publish_token(self.settings, table)
         if token is None:
             raise PortalError(
-                f"no publisher token for {self.url}: set {server.TOKEN_ENV} or start the portal with "
-                f"`civicflow portal serve` (it writes {server.secrets_dir(self.settings) / 'datasette_token'})"
+                f"no publisher credentials for {self.url}: set {server.SECRET_ENV} (the portal's "
+                f"signing secret; each publish mints a short-lived token from it) or "
+                f"{server.TOKEN_ENV}, or start the portal with `civicflow portal serve` (it writes "
+                f"{server.secrets_dir(self.settings) / 'datasette_secret'})"
             )
         return token
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """One run's upload of one table: what prepare, load and swap need."""
+
+    table: str
+    run_id: str
+    frame: pd.DataFrame
+    fields: list[FieldSpec]
+    primary_key: list[str]
+    base: int | None
+
+
+def _serial(version: PublishedVersion | None) -> int | None:
+    return None if version is None else version.serial
+
+
+def _check_base(
+    table: str, run_id: str, start: PublishedVersion | None, live: PublishedVersion | None
+) -> None:
+    """Refuse early when the live version is no longer the one the run started from."""
+    if _serial(start) == _serial(live):
+        return
+    if live is None:
+        raise PortalConflict(f"{table}: the live table run {run_id} started from is gone")
+    raise PortalConflict(
+        f"{table}: the live version changed since run {run_id} began: run {live.run_id} "
+        f"published version {live.version[:12]}… at {live.published_at}; run {run_id} "
+        "refused, the live table is unchanged",
+        live.run_id,
+    )
+
+
+def _live(data: dict[str, Any]) -> PublishedVersion:
+    return PublishedVersion(
+        table=data["table"],
+        version=data["version"],
+        rows=int(data["rows"]),
+        run_id=data.get("run_id"),
+        published_at=data.get("published_at"),
+        data_version=data.get("data_version"),
+        serial=data.get("serial"),
+    )
 
 
 def wire_frame(frame: pd.DataFrame, fields: list[FieldSpec]) -> tuple[pd.DataFrame, str]:
@@ -303,16 +413,16 @@ def wire_frame(frame: pd.DataFrame, fields: list[FieldSpec]) -> tuple[pd.DataFra
 
 
 def _batches(
-    staging: str, wire: pd.DataFrame, size: int, date_unit: str
+    head: dict[str, Any], wire: pd.DataFrame, size: int, date_unit: str
 ) -> Iterator[tuple[int, bytes]]:
     """Load bodies of ``size`` rows each, as positional arrays; NaN/NaT/NA become null."""
-    head = json.dumps({"table": staging, "columns": list(wire.columns)})[:-1].encode()
-    for start in range(0, len(wire), size):
-        chunk = wire.iloc[start : start + size]
+    start = json.dumps({**head, "columns": list(wire.columns)})[:-1].encode()
+    for offset in range(0, len(wire), size):
+        chunk = wire.iloc[offset : offset + size]
         rows = chunk.to_json(
             orient="values", date_format="iso", date_unit=date_unit, force_ascii=False
         )
-        yield start + len(chunk), head + b',"rows":' + rows.encode("utf-8") + b"}"
+        yield offset + len(chunk), start + b',"rows":' + rows.encode("utf-8") + b"}"
 
 
 def _check_frame(
@@ -354,8 +464,20 @@ def _send(
         # httpx messages name the URL, never the headers, so the token cannot leak here.
         raise PortalError(f"{method} {client.base_url}{path}: portal unreachable: {exc}") from exc
     if response.status_code >= 400 and response.status_code not in allow:
-        raise PortalError(f"{method} {path}: HTTP {response.status_code}: {_error_text(response)}")
+        text = _error_text(response)
+        if response.status_code == 409 and _field(response, "conflict"):
+            # The plugin's message names the run that published in between.
+            raise PortalConflict(text, _field(response, "other_run"))
+        raise PortalError(f"{method} {path}: HTTP {response.status_code}: {text}")
     return response
+
+
+def _field(response: httpx.Response, key: str) -> Any:
+    try:
+        data = response.json()
+    except json.JSONDecodeError:
+        return None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def _error_text(response: httpx.Response) -> str:

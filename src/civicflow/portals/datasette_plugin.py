@@ -1,79 +1,60 @@
-"""Datasette plugin: publish a fully uploaded staging table as the live table in one step.
+"""Datasette plugin: the ONLY way to write the portal, one publish step per route.
 
 Datasette's write API creates and fills tables but has no "replace this table
-atomically". The publisher therefore uploads into a hidden staging table (names
-starting with ``_`` are hidden from residents) and then asks this plugin to swap it
-into place. The swap, the version record and the stored metadata commit in ONE
-SQLite transaction, so a reader sees the old table or the new one, never a mix.
+atomically", and a token allowed to use it could also insert straight into a live
+table or into the version history. The publisher is therefore granted no Datasette
+write action at all: only this plugin's ``civicflow-publish`` action, per table, and
+this plugin writes nothing but staging tables it created and the swap. Each step's
+SQL lives in publish_store.py and commits in ONE SQLite transaction; readers see the
+old table or the new one, never a mix.
 
-Routes (all JSON):
+Routes (all JSON; writes are POST with a token allowed ``civicflow-publish`` on ``table``):
 
-``POST /-/civicflow/<db>/prepare``  ``{table, run_id}`` -> ``{staging, dropped}``
-    drop staging tables left by earlier (dead) runs of ``table``; register a new one.
-``POST /-/civicflow/<db>/load``  ``{table, columns, rows}`` -> ``{table, rows}``
-    append a batch of plain JSON arrays to a staging table registered by ``prepare``
-    (never any other table), with one ``executemany`` in one write transaction.
-``POST /-/civicflow/<db>/swap``  ``{table, staging, expected_rows, version, run_id, metadata}``
-    check the staging row count, swap, record the version and metadata.
-``GET /-/civicflow/<db>/versions/<table>`` -> the live version, or 404.
+``prepare``  ``{table, run_id, columns: [[name, type]], primary_key, base, lease_seconds}``
+    -> ``{staging, reclaimed, concurrent}``: create this run's leased staging table;
+    reclaim only staging tables whose lease expired; refuse if the live serial is not
+    ``base`` (another run published since this one began).
+``load``  ``{table, staging, run_id, columns, rows}``: append a batch of positional
+    rows to this run's staging table (never any other table) and renew its lease.
+``swap``  ``{table, staging, run_id, expected_rows, version, data_version, base, metadata}``:
+    compare-and-swap: check the row count and that the live serial is still ``base``,
+    then swap, record the version and metadata.
+``relabel``  ``{table, run_id, version, data_version, base, metadata}``: a new version
+    with the same rows and new metadata (a title or description edit).
+``discard``  ``{table, staging, run_id}``: drop this run's staging table.
+``GET staging/<table>``: this table's staging tables with run, lease and rows (publisher).
+``GET versions/<table>``: the live version (anyone who may view the table), or 404.
 
-Writes need the ``civicflow-publish`` action on the table (granted to the publisher
-in datasette.yaml); anonymous callers get 403, bad tokens 401 (Datasette's own check).
-``load`` exists for speed: Datasette's ``/-/insert`` goes through sqlite-utils, which
-handles every value in Python and stored 13-19k rows/s of the 33-column 311 table;
-one ``executemany`` of positional rows does several times that.
+Anonymous callers get 403, bad or expired tokens 401 (Datasette's own check).
 """
 
 from __future__ import annotations
 
 import json
-import operator
-import re
-import secrets
 import sqlite3
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from datasette import hookimpl
-from datasette.permissions import Action
+from datasette.permissions import Action, PermissionSQL
 from datasette.resources import TableResource
-from datasette.utils import escape_sqlite, tilde_decode
+from datasette.utils import tilde_decode
 from datasette.utils.asgi import Response
 
+from civicflow.portals import private_tables
+from civicflow.portals import publish_store as store
+from civicflow.portals.publish_store import Conflict, Refused
+
 PUBLISH_ACTION = "civicflow-publish"
-VERSIONS = "_civicflow_versions"
-STAGING = "_civicflow_staging"
-METADATA = "_civicflow_metadata"
-STAGE_PREFIX = "_civicflow_stage_"
-OLD_PREFIX = "_civicflow_old_"
-# Published names are plain identifiers; leading "_" is reserved for hidden tables.
-TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 RESOURCE_KEYS = ("title", "description", "license", "license_url", "source", "source_url")
-
-SCHEMA = (
-    f"""create table if not exists {VERSIONS} (
-        id integer primary key,
-        table_name text not null,
-        version text not null,
-        rows integer not null,
-        run_id text,
-        published_at text not null)""",
-    f"create index if not exists {VERSIONS}_table on {VERSIONS} (table_name, id)",
-    f"""create table if not exists {STAGING} (
-        name text primary key,
-        table_name text not null,
-        run_id text,
-        created_at text not null)""",
-    f"create table if not exists {METADATA} (table_name text primary key, metadata text not null)",
+DEFAULT_LEASE_S = 300
+#: deny rows for view-table on every private table Datasette's catalog knows
+PRIVATE_TABLES_SQL = " union all ".join(
+    "select database_name as parent, table_name as child, 0 as allow,"
+    " 'civicflow: staging tables are private' as reason from catalog_tables"
+    f" where substr(table_name, 1, {len(prefix)}) = '{prefix}'"
+    for prefix in store.PRIVATE_PREFIXES
 )
-
-
-class Refused(Exception):
-    """A publish request that must not go ahead; becomes an HTTP error response."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @hookimpl
@@ -90,14 +71,35 @@ def register_actions(datasette: Any) -> list[Action]:
 
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
+    base = r"^/-/civicflow/(?P<database>[^/]+)"
     return [
-        (r"^/-/civicflow/(?P<database>[^/]+)/prepare$", prepare_view),
-        (r"^/-/civicflow/(?P<database>[^/]+)/load$", load_view),
-        (r"^/-/civicflow/(?P<database>[^/]+)/swap$", swap_view),
-        (r"^/-/civicflow/(?P<database>[^/]+)/versions/(?P<table>[^/]+)$", version_view),
+        (base + r"/prepare$", prepare_view),
+        (base + r"/load$", load_view),
+        (base + r"/swap$", swap_view),
+        (base + r"/relabel$", relabel_view),
+        (base + r"/discard$", discard_view),
+        (base + r"/staging/(?P<table>[^/]+)$", staging_view),
+        (base + r"/versions/(?P<table>[^/]+)$", version_view),
         # Static mounts refuse directory URLs; residents follow links to /scorecard/.
         (r"^/scorecard/?$", lambda: Response.redirect("/scorecard/index.html")),
     ]
+
+
+@hookimpl
+def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
+    # Every connection to a portal database (readers' and the writer's) refuses to
+    # read staging tables; Datasette's own internal database is left alone.
+    if database != "_internal":
+        private_tables.protect(conn)
+
+
+@hookimpl
+def permission_resources_sql(datasette: Any, actor: Any, action: str) -> PermissionSQL | None:
+    # Table pages of private tables answer 403 and listings leave them out; the
+    # authorizer above is what actually stops every read.
+    if action != "view-table":
+        return None
+    return PermissionSQL(sql=PRIVATE_TABLES_SQL)
 
 
 @hookimpl
@@ -105,9 +107,9 @@ def startup(datasette: Any) -> Any:
     async def restore_metadata() -> None:
         # portal.db is the record; the internal database is a cache of it (and may be new).
         for db in list(datasette.databases.values()):
-            if db.is_memory or not await db.table_exists(METADATA):
+            if db.is_memory or not await db.table_exists(store.METADATA):
                 continue
-            rows = await db.execute(f"select table_name, metadata from {METADATA}")
+            rows = await db.execute(f"select table_name, metadata from {store.METADATA}")
             for table, metadata in rows.rows:
                 if await db.table_exists(table):
                     await apply_metadata(datasette, db.name, table, json.loads(metadata))
@@ -118,106 +120,134 @@ def startup(datasette: Any) -> Any:
 # -- views ------------------------------------------------------------------------
 
 
-async def prepare_view(datasette: Any, request: Any) -> Response:
+Step = Callable[[sqlite3.Connection], dict[str, Any]]
+#: parses a request body into the step to run (raises Refused on a bad body)
+MakeStep = Callable[[str, dict[str, Any]], Step]
+
+
+async def _run_step(
+    datasette: Any, request: Any, make: MakeStep
+) -> tuple[Any, str, dict[str, Any], dict[str, Any]] | Response:
+    """Authorise, parse, and run one step in one write transaction; errors as JSON."""
     try:
         db, body = await _write_request(datasette, request)
         table = _table_name(body.get("table"))
         await _authorize(datasette, request, db.name, table)
-        run_id = _optional_str(body, "run_id")
-
-        def prepare(conn: sqlite3.Connection) -> dict[str, Any]:
-            _ensure_schema(conn)
-            stale = [
-                r[0]
-                for r in conn.execute(f"select name from {STAGING} where table_name = ?", [table])
-            ]
-            for name in stale:
-                conn.execute(f"drop table if exists {escape_sqlite(name)}")
-            conn.execute(f"delete from {STAGING} where table_name = ?", [table])
-            staging = f"{STAGE_PREFIX}{table}_{secrets.token_hex(6)}"
-            conn.execute(
-                f"insert into {STAGING} (name, table_name, run_id, created_at) values (?, ?, ?, ?)",
-                [staging, table, run_id, _now()],
-            )
-            return {"ok": True, "staging": staging, "dropped": stale}
-
-        return Response.json(await db.execute_write_fn(prepare, request=request))
+        step = make(table, body)
+        result = await db.execute_write_fn(private_tables.trusted(step), request=request)
+        return db, table, body, result
+    except Conflict as exc:
+        other = exc.live.get("run_id")
+        return Response.json(
+            {"ok": False, "errors": [str(exc)], "conflict": True, "other_run": other}, 409
+        )
     except Refused as exc:
         return Response.error([str(exc)], exc.status)
     except sqlite3.Error as exc:
-        return Response.error([f"prepare failed: {exc}"], 500)
+        return Response.error([f"failed, the live table is unchanged: {exc}"], 500)
+
+
+async def prepare_view(datasette: Any, request: Any) -> Response:
+    def make(table: str, body: dict[str, Any]) -> Step:
+        run_id = _required_str(body, "run_id")
+        columns = _columns(body.get("columns"))
+        primary_key = _str_list(body.get("primary_key") or [], "primary_key")
+        base, lease = _serial(body.get("base")), _lease_seconds(body.get("lease_seconds"))
+        return lambda conn: store.prepare(conn, table, run_id, columns, primary_key, base, lease)
+
+    return await _respond(datasette, request, make, refresh=True)
 
 
 async def load_view(datasette: Any, request: Any) -> Response:
-    try:
-        db, body = await _write_request(datasette, request)
-        staging = body.get("table")
-        if not isinstance(staging, str) or not staging.startswith(STAGE_PREFIX):
-            raise Refused(
-                400,
-                f"table must name a {STAGE_PREFIX}* staging table, got {staging!r};"
-                " live tables are never loaded",
-            )
-        columns = body.get("columns")
-        rows = body.get("rows")
-        if (
-            not isinstance(columns, list)
-            or not columns
-            or not all(isinstance(c, str) for c in columns)
-            or len(set(columns)) != len(columns)
-        ):
+    def make(table: str, body: dict[str, Any]) -> Step:
+        staging = _staging_name(body.get("staging"))
+        run_id = _required_str(body, "run_id")
+        columns = _str_list(body.get("columns"), "columns")
+        if not columns or len(set(columns)) != len(columns):
             raise Refused(400, "columns must be a non-empty list of distinct column names")
+        rows = body.get("rows")
         if not isinstance(rows, list) or not all(type(row) is list for row in rows):
             raise Refused(400, "rows must be a list of arrays, one value per column")
         limit = datasette.setting("max_insert_rows")
         if len(rows) > limit:
             raise Refused(400, f"{len(rows)} rows in one batch; the limit is {limit}")
-        # Permission is on the live table the staging table belongs to.
-        table = await _staging_owner(db, staging)
-        await _authorize(datasette, request, db.name, table)
+        return lambda conn: store.load(conn, table, staging, run_id, columns, rows)
 
-        def load(conn: sqlite3.Connection) -> dict[str, Any]:
-            return _load(conn, table, staging, columns, rows)
-
-        return Response.json(await db.execute_write_fn(load, request=request))
-    except Refused as exc:
-        return Response.error([str(exc)], exc.status)
-    except sqlite3.Error as exc:
-        return Response.error([f"load failed, batch not stored: {exc}"], 500)
+    return await _respond(datasette, request, make)
 
 
 async def swap_view(datasette: Any, request: Any) -> Response:
-    try:
-        db, body = await _write_request(datasette, request)
-        table = _table_name(body.get("table"))
-        await _authorize(datasette, request, db.name, table)
-        staging = body.get("staging")
+    def make(table: str, body: dict[str, Any]) -> Step:
+        staging = _staging_name(body.get("staging"))
+        run_id = _required_str(body, "run_id")
         expected = body.get("expected_rows")
-        version = body.get("version")
-        if not isinstance(staging, str) or not staging.startswith(STAGE_PREFIX):
-            raise Refused(400, f"staging must name a {STAGE_PREFIX}* table")
         if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
             raise Refused(400, "expected_rows must be a non-negative integer")
-        if not isinstance(version, str) or not version:
-            raise Refused(400, "version is required")
-        run_id = _optional_str(body, "run_id")
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise Refused(400, "metadata must be an object")
+        versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
+        return lambda conn: store.swap(
+            conn, table, staging, run_id, expected, versions, base, metadata
+        )
 
-        def swap(conn: sqlite3.Connection) -> dict[str, Any]:
-            return _swap(conn, table, staging, expected, version, run_id, metadata)
+    return await _respond(datasette, request, make, publishes=True)
 
-        result = await db.execute_write_fn(swap, request=request)
+
+async def relabel_view(datasette: Any, request: Any) -> Response:
+    def make(table: str, body: dict[str, Any]) -> Step:
+        run_id = _required_str(body, "run_id")
+        versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
+        return lambda conn: store.relabel(conn, table, run_id, versions, base, metadata)
+
+    return await _respond(datasette, request, make, publishes=True)
+
+
+async def discard_view(datasette: Any, request: Any) -> Response:
+    def make(table: str, body: dict[str, Any]) -> Step:
+        staging = _staging_name(body.get("staging"))
+        run_id = _required_str(body, "run_id")
+        return lambda conn: store.discard(conn, table, staging, run_id)
+
+    return await _respond(datasette, request, make)
+
+
+async def _respond(
+    datasette: Any,
+    request: Any,
+    make: MakeStep,
+    *,
+    publishes: bool = False,
+    refresh: bool = False,
+) -> Response:
+    outcome = await _run_step(datasette, request, make)
+    if isinstance(outcome, Response):
+        return outcome
+    db, table, body, result = outcome
+    if publishes:
+        # After the commit: the internal database is separate, so metadata follows the
+        # swap (a restart restores it from portal.db, the record).
+        await apply_metadata(datasette, db.name, table, _metadata(body))
+    if publishes or refresh:
+        # Listings and the private-table rule read a schema cache refreshed at most
+        # once a second; a new staging or live table must be in it now.
+        await datasette.refresh_schemas(force=True)
+    return Response.json(result)
+
+
+async def staging_view(datasette: Any, request: Any) -> Response:
+    db = _database(datasette, request)
+    if db is None:
+        return Response.error(["Database not found"], 404)
+    table = tilde_decode(request.url_vars["table"])
+    try:
+        await _authorize(datasette, request, db.name, table)
     except Refused as exc:
         return Response.error([str(exc)], exc.status)
-    except sqlite3.Error as exc:
-        return Response.error([f"swap failed, live table unchanged: {exc}"], 500)
-    # After the commit: the internal database is separate, so metadata follows the swap.
-    await apply_metadata(datasette, db.name, table, metadata)
-    # Table listings come from a schema cache refreshed at most once a second.
-    await datasette.refresh_schemas(force=True)
-    return Response.json(result)
+    # On the write connection, never a reader's: SQLite authorises a statement when it
+    # is compiled, and a reader's connection would cache this trusted one for reuse.
+    status = await db.execute_write_fn(
+        private_tables.trusted(lambda conn: {"staging": store.staging_status(conn, table)}),
+        transaction=False,
+    )
+    return Response.json({"ok": True, "table": table, **status})
 
 
 async def version_view(datasette: Any, request: Any) -> Response:
@@ -228,132 +258,48 @@ async def version_view(datasette: Any, request: Any) -> Response:
     resource = TableResource(database=db.name, table=table)
     if not await datasette.allowed(action="view-table", resource=resource, actor=request.actor):
         return Response.error(["Permission denied"], 403)
-    if await db.table_exists(VERSIONS) and await db.table_exists(table):
-        rows = await db.execute(
-            f'select table_name as "table", version, rows, run_id, published_at from {VERSIONS}'
-            " where table_name = ? order by id desc limit 1",
-            [table],
-        )
-        if rows.rows:
-            return Response.json({"ok": True, **dict(rows.dicts()[0])})
-    return Response.error([f"{table} has no published version"], 404)
-
-
-# -- load and swap ---------------------------------------------------------------------
-
-
-def _load(
-    conn: sqlite3.Connection, table: str, staging: str, columns: list[str], rows: list[Any]
-) -> dict[str, Any]:
-    """Runs inside Datasette's write transaction: the whole batch is stored or none of it."""
-    if _registered_owner(conn, staging) != table or not _exists(conn, staging):
-        raise Refused(
-            409,
-            f"{staging} is no longer a staging table of {table} (a later publish cleaned it up)",
-        )
-    known = {r[1] for r in conn.execute(f"pragma table_info({escape_sqlite(staging)})")}
-    unknown = [c for c in columns if c not in known]
-    if unknown:
-        raise Refused(400, f"{staging} has no column(s) {', '.join(map(repr, unknown))}")
-    sql = (
-        f"insert into {escape_sqlite(staging)} ({', '.join(map(escape_sqlite, columns))})"
-        f" values ({', '.join('?' * len(columns))})"
-    )
-    # executemany stops at the row it could not store; the iterator says which one.
-    remaining = iter(rows)
-    try:
-        conn.executemany(sql, remaining)
-    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
-        failed = len(rows) - operator.length_hint(remaining) - 1
-        raise Refused(
-            400, f"{exc} (row {failed} of this batch of {len(rows)}; batch not stored)"
-        ) from exc
-    return {"ok": True, "table": staging, "rows": len(rows)}
-
-
-def _swap(
-    conn: sqlite3.Connection,
-    table: str,
-    staging: str,
-    expected: int,
-    version: str,
-    run_id: str | None,
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    """Runs inside Datasette's write transaction (BEGIN IMMEDIATE ... COMMIT)."""
-    _ensure_schema(conn)
-    if _registered_owner(conn, staging) != table or not _exists(conn, staging):
-        raise Refused(
-            409,
-            f"{staging} is not a staging table of {table} (a later publish may have "
-            "cleaned it up); the live table is unchanged",
-        )
-    rows = conn.execute(f"select count(*) from {escape_sqlite(staging)}").fetchone()[0]
-    if rows != expected:
-        raise Refused(
-            409,
-            f"staging table holds {rows} rows, expected {expected}; the live table is unchanged",
-        )
-    replaced = _exists(conn, table)
-    # Legacy renames leave views and triggers naming the live table alone, so they
-    # follow the new table instead of the dropped one.
-    conn.execute("PRAGMA legacy_alter_table = ON")
-    try:
-        old = f"{OLD_PREFIX}{table}_{secrets.token_hex(6)}"
-        if replaced:
-            conn.execute(f"alter table {escape_sqlite(table)} rename to {escape_sqlite(old)}")
-        conn.execute(f"alter table {escape_sqlite(staging)} rename to {escape_sqlite(table)}")
-        if replaced:
-            conn.execute(f"drop table {escape_sqlite(old)}")
-    finally:
-        conn.execute("PRAGMA legacy_alter_table = OFF")
-    published_at = _now()
-    conn.execute(f"delete from {STAGING} where name = ?", [staging])
-    conn.execute(
-        f"insert into {VERSIONS} (table_name, version, rows, run_id, published_at)"
-        " values (?, ?, ?, ?, ?)",
-        [table, version, rows, run_id, published_at],
-    )
-    conn.execute(
-        f"insert into {METADATA} (table_name, metadata) values (?, ?)"
-        " on conflict (table_name) do update set metadata = excluded.metadata",
-        [table, json.dumps(metadata)],
-    )
-    return {
-        "ok": True,
-        "table": table,
-        "version": version,
-        "rows": rows,
-        "run_id": run_id,
-        "published_at": published_at,
-        "replaced": replaced,
-    }
+    live = None
+    if await db.table_exists(store.VERSIONS):
+        live = await db.execute_fn(lambda conn: store.live_version(conn, table))
+    if live is None:
+        return Response.error([f"{table} has no published version"], 404)
+    return Response.json({"ok": True, **live})
 
 
 async def apply_metadata(
     datasette: Any, database: str, table: str, metadata: dict[str, Any]
 ) -> None:
-    """Replace the table's metadata in Datasette's internal database (what pages show)."""
-    internal = datasette.get_internal_database()
-    for catalog in ("metadata_resources", "metadata_columns"):
-        await internal.execute_write(
-            f"delete from {catalog} where database_name = ? and resource_name = ?",
-            [database, table],
-        )
-    for key in RESOURCE_KEYS:
-        if metadata.get(key):
-            await datasette.set_resource_metadata(database, table, key, str(metadata[key]))
+    """Replace the table's metadata in Datasette's internal database (what pages show).
+
+    One transaction, so a page shows the old metadata or the new, never half of each.
+    """
+    resources = [(k, str(metadata[k])) for k in RESOURCE_KEYS if metadata.get(k)]
     for key, value in (metadata.get("extra") or {}).items():
         if value is not None and key not in RESOURCE_KEYS:
-            text = value if isinstance(value, str) else json.dumps(value)
-            await datasette.set_resource_metadata(database, table, key, text)
-    for column, description in (metadata.get("columns") or {}).items():
-        await datasette.set_column_metadata(
-            database, table, column, "description", str(description)
+            resources.append((key, value if isinstance(value, str) else json.dumps(value)))
+    columns = [(c, str(d)) for c, d in (metadata.get("columns") or {}).items()]
+
+    def write(conn: sqlite3.Connection) -> None:
+        for catalog in ("metadata_resources", "metadata_columns"):
+            conn.execute(
+                f"delete from {catalog} where database_name = ? and resource_name = ?",
+                [database, table],
+            )
+        conn.executemany(
+            "insert into metadata_resources (database_name, resource_name, key, value)"
+            " values (?, ?, ?, ?)",
+            [(database, table, k, v) for k, v in resources],
+        )
+        conn.executemany(
+            "insert into metadata_columns (database_name, resource_name, column_name, key,"
+            " value) values (?, ?, ?, 'description', ?)",
+            [(database, table, c, d) for c, d in columns],
         )
 
+    await datasette.get_internal_database().execute_write_fn(write)
 
-# -- helpers ----------------------------------------------------------------------
+
+# -- request parsing ------------------------------------------------------------------
 
 
 def _database(datasette: Any, request: Any) -> Any | None:
@@ -389,43 +335,66 @@ async def _authorize(datasette: Any, request: Any, database: str, table: str) ->
 
 
 def _table_name(value: Any) -> str:
-    if not isinstance(value, str) or not TABLE_NAME.match(value):
+    if (
+        not isinstance(value, str)
+        or not store.TABLE_NAME.match(value)
+        or value.lower().startswith("sqlite_")
+    ):
         raise Refused(400, f"table must be a plain name (letters, digits, _ and -), got {value!r}")
     return value
 
 
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise Refused(400, f"{key} must be a string")
+def _staging_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(store.STAGE_PREFIX):
+        raise Refused(
+            400,
+            f"staging must name a {store.STAGE_PREFIX}* staging table, got {value!r};"
+            " live tables are never loaded",
+        )
     return value
 
 
-async def _staging_owner(db: Any, staging: str) -> str:
-    """The live table a staging table was registered for by ``prepare``; else refused."""
-    if await db.table_exists(STAGING):
-        rows = await db.execute(f"select table_name from {STAGING} where name = ?", [staging])
-        if rows.rows:
-            return str(rows.rows[0][0])
-    raise Refused(403, f"{staging} is not a staging table registered by prepare; nothing loaded")
+def _required_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise Refused(400, f"{key} is required (a string)")
+    return value
 
 
-def _registered_owner(conn: sqlite3.Connection, staging: str) -> str | None:
-    row = conn.execute(f"select table_name from {STAGING} where name = ?", [staging]).fetchone()
-    return None if row is None else str(row[0])
+def _str_list(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Refused(400, f"{key} must be a list of strings")
+    return value
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    for statement in SCHEMA:
-        conn.execute(statement)
+def _columns(value: Any) -> list[tuple[str, str]]:
+    if not isinstance(value, list) or not all(
+        isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c) for c in value
+    ):
+        raise Refused(400, "columns must be a list of [name, type] pairs")
+    return [(name, kind) for name, kind in value]
 
 
-def _exists(conn: sqlite3.Connection, table: str) -> bool:
-    row = conn.execute(
-        "select 1 from sqlite_master where type = 'table' and name = ?", [table]
-    ).fetchone()
-    return row is not None
+def _serial(value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise Refused(400, "base must be the live version's serial (an integer) or null")
+    return value
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _lease_seconds(value: Any) -> int:
+    if value is None:
+        return DEFAULT_LEASE_S
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= store.MAX_LEASE_S:
+        raise Refused(400, f"lease_seconds must be 1..{store.MAX_LEASE_S}")
+    return value
+
+
+def _versions(body: dict[str, Any]) -> tuple[str, str]:
+    return _required_str(body, "version"), _required_str(body, "data_version")
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise Refused(400, "metadata must be an object")
+    return metadata

@@ -3,7 +3,13 @@
 Prefect-free helpers for ``civicflow portal serve``, ``civicflow run`` and the test
 fixtures. Everything the server keeps lives under ``settings.var_dir``: the portal
 database, Datasette's internal database (table metadata), the generated config and,
-when the environment does not provide them, the signing secret and publisher token.
+when the environment does not provide it, the signing secret.
+
+The publisher holds no standing token. Each publish mints its own from the secret
+(:func:`mint_token`): signed by Datasette's token API, restricted to the
+``civicflow-publish`` action on the one table it publishes, and expiring after
+``TOKEN_TTL_S``. The server grants the publisher nothing else (no Datasette write
+action), and caps every signed token's life at ``MAX_TOKEN_TTL_S``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import itsdangerous
@@ -31,11 +38,15 @@ from civicflow.settings import Settings
 log = logging.getLogger("civicflow.portals.server")
 
 SECRET_ENV = "DATASETTE_SECRET"
+#: a token minted elsewhere, for a publisher that is not given the secret
 TOKEN_ENV = "CIVICFLOW_DATASETTE_TOKEN"
 PUBLISHER = "publisher"
-#: the plugin's action (see datasette_plugin.py); granted to the publisher with the write API
+#: the plugin's action (see datasette_plugin.py): the publisher's only permission
 PUBLISH_ACTION = "civicflow-publish"
-WRITE_ACTIONS = ("create-table", "insert-row", "update-row", "delete-row", "drop-table")
+#: life of the token one publish mints (a 1,000,000-row publish uploads in ~20 s)
+TOKEN_TTL_S = 900
+#: the server refuses any signed token older than this, whatever it claims
+MAX_TOKEN_TTL_S = 3600
 TITLE = "City of Los Angeles open data (civicflow)"
 #: rows per insert request the server accepts; the publisher's batches must fit
 MAX_INSERT_ROWS = 20_000
@@ -45,10 +56,9 @@ MAX_POST_BODY_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class PortalSecrets:
-    """The signing secret and the publisher's API token. Never log either."""
+    """The signing secret. Never log it."""
 
     secret: str = field(repr=False)
-    token: str = field(repr=False)
 
 
 def secrets_dir(settings: Settings) -> Path:
@@ -72,39 +82,66 @@ def log_path(settings: Settings) -> Path:
 
 
 def ensure_secrets(settings: Settings) -> PortalSecrets:
-    """Secret and token from the environment, else from var/secrets/ (generated once, 0600)."""
+    """The secret from the environment, else from var/secrets/ (generated once, 0600).
+
+    A long-lived ``datasette_token`` left there by earlier versions is deleted: the
+    publisher mints a short-lived token per publish instead.
+    """
     secret = settings.secret(SECRET_ENV) or _read_or_create(
         secrets_dir(settings) / "datasette_secret", lambda: secrets.token_hex(32)
     )
-    token = settings.secret(TOKEN_ENV)
-    if token is None:
-        path = secrets_dir(settings) / "datasette_token"
-        token = _read_or_create(path, lambda: create_token(secret))
-        if not token_matches(token, secret):
-            # The secret changed (e.g. DATASETTE_SECRET now set): the stored token is dead.
-            log.info("stored publisher token was signed with another secret; replacing it")
-            path.unlink()
-            token = _read_or_create(path, lambda: create_token(secret))
-    return PortalSecrets(secret=secret, token=token)
+    (secrets_dir(settings) / "datasette_token").unlink(missing_ok=True)
+    return PortalSecrets(secret=secret)
 
 
-def read_token(settings: Settings) -> str | None:
-    """The publisher token from the environment or var/secrets/, without creating one."""
-    token = settings.secret(TOKEN_ENV)
-    if token is None:
-        path = secrets_dir(settings) / "datasette_token"
-        token = path.read_text().strip() if path.is_file() else None
-    return token or None
+def read_secret(settings: Settings) -> str | None:
+    """The signing secret from the environment or var/secrets/, without creating one."""
+    secret = settings.secret(SECRET_ENV)
+    if secret is None:
+        path = secrets_dir(settings) / "datasette_secret"
+        secret = path.read_text().strip() if path.is_file() else None
+    return secret or None
 
 
-def create_token(secret: str, actor_id: str = PUBLISHER) -> str:
+def publish_token(settings: Settings, table: str) -> str | None:
+    """The token one publish of ``table`` uses: minted from the secret, else TOKEN_ENV."""
+    secret = read_secret(settings)
+    if secret is not None:
+        return mint_token(secret, database=settings.portal_database, table=table)
+    return settings.secret(TOKEN_ENV)
+
+
+def mint_token(
+    secret: str,
+    *,
+    database: str,
+    table: str,
+    expires_after: int = TOKEN_TTL_S,
+    actor_id: str = PUBLISHER,
+) -> str:
+    """A publisher token allowed only ``civicflow-publish`` on ``database/table``, expiring."""
+    from datasette.tokens import TokenRestrictions
+
+    restrictions = TokenRestrictions().allow_resource(database, table, PUBLISH_ACTION)
+    return create_token(secret, actor_id, expires_after=expires_after, restrictions=restrictions)
+
+
+def create_token(
+    secret: str,
+    actor_id: str = PUBLISHER,
+    *,
+    expires_after: int | None = None,
+    restrictions: Any = None,
+) -> str:
     """A signed ``dstok_`` token for ``actor_id``, made by Datasette's own token API."""
     from datasette.app import Datasette
 
     async def make() -> str:
         ds = Datasette(secret=secret)
         try:
-            return await ds.create_token(actor_id)
+            return await ds.create_token(
+                actor_id, expires_after=expires_after, restrictions=restrictions
+            )
         finally:
             ds.close()
 
@@ -113,15 +150,21 @@ def create_token(secret: str, actor_id: str = PUBLISHER) -> str:
         return pool.submit(asyncio.run, make()).result()
 
 
-def token_matches(token: str, secret: str) -> bool:
-    """Whether ``token`` is a publisher token signed with ``secret`` (Datasette's scheme)."""
+def decode_token(token: str, secret: str) -> dict[str, Any] | None:
+    """The signed payload of a ``dstok_`` token (actor, time, life, restrictions), or None."""
     if not token.startswith("dstok_"):
-        return False
+        return None
     try:
         decoded = itsdangerous.URLSafeSerializer(secret, "token").loads(token[len("dstok_") :])
     except itsdangerous.BadSignature:
-        return False
-    return isinstance(decoded, dict) and decoded.get("a") == PUBLISHER
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def token_matches(token: str, secret: str) -> bool:
+    """Whether ``token`` is a publisher token signed with ``secret`` (Datasette's scheme)."""
+    decoded = decode_token(token, secret)
+    return decoded is not None and decoded.get("a") == PUBLISHER
 
 
 def _read_or_create(path: Path, make: Callable[[], str]) -> str:
@@ -152,10 +195,13 @@ def _read_or_create(path: Path, make: Callable[[], str]) -> str:
 def write_config(settings: Settings) -> Path:
     """var/datasette.yaml (permissions, settings) and var/metadata.yaml (instance title)."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    publisher = {"id": PUBLISHER}
     config = {
-        "permissions": {action: publisher for action in (*WRITE_ACTIONS, PUBLISH_ACTION)},
+        # The publisher's only permission. No actor is granted any Datasette write
+        # action (insert-row, create-table, drop-table, execute-write-sql ...), so live
+        # and bookkeeping tables refuse direct writes from every token.
+        "permissions": {PUBLISH_ACTION: {"id": PUBLISHER}},
         "settings": {
+            "max_signed_tokens_ttl": MAX_TOKEN_TTL_S,
             "max_insert_rows": MAX_INSERT_ROWS,
             "max_post_body_bytes": MAX_POST_BODY_BYTES,
             # count(*) and digests over a million rows take longer than the 1 s default
