@@ -8,6 +8,7 @@ its outcome; nothing reaches the portal unless every critical check passed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -22,7 +23,15 @@ import pandas as pd
 
 from civicflow import published
 from civicflow.ledger import Ledger, Outcome, RunRecord
-from civicflow.portals import PortalError, PublishResult, TableMetadata, get_portal
+from civicflow.portals import (
+    PortalConflict,
+    PortalError,
+    PublishedVersion,
+    PublishResult,
+    TableMetadata,
+    get_portal,
+    published_version,
+)
 from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, extract
 from civicflow.sources.transforms import TransformError
@@ -147,29 +156,112 @@ def publish_stage(
     run_id: str,
     column_notes: dict[str, str],
 ) -> PublishResult:
+    """Publish the rows and metadata as one version; keep the Parquet copy in step.
+
+    Refused (PortalConflict, naming the other run) when another run published this
+    table after this run began: its data may be newer than ours.
+    """
     portal = get_portal(spec.portal.kind, settings)
-    version = published.content_version(frame)
+    data_version = published.content_version(frame)
+    metadata = table_metadata(spec, column_notes)
+    base = portal.current_version(spec.table)
+    if base is not None and base.version != published_version(data_version, metadata):
+        _refuse_if_published_since_start(spec, base, run_id)
     result = portal.publish(
         spec.table,
         frame,
         fields=spec.published_fields(),
         primary_key=[k for k in spec.primary_key if k in frame.columns],
-        version=version,
+        version=data_version,
         run_id=run_id,
-        metadata=table_metadata(spec, column_notes),
+        metadata=metadata,
+        base=base,
     )
-    if result.changed or published.latest(settings, spec.id) is None:
-        published.write_version(settings, spec.id, frame, version, run_id)
-    verb = "published" if result.changed else "unchanged (portal already holds this version)"
+    _sync_parquet(spec, frame, settings, result, data_version, metadata)
+    verb = (
+        f"published ({result.change})"
+        if result.changed
+        else "unchanged (portal already holds this version)"
+    )
     log.info(
         "%s: %s: %s rows, version %s… at %s",
         spec.id,
         verb,
         f"{result.rows:,}",
-        version[:12],
+        result.version[:12],
         result.url,
     )
     return result
+
+
+def _refuse_if_published_since_start(
+    spec: DatasetSpec, live: PublishedVersion, run_id: str
+) -> None:
+    """A run that began before the live version was published must not replace it.
+
+    Run ids start with the run's start time to the second; a version published in a
+    later second than that was published after this run began.
+    """
+    started = _run_started(run_id)
+    when = _parse_time(live.published_at)
+    if started is None or when is None or live.run_id == run_id:
+        return
+    if when.replace(microsecond=0) > started:
+        raise PortalConflict(
+            f"{spec.table}: the live version changed since run {run_id} began "
+            f"({started.isoformat()}): run {live.run_id} published version "
+            f"{live.version[:12]}… at {live.published_at}; run {run_id} refused, "
+            "the live table is unchanged",
+            live.run_id,
+        )
+
+
+def _run_started(run_id: str) -> datetime | None:
+    try:
+        return datetime.strptime(run_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _sync_parquet(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    settings: Settings,
+    result: PublishResult,
+    data_version: str,
+    metadata: TableMetadata,
+) -> None:
+    """Write the Parquet copy when the portal's version is not the latest copy.
+
+    ``frame`` holds exactly the live rows here (published now, or already live), so
+    a copy that lags after a failure past the swap is rewritten by the next run.
+    """
+    if not published.lags(settings, spec.id, result.version):
+        return
+    if not result.changed:
+        log.warning(
+            "%s: the Parquet copy lagged the portal (a failure after the swap?); rewriting "
+            "version %s…",
+            spec.id,
+            result.version[:12],
+        )
+    published.write_version(
+        settings,
+        spec.id,
+        frame,
+        result.version,
+        result.run_id or "",
+        data_version=data_version,
+        metadata=dataclasses.asdict(metadata),
+        published_at=result.published_at,
+    )
 
 
 # -- orchestration ----------------------------------------------------------------
