@@ -228,3 +228,25 @@ def test_no_structure_check_quotes_its_failing_values() -> None:
         assert values, f"{check.name}: the report keeps the failing values"
         for value in values:
             assert value not in check.line(), f"{check.name} quotes {value!r}: {check.line()}"
+
+
+def test_an_unexpected_error_keeps_its_message_in_the_private_report(project) -> None:
+    """A library's exception may quote anything: the public reason names its type only."""
+    from civicflow.spec import find_dataset
+
+    spec = find_dataset(project.datasets_dir, LA311)
+    # an encoding name no codec knows: the codec lookup fails with a LookupError
+    odd = spec.model_copy(
+        update={"source": spec.source.model_copy(update={"encoding": f"{MARK}-enc"})}
+    )
+    with pytest.raises(LookupError):
+        run_dataset(project, LA311, CSV, spec=odd)
+    [record] = Ledger(project.ledger_path).runs(LA311)
+    assert record.outcome == "failed"
+    assert record.reason.startswith("LookupError: unexpected error")
+    assert record.report_path is not None
+    report = json.loads(Path(record.report_path).read_text())
+    assert report["stage"] == "failed" and f"{MARK}-enc" in report["error"]
+    cli = CliRunner().invoke(app, ["runs", LA311])
+    assert f"report: {record.report_path}" in cli.output
+    assert MARK not in record.reason + cli.output

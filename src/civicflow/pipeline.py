@@ -283,18 +283,37 @@ def _counts(report: Any) -> dict[str, int]:
     return out
 
 
+def _public_errors() -> tuple[type[Exception], ...]:
+    """Errors whose messages name files, keys and fields only: fit for the public reason."""
+    from civicflow.privacy.errors import PrivacyError  # privacy is imported lazily
+
+    return (SpecError, PortalError, PrivacyError)
+
+
 def _failure_reason(kind: str, exc: Exception) -> str:
     """The public ledger reason of a failed run.
 
-    Our own errors (spec, portal, privacy configuration) are written to name files,
-    keys and fields only. Any other exception (a library's) may quote a data value,
-    so the reason names its type and the message stays in the log.
+    Any exception not in ``_public_errors()`` (a library's) may quote a data value, so
+    the reason names its type; the message goes to the private report and the log.
     """
-    from civicflow.privacy.errors import PrivacyError
-
-    if isinstance(exc, (SpecError, PortalError, PrivacyError)):
+    if isinstance(exc, _public_errors()):
         return f"{kind}: {exc}"
-    return f"{kind}: unexpected error (its message is in the run log)"
+    return f"{kind}: unexpected error (its message is in the run's private report and log)"
+
+
+def _error_report(path: Path, dataset_id: str, run_id: str, stage: str, exc: Exception) -> str:
+    """Write why a run stopped to its private report; ``detail`` may quote the source."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "dataset_id": dataset_id,
+        "run_id": run_id,
+        "passed": False,
+        "stage": stage,
+        "error": str(exc),
+        "detail": getattr(exc, "detail", None),
+    }
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False), encoding="utf-8")
+    return str(path)
 
 
 def run_dataset(
@@ -348,25 +367,7 @@ def run_dataset(
         try:
             ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
         except (ExtractError, TransformError) as exc:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            # The message is public (the ledger reason); ``detail`` may quote the
-            # source, so it goes to the private report only.
-            report_path.write_text(
-                json.dumps(
-                    {
-                        "dataset_id": spec.id,
-                        "run_id": run_id,
-                        "passed": False,
-                        "stage": "extract",
-                        "error": str(exc),
-                        "detail": getattr(exc, "detail", None),
-                    },
-                    indent=2,
-                    ensure_ascii=False,
-                ),
-                encoding="utf-8",
-            )
-            paths["report_path"] = str(report_path)
+            paths["report_path"] = _error_report(report_path, spec.id, run_id, "extract", exc)
             log.error("%s: REJECTED at extract: %s", spec.id, exc)
             return finish("rejected", f"extract: {exc}")
         stats["rows_in"] = ext.rows
@@ -404,6 +405,9 @@ def run_dataset(
         )
         log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
         log.debug("%s", traceback.format_exc())
+        if not isinstance(exc, _public_errors()) and paths["report_path"] is None:
+            # the reason cannot carry the message: the steward finds it here
+            paths["report_path"] = _error_report(report_path, spec.id, run_id, "failed", exc)
         finish("failed", _failure_reason(kind, exc))
         raise
 
