@@ -314,3 +314,89 @@ def test_kpi_log_line_rounds_to_the_kpis_decimals(world) -> None:
     assert r.current is not None and r.current.value is not None
     assert len(repr(r.current.value).split(".")[1]) > 1  # the raw value has many decimals
     assert kpi_log_line(r) == f"KPI mean_days: {r.current.value:.1f} days (no target)"
+
+
+@pytest.fixture
+def live_feed(tmp_path: Path) -> Settings:
+    """A daily feed read at the end of day 2: day 1 is all closed, day 2 mostly open."""
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "requests.yaml").write_text(SPEC)
+    (tmp_path / "data").mkdir()
+    rows = []
+    for day, count, open_every in (("2024-01-01", 20, 0), ("2024-01-02", 20, 5)):
+        for i in range(count):
+            created = pd.Timestamp(f"{day} 08:00:00")
+            # day 2: only every 5th request is closed yet (and those were the fast ones)
+            still_open = open_every and i % open_every != 0
+            hours = 2 if day == "2024-01-02" else 24 * (1 + i % 9)
+            rows.append(
+                {
+                    "sr": f"{day}-{i}",
+                    "created": str(created),
+                    "closed": "" if still_open else str(created + pd.Timedelta(hours=hours)),
+                    "kind": "Bulky Items",
+                    "cd": str(1 + i % 2),
+                }
+            )
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "requests.csv", index=False)
+    settings = Settings(project_dir=tmp_path, var_dir=tmp_path / "var")
+    publish_parquet(settings, "requests")
+    return settings
+
+
+def _days_to_close(**extra: Any) -> Kpi:
+    return kpi(
+        "median_days_to_close",
+        measure={"kind": "median", "expression": "date_diff('second', created, closed) / 86400.0"},
+        filters=[{"column": "closed", "op": "not_null"}],
+        unit="days",
+        target={
+            "value": 5,
+            "direction": "lower_is_better",
+            "source": "Test target for the unit test.",
+        },
+        min_records=1,
+        **extra,
+    )
+
+
+def test_a_mostly_open_period_is_provisional_not_on_track(live_feed) -> None:
+    from civicflow.metrics import scorecard as sc
+    from civicflow.metrics.site import _kpi_card
+
+    still_open = {"where": [{"column": "closed", "op": "is_null"}], "among": []}
+    r = run(live_feed, _days_to_close(still_open=still_open))["median_days_to_close"]
+    # counted alone, the 4 closed requests of day 2 (2 hours each) look on track
+    assert r.current is not None and r.current.value == pytest.approx(2 / 24)
+    assert r.status == "provisional"
+    assert r.open_share == pytest.approx(80.0)
+    assert [(p.period.isoformat(), p.open_share) for p in r.series] == [
+        ("2024-01-01", 0.0),
+        ("2024-01-02", 80.0),
+    ]
+    assert [r.is_provisional(p) for p in r.series] == [False, True]
+    # every public surface shows the share still open and the mark
+    card = _kpi_card(r)
+    assert 'data-status="provisional"' in card and ">Provisional<" in card
+    assert "80\u00a0% of the records of 2024-01-02 are still open" in card
+    as_dict = sc.kpi_to_dict(r)
+    assert as_dict["status"] == "provisional" and as_dict["open_share"] == 80.0
+    assert [p["provisional"] for p in as_dict["series"]] == [False, True]
+    rows = sc.performance_rows([r], 1)
+    latest = [x for x in rows if x["period_start"] == "2024-01-02" and x["dimension"] == "all"]
+    assert latest[0]["provisional"] == "true" and latest[0]["open_share"] == "80.0"
+    assert sc.scorecard_rows([r])[0]["status"] == "provisional"
+
+    # without still_open the same numbers claim "on track"; with a looser limit, too
+    assert run(live_feed, _days_to_close())["median_days_to_close"].status == "on_track"
+    loose = still_open | {"max_share": 90}
+    assert run(live_feed, _days_to_close(still_open=loose))["median_days_to_close"].status == (
+        "on_track"
+    )
+
+
+def test_still_open_defaults_to_the_kpis_filters(live_feed) -> None:
+    # over the KPI's own filters (closed only) nothing is open: the period is not provisional
+    still_open = {"where": [{"column": "closed", "op": "is_null"}]}
+    r = run(live_feed, _days_to_close(still_open=still_open))["median_days_to_close"]
+    assert r.open_share == 0.0 and r.status == "on_track"

@@ -105,6 +105,18 @@ def test_typo_in_a_dimension_column_names_file_line_and_key(project: Path) -> No
     ]
 
 
+def test_typo_in_still_open_names_file_line_and_key(project: Path) -> None:
+    path = project / "metrics" / "kpis" / "illegal_dumping_median_days.yaml"
+    line = _edit(
+        path,
+        "where: [{column: closed_date, op: is_null}]",
+        "where: [{column: close_date, op: is_null}]",
+    )
+    assert _problems(project) == [
+        f"{path}:{line}: still_open.where.0.column: dataset la311_service_requests has no field 'close_date' (did you mean 'closed_date'?)"
+    ]
+
+
 def test_typo_in_a_filter_and_the_period_column(project: Path) -> None:
     path = project / "metrics" / "kpis" / "illegal_dumping_median_days.yaml"
     f_line = _edit(

@@ -126,6 +126,15 @@ def kpi_problems(
         refs += [
             (("measure", "where", i, "column"), f.column) for i, f in enumerate(kpi.measure.where)
         ]
+    if kpi.still_open is not None:
+        refs += [
+            (("still_open", "where", i, "column"), f.column)
+            for i, f in enumerate(kpi.still_open.where)
+        ]
+        refs += [
+            (("still_open", "among", i, "column"), f.column)
+            for i, f in enumerate(kpi.still_open.among or [])
+        ]
     bad_refs = False
     for key, name in refs:
         message = _field_problem(spec, name)
@@ -184,6 +193,11 @@ def kpi_problems(
             f"DuckDB cannot run the compiled query: {_first_line(exc)}",
         )
         return problems
+    if compiled.open_sql:
+        try:
+            con.execute(compiled.open_sql, compiled.open_params)
+        except duckdb.Error as exc:
+            add(("still_open",), f"DuckDB cannot run the still-open query: {_first_line(exc)}")
     if tuple(names) != RESULT_COLUMNS:
         add(("sql",), f"query must return {', '.join(RESULT_COLUMNS)}; got {', '.join(names)}")
     return problems

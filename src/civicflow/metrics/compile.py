@@ -30,6 +30,9 @@ class CompiledKpi:
     params: dict[str, Any] = field(default_factory=dict)
     #: latest period present in the whole (unfiltered) dataset: the reporting period
     period_sql: str = ""
+    #: per period: percent of records still open and how many records (see ``StillOpen``)
+    open_sql: str = ""
+    open_params: dict[str, Any] = field(default_factory=dict)
 
 
 def ident(name: str) -> str:
@@ -114,8 +117,32 @@ def aggregate_sql(measure: Measure, param: Callable[[Any], str]) -> tuple[str, s
     raise ValueError(f"no SQL for measure {kind!r}")
 
 
+def open_share_sql(kpi: Kpi) -> tuple[str, dict[str, Any]]:
+    """Per period, the percent of records still open: ``period, open_share, n``."""
+    if kpi.still_open is None:
+        return "", {}
+    param = _Params()
+    among = kpi.still_open.among if kpi.still_open.among is not None else kpi.filters
+    where = " AND ".join(filter_sql(f, param) for f in among) or "TRUE"
+    is_open = " AND ".join(filter_sql(f, param) for f in kpi.still_open.where)
+    period = period_expr(kpi.period.column, kpi.period.grain)
+    sql = (
+        f"SELECT {period} AS period, 100.0 * avg(CASE WHEN {is_open} THEN 1.0 ELSE 0.0 END) AS open_share, "
+        f"count(*) AS n FROM {ident(kpi.dataset)} WHERE {where} GROUP BY 1 HAVING period IS NOT NULL ORDER BY 1"
+    )
+    return sql, param.values
+
+
 def compile_kpi(kpi: Kpi) -> CompiledKpi:
     """The KPI's query in the long result shape (see module docstring)."""
+    compiled = _compile_value(kpi)
+    open_sql, open_params = open_share_sql(kpi)
+    return CompiledKpi(
+        compiled.kpi_id, compiled.sql, compiled.params, compiled.period_sql, open_sql, open_params
+    )
+
+
+def _compile_value(kpi: Kpi) -> CompiledKpi:
     table = ident(kpi.dataset)
     period = period_expr(kpi.period.column, kpi.period.grain)
     period_sql = f"SELECT CAST(date_trunc('{kpi.period.grain}', max({ident(kpi.period.column)})) AS DATE) FROM {table}"

@@ -22,7 +22,7 @@ from civicflow.metrics.models import Dimension, Kpi
 from civicflow.settings import Settings
 from civicflow.spec.models import DatasetSpec
 
-Status = Literal["on_track", "off_track", "no_target", "no_data"]
+Status = Literal["on_track", "off_track", "no_target", "provisional", "no_data"]
 DEFAULT_MIN_RECORDS = 11
 PERFORMANCE_DATASET = "performance_metrics"
 _FILES_DISABLED = "file system operations are disabled by configuration"
@@ -51,6 +51,8 @@ class Point:
     value: float | None
     n: int
     suppressed: bool
+    #: percent of the period's records still open (None when the KPI does not track it)
+    open_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,15 @@ class KpiResult:
     @property
     def has_value(self) -> bool:
         return self.status != "no_data"
+
+    @property
+    def open_share(self) -> float | None:
+        return self.current.open_share if self.current else None
+
+    def is_provisional(self, point: Point) -> bool:
+        """More of the period's records still open than the KPI allows."""
+        limit = self.kpi.still_open.max_share if self.kpi.still_open else None
+        return limit is not None and point.open_share is not None and point.open_share > limit
 
 
 def period_label(period: date, grain: str) -> str:
@@ -249,6 +260,7 @@ def compute_kpi(
             f"dataset {kpi.dataset} version {source.version[:12]} has no rows with a {kpi.period.column}"
         )
     rows = data.con.execute(compiled.sql, compiled.params).fetchall()
+    open_shares = _open_shares(data, compiled)
 
     def suppressed(n: int) -> bool:
         return n < min_records
@@ -261,7 +273,7 @@ def compute_kpi(
         hidden = suppressed(n)
         value = None if hidden else _number(value)
         if dimension is None:
-            series.append(Point(r_period, value, n, hidden))
+            series.append(Point(r_period, value, n, hidden, open_shares.get(r_period)))
         elif r_period == period:
             if dimension not in dims:
                 raise MetricUnavailable(
@@ -303,7 +315,17 @@ def compute_kpi(
         )
         return result
     result.status = target_status(kpi, current.value)
+    if result.is_provisional(current):
+        # Mostly still open: the value counts only the records already done.
+        result.status = "provisional"
     return result
+
+
+def _open_shares(data: PublishedData, compiled: CompiledKpi) -> dict[date, float]:
+    if not compiled.open_sql:
+        return {}
+    rows = data.con.execute(compiled.open_sql, compiled.open_params).fetchall()
+    return {period: float(share) for period, share, _ in rows if share is not None}
 
 
 def query_error_reason(kpi: Kpi, exc: duckdb.Error) -> str:

@@ -199,6 +199,33 @@ class Target(StrictModel):
     )
 
 
+class StillOpen(StrictModel):
+    """Records of a period that are still in progress (e.g. requests not closed yet).
+
+    On a live feed the latest day is mostly open: a time-to-close measure then counts
+    only the fast ones. A period with more than ``max_share`` percent still open is
+    provisional: the share is shown and the value is not compared with the target.
+    """
+
+    where: list[Filter] = Field(
+        min_length=1,
+        description="A record is still open when all of these hold (e.g. closed_date is_null).",
+    )
+    among: list[Filter] | None = Field(
+        None,
+        description=(
+            "Records the share is taken over (default: the KPI's filters). Give it when the "
+            "filters keep only finished records (e.g. status eq Closed)."
+        ),
+    )
+    max_share: float = Field(
+        50.0,
+        ge=0,
+        lt=100,
+        description="Percent of a period's records that may be open before the period is provisional.",
+    )
+
+
 class Kpi(StrictModel):
     """One performance metric computed from published data (``metrics/kpis/<id>.yaml``)."""
 
@@ -236,6 +263,13 @@ class Kpi(StrictModel):
     decimals: int = Field(1, ge=0, le=4, description="Decimals shown.")
     target: Target | None = Field(
         None, description="Target and direction; without one the KPI shows no on/off-track status."
+    )
+    still_open: StillOpen | None = Field(
+        None,
+        description=(
+            "How to tell records still in progress; periods mostly open are marked provisional "
+            "rather than on or off track."
+        ),
     )
     min_records: int | None = Field(
         None,

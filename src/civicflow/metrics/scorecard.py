@@ -52,6 +52,8 @@ PERFORMANCE_COLUMNS = [
     "value",
     "records",
     "suppressed",
+    "open_share",
+    "provisional",
     "unit",
     "target",
     "target_direction",
@@ -70,6 +72,7 @@ SCORECARD_COLUMNS = [
     "target_direction",
     "status",
     "reason",
+    "open_share",
     "records",
     "source_dataset",
     "source_version",
@@ -139,6 +142,10 @@ def kpi_log_line(r: KpiResult) -> str:
     return f"KPI {r.kpi.id}: {shown} {r.kpi.unit} ({r.status.replace('_', ' ')})"
 
 
+def _rounded(share: float | None) -> float | None:
+    return None if share is None else round(share, 1)
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if value is not None else ""
 
@@ -163,6 +170,8 @@ def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
         },
         "value": r.current.value if r.current and r.has_value else None,
         "records": r.current.n if r.current and not r.current.suppressed else None,
+        "open_share": _rounded(r.open_share),
+        "provisional": r.status == "provisional",
         "target": kpi.target.model_dump() if kpi.target else None,
         "min_records": r.min_records,
         "source": None
@@ -182,6 +191,8 @@ def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
                 "value": p.value,
                 "records": None if p.suppressed else p.n,
                 "suppressed": p.suppressed,
+                "open_share": _rounded(p.open_share),
+                "provisional": r.is_provisional(p),
             }
             for p in r.series
         ],
@@ -262,6 +273,8 @@ def performance_rows(results: list[KpiResult], threshold: int) -> list[dict[str,
                     "value": _num(p.value),
                     "records": "" if p.suppressed or p.n < threshold else p.n,
                     "suppressed": "true" if p.suppressed else "false",
+                    "open_share": _num(_rounded(p.open_share)),
+                    "provisional": "true" if r.is_provisional(p) else "false",
                 }
             )
         for b in r.breakdowns:
@@ -276,6 +289,9 @@ def performance_rows(results: list[KpiResult], threshold: int) -> list[dict[str,
                         "value": _num(g.value),
                         "records": "" if g.suppressed or g.n < threshold else g.n,
                         "suppressed": "true" if g.suppressed else "false",
+                        # open shares are per period; a group is provisional with its period
+                        "open_share": "",
+                        "provisional": "true" if r.status == "provisional" else "false",
                     }
                 )
     return rows
@@ -340,6 +356,7 @@ def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
                 "target_direction": r.kpi.target.direction if r.kpi.target else "",
                 "status": r.status,
                 "reason": r.reason or "",
+                "open_share": _num(_rounded(r.open_share)),
                 "records": d["records"] if d["records"] is not None else "",
                 "source_dataset": r.kpi.dataset,
                 "source_version": r.source.version if r.source else "",

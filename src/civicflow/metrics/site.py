@@ -13,13 +13,14 @@ from html import escape
 
 from civicflow.metrics.certification import CertificationResult, CriterionResult
 from civicflow.metrics.charts import Bar, LinePoint, bar_chart, fmt, line_chart
-from civicflow.metrics.compute import KpiResult, axis_label, period_label
+from civicflow.metrics.compute import KpiResult, Point, axis_label, period_label
 from civicflow.metrics.scorecard import Scorecard
 
 STATUS_TEXT = {
     "on_track": "On track",
     "off_track": "Off track",
     "no_target": "No target set",
+    "provisional": "Provisional",
     "no_data": "No data",
 }
 
@@ -46,7 +47,7 @@ nav a { margin-right: 1rem; display: inline-block; }
 .kpi-head { display: flex; flex-wrap: wrap; justify-content: space-between; gap: .5rem 1rem; align-items: baseline; }
 .value { font-size: 2rem; font-weight: 700; }
 .pill { display: inline-block; border-radius: 999px; padding: .1rem .6rem; font-size: .85rem; font-weight: 600; border: 1px solid currentColor; }
-.on_track { color: var(--ok); } .off_track { color: var(--off); } .no_target, .no_data { color: var(--muted); }
+.on_track { color: var(--ok); } .off_track { color: var(--off); } .no_target, .no_data, .provisional { color: var(--muted); }
 .charts { display: grid; gap: 1rem; grid-template-columns: minmax(0, 1fr); }
 @media (max-width: 30rem) { header, main, footer { padding: 0 .75rem; } .kpi { padding: .75rem .6rem; } }
 @media (min-width: 60rem) { .charts { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
@@ -102,6 +103,24 @@ def _records(n: int, suppressed: bool, min_records: int) -> str:
     return f"fewer than {min_records}" if suppressed else f"{n:,}"
 
 
+def _open_text(r: KpiResult, p: Point) -> str:
+    if p.open_share is None:
+        return ""
+    return f"{fmt(p.open_share, 0)}\u00a0%" + (" (provisional)" if r.is_provisional(p) else "")
+
+
+def _provisional(r: KpiResult) -> str:
+    """Why a period is not on or off track: most of its records are still open."""
+    if r.status != "provisional" or r.open_share is None or r.period is None:
+        return ""
+    label = period_label(r.period, r.kpi.period.grain)
+    return (
+        f'<p class="provisional"><strong>Provisional:</strong> {fmt(r.open_share, 0)}\u00a0% of the '
+        f"records of {_e(label)} are still open, so the value counts only those already done; it is "
+        "not compared with the target until most of them are.</p>"
+    )
+
+
 def _trend_figure(r: KpiResult, chart_id: str) -> str:
     kpi = r.kpi
     grain = kpi.period.grain
@@ -119,9 +138,11 @@ def _trend_figure(r: KpiResult, chart_id: str) -> str:
             "suppressed" if p.suppressed else _e(_value_text(p.value, kpi.unit, kpi.decimals)),
             _e(_records(p.n, p.suppressed, r.min_records)),
         ]
+        + ([_e(_open_text(r, p))] if kpi.still_open else [])
         for p in r.series
     ]
-    table = _table(["Period", "Value", "Records"], rows, {1, 2}, title)
+    headers = ["Period", "Value", "Records"] + (["Still open"] if kpi.still_open else [])
+    table = _table(headers, rows, {1, 2, 3}, title)
     return f'<figure class="chart" data-chart="{chart_id}"><figcaption>Trend by {_e(grain)}</figcaption>{svg}<details><summary>Data table: trend</summary>{table}</details></figure>'
 
 
@@ -198,7 +219,7 @@ def _kpi_card(r: KpiResult) -> str:
         f'<article class="kpi" id="{_e(kpi.id)}" data-kpi="{_e(kpi.id)}" data-status="{_e(r.status)}">'
         f'<div class="kpi-head"><h3>{_e(kpi.title)}</h3><span class="pill {_e(r.status)}">{_e(STATUS_TEXT[r.status])}</span></div>'
         f'<p><span class="value">{_e(_value_text(value, kpi.unit, kpi.decimals))}</span> <span class="muted">{_e(period)}</span></p>'
-        f"{reason}{target}<p>{_e(kpi.description)}</p>"
+        f"{reason}{_provisional(r)}{target}<p>{_e(kpi.description)}</p>"
         f'<p class="muted">Owner: {_e(kpi.owner.name)}, {_e(kpi.department)}</p>{src}{figures}'
         f"<details><summary>How it is computed (SQL)</summary><pre><code>{_e(r.sql)}</code></pre></details></article>"
     )
@@ -312,6 +333,7 @@ def render_page(card: Scorecard) -> str:
     on = sum(1 for r in card.results if r.status == "on_track")
     off = sum(1 for r in card.results if r.status == "off_track")
     nodata = sum(1 for r in card.results if r.status == "no_data")
+    provisional = sum(1 for r in card.results if r.status == "provisional")
     cards = "".join(_kpi_card(r) for r in card.results)
     return f"""<!doctype html>
 <html lang="en">
@@ -332,7 +354,7 @@ def render_page(card: Scorecard) -> str:
 {_certification(card.certification)}
 <section id="kpis" aria-labelledby="kpis-h">
 <h2 id="kpis-h">Key performance indicators</h2>
-<p>{on} on track, {off} off track, {nodata} with no data, of {len(card.results)}.</p>
+<p>{on} on track, {off} off track, {provisional} provisional (most records of the period still open), {nodata} with no data, of {len(card.results)}.</p>
 {_summary(card.results)}
 <div class="cards">{cards}</div>
 </section>
