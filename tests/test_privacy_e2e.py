@@ -112,17 +112,41 @@ def test_fixed_spec_publishes_nothing_the_scan_flags(
 def test_allowance_reason_reaches_the_published_metadata(
     portal_env: Settings, datasette_server: DatasetteServer
 ) -> None:
-    table = unique_table("la311_allow")
+    table = unique_table("nc_allow")
+    spec = spec_on(portal_env, "neighborhood_councils", table)
+    outcome = run_dataset(portal_env, spec.id, spec=spec)
+    assert outcome.outcome == "published", outcome.reason
+    reason = spec.field("email").pii_allow[0].reason
+    assert reason in column_descriptions(datasette_server, portal_env, table)["email"]
+    report = json.loads(outcome.privacy_report_path.read_text())
+    assert any(
+        a["column"] == "email" and a["reason"] == reason and a["findings"] > 0
+        for a in report["allowances"]
+    )
+
+
+def test_311_publishes_blocks_and_100_m_coordinates_only(
+    portal_env: Settings, datasette_server: DatasetteServer
+) -> None:
+    """Half the 311 requests are pickups at the requester's home: the portal holds no
+    exact house number and no coordinate finer than the block (issue 8 item 4)."""
+    table = unique_table("la311_block")
     spec = spec_on(portal_env, "la311_service_requests", table)
     outcome = run_dataset(portal_env, spec.id, spec=spec)
     assert outcome.outcome == "published", outcome.reason
-    reason = spec.field("address").pii_allow[0].reason
-    assert reason in column_descriptions(datasette_server, portal_env, table)["address"]
+    live = portal_rows(datasette_server, table, "sr_number")
+    assert len(live) == 9999 and "house_number" not in live.columns
+    source = pd.read_csv(PROJECT / spec.source.path, dtype=str)
+    exact = source["Address"].str.split(",").str[0]
+    exact = exact[exact.str.match(r"^\d+ ") & ~exact.str.match(r"^\d*00 ")]
+    everything = "\n".join(map(str, live["address"].dropna()))
+    assert len(exact) > 5000 and [a for a in exact.unique() if a + "," in everything] == []
+    for name in ("latitude", "longitude"):
+        values = live[name].dropna().astype(float)
+        assert len(values) > 8000 and np.allclose(values, values.round(3))
     report = json.loads(outcome.privacy_report_path.read_text())
-    assert any(
-        a["column"] == "address" and a["reason"] == reason and a["findings"] > 0
-        for a in report["allowances"]
-    )
+    assert report["finest_location"][0] == "address: hundred blocks"
+    assert not [f for f in report["findings"] if not f["allowed"]]
 
 
 def test_parking_citations_publish_in_degrees_without_vehicle_identifiers(

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
 from civicflow.privacy import PrivacyError, check_ready, protect, published_type
-from civicflow.privacy.detectors import DETECTORS, detector_names
+from civicflow.privacy.detectors import ADDRESS_IN_ADDRESS_COLUMN, DETECTORS, detector_names
 from civicflow.privacy.keys import HashKey
 from civicflow.settings import Settings
 from civicflow.sources import extract
@@ -34,7 +35,12 @@ def extracts(
 ) -> dict[str, tuple[DatasetSpec, pd.DataFrame]]:
     settings = settings_for(tmp_path_factory.mktemp("privacy"))
     out = {}
-    for dataset in ("parking_citations", "code_enforcement_cases", "la311_service_requests"):
+    for dataset in (
+        "parking_citations",
+        "code_enforcement_cases",
+        "la311_service_requests",
+        "neighborhood_councils",
+    ):
         spec = find_dataset(settings.datasets_dir, dataset)
         out[dataset] = (spec, extract(spec, settings, "test-run").frame)
     return out
@@ -54,7 +60,13 @@ def with_field(spec: DatasetSpec, name: str, **update: object) -> DatasetSpec:
 
 
 @pytest.mark.parametrize(
-    "dataset", ["parking_citations", "code_enforcement_cases", "la311_service_requests"]
+    "dataset",
+    [
+        "parking_citations",
+        "code_enforcement_cases",
+        "la311_service_requests",
+        "neighborhood_councils",
+    ],
 )
 def test_bundled_specs_pass_the_scan(extracts: dict, tmp_path: Path, dataset: str) -> None:
     spec, frame = extracts[dataset]
@@ -126,18 +138,14 @@ def test_blocked_report_masks_values_and_names_rows(extracts: dict, tmp_path: Pa
 def test_allowances_carry_their_reason_to_report_and_metadata(
     extracts: dict, tmp_path: Path
 ) -> None:
-    spec, frame = extracts["la311_service_requests"]
+    spec, frame = extracts["neighborhood_councils"]
     report = protect(spec, frame, settings_for(tmp_path), hash_key=KEY).report
-    allowance = next(a for a in report.allowances if a.column == "address")
-    reason = spec.field("address").pii_allow[0].reason
-    assert (
-        allowance.detector == "street_address"
-        and allowance.reason == reason
-        and allowance.findings > 0
-    )
-    assert all(f.allowed and f.reason == reason for f in report.findings if f.column == "address")
-    assert reason in report.metadata_notes()["address"]
-    assert reason in report.summary() or "allowed by the spec: address" in report.summary()
+    allowance = next(a for a in report.allowances if a.column == "email")
+    reason = spec.field("email").pii_allow[0].reason
+    assert allowance.detector == "email" and allowance.reason == reason and allowance.findings > 0
+    assert all(f.allowed and f.reason == reason for f in report.findings if f.column == "email")
+    assert reason in report.metadata_notes()["email"]
+    assert "allowed by the spec: email: email x97" in report.summary()
 
 
 def test_undeclared_coordinates_and_text_pairs_are_found(tmp_path: Path, extracts: dict) -> None:
@@ -378,3 +386,62 @@ def test_blocked_summary_names_checks_columns_counts_and_rows_only(
     )
     assert re.fullmatch(rf"BLOCKED: {finding}(?:; {finding})*\. " + re.escape(tail), summary)
     assert report.blocking[0].examples  # the private report keeps masked examples
+
+
+def test_block_address_beside_a_house_number_or_fine_coordinates_is_blocked(
+    extracts: dict, tmp_path: Path
+) -> None:
+    """311 as first reviewed, with its address generalised: the house number and the
+    10-decimal coordinates beside it would undo the block."""
+    spec, frame = extracts["la311_service_requests"]
+    coarse = {"rule": "generalise", "method": "round", "decimals": 10, "reason": "as the city"}
+    old = without_rule(spec, "house_number")
+    for name in ("latitude", "longitude", "location"):
+        old = with_field(old, name, precision=10, privacy=coarse)
+    report = protect(old, frame, settings_for(tmp_path)).report
+    finer = {f.column: f for f in report.blocking if f.detector == "finer_location"}
+    assert set(finer) == {"house_number", "latitude", "longitude", "location"}
+    assert {f.detector for f in report.blocking} == {"finer_location"}
+    exact_numbers = frame["house_number"].dropna()
+    assert finer["house_number"].count == int((exact_numbers % 100 != 0).sum())
+    assert "house_number: exact house numbers" in report.finest_location
+    assert report.finest_location[0] == "latitude: 10 decimals (about 1 m or less)"
+    assert "house_number: finer_location x" in report.summary()
+    # The same columns are fine when nothing is generalised (no block to undo) ...
+    raw = old
+    for name in ("address", "latitude", "longitude", "location"):
+        raw = without_rule(raw, name)
+    raw = with_field(
+        raw,
+        "address",
+        pii_allow=[{"detector": "street_address", "reason": "a test of the scan alone"}],
+    )
+    raw_report = protect(raw, frame, settings_for(tmp_path)).report
+    assert not [f for f in raw_report.blocking if f.detector == "finer_location"]
+    # ... and a pii_allow with a reason can let a finer column through.
+    allowed = with_field(
+        old,
+        "house_number",
+        pii_allow=[{"detector": "finer_location", "reason": "a test of the allowance"}],
+    )
+    columns = {f.column for f in protect(allowed, frame, settings_for(tmp_path)).report.blocking}
+    assert "house_number" not in columns and "latitude" in columns
+
+
+def test_311_publishes_the_block_and_nothing_finer(extracts: dict, tmp_path: Path) -> None:
+    spec, frame = extracts["la311_service_requests"]
+    result = protect(spec, frame, settings_for(tmp_path))
+    assert not result.report.blocked, result.report.summary()
+    out = result.frame
+    assert "house_number" not in out.columns and not spec.field("address").pii_allow
+    assert not ADDRESS_IN_ADDRESS_COLUMN.find(pa.array(out["address"].tolist())).any()
+    for name in ("latitude", "longitude"):
+        values = out[name].dropna()
+        assert len(values) > 8000 and np.allclose(values, values.round(3))
+    assert out["location"].dropna().str.fullmatch(r"\(-?\d+(\.\d{1,3})?, -?\d+(\.\d{1,3})?\)").all()
+    assert result.report.finest_location == [
+        "address: hundred blocks",
+        "latitude: 3 decimals (about 111 m)",
+        "longitude: 3 decimals (about 111 m)",
+        "location: 3 decimals (about 111 m)",
+    ]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from civicflow.privacy.consistency import consistency_hits, finest_locations
 from civicflow.privacy.detectors import as_text, detector_names
 from civicflow.privacy.errors import PrivacyError
 from civicflow.privacy.generalise import ACCEPTS, GENERALISERS, INVALID
@@ -165,8 +166,9 @@ def protect(
     )
 
     started = time.perf_counter()
-    findings = scan(spec, published)
+    findings = scan(spec, published) + consistency_findings(spec, published)
     report.scan_seconds = round(time.perf_counter() - started, 4)
+    report.finest_location = [lv.describe() for lv in finest_locations(spec, published)]
     for f in spec.published_fields():
         for allow in f.pii_allow:
             matched = [x for x in findings if x.column == f.name and x.detector == allow.detector]
@@ -177,6 +179,22 @@ def protect(
             )
     report.findings = invalid + findings
     return ProtectResult(frame=published, report=report)
+
+
+def consistency_findings(spec: DatasetSpec, published: pd.DataFrame) -> list[Finding]:
+    """Location columns finer than the location the dataset generalises to."""
+    rows = published.index.to_numpy()
+    return [
+        Finding(
+            dataset=spec.id,
+            column=column,
+            detector=hit.detector,
+            count=int(hit.mask.sum()),
+            example_rows=[int(r) for r in rows[np.flatnonzero(hit.mask)[:MAX_EXAMPLES]]],
+            examples=hit.examples,
+        )
+        for column, hit in consistency_hits(spec, published).items()
+    ]
 
 
 def _invalid_values(dataset: str, field: FieldSpec, values: pd.Series) -> list[Finding]:

@@ -72,6 +72,8 @@ class PrivacyReport:
     findings: list[Finding] = field(default_factory=list)
     allowances: list[Allowance] = field(default_factory=list)
     suppression_threshold: int | None = None
+    #: every published location column with the finest location it gives, finest first
+    finest_location: list[str] = field(default_factory=list)
     scan_seconds: float = 0.0
     generated_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")

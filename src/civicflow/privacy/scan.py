@@ -77,11 +77,16 @@ def _number_text(values: pd.Series) -> tuple[pa.Array, pa.Array]:
     )
 
 
+def coordinate_decimals(values: pd.Series) -> np.ndarray:
+    """Per row, the decimals a number or ``(lat, lon)`` value carries (-1 when empty)."""
+    first, second = _number_text(values)
+    return np.maximum(_decimals(first), _decimals(second))
+
+
 def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
     """Rows whose coordinates carry more decimals than the spec allows."""
     declared = field.semantic in _COORD_FIELD_SEMANTICS
-    first, second = _number_text(values)
-    decimals = np.maximum(_decimals(first), _decimals(second))
+    decimals = coordinate_decimals(values)
     if declared:
         # A coordinate column without a declared precision is held to the default, never waved through.
         return decimals > allowed_decimals(field)
