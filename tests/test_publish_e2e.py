@@ -4,6 +4,7 @@ with a reason naming the file, row or field, and the live version stays complete
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from civicflow import published
 from civicflow.ledger import Ledger
 from civicflow.pipeline import RunOutcome, run_dataset
 from civicflow.settings import Settings, load_settings
-from civicflow.spec import SpecError
+from civicflow.spec import SpecError, find_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 CSV = PROJECT / "data" / "la311_service_requests" / "MyLA311_Service_Request_Data_2017_Subset.csv"
@@ -178,3 +179,143 @@ def test_suite_that_does_not_parse_fails_naming_the_file(live, datasette_server,
     assert str(bad_suite) in str(err.value)
     assert _live_state(datasette_server) == before
     assert Ledger(other.ledger_path).last(TABLE).outcome == "failed"
+
+
+# -- issue 8 items 7 and 8: concurrent runs, metadata edits, the Parquet copy ----------
+
+
+def _portal_version(settings: Settings):
+    from civicflow.portals import get_portal
+
+    return get_portal("datasette", settings).current_version(TABLE)
+
+
+def _assert_parquet_matches_portal(settings: Settings) -> None:
+    live = _portal_version(settings)
+    manifest = published.latest(settings, TABLE)
+    assert live is not None and manifest is not None
+    assert (manifest.version, manifest.data_version) == (live.version, live.data_version)
+    assert manifest.path.is_file() and pd.read_parquet(manifest.path).shape[0] == live.rows
+
+
+def test_a_metadata_edit_goes_live_as_a_new_version(live, datasette_server) -> None:
+    settings, _ = live
+    run_dataset(settings, TABLE)  # the bundled spec is live
+    rows_before = _live_state(datasette_server)
+    spec = find_dataset(settings.datasets_dir, TABLE)
+    column = spec.published_fields()[0]
+    edited = spec.model_copy(
+        update={
+            "title": spec.title + " (edited)",
+            "fields": [
+                f.model_copy(update={"description": "Edited description."})
+                if f.name == column.name
+                else f
+                for f in spec.fields
+            ],
+        }
+    )
+    try:
+        outcome = run_dataset(settings, TABLE, spec=edited)
+        assert outcome.outcome == "published", outcome.reason
+        assert outcome.result is not None and outcome.result.change == "metadata"
+        meta = get_portal_metadata(datasette_server)
+        assert meta["title"] == edited.title
+        assert meta["columns"][column.name].startswith("Edited description.")
+        assert _live_state(datasette_server) == rows_before  # same rows, new version
+        assert Ledger(settings.ledger_path).last(TABLE).portal_version == outcome.result.version
+        _assert_parquet_matches_portal(settings)
+        manifest = published.latest(settings, TABLE)
+        assert manifest is not None and manifest.metadata["title"] == edited.title
+    finally:
+        restored = run_dataset(settings, TABLE)
+    assert restored.outcome == "published" and get_portal_metadata(datasette_server)["title"] == (
+        spec.title
+    )
+
+
+def get_portal_metadata(server) -> dict:
+    import httpx
+
+    response = httpx.get(
+        f"{server.url}/portal/{TABLE}.json", params={"_extra": "metadata", "_size": "0"}
+    )
+    response.raise_for_status()
+    return response.json()["metadata"]
+
+
+def test_a_parquet_copy_that_lags_after_a_crash_past_the_swap_is_rewritten(
+    live, datasette_server, tmp_path, monkeypatch
+) -> None:
+    settings, _ = live
+    variant = _write_variant(tmp_path, lambda f: f.iloc[:-5])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (injected after the swap)")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(published, "write_version", crash)
+        with pytest.raises(OSError, match="injected"):
+            run_dataset(settings, TABLE, variant)
+    live_version = _portal_version(settings)
+    assert live_version is not None and live_version.rows == 9994  # the swap happened
+    assert published.lags(settings, TABLE, live_version.version)
+
+    again = run_dataset(settings, TABLE, variant)
+
+    assert again.outcome == "unchanged", again.reason
+    _assert_parquet_matches_portal(settings)
+    restored = run_dataset(settings, TABLE)
+    assert restored.outcome == "published"
+    _assert_parquet_matches_portal(settings)
+
+
+def test_two_runs_at_once_one_publishes_the_other_is_refused_naming_it(
+    live, datasette_server, tmp_path
+) -> None:
+    import threading
+
+    settings, _ = live
+    run_dataset(settings, TABLE)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    sources = {
+        "a": _write_variant(tmp_path / "a", lambda f: f.iloc[:-3]),
+        "b": _write_variant(tmp_path / "b", lambda f: f.iloc[:-7]),
+    }
+    outcomes: dict[str, RunOutcome | BaseException] = {}
+
+    def run(name: str) -> None:
+        try:
+            outcomes[name] = run_dataset(settings, TABLE, sources[name])
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+    records = {r.run_id: r for r in Ledger(settings.ledger_path).runs(TABLE)}
+    ran = {name: records[_run_id_of(o)] for name, o in outcomes.items()}
+    winners = [n for n, r in ran.items() if r.outcome == "published"]
+    assert len(winners) == 1, {n: (r.outcome, r.reason) for n, r in ran.items()}
+    (loser,) = set(sources) - set(winners)
+    winner_run = ran[winners[0]].run_id
+    assert ran[loser].outcome == "failed"
+    assert winner_run in ran[loser].reason and "changed since run" in ran[loser].reason
+    live_version = _portal_version(settings)
+    assert live_version is not None and live_version.run_id == winner_run
+    assert datasette_server.row_count(TABLE) == {"a": 9996, "b": 9992}[winners[0]]
+    _assert_parquet_matches_portal(settings)
+    assert run_dataset(settings, TABLE).outcome == "published"  # back to the bundled data
+
+
+def _run_id_of(outcome: RunOutcome | BaseException) -> str:
+    """The run id of a finished run, or of a failed one (recorded before re-raising)."""
+    if isinstance(outcome, RunOutcome):
+        return outcome.record.run_id
+    match = re.search(r"run (\d{8}T\d{6}Z-[0-9a-f]{6}) refused", str(outcome))
+    assert match, outcome
+    return match.group(1)
