@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
             False, "--dry-run", help="List what would be deleted; delete nothing."
         ),
     ) -> None:
-        """Delete old raw copies and reports under var/ (CIVICFLOW_KEEP_RUNS / _KEEP_DAYS).
+        """Delete old raw copies and reports under var/ (CIVICFLOW_KEEP_RUNS, CIVICFLOW_KEEP_DAYS).
 
         A run's files are kept while it is among the newest CIVICFLOW_KEEP_RUNS runs of
         its dataset or younger than CIVICFLOW_KEEP_DAYS days; the run behind the live
