@@ -140,3 +140,18 @@ def test_a_publish_run_leaves_nothing_under_var_reachable_by_others(
     assert outcome.outcome in ("published", "unchanged"), outcome.reason
     assert mode(settings.var_dir) == 0o700
     assert exposed_paths(settings.raw_dir) == []
+
+
+def test_a_shared_var_dir_is_refused_not_locked(tmp_path, monkeypatch) -> None:
+    """CIVICFLOW_VAR_DIR=/tmp must not chmod /tmp to 0700 (it would lock other users out)."""
+    from civicflow.settings import SettingsError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(shared))
+    settings = load_settings()
+    with pytest.raises(SettingsError, match="CIVICFLOW_VAR_DIR=.*shared folder"):
+        settings.private_dir(settings.raw_dir)
+    assert mode(shared) == 0o1777 and not settings.raw_dir.exists()

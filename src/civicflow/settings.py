@@ -11,6 +11,7 @@ too: ``CIVICFLOW_KEEP_RUNS`` and ``CIVICFLOW_KEEP_DAYS``; see ``civicflow.retent
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,12 @@ class Settings:
         older civicflow, or by hand, may be world-readable)."""
         from civicflow.privatefs import private_dir
 
+        if self.var_dir.is_dir() and self.var_dir.stat().st_mode & stat.S_ISVTX:
+            # A shared folder such as /tmp: tightening it would lock other users out.
+            raise SettingsError(
+                f"CIVICFLOW_VAR_DIR={self.var_dir} is a shared folder (sticky bit set); "
+                "point it at a folder of civicflow's own"
+            )
         private_dir(self.var_dir)
         return private_dir(path)
 
