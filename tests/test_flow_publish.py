@@ -54,3 +54,37 @@ def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
     assert state.is_failed()
     assert "empty" in state.message
     assert state.result(raise_on_failure=False)["outcome"] == "rejected"
+
+
+def test_two_runs_of_one_dataset_queue_on_its_concurrency_limit(flow_env: Path) -> None:
+    """Issue 8 item 7: the hourly and nightly deployments both publish 311; they queue."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from civicflow.ledger import Ledger
+    from civicflow.settings import load_settings
+    from flows.publish import limit_name, publish_dataset
+
+    states: list[State] = []
+
+    def run() -> None:
+        states.append(publish_dataset("la311_service_requests", return_state=True))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+
+    assert len(states) == 2 and all(s.is_completed() for s in states), states
+    first, second = sorted(
+        Ledger(load_settings().ledger_path).runs("la311_service_requests"),
+        key=lambda r: r.started_at,
+    )
+    assert second.started_at >= first.finished_at  # one waited for the other
+    assert {first.outcome, second.outcome} <= {"published", "unchanged"}
+    assert second.outcome == "unchanged"  # same data: nothing left to publish
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(limit_name("la311_service_requests"))
+    assert limit.limit == 1 and limit.active_slots == 0
