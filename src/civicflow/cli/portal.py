@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         port: int = typer.Option(8001, "--port", help="Port to listen on (127.0.0.1)."),
     ) -> None:
-        """Serve var/portal.db with the write API enabled for the publisher token, until Ctrl-C."""
+        """Serve var/portal.db until Ctrl-C; only civicflow's publish steps can write it."""
         import signal
 
         from civicflow.portals import server
