@@ -6,6 +6,8 @@
    SCALE_ROWS, to show it stays columnar at city size.
 3. protect() on code_enforcement_cases (free-text notes: value redaction + 7 detectors),
    repeated to a larger frame, since free text is the slow case.
+4. Precision and recall of the scan on the labelled set tests/privacy_data/labelled.csv
+   (the test asserts the thresholds; this prints the numbers).
 
 Run: `.venv/bin/python benchmarks/bench_privacy.py [REPEATS] [SCALE_ROWS]`.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from civicflow.privacy import protect
+from civicflow.privacy.evaluate import load_labelled, score
 from civicflow.privacy.scan import scan
 from civicflow.settings import Settings
 from civicflow.sources import extract
@@ -52,6 +55,21 @@ def report(label: str, rows: int, seconds: list[float]) -> None:
     print(
         f"{label:<52} {rows:>9,} rows  median {med * 1000:8.1f} ms  {rows / med:>11,.0f} rows/s  (best {rows / best:,.0f} rows/s, {len(seconds)} runs)"
     )
+
+
+def precision_recall() -> None:
+    labelled = load_labelled(PROJECT / "tests" / "privacy_data" / "labelled.csv")
+    scores = score(labelled)
+    print(f"labelled set: {len(labelled)} texts")
+    for name, s in scores.items():
+        print(
+            f"  {name:<16} precision {s.precision:6.1%}  recall {s.recall:6.1%}"
+            f"  (tp {s.true_pos}, fp {s.false_pos}, fn {s.false_neg})"
+        )
+    tp, fp, fn = (
+        sum(getattr(s, k) for s in scores.values()) for k in ("true_pos", "false_pos", "false_neg")
+    )
+    print(f"  {'all detectors':<16} precision {tp / (tp + fp):6.1%}  recall {tp / (tp + fn):6.1%}")
 
 
 def main() -> None:
@@ -108,6 +126,7 @@ def main() -> None:
             len(cbig),
             timed(lambda: protect(cases, cbig, settings), 3),
         )
+    precision_recall()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:,.0f} MiB")
 

@@ -41,6 +41,8 @@ def _hits(name: str, found: np.ndarray, values: pd.Series) -> list[Hits]:
 def integer_hits(values: pd.Series) -> list[Hits]:
     """Phone- and SSN-shaped values of an integer column."""
     digits = values.astype("Int64").to_numpy(dtype="int64", na_value=-1)
+    if digits.size == 0 or digits.max() < 100_000_000:  # counts, codes, times: nothing 9+ digits
+        return []
     return _hits("phone", _phone_shaped(digits), values) + _hits("ssn", _ssn_shaped(digits), values)
 
 

@@ -197,18 +197,25 @@ def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
 
 
 def merge_hits(hits: list[Hits]) -> list[Hits]:
-    """One Hits per detector name (a WKT point is also a coordinate pair: one finding)."""
-    merged: dict[str, Hits] = {}
+    """One Hits per detector name (a WKT point is also a coordinate pair: one finding),
+    its examples still one per example row."""
+    by_name: dict[str, list[Hits]] = {}
     for hit in hits:
-        seen = merged.get(hit.detector)
-        merged[hit.detector] = (
-            hit
-            if seen is None
-            else Hits(
-                hit.detector, seen.mask | hit.mask, (seen.examples + hit.examples)[:MAX_EXAMPLES]
+        by_name.setdefault(hit.detector, []).append(hit)
+    merged = []
+    for name, group in by_name.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        shown: dict[int, str] = {}
+        for hit in reversed(group):
+            shown.update(
+                zip(np.flatnonzero(hit.mask)[:MAX_EXAMPLES].tolist(), hit.examples, strict=True)
             )
-        )
-    return list(merged.values())
+        mask = np.logical_or.reduce([h.mask for h in group])
+        rows = np.flatnonzero(mask)[:MAX_EXAMPLES].tolist()
+        merged.append(Hits(name, mask, [shown.get(r, "") for r in rows]))
+    return merged
 
 
 def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
