@@ -88,3 +88,15 @@ def test_two_runs_of_one_dataset_queue_on_its_concurrency_limit(flow_env: Path) 
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(limit_name("la311_service_requests"))
     assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_a_conflict_is_not_retried_but_a_portal_outage_is() -> None:
+    """Retrying a refused swap would re-read the live version and publish over it."""
+    from prefect.states import Failed
+
+    from civicflow.portals import PortalConflict, PortalError
+    from flows.publish import _retry_unless_conflict
+
+    conflict = Failed(data=PortalConflict("the live version changed", "run-other"))
+    assert _retry_unless_conflict(None, None, conflict) is False
+    assert _retry_unless_conflict(None, None, Failed(data=PortalError("unreachable"))) is True
