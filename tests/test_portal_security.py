@@ -44,6 +44,8 @@ def _forgeries(table: str) -> list[tuple[str, dict]]:
         ("/portal/_civicflow_staging/-/insert", {"rows": [{"name": "x"}]}),
         ("/portal/-/execute-write", {"sql": f"insert into {table} (id) values (999999)"}),
         ("/portal/-/execute-write", {"sql": "delete from _civicflow_versions"}),
+        ("/portal/-/queries/store", {"name": "forged", "sql": "select 1"}),
+        ("/-/create-token", {}),  # nor mint itself a broader token
     ]
 
 
