@@ -407,6 +407,10 @@ def test_block_address_beside_a_house_number_or_fine_coordinates_is_blocked(
     assert "house_number: exact house numbers" in report.finest_location
     assert report.finest_location[0] == "latitude: 10 decimals (about 1 m or less)"
     assert "house_number: finer_location x" in report.summary()
+    # A house-number column is read as one by its name even without its semantic.
+    unmarked = with_field(old, "house_number", semantic=None)
+    report = protect(unmarked, frame, settings_for(tmp_path)).report
+    assert "house_number" in {f.column for f in report.blocking}
     # The same columns are fine when nothing is generalised (no block to undo) ...
     raw = old
     for name in ("address", "latitude", "longitude", "location"):

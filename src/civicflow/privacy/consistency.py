@@ -12,6 +12,7 @@ dataset's target and every published location column finer than it is a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ BLOCK_DECIMALS = 3
 #: an exact house number pins one building: finer than anything generalised
 EXACT_DECIMALS = 6
 _COORDINATES = ("latitude", "longitude", "geopoint")
+#: a column named like a house number is read as one even if the spec forgot its semantic
+HOUSE_NUMBER_NAME = re.compile(r"(?:house|street|building|address)_?(?:number|num|no|nbr)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def row_decimals(values: pd.Series, field: FieldSpec) -> np.ndarray | None:
     """Per row, the decimals of the location the value gives (None: not a location column)."""
     if field.semantic in _COORDINATES:
         return coordinate_decimals(values)
-    if field.semantic != "address":
+    if field.semantic != "address" and not HOUSE_NUMBER_NAME.fullmatch(field.name):
         return None
     present = values.notna().to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(values.dtype):
@@ -92,7 +95,10 @@ def finest_locations(spec: DatasetSpec, frame: pd.DataFrame) -> list[Level]:
         found = row_decimals(frame[name], spec.field(str(name)))
         if found is not None:
             field = spec.field(str(name))
-            levels.append(Level(str(name), int(found.max(initial=-1)), field.semantic == "address"))
+            is_address = field.semantic == "address" or bool(
+                HOUSE_NUMBER_NAME.fullmatch(field.name)
+            )
+            levels.append(Level(str(name), int(found.max(initial=-1)), is_address))
     return sorted(levels, key=lambda lv: -lv.decimals)
 
 
