@@ -346,11 +346,13 @@ def test_birth_dates_publish_the_year_only(extracts: dict, tmp_path: Path) -> No
     result = protect(mini_spec(spec, year), frame, settings_for(tmp_path))
     assert not result.report.blocked
     assert [str(v)[:10] for v in result.frame["born"].dropna()] == ["1985-01-01", "1990-01-01"]
-    # Birth dates typed as text are read as dates.
     as_text = field.model_copy(update={"type": "string"})
-    text_frame = pd.DataFrame({"born": ["05/17/1985", "1990-01-01", None]}, index=rows(3))
+    # Birth dates typed as text are read as dates; one that cannot be read still counts.
+    text_frame = pd.DataFrame(
+        {"born": ["05/17/1985", "1990-01-01", None, "17 de mayo de 1985"]}, index=rows(4)
+    )
     report = protect(mini_spec(spec, as_text), text_frame, settings_for(tmp_path)).report
-    assert blocking(report) == [("born", "birth_date", [1])]
+    assert blocking(report) == [("born", "birth_date", [1, 4])]
 
 
 def test_negative_ages_are_invalid_not_a_band(extracts: dict, tmp_path: Path) -> None:

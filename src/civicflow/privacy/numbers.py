@@ -52,14 +52,13 @@ def birth_date_hits(values: pd.Series) -> list[Hits]:
         # A bare year (1985) is the year; anything longer (19850517) is a full date.
         numbers = values.to_numpy(dtype="float64", na_value=np.nan)
         return _hits(BIRTH_DATE, ~np.isnan(numbers) & (np.abs(numbers) > 9999), values)
-    ts = values if pd.api.types.is_datetime64_any_dtype(values.dtype) else _parse(values)
+    present = values.notna()
+    ts = (
+        values
+        if pd.api.types.is_datetime64_any_dtype(values.dtype)
+        else pd.to_datetime(values.astype("str").where(present), errors="coerce", format="mixed")
+    )
     year_start = (ts.dt.month == 1) & (ts.dt.day == 1) & (ts == ts.dt.floor("D"))
-    found = (ts.notna() & ~year_start.fillna(False)).to_numpy(dtype=bool)
-    return _hits(BIRTH_DATE, found, values)
-
-
-def _parse(values: pd.Series) -> pd.Series:
-    text = values.astype("str").where(values.notna())
     # A value that cannot be read as a date is still a date someone typed: it counts.
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-    return parsed.where(parsed.notna() | text.isna(), pd.Timestamp("1900-06-15"))
+    found = (present & ~year_start.fillna(False)).to_numpy(dtype=bool)
+    return _hits(BIRTH_DATE, found, values)
