@@ -1,11 +1,16 @@
 """The PII scan: run over every column that will be published, after the rules.
 
 Text columns get every text detector (vectorised regex over the whole column; only
-candidates that need a checksum are looked at in Python). Number columns are checked
-for coordinates carrying more decimals than the spec allows. What a column is declared
-to hold (``semantic``) changes how it is read, never whether it is checked: a column
-declared ``address`` is scanned for exact addresses with a looser pattern (no street
-suffix needed), and only a ``pii_allow`` with a reason lets a finding through.
+candidates that need a checksum or a word check are looked at in Python), plus
+coordinates written in text ("(lat, lon)" pairs, WKT geometries) finer than the field's
+precision (default 3 decimals). Number columns are checked for coordinates carrying
+more decimals than the spec allows; integer columns for phone- and SSN-shaped values;
+a column declared ``birth_date`` for anything finer than the year (numbers.py). What a
+column is declared to hold (``semantic``) changes how it is read, never whether it is
+checked: a column declared ``address`` is scanned for exact addresses with a looser
+pattern (no street suffix needed), a coordinate column without a precision is held to
+the default, and only a ``pii_allow`` with a reason lets a finding through. Locations
+across columns are compared in consistency.py.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ _WKT_TYPES = (
 @lru_cache(maxsize=16)
 def coordinate_text_detectors(decimals: int) -> tuple[Detector, Detector]:
     """Coordinates written inside text with more than ``decimals`` decimals: a
-    "(lat, lon)" pair (comma or space between), and a WKT geometry (``POINT (-118.2668619 34.0732166)``) any of
-    whose numbers is that fine."""
+    "(lat, lon)" pair (comma or space between), and a WKT geometry
+    (``POINT (-118.2668619 34.0732166)``) any of whose numbers is that fine."""
     fine = r"\d{1,3}\.\d{" + str(decimals + 1) + ",}"
     pair = Detector(
         COORDINATE, "COORDINATES", rf"[-+]?{fine}(?:\s*,\s*|\s+)[-+]?{fine}", redacts=False
