@@ -13,6 +13,7 @@ import logging
 import threading
 
 import httpx
+import pandas as pd
 import pytest
 
 from civicflow.portals import PortalConflict, get_portal
@@ -54,12 +55,11 @@ class Reader(threading.Thread):
                 self.seen.add((row["n"], tuple(sorted(row["labels"].split(",")))))
 
 
-def test_two_publishes_at_once_one_publishes_the_other_is_refused_naming_it(
-    portal_env: Settings, datasette_server: DatasetteServer, caplog
-) -> None:
-    table = unique_table()
-    publish(_portal(portal_env), table, sample_frame(3_000, "first"), "run-1")
-    winner, loser = _portal(portal_env), _portal(portal_env)
+def _race(
+    settings: Settings, table: str, winner_frame: pd.DataFrame, loser_frame: pd.DataFrame
+) -> dict[str, object]:
+    """Two runs upload at once; the winner swaps while the loser is still uploading."""
+    winner, loser = _portal(settings), _portal(settings)
     both_uploading = threading.Barrier(2, timeout=60)
     winner_done = threading.Event()
     outcomes: dict[str, object] = {}
@@ -76,26 +76,40 @@ def test_two_publishes_at_once_one_publishes_the_other_is_refused_naming_it(
     winner.on_batch = first_batch_then(None)
     loser.on_batch = first_batch_then(winner_done)
 
-    def run(name: str, portal: DatasettePortal, label: str, seed: int) -> None:
+    def run(name: str, portal: DatasettePortal, frame: pd.DataFrame) -> None:
         try:
-            outcomes[name] = publish(portal, table, sample_frame(5_000, label, seed=seed), name)
+            outcomes[name] = publish(portal, table, frame, name)
         except Exception as exc:  # noqa: BLE001 - handed to the test thread
             outcomes[name] = exc
         finally:
             if name == "run-winner":
                 winner_done.set()
 
+    threads = [
+        threading.Thread(target=run, args=("run-winner", winner, winner_frame)),
+        threading.Thread(target=run, args=("run-loser", loser, loser_frame)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return outcomes
+
+
+def test_two_publishes_at_once_one_publishes_the_other_is_refused_naming_it(
+    portal_env: Settings, datasette_server: DatasetteServer, caplog
+) -> None:
+    table = unique_table()
+    publish(_portal(portal_env), table, sample_frame(3_000, "first"), "run-1")
     reader = Reader(datasette_server, table)
     reader.start()
-    threads = [
-        threading.Thread(target=run, args=("run-winner", winner, "winner", 1)),
-        threading.Thread(target=run, args=("run-loser", loser, "loser", 2)),
-    ]
     with caplog.at_level(logging.WARNING, logger="civicflow.portals.datasette"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        outcomes = _race(
+            portal_env,
+            table,
+            sample_frame(5_000, "winner", seed=1),
+            sample_frame(5_000, "loser", seed=2),
+        )
     reader.stop.set()
     reader.join()
 
@@ -112,8 +126,25 @@ def test_two_publishes_at_once_one_publishes_the_other_is_refused_naming_it(
     assert reader.seen <= {(3_000, ("first",)), (5_000, ("winner",))}
     assert (5_000, ("winner",)) in reader.seen
     assert live_state(datasette_server, table)[:2] == (5_000, ["winner"])
-    live = winner.current_version(table)
+    live = _portal(portal_env).current_version(table)
     assert live is not None and live.run_id == "run-winner"
+    assert [s for s in staging_tables(datasette_server) if table in s] == []
+
+
+def test_two_publishes_of_the_same_data_at_once_end_published_and_unchanged(
+    portal_env: Settings, datasette_server: DatasetteServer
+) -> None:
+    """The hourly and nightly runs of one unchanged source: no refusal, one version."""
+    table = unique_table()
+    publish(_portal(portal_env), table, sample_frame(3_000, "first"), "run-1")
+    same = sample_frame(4_000, "same", seed=3)
+    outcomes = _race(portal_env, table, same, same.copy())
+    changed = {name: getattr(o, "changed", o) for name, o in outcomes.items()}
+    assert changed == {"run-winner": True, "run-loser": False}
+    history = datasette_server.query(
+        f"select run_id from _civicflow_versions where table_name = '{table}' order by id"
+    )
+    assert [h["run_id"] for h in history] == ["run-1", "run-winner"]
     assert [s for s in staging_tables(datasette_server) if table in s] == []
 
 

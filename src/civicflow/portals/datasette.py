@@ -160,26 +160,47 @@ class DatasettePortal:
             return self._result(table, live, changed=False)
         start = live if isinstance(base, EllipsisType) else base
         _check_base(table, run_id, start, live)
-        token = self._token(table)
-        payload = _metadata_payload(metadata)
-        with self._client(token=token) as client:
+        step = _Upload(table, run_id, frame, fields, primary_key, _serial(start))
+        try:
+            return self._write(step, live, (target, version), _metadata_payload(metadata))
+        except PortalConflict:
+            # Another run won the race; if it published exactly this, we are done.
+            now = self.current_version(table)
+            if now is None or now.version != target:
+                raise
+            log.info(
+                "%s: run %s published this same version meanwhile; nothing written",
+                table,
+                now.run_id,
+            )
+            return self._result(table, now, changed=False)
+
+    def _write(
+        self,
+        step: _Upload,
+        live: PublishedVersion | None,
+        versions: tuple[str, str],
+        metadata: dict[str, Any],
+    ) -> PublishResult:
+        """A new version: the live rows relabelled, or a full upload and swap."""
+        target, version = versions
+        with self._client(token=self._token(step.table)) as client:
             if live is not None and live.data_version == version:
                 # Same rows, new metadata: a new version without uploading a row.
                 body: dict[str, Any] = {
-                    "table": table,
-                    "run_id": run_id,
+                    "table": step.table,
+                    "run_id": step.run_id,
                     "version": target,
                     "data_version": version,
-                    "base": _serial(start),
-                    "metadata": payload,
+                    "base": step.base,
+                    "metadata": metadata,
                 }
                 done = _send(client, "POST", self._route("relabel"), json=body).json()
-                log.info("%s: metadata of version %s… live", table, target[:12])
-                return self._result(table, _live(done), changed=True, change="metadata")
-            step = _Upload(table, run_id, frame, fields, primary_key, _serial(start))
-            done = self._upload_and_swap(client, step, (target, version), payload)
-        log.info("%s: version %s… live with %s rows", table, target[:12], f"{done['rows']:,}")
-        return self._result(table, _live(done), changed=True, change="data")
+                log.info("%s: metadata of version %s… live", step.table, target[:12])
+                return self._result(step.table, _live(done), changed=True, change="metadata")
+            done = self._upload_and_swap(client, step, versions, metadata)
+        log.info("%s: version %s… live with %s rows", step.table, target[:12], f"{done['rows']:,}")
+        return self._result(step.table, _live(done), changed=True, change="data")
 
     def staging(self, table: str) -> list[dict[str, Any]]:
         """This table's staging tables (run, lease, rows), as only a publisher may see them."""
