@@ -56,7 +56,8 @@ def describe_rows(examples: list[dict[str, Any]], count: int, limit: int = 5) ->
     rows = [int(e["row"]) for e in examples if isinstance(e.get("row"), int)]
     if not rows:
         return ""
-    shown = [f"{r:,}" for r in rows[:limit]]
+    # no thousands separators: in a comma-separated list "1,014" would read as two rows
+    shown = [str(r) for r in rows[:limit]]
     if len(shown) == 1 and count <= 1:
         return f"row {shown[0]}"
     if count > len(shown):
