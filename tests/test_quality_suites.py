@@ -110,6 +110,16 @@ def test_one_function_says_where_the_suite_is(tmp_path) -> None:
     assert require_suite(spec, tmp_path) == tmp_path / "toy_keys.json"
 
 
+def test_check_points_at_the_spec_line(tmp_path) -> None:
+    spec_path = PROJECT / "datasets" / f"{LA311}.yaml"
+    spec = load_dataset(spec_path)
+    problem = missing_suite(spec, tmp_path, spec_path)  # an empty expectations folder
+    assert problem is not None and problem.file == spec_path
+    line = spec_path.read_text().splitlines()[problem.line - 1]
+    assert line.startswith("expectation_suite:")
+    assert str(tmp_path / f"{LA311}.json") in str(problem)
+
+
 def test_every_bundled_dataset_has_its_suite() -> None:
     for path in sorted((PROJECT / "datasets").glob("*.yaml")):
         spec = load_dataset(path)

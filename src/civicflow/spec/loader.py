@@ -159,10 +159,15 @@ def missing_suite(
     if path.is_file():
         return None
     named = "expectation_suite" if spec.expectation_suite else "expectation_suite (default: the id)"
+    # Point at the spec's expectation_suite line when the spec file is known.
+    line = None
+    if spec_path is not None and spec_path.is_file():
+        line = read_yaml(spec_path)[1].get(("expectation_suite",))
     return SpecProblem(
         spec_path or path,
         "expectation_suite",
         f"dataset {spec.id} has no expectation suite: expected the file {path} ({named})",
+        line,
     )
 
 
