@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from civicflow.cli import app
 from civicflow.pipeline import new_run_id, report_paths, run_dataset
 from civicflow.privatefs import write_private
-from civicflow.retention import RetentionPolicy, RetentionSpec, plan_prune, prune_dataset
+from civicflow.retention import RetentionPolicy, plan_prune, prune_dataset
 from civicflow.settings import Settings, SettingsError, load_settings
 from civicflow.sources import extract
 from civicflow.spec import find_dataset
+from civicflow.spec.models import RetentionSpec
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATASET = "lax_passenger_traffic"

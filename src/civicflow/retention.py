@@ -20,11 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from civicflow.settings import Settings
+from civicflow.spec.models import DatasetSpec, RetentionSpec
 
 RUN_FILE = re.compile(r"^(?P<run>(?P<stamp>\d{8}T\d{6}Z)-[0-9a-f]+)\.")
 STALE_PART_AGE = timedelta(days=1)
@@ -32,31 +30,11 @@ STALE_PART_AGE = timedelta(days=1)
 __all__ = [
     "PruneResult",
     "RetentionPolicy",
-    "RetentionSpec",
     "plan_prune",
     "prune_all",
     "prune_dataset",
     "state_dataset_ids",
 ]
-
-
-class RetentionSpec(BaseModel):
-    """A dataset's own retention (spec key ``retention``), overriding the project's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    keep_runs: int | None = Field(
-        None,
-        ge=1,
-        description="Keep the raw copies and reports of this many newest runs "
-        "(default: CIVICFLOW_KEEP_RUNS, 20).",
-    )
-    keep_days: float | None = Field(
-        None,
-        ge=0,
-        description="Also keep every run younger than this many days "
-        "(default: CIVICFLOW_KEEP_DAYS, 3).",
-    )
 
 
 @dataclass(frozen=True)
@@ -67,12 +45,9 @@ class RetentionPolicy:
     keep_days: float
 
     @classmethod
-    def for_dataset(cls, settings: Settings, spec: Any = None) -> RetentionPolicy:
-        """The project's policy (environment), overridden by a spec's ``retention`` if any.
-
-        ``spec`` is Any: the ``retention`` key is optional in DatasetSpec.
-        """
-        override: RetentionSpec | None = getattr(spec, "retention", None)
+    def for_dataset(cls, settings: Settings, spec: DatasetSpec | None = None) -> RetentionPolicy:
+        """The project's policy (environment), overridden by a spec's ``retention`` if any."""
+        override: RetentionSpec | None = spec.retention if spec else None
         runs = override.keep_runs if override else None
         days = override.keep_days if override else None
         return cls(
@@ -215,7 +190,7 @@ def prune_all(settings: Settings, dry_run: bool = False) -> list[PruneResult]:
     return [prune_dataset(settings, i, dry_run) for i in state_dataset_ids(settings)]
 
 
-def _spec_or_none(settings: Settings, dataset_id: str) -> Any:
+def _spec_or_none(settings: Settings, dataset_id: str) -> DatasetSpec | None:
     """The dataset's spec for a per-dataset override; None if it is gone or broken
     (pruning then uses the project's policy rather than failing a publish run)."""
     from civicflow.spec import SpecError, find_dataset

@@ -341,6 +341,23 @@ class DatasetPrivacy(StrictModel):
     )
 
 
+class RetentionSpec(StrictModel):
+    """A dataset's own retention of private run state, overriding the project's."""
+
+    keep_runs: int | None = Field(
+        None,
+        ge=1,
+        description="Keep the raw copies and reports of this many newest runs "
+        "(default: CIVICFLOW_KEEP_RUNS, 20).",
+    )
+    keep_days: float | None = Field(
+        None,
+        ge=0,
+        description="Also keep every run younger than this many days "
+        "(default: CIVICFLOW_KEEP_DAYS, 3).",
+    )
+
+
 class DatasetSpec(StrictModel):
     """One dataset: where it comes from, what it holds, how it is checked and published."""
 
@@ -384,6 +401,11 @@ class DatasetSpec(StrictModel):
     )
     privacy: DatasetPrivacy = Field(
         default_factory=DatasetPrivacy, description="Dataset-level privacy settings."
+    )
+    retention: RetentionSpec | None = Field(
+        None,
+        description="How long this dataset's raw copies and reports are kept "
+        "(default: the project's CIVICFLOW_KEEP_RUNS / CIVICFLOW_KEEP_DAYS).",
     )
     record_date: str | None = Field(
         None,
