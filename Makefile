@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 install: $(VENV)/.installed
-	@mkdir -p var/prefect
+	@install -d -m 700 var var/prefect
 
 ## run the main job on the embedded defaults (SERVE=0: exit after the job)
 run: install

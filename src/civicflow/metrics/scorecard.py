@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from civicflow.metrics.compute import (
     small_count_threshold,
 )
 from civicflow.metrics.loader import MetricsConfig, load_metrics
+from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.spec import load_all
 from civicflow.spec.models import DatasetSpec
@@ -219,13 +219,6 @@ def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -300,7 +293,7 @@ def performance_rows(results: list[KpiResult], threshold: int) -> list[dict[str,
 def write_performance_csv(settings: Settings, results: list[KpiResult], threshold: int) -> Path:
     """The source file of the ``performance_metrics`` dataset (its spec reads this path)."""
     path = performance_csv_path(settings)
-    _atomic_write_text(path, _csv_text(PERFORMANCE_COLUMNS, performance_rows(results, threshold)))
+    write_private(path, _csv_text(PERFORMANCE_COLUMNS, performance_rows(results, threshold)))
     return path
 
 
@@ -321,7 +314,7 @@ def export_performance_csv(settings: Settings) -> Path | None:
         return None
     buf = pa.BufferOutputStream()
     pa_csv.write_csv(pq.read_table(manifest.path), buf, pa_csv.WriteOptions(quoting_style="needed"))
-    _atomic_write_text(public, buf.getvalue().to_pybytes().decode("utf-8"))
+    write_private(public, buf.getvalue().to_pybytes().decode("utf-8"))
     return public
 
 
@@ -377,9 +370,9 @@ def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
         "csv": folder / "scorecard.csv",
         "html": folder / "index.html",
     }
-    _atomic_write_text(paths["json"], json.dumps(card.to_dict(), indent=2, default=str) + "\n")
-    _atomic_write_text(paths["csv"], _csv_text(SCORECARD_COLUMNS, scorecard_rows(card.results)))
-    _atomic_write_text(paths["html"], render_page(card))
+    write_private(paths["json"], json.dumps(card.to_dict(), indent=2, default=str) + "\n")
+    write_private(paths["csv"], _csv_text(SCORECARD_COLUMNS, scorecard_rows(card.results)))
+    write_private(paths["html"], render_page(card))
     return paths
 
 

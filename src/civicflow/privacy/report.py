@@ -8,11 +8,12 @@ allowance in the spec lets through. It never holds a clear PII value or a secret
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from civicflow.privatefs import write_private
 
 MAX_EXAMPLES = 5
 #: the finding for values a rule cannot protect (negative ages); no pii_allow can let it through
@@ -93,15 +94,9 @@ class PrivacyReport:
         return data
 
     def write(self, path: Path) -> Path:
-        """Write the report as JSON (atomically: readers never see half a report)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_text(
-            json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        os.replace(tmp, path)
-        return path
+        """Write the report as JSON, private to the owner (it holds masked examples) and
+        atomically (readers never see half a report)."""
+        return write_private(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     def summary(self) -> str:
         """One paragraph for logs and the run ledger, which the public scorecard shows:
