@@ -2,13 +2,17 @@
 
 Builds the file by repeating the bundled 9,999 real rows with fresh SR numbers, starts a
 real Datasette portal in a temporary folder, and times each stage of one publish.
-Prints rows/s per stage and peak memory. Run: `.venv/bin/python benchmarks/bench_pipeline.py [ROWS]`.
+Prints the machine, rows/s per stage, the time outside the stages (so the stage times
+add up to the total), and peak memory of both processes: the pipeline and the portal.
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [ROWS]`.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -34,6 +38,36 @@ def build_csv(rows: int, path: Path) -> None:
     pacsv.write_csv(table, path)
 
 
+def machine() -> str:
+    """CPU model, cores and memory, from /proc where there is one."""
+    model, memory = platform.processor() or platform.machine(), ""
+    cpuinfo, meminfo = Path("/proc/cpuinfo"), Path("/proc/meminfo")
+    if cpuinfo.is_file():
+        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0].split(":", 1)[1].strip() if names else model
+    if meminfo.is_file():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 1024**2:.1f} GiB RAM"
+    return f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Peak resident memory of a live process (Linux VmHWM), or None elsewhere."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +86,8 @@ def main() -> None:
         from civicflow.settings import load_settings
         from civicflow.spec import find_dataset
 
-        port = 8765
+        print(f"machine: {machine()}")
+        port = free_port()
         os.environ["CIVICFLOW_PORTAL_URL"] = f"http://127.0.0.1:{port}"
         settings = load_settings()
         proc = server.start(settings, port, quiet=True)
@@ -77,9 +112,13 @@ def main() -> None:
             print(f"outcome: {outcome.outcome}: {outcome.reason[:200]}")
             for name, seconds in timings.items():
                 print(f"  {name:<12} {seconds:7.2f} s  {rows / seconds:>12,.0f} rows/s")
+            # Ledger writes and hand-offs between stages: shown so the lines add up.
+            print(f"  {'(between)':<12} {total - sum(timings.values()):7.2f} s")
             print(f"  {'total':<12} {total:7.2f} s  {rows / total:>12,.0f} rows/s")
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"peak RSS {peak:,.0f} MiB")
+            portal = peak_rss_mib(proc.pid)
+            portal_text = f"{portal:,.0f} MiB" if portal is not None else "unknown"
+            print(f"peak RSS: pipeline {peak:,.0f} MiB, portal (Datasette) {portal_text}")
         finally:
             server.stop(proc)
 
