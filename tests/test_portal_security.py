@@ -140,3 +140,19 @@ def test_anonymous_callers_cannot_use_the_publish_steps(
     else:
         response = httpx.post(url, json={"table": "anything", "run_id": "x"}, timeout=30)
     assert response.status_code == 403, response.text
+
+
+def test_an_upload_longer_than_a_token_life_mints_a_new_token(
+    portal_env: Settings, datasette_server: DatasetteServer, monkeypatch
+) -> None:
+    """Short-lived tokens must not cut off a long publish half way."""
+    import time
+
+    monkeypatch.setattr(server, "TOKEN_TTL_S", 4)
+    portal = get_portal("datasette", portal_env)
+    assert isinstance(portal, DatasettePortal)
+    portal.batch_rows = 100
+    portal.on_batch = lambda done, total: time.sleep(0.5)  # 12 batches: 6 s > 4 s
+    table = unique_table()
+    result = publish(portal, table, sample_frame(1_200, "slow"), "run-slow")
+    assert result.changed and live_state(datasette_server, table)[:2] == (1_200, ["slow"])

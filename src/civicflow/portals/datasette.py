@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,7 +184,7 @@ class DatasettePortal:
     ) -> PublishResult:
         """A new version: the live rows relabelled, or a full upload and swap."""
         target, version = versions
-        with self._client(token=self._token(step.table)) as client:
+        with self._client(auth=self._auth(step.table)) as client:
             if live is not None and live.data_version == version:
                 # Same rows, new metadata: a new version without uploading a row.
                 body: dict[str, Any] = {
@@ -204,7 +204,7 @@ class DatasettePortal:
 
     def staging(self, table: str) -> list[dict[str, Any]]:
         """This table's staging tables (run, lease, rows), as only a publisher may see them."""
-        with self._client(token=self._token(table)) as client:
+        with self._client(auth=self._auth(table)) as client:
             response = _send(client, "GET", self._route(f"staging/{tilde_encode(table)}"))
         found: list[dict[str, Any]] = response.json()["staging"]
         return found
@@ -342,10 +342,12 @@ class DatasettePortal:
         return f"/-/civicflow/{self.database}/{step}"
 
     @contextmanager
-    def _client(self, *, token: str | None = None) -> Iterator[httpx.Client]:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout) as client:
+    def _client(self, *, auth: httpx.Auth | None = None) -> Iterator[httpx.Client]:
+        with httpx.Client(base_url=self.url, auth=auth, timeout=self.timeout) as client:
             yield client
+
+    def _auth(self, table: str) -> _PublishAuth:
+        return _PublishAuth(lambda: self._token(table), server.TOKEN_TTL_S / 2)
 
     def _token(self, table: str) -> str:
         token = server.publish_token(self.settings, table)
@@ -357,6 +359,23 @@ class DatasettePortal:
                 f"{server.secrets_dir(self.settings) / 'datasette_secret'})"
             )
         return token
+
+
+class _PublishAuth(httpx.Auth):
+    """Bearer auth with the publish token, minted again at half its life.
+
+    A very long upload (many millions of rows on a slow link) outlives one token.
+    """
+
+    def __init__(self, mint: Callable[[], str], refresh_after_s: float) -> None:
+        self._mint, self._refresh_after_s = mint, refresh_after_s
+        self._token, self._minted = mint(), time.monotonic()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if time.monotonic() - self._minted > self._refresh_after_s:
+            self._token, self._minted = self._mint(), time.monotonic()
+        request.headers["authorization"] = f"Bearer {self._token}"
+        yield request
 
 
 @dataclass(frozen=True)

@@ -116,14 +116,16 @@ def mint_token(
     *,
     database: str,
     table: str,
-    expires_after: int = TOKEN_TTL_S,
+    expires_after: int | None = None,
     actor_id: str = PUBLISHER,
 ) -> str:
-    """A publisher token allowed only ``civicflow-publish`` on ``database/table``, expiring."""
+    """A publisher token allowed only ``civicflow-publish`` on ``database/table``, expiring
+    after ``expires_after`` seconds (default ``TOKEN_TTL_S``)."""
     from datasette.tokens import TokenRestrictions
 
     restrictions = TokenRestrictions().allow_resource(database, table, PUBLISH_ACTION)
-    return create_token(secret, actor_id, expires_after=expires_after, restrictions=restrictions)
+    life = TOKEN_TTL_S if expires_after is None else expires_after
+    return create_token(secret, actor_id, expires_after=life, restrictions=restrictions)
 
 
 def create_token(
