@@ -9,7 +9,7 @@ import typer
 from civicflow.cli._common import EXIT_USAGE, print_problems, project_settings
 from civicflow.settings import Settings
 from civicflow.spec import DatasetSpec, SpecError, SpecProblem
-from civicflow.spec.loader import dataset_paths, load_dataset
+from civicflow.spec.loader import dataset_paths, load_dataset, missing_suite
 
 
 def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, int]]:
@@ -32,15 +32,8 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
             broken_specs.add(path.resolve())
             continue
         specs_by_suite.setdefault(spec.suite_name, spec)
-        suite_path = settings.expectations_dir / f"{spec.suite_name}.json"
-        if not suite_path.is_file():
-            problems.append(
-                SpecProblem(
-                    path,
-                    "expectation_suite",
-                    f"no suite file {suite_path.relative_to(settings.project_dir)}",
-                )
-            )
+        if (problem := missing_suite(spec, settings.expectations_dir, path)) is not None:
+            problems.append(problem)
         if "{var}" not in spec.source.path and not resolve_source_path(spec, settings).is_file():
             problems.append(SpecProblem(path, "source.path", f"file not found: {spec.source.path}"))
     for suite_path in sorted(settings.expectations_dir.glob("*.json")):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from civicflow.metrics.models import Attestation
 from civicflow.published import Manifest
 from civicflow.settings import Settings
+from civicflow.spec.loader import missing_suite
 from civicflow.spec.models import DatasetSpec
 
 PARQUET_MAGIC = b"PAR1"
@@ -77,7 +78,7 @@ def open_formats(manifest: Manifest) -> list[str]:
 
 def has_suite(settings: Settings, spec: DatasetSpec) -> bool:
     """The project rule: a dataset's content is checked only if its suite file exists."""
-    return (settings.expectations_dir / f"{spec.suite_name}.json").is_file()
+    return missing_suite(spec, settings.expectations_dir) is None
 
 
 def failed_check_names(report_path: str | None) -> list[str]:

@@ -390,7 +390,7 @@ class DatasetSpec(StrictModel):
     )
     expectation_suite: str | None = Field(
         None,
-        description="Name of the GX suite in expectations/ (default: the dataset id; null when none).",
+        description="Name of the GX suite in expectations/ (default: the dataset id). Every dataset needs its suite file: `civicflow check` reports a missing one and runs refuse.",
     )
     portal: PortalTarget = Field(
         default_factory=PortalTarget, description="Where the dataset is published."
