@@ -181,3 +181,18 @@ def test_a_dataset_can_keep_more_than_the_project(settings) -> None:
     assert RetentionPolicy.for_dataset(settings, own) == RetentionPolicy(100, 3.0)
     with pytest.raises(ValueError, match="keep_runs"):
         RetentionSpec(keep_runs=0)
+
+
+def test_every_run_prunes_its_dataset_even_a_rejected_one(settings, monkeypatch, tmp_path) -> None:
+    """The pipeline applies retention at the end of each run: rejected runs pile up too."""
+    monkeypatch.setenv("CIVICFLOW_KEEP_RUNS", "2")
+    monkeypatch.setenv("CIVICFLOW_KEEP_DAYS", "0")
+    settings = load_settings()
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"not,the,header\n\xff\xfe,1,2\n")
+    for _ in range(4):
+        outcome = run_dataset(settings, DATASET, bad)
+        assert outcome.outcome == "rejected"
+    assert len(runs_on_disk(settings)) == 2
+    reports = {p.name.split(".")[0] for p in (settings.reports_dir / DATASET).iterdir()}
+    assert reports <= runs_on_disk(settings) and len(reports) == 2

@@ -6,6 +6,7 @@ criteria (timeliness, quality pass rate) are computed from.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from civicflow.privatefs import FILE_MODE, private_dir
 
 Outcome = Literal["published", "unchanged", "rejected", "failed"]
 OUTCOMES: tuple[str, ...] = ("published", "unchanged", "rejected", "failed")
@@ -96,10 +99,12 @@ class Ledger:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         with self._connect() as db:
             db.executescript(_SCHEMA)
             self._upgrade(db)
+        # Reasons are public, but the ledger also names private report paths.
+        os.chmod(path, FILE_MODE)
 
     @staticmethod
     def _upgrade(db: sqlite3.Connection) -> None:

@@ -32,6 +32,7 @@ from civicflow.portals import (
     get_portal,
     published_version,
 )
+from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, extract
 from civicflow.sources.transforms import TransformError
@@ -132,7 +133,6 @@ def validate_stage(spec: DatasetSpec, ext: Extract, settings: Settings) -> Any:
 
     report = validate(spec, ext, settings.expectations_dir)
     path, _ = report_paths(settings, spec.id, ext.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     report.write(path)
     log.info("%s: %s (report %s)", spec.id, report.summary(), path)
     return report
@@ -143,7 +143,6 @@ def protect_stage(spec: DatasetSpec, frame: pd.DataFrame, settings: Settings, ru
 
     result = protect(spec, frame, settings)
     _, path = report_paths(settings, spec.id, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     result.report.write(path)
     log.info("%s: privacy: %s (report %s)", spec.id, result.report.summary(), path)
     return result
@@ -301,9 +300,25 @@ def _failure_reason(kind: str, exc: Exception) -> str:
     return f"{kind}: unexpected error (its message is in the run's private report and log)"
 
 
+def _prune(settings: Settings, dataset_id: str) -> None:
+    """Apply retention after every run, so an hourly schedule keeps the disk bounded.
+
+    It runs after the ledger (and the Parquet copy) are written, so the live version's
+    run is known and kept. A failure to prune is logged, never the run's outcome.
+    """
+    from civicflow.retention import prune_dataset
+
+    try:
+        result = prune_dataset(settings, dataset_id)
+    except OSError as exc:
+        log.warning("%s: retention could not prune old run files: %s", dataset_id, exc)
+        return
+    if result.files:
+        log.info("%s: retention: %s", dataset_id, result.summary())
+
+
 def _error_report(path: Path, dataset_id: str, run_id: str, stage: str, exc: Exception) -> str:
     """Write why a run stopped to its private report; ``detail`` may quote the source."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "dataset_id": dataset_id,
         "run_id": run_id,
@@ -312,7 +327,7 @@ def _error_report(path: Path, dataset_id: str, run_id: str, stage: str, exc: Exc
         "error": str(exc),
         "detail": getattr(exc, "detail", None),
     }
-    path.write_text(json.dumps(body, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_private(path, json.dumps(body, indent=2, ensure_ascii=False))
     return str(path)
 
 
@@ -351,6 +366,7 @@ def run_dataset(
             **extra,
         )
         Ledger(settings.ledger_path).record(record)
+        _prune(settings, spec.id)
         return RunOutcome(
             outcome,
             reason,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -13,6 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from civicflow.privatefs import write_private
 
 Layer = Literal["structure", "content"]
 Severity = Literal["critical", "warning"]
@@ -148,16 +149,9 @@ class QualityReport:
         }
 
     def write(self, path: Path | str) -> Path:
-        """Write the report as JSON (atomically: a reader never sees half a report)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_text(
-            json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-            encoding="utf-8",
-        )
-        os.replace(tmp, path)
-        return path
+        """Write the report as JSON, private (it holds example values) and atomic."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
+        return write_private(path, text + "\n")
 
     def summary(self) -> str:
         """A few lines a steward reads in a log: verdict first, then each failed check.
