@@ -32,8 +32,10 @@ STAGING = "_civicflow_staging"
 METADATA = "_civicflow_metadata"
 STAGE_PREFIX = "_civicflow_stage_"
 OLD_PREFIX = "_civicflow_old_"
-#: tables no reader may query: staging contents, the lease registry, swap leftovers
-PRIVATE_PREFIXES = ("_civicflow_stag", OLD_PREFIX)
+#: tables no reader may query: rows not (yet) published. The lease registry
+#: (_civicflow_staging: run ids and lease times, like the public version history) is
+#: readable, which also spares the portal log an error per database page view.
+PRIVATE_PREFIXES = (STAGE_PREFIX, OLD_PREFIX)
 # Published names are plain identifiers; leading "_" is reserved for hidden tables.
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 #: column types a staging table may declare, and the SQLite type each becomes
