@@ -10,6 +10,7 @@ Run: `.venv/bin/python benchmarks/bench_portal.py [ROWS] [--batch-rows N]`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 import tempfile
@@ -90,6 +91,22 @@ def main() -> None:
                 metadata=table_metadata(spec),
             )
             print(f"unchanged  changed={again.changed} in {time.perf_counter() - start:.3f} s")
+            # A title edit alone: a new version with the live rows, nothing uploaded.
+            edited = dataclasses.replace(table_metadata(spec), title="Edited title")
+            start = time.perf_counter()
+            relabel = portal.publish(
+                DATASET,
+                frame,
+                fields=fields,
+                primary_key=spec.primary_key,
+                version=version,
+                run_id="bench-metadata",
+                metadata=edited,
+            )
+            print(
+                f"metadata   change={relabel.change} in {time.perf_counter() - start:.3f} s"
+                " (new version, no rows uploaded)"
+            )
         finally:
             server.stop(proc)
 
