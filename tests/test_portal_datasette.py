@@ -52,8 +52,11 @@ def live_state(portal: DatasetteServer, table: str) -> tuple[int, list[str], str
     return row["n"], sorted((row["labels"] or "").split(",")), str(row["digest"])
 
 
-def staging_tables(portal: DatasetteServer) -> list[str]:
-    return [t for t in portal.tables() if t.startswith("_civicflow_stage_")]
+def staging_tables(portal: DatasetteServer, table: str = "") -> list[str]:
+    """Staging tables on ``portal`` (of ``table`` only, when given: the session's shared
+    server also holds other tests' staging, some under a lease still running)."""
+    prefix = f"_civicflow_stage_{table}_" if table else "_civicflow_stage_"
+    return [t for t in portal.tables() if t.startswith(prefix)]
 
 
 def expected_wire_rows(frame: pd.DataFrame) -> list[dict]:
@@ -128,7 +131,7 @@ def test_publish_creates_the_table_with_rows_types_and_metadata(portal, datasett
     visible = {t["name"] for t in listing["tables"] if not t["hidden"]}
     assert table in visible
     assert not [t for t in visible if t.startswith("_")]
-    assert staging_tables(datasette_server) == []
+    assert staging_tables(datasette_server, table) == []
 
 
 def test_republishing_the_same_version_writes_nothing_and_says_so(
@@ -152,7 +155,7 @@ def test_republishing_the_same_version_writes_nothing_and_says_so(
         == history
     )
     assert live_state(datasette_server, table) == state
-    assert staging_tables(datasette_server) == []
+    assert staging_tables(datasette_server, table) == []
 
 
 def test_a_new_version_replaces_the_old_one(portal, datasette_server) -> None:
@@ -418,7 +421,9 @@ def test_an_exception_after_the_first_batch_leaves_the_old_version_live(
 
     assert live_state(datasette_server, table) == before
     assert portal.current_version(table) == old_version
-    assert staging_tables(datasette_server) == []  # the failed publish dropped its staging table
+    assert (
+        staging_tables(datasette_server, table) == []
+    )  # the failed publish dropped its staging table
 
     portal.on_batch = None
     result = publish(portal, table, sample_frame(3_000, "second", seed=3), "run-3")
