@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from prefect import Task, flow, get_run_logger
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
@@ -27,36 +26,11 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Completed, Failed, State
 
 from civicflow import pipeline
-from civicflow.portals import PortalConflict
-from civicflow.settings import load_settings
 from civicflow.spec import load_all
+from flows._common import as_task, flow_settings
 
-# Only the publish stage talks to a network service; retry it for transient errors.
-_RETRIES = {"publish": 2}
 #: how long a run waits for another run of the same dataset before it gives up
 QUEUE_TIMEOUT_S = 6 * 3600.0
-
-
-def _retry_unless_conflict(task: Any, task_run: Any, state: State) -> bool:
-    """A conflict is final: retrying would publish over a newer version."""
-    try:
-        state.result(raise_on_failure=True)
-    except PortalConflict:
-        return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
-    return True
-
-
-def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    return Task(
-        fn,
-        name=name,
-        cache_policy=NO_CACHE,
-        retries=_RETRIES.get(name, 0),
-        retry_delay_seconds=3,
-        retry_condition_fn=_retry_unless_conflict,
-    )
 
 
 def limit_name(dataset_id: str) -> str:
@@ -117,7 +91,7 @@ def publish_dataset(dataset_id: str, source_path: str | None = None) -> State:
     """Publish one dataset; a rejected run ends Failed with the reason, the portal untouched."""
     logger = get_run_logger()
     with one_run_per_dataset(dataset_id, logger):
-        outcome = pipeline.run_dataset(load_settings(), dataset_id, source_path, wrap=_as_task)
+        outcome = pipeline.run_dataset(flow_settings(), dataset_id, source_path, wrap=as_task)
     summary = summarize(outcome)
     if not outcome.ok:
         logger.error("%s rejected: %s", dataset_id, outcome.reason)
@@ -129,7 +103,7 @@ def publish_dataset(dataset_id: str, source_path: str | None = None) -> State:
 @flow(name="publish-all")
 def publish_all() -> State:
     """Publish every dataset in datasets/ that no other flow produces."""
-    settings = load_settings()
+    settings = flow_settings()
     ids = pipeline.publishable(load_all(settings.datasets_dir))
     summaries = []
     for dataset_id in ids:

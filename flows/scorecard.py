@@ -9,25 +9,15 @@ with each stage a task, exactly as the publish flow does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from civicflow import pipeline
 from civicflow.metrics import scorecard as sc
 from civicflow.metrics.compute import PERFORMANCE_DATASET, small_count_threshold
-from civicflow.settings import load_settings
-
-_RETRIES = {"publish": 2}
-
-
-def _as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    return task(
-        fn, name=name, cache_policy=NO_CACHE, retries=_RETRIES.get(name, 0), retry_delay_seconds=3
-    )  # type: ignore[call-overload]
+from flows._common import as_task, flow_settings
 
 
 @flow(name="scorecard")
@@ -35,17 +25,17 @@ def scorecard(publish: bool = True) -> State:
     """Compute every KPI, publish performance_metrics (unless ``publish`` is False),
     assess certification and write var/site/scorecard/."""
     logger = get_run_logger()
-    settings = load_settings()
+    settings = flow_settings()
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    loaded = _as_task("load-metrics", sc.load)(settings)
+    loaded = as_task("load-metrics", sc.load)(settings)
     t = time.perf_counter()
-    results = _as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
+    results = as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
     timings["compute_kpis_s"] = time.perf_counter() - t
     for r in results:
         logger.info("%s", sc.kpi_log_line(r))
-    csv_path = _as_task("write-performance-csv", sc.write_performance_csv)(
+    csv_path = as_task("write-performance-csv", sc.write_performance_csv)(
         settings, results, small_count_threshold(loaded.catalog)
     )
 
@@ -54,7 +44,7 @@ def scorecard(publish: bool = True) -> State:
     if publish:
         t = time.perf_counter()
         try:
-            outcome = pipeline.run_dataset(settings, PERFORMANCE_DATASET, wrap=_as_task)
+            outcome = pipeline.run_dataset(settings, PERFORMANCE_DATASET, wrap=as_task)
             publish_summary = {
                 "outcome": outcome.outcome,
                 "reason": outcome.reason,
@@ -75,10 +65,10 @@ def scorecard(publish: bool = True) -> State:
         )
 
     # Public only after it passed: the published version, never the staged file.
-    public_csv = _as_task("export-performance-csv", sc.export_performance_csv)(settings)
+    public_csv = as_task("export-performance-csv", sc.export_performance_csv)(settings)
     t = time.perf_counter()
-    card = _as_task("certify", sc.build)(settings, loaded, results)
-    paths = _as_task("write-site", sc.write_site)(settings, card)
+    card = as_task("certify", sc.build)(settings, loaded, results)
+    paths = as_task("write-site", sc.write_site)(settings, card)
     timings["certify_and_render_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     cert = card.certification

@@ -95,7 +95,7 @@ def test_a_conflict_is_not_retried_but_a_portal_outage_is() -> None:
     from prefect.states import Failed
 
     from civicflow.portals import PortalConflict, PortalError
-    from flows.publish import _retry_unless_conflict
+    from flows._common import _retry_unless_conflict
 
     conflict = Failed(data=PortalConflict("the live version changed", "run-other"))
     assert _retry_unless_conflict(None, None, conflict) is False

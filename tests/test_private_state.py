@@ -155,3 +155,13 @@ def test_a_shared_var_dir_is_refused_not_locked(tmp_path, monkeypatch) -> None:
     with pytest.raises(SettingsError, match="CIVICFLOW_VAR_DIR=.*shared folder"):
         settings.private_dir(settings.raw_dir)
     assert mode(shared) == 0o1777 and not settings.raw_dir.exists()
+
+
+def test_flows_run_with_umask_077(loose_umask, monkeypatch) -> None:
+    """Deployments start flows in a worker, not through the CLI: the flow sets it."""
+    from flows._common import flow_settings
+
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
+    flow_settings()
+    current = os.umask(0o022)
+    assert current == 0o077
