@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from civicflow.privatefs import private_file, write_private
 from civicflow.settings import Settings
 
 
@@ -64,12 +64,6 @@ def _dir(settings: Settings, dataset_id: str) -> Path:
     return settings.published_dir / dataset_id
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -94,11 +88,9 @@ def write_version(
     ``published_at`` is when the portal made the version live (default: now).
     """
     folder = _dir(settings, dataset_id)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{version}.parquet"
-    tmp = path.with_name(path.name + ".part")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-    os.replace(tmp, path)
+    with private_file(path) as out:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out, compression="zstd")
     manifest = Manifest(
         dataset_id=dataset_id,
         version=version,
@@ -112,8 +104,8 @@ def write_version(
         metadata=metadata,
     )
     text = json.dumps(manifest.to_dict(), indent=2, default=str).encode()
-    _atomic_write_bytes(folder / f"{version}.json", text)
-    _atomic_write_bytes(folder / "latest.json", text)
+    write_private(folder / f"{version}.json", text)
+    write_private(folder / "latest.json", text)
     return manifest
 
 

@@ -33,6 +33,7 @@ import httpx
 import itsdangerous
 import yaml
 
+from civicflow.privatefs import private_dir, write_private
 from civicflow.settings import Settings
 
 log = logging.getLogger("civicflow.portals.server")
@@ -175,8 +176,7 @@ def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     Written to a private temporary file and hard-linked into place, so two processes
     starting at once agree on one value and nobody reads a half-written file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    private_dir(path.parent)
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -196,7 +196,6 @@ def _read_or_create(path: Path, make: Callable[[], str]) -> str:
 
 def write_config(settings: Settings) -> Path:
     """var/datasette.yaml (permissions, settings) and var/metadata.yaml (instance title)."""
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
     config = {
         # The publisher's only permission. No actor is granted any Datasette write
         # action (insert-row, create-table, drop-table, execute-write-sql ...), so live
@@ -218,15 +217,16 @@ def write_config(settings: Settings) -> Path:
             'See the <a href="/scorecard/">open-data performance scorecard</a>.'
         ),
     }
-    path = settings.var_dir / "datasette.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    (settings.var_dir / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    path = write_private(
+        settings.var_dir / "datasette.yaml", yaml.safe_dump(config, sort_keys=False)
+    )
+    write_private(settings.var_dir / "metadata.yaml", yaml.safe_dump(metadata, sort_keys=False))
     return path
 
 
 def _prepare_database(path: Path) -> None:
     """Create the portal database in WAL mode: readers never wait for a publish."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -269,7 +269,7 @@ def start(settings: Settings, port: int, *, quiet: bool = True) -> subprocess.Po
     if not quiet:
         return subprocess.Popen(command, env=env)
     log_file = log_path(settings)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_file.parent)
     with log_file.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
