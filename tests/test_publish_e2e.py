@@ -219,6 +219,7 @@ def test_a_metadata_edit_goes_live_as_a_new_version(live, datasette_server) -> N
         outcome = run_dataset(settings, TABLE, spec=edited)
         assert outcome.outcome == "published", outcome.reason
         assert outcome.result is not None and outcome.result.change == "metadata"
+        assert outcome.reason == "published a new version (metadata only, same rows)"
         meta = get_portal_metadata(datasette_server)
         assert meta["title"] == edited.title
         assert meta["columns"][column.name].startswith("Edited description.")

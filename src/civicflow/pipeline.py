@@ -405,11 +405,10 @@ def run_dataset(
         )
         stats["rows_out"] = result.rows
         outcome: Outcome = "published" if result.changed else "unchanged"
-        reason = (
-            "published a new version"
-            if result.changed
-            else "portal already holds this exact version"
-        )
+        reason = {
+            "data": "published a new version",
+            "metadata": "published a new version (metadata only, same rows)",
+        }.get(result.change or "", "portal already holds this exact version")
         return finish(outcome, reason, portal_version=result.version, result=result)
     except Exception as exc:
         kind = (

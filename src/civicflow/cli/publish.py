@@ -61,10 +61,11 @@ def register(app: typer.Typer) -> None:
                 else [find_dataset(settings.datasets_dir, i) for i in ids]
             )
             from civicflow.quality import load_suite
+            from civicflow.spec.loader import require_suite
 
-            # A suite that does not parse is a bad spec (exit 2), caught before any run.
+            # A missing or unparsable suite is a bad spec (exit 2), caught before any run.
             for spec in specs:
-                load_suite(settings.expectations_dir / f"{spec.suite_name}.json")
+                load_suite(require_suite(spec, settings.expectations_dir), spec)
         except SpecError as exc:
             print_problems(exc.problems)
             raise typer.Exit(EXIT_USAGE) from None
