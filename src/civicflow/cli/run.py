@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from civicflow.cli._common import EXIT_OK, EXIT_REJECTED
+from civicflow.privatefs import write_private
 from civicflow.settings import Settings, load_settings
 
 
@@ -40,10 +41,7 @@ def _ensure_dev_hash_key(settings: Settings) -> None:
         return
     path = settings.var_dir / "secrets" / "hash_key"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
+        write_private(path, secrets.token_hex(32))
         typer.echo(f"generated a development hash key in {path} (set {ENV_VAR} in production)")
     os.environ[ENV_VAR] = path.read_text().strip()
 
