@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from civicflow.settings import Settings, load_settings
 
 # Speed targets live in benchmarks/, not in tests: no per-example deadline anywhere, so a
 # busy 2-core machine cannot fail a property test by being slow.
@@ -28,3 +31,16 @@ pytest_plugins = [
 @pytest.fixture(scope="session")
 def project_dir() -> Path:
     return PROJECT_DIR
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings over a copy of the project's specs and suites (a test may edit them),
+    with runtime state in the test's own var/."""
+    root = tmp_path / "project"
+    for name in ("datasets", "expectations"):
+        shutil.copytree(PROJECT_DIR / name, root / name)
+    shutil.copy(PROJECT_DIR / "pyproject.toml", root / "pyproject.toml")
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(root))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    return load_settings()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 from civicflow.cli import app
 from civicflow.ledger import Ledger
 from civicflow.pipeline import RunOutcome, run_dataset
-from civicflow.settings import Settings, load_settings
+from civicflow.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 LA311 = "la311_service_requests"
@@ -28,18 +27,6 @@ COUNCILS = "neighborhood_councils"
 CSV = PROJECT / "data" / LA311 / "MyLA311_Service_Request_Data_2017_Subset.csv"
 MARK = "ZQXJ"  # in every planted text value; absent from the bundled data
 DUP_KEY = "1-9990001112223"  # a planted key that fits the sr_number pattern
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A copy of the project's specs and suites (so a test may add to a suite)."""
-    root = tmp_path / "project"
-    for name in ("datasets", "expectations"):
-        shutil.copytree(PROJECT / name, root / name)
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(root))
-    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
-    return load_settings()
 
 
 def public_texts(settings: Settings, outcome: RunOutcome, dataset: str) -> str:

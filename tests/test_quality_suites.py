@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +18,7 @@ import pytest
 from civicflow.ledger import Ledger
 from civicflow.pipeline import run_dataset
 from civicflow.quality import validate
-from civicflow.settings import Settings, load_settings
+from civicflow.settings import Settings
 from civicflow.sources.base import Extract
 from civicflow.sources.cast import cast_frame
 from civicflow.spec import DatasetSpec, SpecError, load_dataset
@@ -124,17 +123,6 @@ def test_every_bundled_dataset_has_its_suite() -> None:
     for path in sorted((PROJECT / "datasets").glob("*.yaml")):
         spec = load_dataset(path)
         assert missing_suite(spec, PROJECT / "expectations", path) is None, spec.id
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    root = tmp_path / "project"
-    for name in ("datasets", "expectations"):
-        shutil.copytree(PROJECT / name, root / name)
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(root))
-    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
-    return load_settings()
 
 
 def test_a_run_without_its_suite_fails_as_a_spec_error(project) -> None:
