@@ -179,3 +179,14 @@ def test_scan_finds_every_exact_address_and_none_once_generalised(
     if street.endswith(("AVE", "ST", "WAY")) or street.startswith(("VIA", "AVENUE")):
         assert STREET_ADDRESS.find(pa.array([f"seen at {address}."])).tolist() == [True]
         assert STREET_ADDRESS.find(generalised).tolist() == [False]
+
+
+def test_number_parts_reads_one_number_or_a_pair_and_nothing_else() -> None:
+    import pandas as pd
+
+    from civicflow.privacy.detectors import number_parts
+
+    values = pd.Series(["(34.12345, -118.2)", " ( 1 , 2 ) ", "12.5", None, "bad", "1, 2, 3"])
+    first, second = number_parts(values)
+    assert first.to_pylist() == ["34.12345", "1", "12.5", None, None, None]
+    assert second.to_pylist() == ["-118.2", "2", None, None, None, None]

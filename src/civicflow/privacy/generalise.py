@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from civicflow.privacy.detectors import (
     as_text,
+    number_parts,
     shield_numbered_streets,
     unshield_numbered_streets,
 )
@@ -75,7 +76,8 @@ def _decimals_of(step: float) -> int:
     return max(0, -int(exponent))
 
 
-_GEOPOINT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*\)?\s*$"
+def _floats(text: pa.Array) -> np.ndarray:
+    return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype="float64")
 
 
 def _shortest_text(numbers: np.ndarray) -> pa.Array:
@@ -88,9 +90,10 @@ def _on_coordinates(values: pd.Series, fn: Callable[[np.ndarray], np.ndarray]) -
     if pd.api.types.is_numeric_dtype(values.dtype):
         out = fn(values.to_numpy(dtype="float64", na_value=np.nan))
         return pd.Series(out, index=values.index, name=values.name)
-    parts = values.astype("str").str.extract(_GEOPOINT)
-    lat = _shortest_text(fn(parts[0].astype("float64").to_numpy()))
-    lon = _shortest_text(fn(parts[1].astype("float64").to_numpy()))
+    first, second = number_parts(values)
+    pair = second.is_valid()  # a geopoint has both halves; anything else becomes empty
+    lat = _shortest_text(fn(_floats(pc.if_else(pair, first, None))))
+    lon = _shortest_text(fn(_floats(second)))
     text = pc.binary_join_element_wise("(", lat, ", ", lon, ")", "")  # last argument: the separator
     return _string_series(text, values.index, values.name)
 

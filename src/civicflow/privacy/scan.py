@@ -30,6 +30,7 @@ from civicflow.privacy.detectors import (
     Detector,
     as_text,
     mask,
+    number_parts,
 )
 from civicflow.privacy.hits import Hits
 from civicflow.privacy.numbers import birth_date_hits, integer_hits
@@ -39,7 +40,6 @@ from civicflow.spec.models import DatasetSpec, FieldSpec
 #: decimals a coordinate may carry in a column that does not declare a precision (~100 m)
 UNDECLARED_COORDINATE_DECIMALS = 3
 _COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
-_NUMBER_TEXT = r"^\s*\(?\s*([-+]?\d+(?:\.\d+)?)\s*(?:,\s*([-+]?\d+(?:\.\d+)?)\s*\)?)?\s*$"
 _WKT_TYPES = (
     r"(?i:POINT|LINESTRING|POLYGON|MULTIPOINT|MULTILINESTRING|MULTIPOLYGON|GEOMETRYCOLLECTION)"
 )
@@ -76,10 +76,7 @@ def _number_text(values: pd.Series) -> tuple[pa.Array, pa.Array]:
     if pd.api.types.is_numeric_dtype(values.dtype):
         arr = pa.array(values.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
         return pc.cast(arr, pa.string()), pa.nulls(len(values), pa.string())
-    parts = values.astype("str").str.extract(_NUMBER_TEXT)
-    return pa.array(parts[0], type=pa.string(), from_pandas=True), pa.array(
-        parts[1], type=pa.string(), from_pandas=True
-    )
+    return number_parts(values)
 
 
 def coordinate_decimals(values: pd.Series) -> np.ndarray:
