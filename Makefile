@@ -49,8 +49,14 @@ check: install
 portal: install
 	$(BIN)/civicflow portal serve --port $(PORT)
 
+## every benchmark; the output (machine first) also goes to var/bench/latest.txt
 bench: install
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@install -d -m 700 var/bench
+	@{ echo "machine: $$(nproc) cores, $$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)," \
+	    "$$(free -g | awk '/^Mem:/ {print $$2}') GiB RAM, $$(. /etc/os-release && echo $$PRETTY_NAME)," \
+	    "Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'), $$(date -u +%FT%TZ)"; \
+	  for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done; \
+	} 2>&1 | tee var/bench/latest.txt
 
 ## the Prefect UI over this project's run history (var/prefect), at http://127.0.0.1:4200
 prefect-ui: install
