@@ -26,15 +26,17 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from civicflow import published
+from civicflow.metrics.card import Scorecard, kpi_to_dict, rounded_share
 from civicflow.metrics.certification import CertificationResult, assess, gather
+from civicflow.metrics.charts import fmt
 from civicflow.metrics.compute import (
     PERFORMANCE_DATASET,
     KpiResult,
     compute_all,
-    period_label,
     small_count_threshold,
 )
 from civicflow.metrics.loader import MetricsConfig, load_metrics
+from civicflow.metrics.site import render_page
 from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.spec import load_all
@@ -102,24 +104,6 @@ class Loaded:
     metrics: MetricsConfig
 
 
-@dataclass
-class Scorecard:
-    generated_at: datetime
-    results: list[KpiResult]
-    certification: CertificationResult
-    small_count_threshold: int
-    #: a public performance_metrics.csv (a published version) sits next to the page
-    has_performance_csv: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "generated_at": self.generated_at.isoformat(timespec="seconds"),
-            "small_count_threshold": self.small_count_threshold,
-            "certification": self.certification.to_dict(),
-            "kpis": [kpi_to_dict(r) for r in self.results],
-        }
-
-
 def load(settings: Settings) -> Loaded:
     """The catalog and every metrics file; a bad file raises SpecError naming it."""
     return Loaded(load_all(settings.datasets_dir), load_metrics(settings.metrics_dir))
@@ -131,8 +115,6 @@ def compute_kpis(settings: Settings, loaded: Loaded) -> list[KpiResult]:
 
 def kpi_log_line(r: KpiResult) -> str:
     """One KPI for the flow log: the value rounded as the page shows it (not 14 decimals)."""
-    from civicflow.metrics.charts import fmt
-
     if r.status == "no_data":
         line = f"KPI {r.kpi.id}: no data: {r.reason or ''}"
         # the engine's own message may quote data: the log (private, under var/) keeps it
@@ -140,83 +122,6 @@ def kpi_log_line(r: KpiResult) -> str:
     value = r.current.value if r.current else None
     shown = "—" if value is None else fmt(value, r.kpi.decimals)
     return f"KPI {r.kpi.id}: {shown} {r.kpi.unit} ({r.status.replace('_', ' ')})"
-
-
-def _rounded(share: float | None) -> float | None:
-    return None if share is None else round(share, 1)
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if value is not None else ""
-
-
-def kpi_to_dict(r: KpiResult) -> dict[str, Any]:
-    kpi = r.kpi
-    grain = kpi.period.grain
-    return {
-        "id": kpi.id,
-        "title": kpi.title,
-        "description": kpi.description,
-        "department": kpi.department,
-        "owner": kpi.owner.model_dump(),
-        "unit": kpi.unit,
-        "decimals": kpi.decimals,
-        "status": r.status,
-        "reason": r.reason,
-        "period": {
-            "start": _iso(r.period),
-            "grain": grain,
-            "label": period_label(r.period, grain) if r.period else None,
-        },
-        "value": r.current.value if r.current and r.has_value else None,
-        "records": r.current.n if r.current and not r.current.suppressed else None,
-        "open_share": _rounded(r.open_share),
-        "provisional": r.status == "provisional",
-        "target": kpi.target.model_dump() if kpi.target else None,
-        "min_records": r.min_records,
-        "source": None
-        if r.source is None
-        else {
-            "dataset": r.source.dataset_id,
-            "title": r.source.title,
-            "version": r.source.version,
-            "run_id": r.source.run_id,
-            "published_at": r.source.published_at,
-            "rows": r.source.rows,
-            "data_url": r.source.portal_path,
-        },
-        "series": [
-            {
-                "period": p.period.isoformat(),
-                "value": p.value,
-                "records": None if p.suppressed else p.n,
-                "suppressed": p.suppressed,
-                "open_share": _rounded(p.open_share),
-                "provisional": r.is_provisional(p),
-            }
-            for p in r.series
-        ],
-        "breakdowns": [
-            {
-                "dimension": b.column,
-                "title": b.title,
-                "equity": b.equity,
-                "period": b.period.isoformat(),
-                "groups": [
-                    {
-                        "key": g.key,
-                        "label": g.label,
-                        "value": g.value,
-                        "records": None if g.suppressed else g.n,
-                        "suppressed": g.suppressed,
-                    }
-                    for g in b.groups
-                ],
-            }
-            for b in r.breakdowns
-        ],
-        "sql": r.sql,
-    }
 
 
 def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
@@ -266,7 +171,7 @@ def performance_rows(results: list[KpiResult], threshold: int) -> list[dict[str,
                     "value": _num(p.value),
                     "records": "" if p.suppressed or p.n < threshold else p.n,
                     "suppressed": "true" if p.suppressed else "false",
-                    "open_share": _num(_rounded(p.open_share)),
+                    "open_share": _num(rounded_share(p.open_share)),
                     "provisional": "true" if r.is_provisional(p) else "false",
                 }
             )
@@ -349,7 +254,7 @@ def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
                 "target_direction": r.kpi.target.direction if r.kpi.target else "",
                 "status": r.status,
                 "reason": r.reason or "",
-                "open_share": _num(_rounded(r.open_share)),
+                "open_share": _num(rounded_share(r.open_share)),
                 "records": d["records"] if d["records"] is not None else "",
                 "source_dataset": r.kpi.dataset,
                 "source_version": r.source.version if r.source else "",
@@ -362,7 +267,6 @@ def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
 
 def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
     """Write scorecard.json, scorecard.csv and index.html (last)."""
-    from civicflow.metrics.site import render_page
 
     folder = site_dir(settings)
     paths = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
+from civicflow.metrics.card import Scorecard
 from civicflow.metrics.certification import CertificationResult, CriterionResult
 from civicflow.metrics.charts import Bar, LinePoint, bar_chart, fmt, line_chart
 from civicflow.metrics.compute import KpiResult, Point, axis_label, period_label
-from civicflow.metrics.scorecard import Scorecard
 
 STATUS_TEXT = {
     "on_track": "On track",
