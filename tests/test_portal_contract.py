@@ -7,10 +7,14 @@ fails here rather than going untested.
 
 from __future__ import annotations
 
+import dataclasses
+
+import pandas as pd
 import pytest
 
 from civicflow import published
-from civicflow.portals import METADATA, PortalConflict, published_version, registered_portals
+from civicflow.portals import PortalConflict, published_version, registered_portals
+from civicflow.spec.models import FieldSpec
 from tests.fixtures.portal import (
     SAMPLE_FIELDS,
     PortalUnderTest,
@@ -104,8 +108,6 @@ def test_new_version_replaces_the_old(under_test: PortalUnderTest) -> None:
 
 
 def test_metadata_reaches_the_portal(under_test: PortalUnderTest) -> None:
-    if METADATA not in under_test.portal.capabilities:
-        pytest.skip(f"{under_test.portal.kind} does not declare the metadata capability")
     table = unique_table()
     _publish(under_test, table, sample_frame(10, "first"), "run-1", title="First title")
     _publish(under_test, table, sample_frame(10, "second"), "run-2", title="Second title")
@@ -120,8 +122,6 @@ def test_metadata_reaches_the_portal(under_test: PortalUnderTest) -> None:
 
 def test_a_metadata_edit_is_a_new_version_with_the_same_rows(under_test: PortalUnderTest) -> None:
     """Issue 8 item 8: a new title alone used to report "unchanged"."""
-    if METADATA not in under_test.portal.capabilities:
-        pytest.skip(f"{under_test.portal.kind} does not declare the metadata capability")
     table = unique_table()
     frame = sample_frame(50, "first")
     first = _publish(under_test, table, frame, "run-1", title="First title")
@@ -155,3 +155,143 @@ def test_a_publish_from_a_stale_base_is_refused_naming_the_other_run(
     live = under_test.portal.current_version(table)
     assert live is not None and (live.run_id, live.rows) == ("run-2", 30)
     assert under_test.row_count(table) == 30
+
+
+# -- plan (publish --dry-run): what a publish would change, computed by reading only -----
+
+
+def _plan(under_test: PortalUnderTest, table: str, frame, *, fields=SAMPLE_FIELDS, **kwargs):
+    title = kwargs.pop("title", "Sample requests")
+    return under_test.portal.plan(
+        table,
+        frame,
+        fields=fields,
+        primary_key=kwargs.pop("primary_key", ["id"]),
+        version=published.content_version(frame),
+        metadata=kwargs.pop("metadata", None) or sample_metadata(title),
+    )
+
+
+def _untouched(under_test: PortalUnderTest, table: str, live, rows: int) -> None:
+    """The plan wrote nothing: the same live version and rows."""
+    assert under_test.portal.current_version(table) == live
+    assert under_test.row_count(table) == rows
+
+
+def test_plan_of_a_new_table_adds_every_row_and_column(under_test: PortalUnderTest) -> None:
+    table = unique_table("plan")
+    frame = sample_frame(120, "first")
+    plan = _plan(under_test, table, frame)
+    assert (plan.exists, plan.changed, plan.current_version) == (False, True, None)
+    assert plan.target_version == _version(frame)
+    assert (plan.rows.before, plan.rows.after, plan.rows.added) == (0, 120, 120)
+    assert (plan.rows.updated, plan.rows.deleted) == (0, 0)
+    assert plan.schema.added == [f.name for f in SAMPLE_FIELDS]
+    assert under_test.portal.current_version(table) is None  # nothing was created
+
+
+def test_plan_of_the_live_version_says_unchanged(under_test: PortalUnderTest) -> None:
+    table = unique_table("plan")
+    frame = sample_frame(200, "first")
+    _publish(under_test, table, frame, "run-1")
+    live = under_test.portal.current_version(table)
+    plan = _plan(under_test, table, frame)
+    assert plan.changed is False and plan.current_version == plan.target_version
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 0, 0)
+    assert not plan.schema.changed and plan.metadata == []
+    assert plan.lines() == [f"{table}: unchanged: the portal already holds this exact version"]
+    _untouched(under_test, table, live, 200)
+
+
+def test_plan_counts_rows_to_add_update_and_delete_by_key(under_test: PortalUnderTest) -> None:
+    """Every field type (nulls included) survives the round trip through the portal:
+    only the rows built to differ are counted as updated."""
+    table = unique_table("plan")
+    first = sample_frame(300, "first")
+    _publish(under_test, table, first, "run-1")
+    live = under_test.portal.current_version(table)
+    kept = first.iloc[10:].copy()  # ids 1..10 deleted
+    changed = kept["id"].between(100, 119)  # 20 rows updated, one field each kind
+    kept.loc[changed & (kept["id"] % 2 == 0), "label"] = "changed"
+    kept.loc[changed & (kept["id"] % 2 == 1), "amount"] = 1.5
+    extra = sample_frame(15, "new", seed=3).assign(id=lambda f: f["id"] + 1_000)
+    second = pd.concat([kept, extra], ignore_index=True)
+    plan = _plan(under_test, table, second)
+    assert plan.changed is True and plan.exists is True
+    assert (plan.rows.before, plan.rows.after) == (300, 305)
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (15, 20, 10)
+    assert not plan.schema.changed and plan.metadata == []
+    _untouched(under_test, table, live, 300)
+
+
+def test_plan_of_a_metadata_edit_keeps_the_rows(under_test: PortalUnderTest) -> None:
+    table = unique_table("plan")
+    frame = sample_frame(40, "first")
+    _publish(under_test, table, frame, "run-1", title="First title")
+    live = under_test.portal.current_version(table)
+    plan = _plan(under_test, table, frame, title="Second title")
+    assert plan.changed is True and plan.metadata == ["title"]
+    assert plan.rows.content_changed is False
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 0, 0)
+    assert "  rows 40 -> 40: 0 to add, 0 to update, 0 to delete: same rows (nothing uploaded)" in (
+        plan.lines()
+    )
+    _untouched(under_test, table, live, 40)
+
+
+def test_plan_reports_columns_added_removed_retyped(under_test: PortalUnderTest) -> None:
+    table = unique_table("plan")
+    frame = sample_frame(30, "first")
+    _publish(under_test, table, frame, "run-1")
+    live = under_test.portal.current_version(table)
+    fields = [
+        FieldSpec(name="day", type="date", description="The day, now first."),
+        *[f for f in SAMPLE_FIELDS if f.name not in ("note", "amount", "day")],
+        FieldSpec(name="amount", type="integer", description="Whole dollars now."),
+        FieldSpec(name="ward", type="integer", description="A new column."),
+    ]
+    second = frame.assign(amount=frame["amount"].round().astype("Int64"), ward=7)
+    second = second[[f.name for f in fields]]
+    columns = {f.name: f.description for f in fields}
+    metadata = dataclasses.replace(sample_metadata(), columns=columns)
+    plan = _plan(under_test, table, second, fields=fields, metadata=metadata)
+    assert (plan.schema.added, plan.schema.removed) == (["ward"], ["note"])
+    assert [(name, was != now) for name, was, now in plan.schema.retyped] == [("amount", True)]
+    assert plan.schema.reordered is True
+    # New and removed columns change every row; their column descriptions changed too.
+    assert plan.rows.updated == 30
+    assert plan.metadata == ["columns.amount", "columns.day", "columns.note", "columns.ward"]
+    _untouched(under_test, table, live, 30)
+
+
+def test_plan_without_a_primary_key_says_whether_the_content_differs(
+    under_test: PortalUnderTest,
+) -> None:
+    table = unique_table("plan")
+    frame = sample_frame(50, "first")
+    under_test.portal.publish(
+        table,
+        frame,
+        fields=SAMPLE_FIELDS,
+        primary_key=[],
+        version=published.content_version(frame),
+        run_id="run-1",
+        metadata=sample_metadata(),
+    )
+    live = under_test.portal.current_version(table)
+    same = _plan(under_test, table, frame, primary_key=[])
+    assert same.changed is False and same.rows.content_changed is False
+    other = _plan(under_test, table, frame.iloc[:45], primary_key=[])
+    assert (other.rows.before, other.rows.after, other.rows.content_changed) == (50, 45, True)
+    assert other.rows.added is None and other.rows.updated is None
+    _untouched(under_test, table, live, 50)
+
+
+def test_a_plan_prints_counts_and_names_never_row_values(under_test: PortalUnderTest) -> None:
+    table = unique_table("plan")
+    _publish(under_test, table, sample_frame(25, "first"), "run-1")
+    canary = "CANARY-7f3e resident name"
+    frame = sample_frame(25, canary, seed=4).assign(id=lambda f: f["id"] + 987_650)
+    text = "\n".join(_plan(under_test, table, frame, title="New title").lines())
+    assert canary not in text and "987651" not in text and "987,651" not in text
+    assert "25 to add" in text and "25 to delete" in text and "title" in text

@@ -2,9 +2,6 @@
 
 from civicflow.portals import datasette as _datasette  # noqa: F401  (registers "datasette")
 from civicflow.portals.base import (
-    ATOMIC_REPLACE,
-    METADATA,
-    QUERY,
     Portal,
     PortalConflict,
     PortalError,
@@ -18,16 +15,15 @@ from civicflow.portals.base import (
     register_portal,
     registered_portals,
 )
+from civicflow.portals.plan import PublishPlan
 
 __all__ = [
-    "ATOMIC_REPLACE",
-    "METADATA",
-    "QUERY",
     "Portal",
     "PortalConflict",
     "PortalError",
     "PortalFactory",
     "PublishResult",
+    "PublishPlan",
     "PublishedVersion",
     "TableMetadata",
     "get_portal",

@@ -1,8 +1,8 @@
 """The Portal protocol: one adapter per portal kind, registered by name.
 
 Flows never branch on the portal kind; they ask the registry for the adapter named
-in the dataset spec and call the protocol. Each adapter declares its capabilities
-so callers can check what it supports instead of testing its type.
+in the dataset spec and call the protocol. Every adapter implements all of it
+(atomic replace, metadata, plan): there are no optional capabilities to check.
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 
+from civicflow.portals.plan import PublishPlan
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
-
-#: publishing replaces the whole table in one step readers cannot observe half-done
-ATOMIC_REPLACE = "atomic_replace"
-#: dataset and column descriptions are stored on the portal
-METADATA = "metadata"
-#: the portal answers read queries (used by tests and the scorecard's links)
-QUERY = "query"
 
 
 class PortalError(Exception):
@@ -99,7 +93,6 @@ class PublishResult:
 
 class Portal(Protocol):
     kind: ClassVar[str]
-    capabilities: ClassVar[frozenset[str]]
 
     def current_version(self, table: str) -> PublishedVersion | None:
         """The live version of ``table``, or None when it was never published."""
@@ -131,6 +124,24 @@ class Portal(Protocol):
 
     def table_url(self, table: str) -> str:
         """Where a resident finds the table."""
+        ...
+
+    def plan(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        metadata: TableMetadata,
+    ) -> PublishPlan:
+        """What :meth:`publish` with these arguments would change, by reading only.
+
+        Rows to add, update and delete by primary key (compared by row hash with the
+        live rows read through the portal), or rows before/after and whether the
+        content differs without a key; the schema and metadata diff. Writes nothing.
+        """
         ...
 
 

@@ -41,9 +41,6 @@ from datasette.utils import escape_sqlite, tilde_encode
 
 from civicflow.portals import server
 from civicflow.portals.base import (
-    ATOMIC_REPLACE,
-    METADATA,
-    QUERY,
     PortalConflict,
     PortalError,
     PublishedVersion,
@@ -52,6 +49,8 @@ from civicflow.portals.base import (
     published_version,
     register_portal,
 )
+from civicflow.portals.diff import LiveState, make_plan
+from civicflow.portals.plan import PublishPlan
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
 
@@ -71,7 +70,6 @@ class DatasettePortal:
     """Publishes to the Datasette at ``settings.portal_url`` with the publisher token."""
 
     kind: ClassVar[str] = "datasette"
-    capabilities: ClassVar[frozenset[str]] = frozenset({ATOMIC_REPLACE, METADATA, QUERY})
 
     def __init__(
         self,
@@ -110,6 +108,60 @@ class DatasettePortal:
 
     def table_url(self, table: str) -> str:
         return f"{self.url}/{self.database}/{tilde_encode(table)}"
+
+    def plan(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        metadata: TableMetadata,
+    ) -> PublishPlan:
+        """What :meth:`publish` would change; reads the portal, writes nothing.
+
+        The live rows are downloaded only when they may differ by key (a keyed table
+        whose content hash changed); otherwise the version record says enough.
+        """
+        _check_frame(table, frame, fields, primary_key)
+        live = self.live_state(table, with_rows=False)
+        current = live.version
+        if primary_key and current is not None and current.data_version != version:
+            live = self.live_state(table, with_rows=True)
+        return make_plan(
+            table,
+            frame,
+            fields=fields,
+            primary_key=primary_key,
+            version=version,
+            metadata=metadata,
+            payload=_metadata_payload(metadata),
+            live=live,
+            portal_type=lambda f: SQL_TYPES.get(f.type, "text"),
+        )
+
+    def live_state(self, table: str, *, with_rows: bool) -> LiveState:
+        """The live version, columns, metadata (and rows) from one snapshot, read-only."""
+        route = f"/-/civicflow/{self.database}/live/{tilde_encode(table)}"
+        with self._client() as client:
+            response = _send(
+                client, "GET", route, params={"rows": "1" if with_rows else "0"}, allow={404}
+            )
+        if response.status_code == 404:
+            if self.current_version(table) is not None:
+                raise PortalError(
+                    f"{self.url} does not serve {route}: restart the portal with this civicflow"
+                )
+            return LiveState(None)
+        data = pa.ipc.open_stream(response.content).read_all()
+        header = json.loads((data.schema.metadata or {})[b"civicflow"])
+        return LiveState(
+            version=_live(header["version"]),
+            columns=[(name, kind) for name, kind in header["columns"]],
+            metadata=header["metadata"],
+            rows=data if with_rows else None,
+        )
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Rows of a read-only SQL query, as a resident would get them (first page: 1,000 rows)."""

@@ -24,6 +24,9 @@ Routes (all JSON; writes are POST with a token allowed ``civicflow-publish`` on 
 ``discard``  ``{table, staging, run_id}``: drop this run's staging table.
 ``GET staging/<table>``: this table's staging tables with run, lease and rows (publisher).
 ``GET versions/<table>``: the live version (anyone who may view the table), or 404.
+``GET live/<table>[?rows=1]``: read-only, for planning a publish (``--dry-run``): the
+    version record, columns, stored metadata and (with ``rows=1``) the live rows, from
+    one snapshot, as an Arrow IPC stream (live_read.py); anyone who may view the table.
 
 Anonymous callers get 403, bad or expired tokens 401 (Datasette's own check).
 """
@@ -41,7 +44,7 @@ from datasette.resources import TableResource
 from datasette.utils import tilde_decode
 from datasette.utils.asgi import Response
 
-from civicflow.portals import private_tables
+from civicflow.portals import live_read, private_tables
 from civicflow.portals import publish_store as store
 from civicflow.portals.publish_store import Conflict, Refused
 
@@ -80,6 +83,7 @@ def register_routes() -> list[tuple[str, Any]]:
         (base + r"/discard$", discard_view),
         (base + r"/staging/(?P<table>[^/]+)$", staging_view),
         (base + r"/versions/(?P<table>[^/]+)$", version_view),
+        (base + r"/live/(?P<table>[^/]+)$", live_view),
         # Static mounts refuse directory URLs; residents follow links to /scorecard/.
         (r"^/scorecard/?$", lambda: Response.redirect("/scorecard/index.html")),
     ]
@@ -264,6 +268,25 @@ async def version_view(datasette: Any, request: Any) -> Response:
     if live is None:
         return Response.error([f"{table} has no published version"], 404)
     return Response.json({"ok": True, **live})
+
+
+async def live_view(datasette: Any, request: Any) -> Response:
+    db = _database(datasette, request)
+    if db is None:
+        return Response.error(["Database not found"], 404)
+    try:
+        # Live tables only: staging and bookkeeping names (leading "_") are refused.
+        table = _table_name(tilde_decode(request.url_vars["table"]))
+    except Refused as exc:
+        return Response.error([str(exc)], exc.status)
+    resource = TableResource(database=db.name, table=table)
+    if not await datasette.allowed(action="view-table", resource=resource, actor=request.actor):
+        return Response.error(["Permission denied"], 403)
+    with_rows = request.args.get("rows") == "1"
+    body = await db.execute_fn(lambda conn: live_read.live_table(conn, table, with_rows=with_rows))
+    if body is None:
+        return Response.error([f"{table} has no published version"], 404)
+    return Response(body, content_type=live_read.CONTENT_TYPE)
 
 
 async def apply_metadata(
