@@ -27,6 +27,7 @@ from civicflow.portals import (
     PortalConflict,
     PortalError,
     PublishedVersion,
+    PublishPlan,
     PublishResult,
     TableMetadata,
     get_portal,
@@ -425,6 +426,67 @@ def run_dataset(
             paths["report_path"] = _error_report(report_path, spec.id, run_id, "failed", exc)
         finish("failed", _failure_reason(kind, exc))
         raise
+
+
+@dataclass
+class DryRun:
+    """What ``publish --dry-run`` found: the plan, or why the run would be rejected.
+
+    A dry run is not recorded in the run ledger (its outcomes are those of real runs,
+    which the scorecard counts), and writes nothing to the portal or var/published.
+    """
+
+    dataset_id: str
+    run_id: str
+    plan: PublishPlan | None
+    reason: str = ""
+    report_path: Path | None = None
+    privacy_report_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.plan is not None
+
+
+def dry_run_dataset(
+    settings: Settings,
+    dataset_id: str,
+    source_path: Path | str | None = None,
+    spec: DatasetSpec | None = None,
+) -> DryRun:
+    """Extract, validate and protect as a run does (raw copy and reports written), then
+    ask the portal what publishing the result would change. Portal errors raise."""
+    spec = spec or find_dataset(settings.datasets_dir, dataset_id)
+    run_id = new_run_id()
+    report_path, privacy_path = report_paths(settings, spec.id, run_id)
+    require_suite(spec, settings.expectations_dir)
+    _check_ready(spec, settings)
+    try:
+        try:
+            ext = extract_stage(spec, settings, run_id, source_path)
+        except (ExtractError, TransformError) as exc:
+            _error_report(report_path, spec.id, run_id, "extract", exc)
+            return DryRun(spec.id, run_id, None, f"extract: {exc}", report_path)
+        report = validate_stage(spec, ext, settings)
+        if not report.passed:
+            return DryRun(spec.id, run_id, None, report.summary(), report_path)
+        protected = protect_stage(spec, ext.frame, settings, run_id)
+        if protected.report.blocked:
+            reason = f"privacy: {protected.report.summary()}"
+            return DryRun(spec.id, run_id, None, reason, report_path, privacy_path)
+        frame = protected.frame
+        plan = get_portal(spec.portal.kind, settings).plan(
+            spec.table,
+            frame,
+            fields=spec.published_fields(),
+            primary_key=[k for k in spec.primary_key if k in frame.columns],
+            version=published.content_version(frame),
+            metadata=table_metadata(spec, protected.report.metadata_notes()),
+        )
+        log.info("%s: dry run: %s", spec.id, "; ".join(line.strip() for line in plan.lines()))
+        return DryRun(spec.id, run_id, plan, "", report_path, privacy_path)
+    finally:
+        _prune(settings, spec.id)  # a dry run's raw copy and reports age out like a run's
 
 
 def publishable(specs: dict[str, DatasetSpec]) -> list[str]:

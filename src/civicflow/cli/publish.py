@@ -8,8 +8,8 @@ from typing import Any
 import typer
 
 from civicflow.cli._common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_problems
-from civicflow.settings import load_settings
-from civicflow.spec import SpecError, find_dataset, load_all
+from civicflow.settings import Settings, load_settings
+from civicflow.spec import DatasetSpec, SpecError, find_dataset, load_all
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -21,6 +21,35 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for key in ("report", "privacy_report", "url"):
         if summary.get(key):
             typer.echo(f"  {key.replace('_', ' ')}: {summary[key]}")
+
+
+def _dry_run(settings: Settings, specs: list[DatasetSpec], source: Path | None) -> bool:
+    """Plan each dataset's publish and print it; True when every plan was made."""
+    from civicflow.pipeline import dry_run_dataset
+    from civicflow.portals import PortalError
+
+    ok = True
+    for spec in specs:
+        try:
+            found = dry_run_dataset(settings, spec.id, source, spec=spec)
+        except PortalError as exc:
+            typer.echo(f"{spec.id}: DRY RUN FAILED: portal: {exc}")
+            ok = False
+            continue
+        if found.plan is None:
+            typer.echo(f"{spec.id}: DRY RUN: would be REJECTED: {found.reason}")
+            ok = False
+        else:
+            typer.echo(f"{spec.id}: DRY RUN: nothing written, not recorded in the run ledger")
+            for line in found.plan.lines():
+                typer.echo(f"  {line}")
+        for key, path in (
+            ("report", found.report_path),
+            ("privacy report", found.privacy_report_path),
+        ):
+            if path is not None:
+                typer.echo(f"  {key}: {path}")
+    return ok
 
 
 def register(app: typer.Typer) -> None:
@@ -37,11 +66,17 @@ def register(app: typer.Typer) -> None:
             "--source",
             help="Publish from this file instead of the spec's source.path (one dataset only).",
         ),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Extract, validate and protect (reports written), then print what the "
+            "publish would change on the portal; write nothing to the portal or var/published.",
+        ),
     ) -> None:
         """Extract, validate, protect and publish datasets to the portal.
 
-        Exit 0: all published or unchanged. 1: any dataset rejected or failed (its
-        portal table untouched). 2: bad spec or usage.
+        Exit 0: all published or unchanged (with --dry-run: every plan printed). 1: any
+        dataset rejected or failed (its portal table untouched). 2: bad spec or usage.
         """
         settings = load_settings()
         ids = list(dataset_ids or [])
@@ -69,6 +104,14 @@ def register(app: typer.Typer) -> None:
         except SpecError as exc:
             print_problems(exc.problems)
             raise typer.Exit(EXIT_USAGE) from None
+
+        if dry_run:
+            if all_:
+                from civicflow.pipeline import publishable
+
+                wanted = set(publishable({s.id: s for s in specs}))
+                specs = [s for s in specs if s.id in wanted]
+            raise typer.Exit(EXIT_OK if _dry_run(settings, specs, source) else EXIT_REJECTED)
 
         from flows.publish import publish_all, publish_dataset
 
