@@ -11,7 +11,7 @@ page of 1,000 rows and ``calendar_date`` showing as ``floating_timestamp`` in he
   /resource/{id}/{row}.json`` (https://dev.socrata.com/publishers/soda-producer/upsert,
   .../replace, .../direct-row-manipulation). Bodies are read as JSON whatever the
   Content-Type (sodapy 2.2.0 sends none), or as CSV when it says text/csv.
-- Views: ``GET/PUT/DELETE /api/views/{id}.json``, ``POST /api/views.json`` (create, as
+- Views: ``GET/PUT/DELETE /api/views/{id}.json``, ``GET /api/views/{id}/files/{assetId}``, ``POST /api/views.json`` (create, as
   sodapy's ``create``), ``POST /api/views/{id}/publication.json``, ``PUT
   /api/views/{id}.json?method=setPermission`` (sodapy 2.2.0's calls; no recording).
 - Auth (https://dev.socrata.com/docs/authentication/, https://dev.socrata.com/docs/app-tokens/,
@@ -112,6 +112,7 @@ class SocrataApp:
                 ),
                 Route("/api/views.json", self.guard(self.create_view), methods=["POST"]),
                 Route("/api/views/{name}", self.guard(self.view), methods=["GET", "PUT", "DELETE"]),
+                Route("/api/views/{dataset_id}/files/{asset_id}", self.guard(self.attachment)),
                 Route(
                     "/api/views/{dataset_id}/publication.json",
                     self.guard(self.publish),
@@ -262,6 +263,24 @@ class SocrataApp:
             if "name" in update:
                 dataset.name = str(update["name"])
         return view_response(dataset)
+
+    async def attachment(self, request: Request) -> Response:
+        """An attachment download as recorded: octet-stream, named in Content-disposition."""
+        dataset = self.store.get(request.path_params["dataset_id"])
+        found = dataset.attachments.get(request.path_params["asset_id"]) if dataset else None
+        if dataset is None or found is None:
+            return error(
+                404, "not_found", "Not found", {"id": request.path_params["asset_id"]}, views=True
+            )
+        denied = self.readable(request, dataset)
+        if denied is not None:
+            return denied
+        name, data = found
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-disposition": f"attachment; filename={name}",
+        }
+        return Response(data, headers=headers)
 
     async def create_view(self, request: Request) -> Response:
         denied = self.writer(request, views=True)

@@ -69,6 +69,9 @@ def start_server(app: SocrataApp | None = None, timeout: float = 15) -> SocrataS
         users={KEY_ID: (KEY_SECRET, True), READER_ID: (READER_SECRET, False)},
     )
     sock = socket.socket()
+    # Accepted connections inherit TCP_NODELAY: without it a keep-alive client (sodapy's
+    # requests session) waits ~40 ms of delayed ACK on every request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off")

@@ -14,7 +14,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -113,6 +113,9 @@ class Dataset:
     view: dict[str, Any] = field(default_factory=dict)
     public: bool = True
     published: bool = True
+    attachments: dict[str, tuple[str, bytes]] = field(
+        default_factory=dict
+    )  # assetId -> (name, data)
     rows_updated_at: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -208,7 +211,7 @@ class Store:
         with self.lock:
             return self.datasets.pop(dataset_id, None) is not None
 
-    def upsert(self, dataset: Dataset, rows: list[Mapping[str, Any]]) -> WriteResult:
+    def upsert(self, dataset: Dataset, rows: Sequence[Mapping[str, Any]]) -> WriteResult:
         """Create/update by row identifier (or ``:id`` when the dataset has none);
         ``":deleted": true`` deletes. The new row set is swapped in whole."""
         result = WriteResult()
@@ -277,7 +280,7 @@ class Store:
         value = normalize(row[key], column.data_type if column else "text", f"row {index}")
         return by_key.get(str(value)), True
 
-    def replace(self, dataset: Dataset, rows: list[Mapping[str, Any]]) -> WriteResult:
+    def replace(self, dataset: Dataset, rows: Sequence[Mapping[str, Any]]) -> WriteResult:
         """PUT: the dataset becomes exactly ``rows`` (dev.socrata.com/publishers/soda-producer/replace)."""
         fresh = Dataset(dataset.id, dataset.name, dataset.columns, dataset.row_identifier)
         result = Store().upsert(fresh, rows)
@@ -301,18 +304,21 @@ class Store:
         with self.lock:
             records = list(dataset.records.values())
         types = {**dataset.types, **SYSTEM_FIELDS}
-        rows = [self._with_system_fields(r) for r in records]
-        if query.where:
-            predicate = soql.parse_where(query.where, types)
-            rows = [r for r in rows if predicate(r)]
-        if query.order:
-            rows = self._ordered(rows, soql.parse_order(query.order, types), types)
         base = [c.field_name for c in dataset.columns]
         fields = soql.parse_select(query.select, [*base, *SYSTEM_FIELDS]) if query.select else base
         if query.system_fields and not query.select:
             fields = [*fields, *SYSTEM_FIELDS]
-        page = rows[query.offset : query.offset + query.limit]
-        return fields, [{f: r[f] for f in fields if f in r} for r in page]
+        where = soql.parse_where(query.where, types) if query.where else None
+        order = soql.parse_order(query.order, types) if query.order else []
+        window = slice(query.offset, query.offset + query.limit)
+        if where is None and order in ([], [(":id", False)]):
+            # Insertion order is :id order: page first, so each page of a paging client is cheap.
+            rows = [self._with_system_fields(r) for r in records[window]]
+        else:
+            rows = [self._with_system_fields(r) for r in records]
+            rows = [r for r in rows if where(r)] if where else rows
+            rows = self._ordered(rows, order, types)[window]
+        return fields, [{f: r[f] for f in fields if f in r} for r in rows]
 
     @staticmethod
     def _with_system_fields(record: Record) -> dict[str, Any]:
@@ -327,17 +333,19 @@ class Store:
     def _ordered(
         rows: list[dict[str, Any]], keys: list[tuple[str, bool]], types: Mapping[str, str]
     ) -> list[dict[str, Any]]:
-        # Stable sorts from the last key to the first; nulls sort first ascending, as in Socrata.
+        # Stable sorts from the last key to the first. Nulls come first when ascending: the
+        # recordings do not show Socrata's choice.
         for name, descending in reversed(keys):
-            rows = sorted(
-                rows,
-                key=lambda r, n=name: (
-                    r.get(n) is not None,
-                    soql.compare_key(r.get(n), types[n]) if r.get(n) is not None else 0,
-                ),
-                reverse=descending,
-            )
+            rows = sorted(rows, key=_sort_key(name, types[name]), reverse=descending)
         return rows
+
+
+def _sort_key(name: str, data_type: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:
+    def key(row: Mapping[str, Any]) -> tuple[bool, Any]:
+        value = row.get(name)
+        return value is not None, soql.compare_key(value, data_type) if value is not None else 0
+
+    return key
 
 
 def csv_cell(value: Any) -> str:

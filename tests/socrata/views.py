@@ -2,15 +2,19 @@
 
 Keys and value types follow the view recorded from data.cityofnewyork.us
 (tests/socrata/recorded/test_get_metadata_and_attachments.yaml); ``rowIdentifierColumnId``
-and ``metadata.rowIdentifier`` hold the row identifier's column id, as recorded. Not
-modelled: a column's ``cachedContents`` (column statistics) and ``width``, approvals
-history, attachments. Creation follows sodapy 2.2.0's ``create`` (``POST /api/views.json``
+and ``metadata.rowIdentifier`` hold the row identifier's column id, as recorded. A
+column's ``cachedContents`` (column statistics) is computed from the rows at each request;
+attachments are listed as recorded and served from ``/api/views/{id}/files/{assetId}``;
+not modelled: a column's display ``width`` (absent on some recorded columns too), approvals
+history. Creation follows sodapy 2.2.0's ``create`` (``POST /api/views.json``
 with ``name``, ``columns`` and ``metadata.rowIdentifier`` as a field name).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from typing import Any
 
 from tests.socrata.store import Dataset, Store
@@ -27,7 +31,24 @@ _USER = {
 }
 
 
+def _cached_contents(values: list[Any], total: int) -> dict[str, Any]:
+    """Column statistics as recorded: counts and extremes as strings, top 20 values."""
+    texts = [v if isinstance(v, str) else json.dumps(v) for v in values]
+    top = Counter(texts).most_common(20)
+    stats: dict[str, Any] = {
+        "non_null": str(len(texts)),
+        "null": str(total - len(texts)),
+        "top": [{"item": item, "count": str(count)} for item, count in top],
+        "count": str(total),
+        "cardinality": str(len(set(texts))),
+    }
+    if texts:
+        stats["smallest"], stats["largest"] = min(texts), max(texts)
+    return stats
+
+
 def _columns(dataset: Dataset) -> list[dict[str, Any]]:
+    records = list(dataset.records.values())
     return [
         {
             "id": c.id,
@@ -38,6 +59,9 @@ def _columns(dataset: Dataset) -> list[dict[str, Any]]:
             "position": position,
             "renderTypeName": c.data_type,
             "tableColumnId": c.id,
+            "cachedContents": _cached_contents(
+                [r.values[c.field_name] for r in records if c.field_name in r.values], len(records)
+            ),
             "format": {},
         }
         for position, c in enumerate(dataset.columns, start=1)
@@ -51,6 +75,10 @@ def view_document(dataset: Dataset) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "rdfSubject": "0",
         "rdfClass": "",
+        "attachments": [
+            {"filename": name, "assetId": asset_id, "name": name}
+            for asset_id, (name, _) in dataset.attachments.items()
+        ],
         "custom_fields": {},
         "availableDisplayTypes": ["table", "fatrow", "page"],
         **view.get("metadata", {}),
