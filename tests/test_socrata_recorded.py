@@ -8,6 +8,8 @@ the headers clients read, and the body's shape (keys and value types) and row co
 Where they disagree the recordings win: the server is fixed, not this test.
 """
 
+# ruff: noqa: F811  (pytest fixtures imported by name, then requested as parameters)
+
 from __future__ import annotations
 
 import functools
@@ -22,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+# The fixtures are imported until tests.socrata.fixtures is in conftest's pytest_plugins.
 from tests.socrata.fixtures import SocrataServer, socrata_server  # noqa: F401
 
 RECORDED = Path(__file__).parent / "socrata" / "recorded"
@@ -116,7 +119,7 @@ def load_population(server: SocrataServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded(socrata_server: SocrataServer) -> SocrataServer:  # noqa: F811
+def loaded(socrata_server: SocrataServer) -> SocrataServer:
     load_bicycle_counts(socrata_server)
     load_population(socrata_server)
     return socrata_server
