@@ -7,7 +7,10 @@ a new version goes in.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -15,11 +18,13 @@ from pathlib import Path
 import httpx
 import itsdangerous
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from civicflow import published
-from civicflow.portals import PortalError, get_portal, server
-from civicflow.portals.datasette import DatasettePortal
+from civicflow.portals import PortalError, get_portal, live_read, server
+from civicflow.portals import publish_store as store
+from civicflow.portals.datasette import SQL_TYPES, DatasettePortal
 from civicflow.settings import Settings, load_settings
 from tests.fixtures.portal import (
     SAMPLE_FIELDS,
@@ -668,3 +673,115 @@ def test_an_empty_frame_publishes_an_empty_table_with_its_columns(portal, datase
         r["name"] for r in datasette_server.query(f"select name from pragma_table_info('{table}')")
     ]
     assert columns == [f.name for f in SAMPLE_FIELDS]
+
+
+# -- the read-only live route (plans for publish --dry-run) ------------------------------
+
+
+def test_the_live_route_serves_published_tables_only_never_staging(
+    portal, datasette_server
+) -> None:
+    table = unique_table()
+    frame = sample_frame(120, "first")
+    publish(portal, table, frame, "run-1")
+    staging = registered_staging(datasette_server, table)
+    url = f"{datasette_server.url}/-/civicflow/portal/live"
+    try:
+        httpx.post(
+            f"{datasette_server.url}/-/civicflow/portal/load",
+            json=load_body(table, staging, [[1, "staged, unpublished"]]),
+            headers=publisher_headers(datasette_server, table),
+            timeout=30,
+        ).raise_for_status()
+        for private in (staging, "_civicflow_versions", "_civicflow_staging"):
+            for headers in ({}, publisher_headers(datasette_server, table)):
+                response = httpx.get(f"{url}/{private}", params={"rows": "1"}, headers=headers)
+                assert response.status_code == 400, (private, response.text)
+                assert "staged" not in response.text
+        missing = httpx.get(f"{url}/{unique_table('never')}", timeout=30)
+        assert missing.status_code == 404 and "no published version" in missing.text
+    finally:
+        drop_staging(datasette_server, table, staging)
+
+    state = portal.live_state(table, with_rows=True)  # anonymous, like any resident
+    assert state.version == portal.current_version(table)
+    assert state.rows is not None and state.rows.num_rows == 120
+    assert state.rows.column("label").unique().to_pylist() == ["first"]
+    assert state.columns == [(f.name, SQL_TYPES.get(f.type, "text")) for f in SAMPLE_FIELDS]
+    assert state.metadata == dataclasses.asdict(sample_metadata())
+    assert portal.live_state(table, with_rows=False).rows is None
+
+
+def test_a_plan_during_a_publish_reads_one_version_never_a_mix(portal, datasette_server) -> None:
+    """The version record and the rows of a plan come from one snapshot, even while
+    another run swaps a new version in."""
+    table = unique_table()
+    first, second = sample_frame(3_000, "first"), sample_frame(6_000, "second", seed=6)
+    publish(portal, table, first, "run-1")
+    versions = {
+        published.content_version(first): (3_000, ["first"]),
+        published.content_version(second): (6_000, ["second"]),
+    }
+    seen: list[str] = []
+    mixed: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            state = portal.live_state(table, with_rows=True)
+            assert state.version is not None and state.rows is not None
+            labels = sorted(state.rows.column("label").unique().to_pylist())
+            got = (state.rows.num_rows, labels)
+            if versions.get(state.version.data_version or "") != got:
+                mixed.append(f"{state.version.run_id}: {got}")
+            seen.append(state.version.run_id or "")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        publish(portal, table, second, "run-2")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        reader.join()
+    assert mixed == []
+    assert seen[0] == "run-1" and seen[-1] == "run-2" and len(seen) > 3
+
+
+def test_live_read_keeps_one_snapshot_while_a_swap_commits_between_its_statements(
+    tmp_path: Path,
+) -> None:
+    """The race the test above can rarely hit, made certain: another connection swaps a
+    new version in right after the version record was read, before the rows are."""
+    path = tmp_path / "portal.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("pragma journal_mode = wal")
+
+    def version(run_id: str, rows: list[list], base: int | None) -> None:
+        columns = [("id", "integer"), ("label", "text")]
+        writer.execute("begin immediate")
+        staging = store.prepare(writer, "t", run_id, columns, ["id"], base, 300)["staging"]
+        store.load(writer, "t", staging, run_id, ["id", "label"], rows)
+        versions = (f"v-{run_id}", f"d-{run_id}")
+        store.swap(writer, "t", staging, run_id, len(rows), versions, base, {"title": run_id})
+        writer.execute("commit")
+
+    version("run-1", [[1, "first"], [2, "first"]], None)
+    reader = sqlite3.connect(path)
+    swapped: list[str] = []
+
+    def swap_once(statement: str) -> None:
+        if "pragma_table_info" in statement and not swapped:
+            swapped.append(statement)
+            version("run-2", [[1, "second"], [2, "second"], [3, "second"]], 1)
+
+    reader.set_trace_callback(swap_once)
+    body = live_read.live_table(reader, "t", with_rows=True)
+    reader.set_trace_callback(None)
+    assert swapped and body is not None
+    data = pa.ipc.open_stream(body).read_all()
+    header = json.loads((data.schema.metadata or {})[live_read.HEADER_KEY])
+    assert header["version"]["run_id"] == "run-1" and header["metadata"] == {"title": "run-1"}
+    assert data.column("label").to_pylist() == ["first", "first"]
+    again = pa.ipc.open_stream(live_read.live_table(reader, "t", with_rows=True)).read_all()
+    assert again.column("label").to_pylist() == ["second"] * 3
