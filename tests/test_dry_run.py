@@ -164,3 +164,20 @@ def test_cli_dry_run_of_rejected_input_exits_1_and_writes_nothing(
     assert f"{TABLE}: DRY RUN: would be REJECTED:" in result.output
     assert "Misplaced" not in result.output
     assert written_state(portal, settings) == before
+
+
+def test_cli_dry_run_with_the_portal_down_fails_clearly_and_writes_nothing(
+    tmp_path, monkeypatch
+) -> None:
+    from tests.fixtures.portal import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CIVICFLOW_PORTAL_URL", url)
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    result = runner.invoke(app, ["publish", TABLE, "--dry-run"])
+    assert result.exit_code == 1, result.output
+    assert f"{TABLE}: DRY RUN FAILED: portal:" in result.output and url in result.output
+    assert "portal unreachable" in result.output
+    var = tmp_path / "var"
+    assert not (var / "ledger.db").exists() and not (var / "published").exists()
