@@ -295,3 +295,21 @@ def test_a_plan_prints_counts_and_names_never_row_values(under_test: PortalUnder
     text = "\n".join(_plan(under_test, table, frame, title="New title").lines())
     assert canary not in text and "987651" not in text and "987,651" not in text
     assert "25 to add" in text and "25 to delete" in text and "title" in text
+
+
+def test_plan_matches_sub_second_and_zoned_times_as_the_portal_stores_them(
+    under_test: PortalUnderTest,
+) -> None:
+    """A portal may keep times as text, to the millisecond, in UTC: the plan compares
+    what a publish would store, so only the row built to differ counts as updated."""
+    table = unique_table("plan")
+    frame = sample_frame(60, "first")
+    created = frame["created"] + pd.to_timedelta(frame.index * 1_234_567, unit="ns")
+    frame = frame.assign(created=created.dt.tz_localize("America/Los_Angeles"))
+    _publish(under_test, table, frame, "run-1")
+    live = under_test.portal.current_version(table)
+    edited = frame.copy()
+    edited.loc[edited.index[7], "label"] = "edited"
+    plan = _plan(under_test, table, edited)
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 1, 0)
+    _untouched(under_test, table, live, 60)

@@ -65,7 +65,7 @@ def make_plan(
             target,
             rows or RowChanges(0, len(frame), True),
             SchemaChanges(added=[n for n, _ in new_columns]),
-            ["(all: new table)"],
+            metadata_changes(None, payload),
         )
     return PublishPlan(
         table,
@@ -136,12 +136,14 @@ def _as_type(column: pd.Series, kind: str) -> pd.Series:
 
 
 def _timestamps(column: pd.Series) -> pd.Series:
-    """UTC timestamps to the microsecond; naive values are taken as written (as UTC)."""
+    """UTC timestamps to the millisecond, the finest a publish writes (wire_frame);
+    naive values are taken as written (as UTC)."""
     if pd.api.types.is_datetime64_any_dtype(column.dtype):
         when = column if column.dt.tz is not None else column.dt.tz_localize("UTC")
-        return when.dt.tz_convert("UTC").dt.as_unit("us")
-    parsed = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
-    return parsed.dt.as_unit("us")
+        when = when.dt.tz_convert("UTC")
+    else:
+        when = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
+    return when.dt.as_unit("us").dt.floor("ms")
 
 
 def keyed_changes(
