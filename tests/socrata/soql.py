@@ -18,7 +18,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 Row = Mapping[str, Any]
-Predicate = Callable[[Row], bool]
+# SQL's three-valued logic: None is "unknown" (a comparison with NULL), which NOT keeps
+# unknown and a filter drops. Only a True keeps a row.
+Predicate = Callable[[Row], bool | None]
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)"
@@ -73,6 +75,22 @@ def compare_key(value: Any, data_type: str) -> Any:
     return str(value)
 
 
+def _and(values: list[bool | None]) -> bool | None:
+    if False in values:
+        return False
+    return None if None in values else True
+
+
+def _or(values: list[bool | None]) -> bool | None:
+    if True in values:
+        return True
+    return None if None in values else False
+
+
+def _not(value: bool | None) -> bool | None:
+    return None if value is None else not value
+
+
 class _WhereParser:
     """Recursive descent: or_expr := and_expr (OR and_expr)*; and_expr := not_expr (AND ...)*."""
 
@@ -104,20 +122,20 @@ class _WhereParser:
         while self.peek_word() == "OR":
             self.pos += 1
             parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else (lambda row: any(p(row) for p in parts))
+        return parts[0] if len(parts) == 1 else (lambda row: _or([p(row) for p in parts]))
 
     def and_expr(self) -> Predicate:
         parts = [self.not_expr()]
         while self.peek_word() == "AND":
             self.pos += 1
             parts.append(self.not_expr())
-        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+        return parts[0] if len(parts) == 1 else (lambda row: _and([p(row) for p in parts]))
 
     def not_expr(self) -> Predicate:
         if self.peek_word() == "NOT":
             self.pos += 1
             inner = self.not_expr()
-            return lambda row: not inner(row)
+            return lambda row: _not(inner(row))
         return self.atom()
 
     def atom(self) -> Predicate:
@@ -149,10 +167,9 @@ class _WhereParser:
         literal = compare_key(self.literal(), data_type)
         check = _COMPARE[op.text]
 
-        def predicate(row: Row) -> bool:
+        def predicate(row: Row) -> bool | None:
             value = compare_key(row.get(field), data_type)
-            # SQL semantics: a comparison with NULL is never true.
-            return value is not None and check(value, literal)
+            return None if value is None else check(value, literal)
 
         return predicate
 

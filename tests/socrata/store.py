@@ -316,7 +316,7 @@ class Store:
             rows = [self._with_system_fields(r) for r in records[window]]
         else:
             rows = [self._with_system_fields(r) for r in records]
-            rows = [r for r in rows if where(r)] if where else rows
+            rows = [r for r in rows if where(r) is True] if where else rows
             rows = self._ordered(rows, order, types)[window]
         return fields, [{f: r[f] for f in fields if f in r} for r in rows]
 
