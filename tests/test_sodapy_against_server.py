@@ -234,3 +234,60 @@ def test_throttled_requests_get_429_with_retry_after(
     assert refused(caught).status_code == 429
     assert refused(caught).headers["Retry-After"] == "3"
     assert len(soda.get(dataset_id)) == 30  # the throttle was for one request only
+
+
+def test_the_socrata_types_a_spec_can_name(soda: Socrata, socrata: SocrataServer) -> None:
+    """text, number, checkbox, calendar_date, point, url: written as sodapy sends them, read
+    back in SODA 2's forms (https://dev.socrata.com/docs/datatypes/)."""
+    columns = [
+        ("id", "text"),
+        ("n", "number"),
+        ("open", "checkbox"),
+        ("opened", "calendar_date"),
+        ("where", "point"),
+        ("link", "url"),
+    ]
+    target = socrata.create_dataset(columns, row_identifier="id").id
+    soda.upsert(
+        target,
+        [
+            {
+                "id": "a",
+                "n": 1.5,
+                "open": True,
+                "where": "POINT (-118.25 34.05)",
+                "link": {"url": "https://example.org/a"},
+            },
+            {
+                "id": "b",
+                "n": 2,
+                "open": False,
+                "opened": "2024-03-01",
+                "where": {"type": "Point", "coordinates": [-118.5, 34.1]},
+            },
+            {"id": "c"},
+        ],
+    )
+    rows = soda.get(target, order="id")
+    assert rows == [
+        {
+            "id": "a",
+            "n": "1.5",
+            "open": True,
+            "where": {"type": "Point", "coordinates": [-118.25, 34.05]},
+            "link": {"url": "https://example.org/a"},
+        },
+        {
+            "id": "b",
+            "n": "2",
+            "open": False,
+            "opened": "2024-03-01T00:00:00.000",
+            "where": {"type": "Point", "coordinates": [-118.5, 34.1]},
+        },
+        {"id": "c"},  # nulls are absent keys, as in every recorded row
+    ]
+    assert [r["id"] for r in soda.get(target, where="open = true")] == ["a"]
+    headers = requests.get(f"{socrata.url}/resource/{target}.json", timeout=30).headers
+    assert (
+        headers["X-SODA2-Types"] == '["text","number","boolean","floating_timestamp","point","url"]'
+    )

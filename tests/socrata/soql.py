@@ -65,7 +65,7 @@ def compare_key(value: Any, data_type: str) -> Any:
     """The value a row compares by: Decimal for numbers, the string otherwise."""
     if value is None:
         return None
-    if data_type in ("number", "double", "money"):
+    if data_type in ("number", "double", "money", "percent"):
         try:
             return Decimal(str(value))
         except InvalidOperation:

@@ -11,25 +11,35 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tests.socrata import soql
 
-# dataTypeName (view document) -> the type name SODA 2 puts in X-SODA2-Types. The
-# recordings decided this: the view says ``calendar_date`` where the row endpoint's
-# header says ``floating_timestamp`` for the same column.
-SODA2_TYPE = {"calendar_date": "floating_timestamp"}
+# dataTypeName (view document) -> the type name SODA 2 puts in X-SODA2-Types. Recordings
+# decided this: ours show the view's ``calendar_date`` as ``floating_timestamp`` in the
+# header; responses of soda.demo.socrata.com recorded in the socratadata R package's tests
+# show ``checkbox`` as ``boolean`` and money/percent columns as ``number``.
+SODA2_TYPE = {
+    "calendar_date": "floating_timestamp",
+    "checkbox": "boolean",
+    "money": "number",
+    "percent": "number",
+}
+NUMERIC = ("number", "double", "money", "percent")
 SYSTEM_FIELDS = {
     ":id": "row_identifier",
     ":created_at": "fixed_timestamp",
     ":updated_at": "fixed_timestamp",
 }
+_WKT_POINT = re.compile(r"POINT\s*\(\s*(-?[\d.]+)\s+(-?[\d.]+)\s*\)", re.IGNORECASE)
 _COLUMN_IDS = itertools.count(500_000_001)
 _SIDS = itertools.count(1)
 
@@ -48,7 +58,7 @@ def normalize(value: Any, data_type: str, where: str) -> Any:
     """One written value in SODA 2 output form, or None for a null."""
     if value is None:
         return None
-    if data_type in ("number", "double", "money"):
+    if data_type in NUMERIC:
         if isinstance(value, bool):
             raise RowError(f"{where}: a boolean is not a number")
         try:
@@ -63,14 +73,37 @@ def normalize(value: Any, data_type: str, where: str) -> Any:
             return str(value).lower() == "true"
         raise RowError(f"{where}: checkbox expected")
     if data_type == "point":
-        if isinstance(value, dict) and value.get("type") == "Point":
-            return value
-        raise RowError(f"{where}: a GeoJSON Point expected")
+        return _point(value, where)
+    if data_type in ("calendar_date", "floating_timestamp"):
+        return _floating_timestamp(value, where)
     if data_type == "url":
         return value if isinstance(value, dict) else {"url": str(value)}
     if isinstance(value, dict | list):
         raise RowError(f"{where}: {data_type} expected, got an object")
     return str(value)
+
+
+def _floating_timestamp(value: Any, where: str) -> str:
+    """Any ISO 8601 local date-time in; out as the recordings show it: milliseconds, no zone."""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise RowError(f"{where}: a floating timestamp (ISO 8601) expected") from None
+    if parsed.tzinfo is not None:
+        raise RowError(f"{where}: a floating timestamp has no time zone")
+    return parsed.isoformat(timespec="milliseconds")
+
+
+def _point(value: Any, where: str) -> dict[str, Any]:
+    """GeoJSON or WKT in, GeoJSON out (https://dev.socrata.com/docs/datatypes/point)."""
+    if isinstance(value, dict) and value.get("type") == "Point":
+        coordinates = value.get("coordinates")
+    else:
+        match = _WKT_POINT.fullmatch(str(value).strip())
+        coordinates = [float(match[1]), float(match[2])] if match else None
+    if not isinstance(coordinates, list) or len(coordinates) != 2:
+        raise RowError(f"{where}: a point expected (GeoJSON or WKT 'POINT (lon lat)')")
+    return {"type": "Point", "coordinates": coordinates}
 
 
 @dataclass
