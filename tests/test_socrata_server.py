@@ -209,3 +209,23 @@ def test_where_agrees_with_a_python_oracle(values: list[int | None], op: str, bo
     predicate = soql.parse_where(f"n {op} {bound}", {"n": "number"})
     rows = [{} if v is None else {"n": str(v)} for v in values]
     assert [predicate(r) is True for r in rows] == [v is not None and oracle(v) for v in values]
+
+
+def test_simple_equality_filters(socrata: SocrataServer, dataset: str) -> None:
+    assert names(get(socrata, dataset, note="x", **{"$order": ":id"})) == ["O'Brien", "Chen"]
+    assert names(get(socrata, dataset, name="O'Brien", n="10")) == ["O'Brien"]
+    assert get(socrata, dataset, colour="red").status_code == 400
+
+
+@pytest.mark.parametrize("param", ["$group", "$q", "$query", "$having", "$bogus"])
+def test_unsupported_soql_is_refused_not_ignored(
+    socrata: SocrataServer, dataset: str, param: str
+) -> None:
+    response = get(socrata, dataset, **{param: "name"})
+    assert response.status_code == 400
+    assert param in response.json()["message"]
+
+
+def test_app_token_as_a_parameter(socrata: SocrataServer, dataset: str) -> None:
+    assert get(socrata, dataset, **{"$$app_token": "test-app-token"}).status_code == 200
+    assert get(socrata, dataset, **{"$$app_token": "not-a-token"}).status_code == 403

@@ -30,7 +30,7 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from typing import Any
 
@@ -133,7 +133,8 @@ class SocrataApp:
                 response = error(429, "too_many_requests", "Too many requests")
                 response.headers["Retry-After"] = str(retry_after)
                 return response
-            token = request.headers.get("x-app-token")
+            # https://dev.socrata.com/docs/app-tokens: a header, or the $$app_token parameter.
+            token = request.headers.get("x-app-token") or request.query_params.get("$$app_token")
             if token is not None and token not in self.app_tokens:
                 return error(403, "invalid_app_token", "Invalid app_token specified")
             return await handler(request)
@@ -204,7 +205,9 @@ class SocrataApp:
         if denied is not None:
             return denied
         try:
-            fields, rows = await run_in_threadpool(self.store.query, dataset, parse_query(request))
+            fields, rows = await run_in_threadpool(
+                self.store.query, dataset, parse_query(request, dataset)
+            )
         except (soql.SoqlError, ValueError) as exc:
             return error(400, "query.compiler.malformed", str(exc))
         headers = soda2_headers(dataset, fields)
@@ -312,8 +315,24 @@ def view_response(dataset: Dataset) -> Response:
     )
 
 
-def parse_query(request: Request) -> Query:
+# SoQL parameters the test server does not implement: refused, never silently ignored.
+UNSUPPORTED = ("$group", "$having", "$q", "$query", "$search")
+KNOWN = (
+    "$select",
+    "$where",
+    "$order",
+    "$limit",
+    "$offset",
+    "$$exclude_system_fields",
+    "$$app_token",
+)
+
+
+def parse_query(request: Request, dataset: Dataset) -> Query:
     params = request.query_params
+    for name in params:
+        if name in UNSUPPORTED or (name.startswith("$") and name not in KNOWN):
+            raise soql.SoqlError(f"{name} is not supported by the Socrata test server")
     try:
         limit = int(params.get("$limit", DEFAULT_LIMIT))
         offset = int(params.get("$offset", 0))
@@ -323,12 +342,28 @@ def parse_query(request: Request) -> Query:
         raise soql.SoqlError("$limit and $offset must not be negative")
     return Query(
         select=params.get("$select"),
-        where=params.get("$where"),
+        where=with_simple_filters(params.get("$where"), params, dataset),
         order=params.get("$order"),
         limit=limit,
         offset=offset,
         system_fields=params.get("$$exclude_system_fields", "true").lower() == "false",
     )
+
+
+def with_simple_filters(
+    where: str | None, params: Mapping[str, str], dataset: Dataset
+) -> str | None:
+    """``?field=value`` equality filters (https://dev.socrata.com/docs/filtering), ANDed
+    into ``$where`` as quoted SoQL literals, so they go through the same parser."""
+    parts = [f"({where})"] if where else []
+    for name, value in params.items():
+        if name.startswith("$"):
+            continue
+        if dataset.column(name) is None:
+            raise soql.SoqlError(f"no such column: {name}")
+        quoted = value.replace("'", "''")
+        parts.append(f"{name} = '{quoted}'")
+    return " AND ".join(parts) or None
 
 
 def soda2_headers(dataset: Dataset, fields: list[str]) -> dict[str, str]:
