@@ -181,3 +181,17 @@ def test_cli_dry_run_with_the_portal_down_fails_clearly_and_writes_nothing(
     assert "portal unreachable" in result.output
     var = tmp_path / "var"
     assert not (var / "ledger.db").exists() and not (var / "published").exists()
+
+
+def test_cli_dry_run_without_the_hash_key_fails_naming_the_setting(
+    prefect_harness, tmp_path, monkeypatch
+) -> None:
+    """A spec with a hash rule and no key: refused before any work, as a run is."""
+    monkeypatch.delenv("CIVICFLOW_HASH_KEY", raising=False)
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    result = runner.invoke(app, ["publish", "parking_citations", "--dry-run"])
+    assert result.exit_code == 1, result.output
+    assert "parking_citations: DRY RUN FAILED: privacy:" in result.output
+    assert "CIVICFLOW_HASH_KEY" in result.output
+    assert not (tmp_path / "var" / "raw" / "parking_citations").exists()

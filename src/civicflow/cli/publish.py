@@ -27,13 +27,16 @@ def _dry_run(settings: Settings, specs: list[DatasetSpec], source: Path | None) 
     """Plan each dataset's publish and print it; True when every plan was made."""
     from civicflow.pipeline import dry_run_dataset
     from civicflow.portals import PortalError
+    from civicflow.privacy.errors import PrivacyError
 
     ok = True
     for spec in specs:
         try:
             found = dry_run_dataset(settings, spec.id, source, spec=spec)
-        except PortalError as exc:
-            typer.echo(f"{spec.id}: DRY RUN FAILED: portal: {exc}")
+        except (PortalError, PrivacyError) as exc:
+            # Configuration and portal errors name settings, never data: fit to print.
+            kind = "portal" if isinstance(exc, PortalError) else "privacy"
+            typer.echo(f"{spec.id}: DRY RUN FAILED: {kind}: {exc}")
             ok = False
             continue
         if found.plan is None:

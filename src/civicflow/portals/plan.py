@@ -99,6 +99,8 @@ class PublishPlan:
         return out
 
     def _meta(self) -> str:
+        if not self.exists:
+            return f"  metadata: {len(self.metadata)} entries, all new"
         if not self.metadata:
             return "  metadata: unchanged"
         return f"  metadata: {len(self.metadata)} changed: {', '.join(self.metadata)}"
