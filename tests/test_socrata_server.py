@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from tests.socrata import soql
 
 # The fixtures are imported until tests.socrata.fixtures is in conftest's pytest_plugins.
-from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer, socrata, socrata_server  # noqa: F401
+from tests.socrata.fixtures import (  # noqa: F401
+    KEY_ID,
+    KEY_SECRET,
+    SocrataServer,
+    socrata,
+    socrata_server,
+    start_server,
+)
 
 AUTH = (KEY_ID, KEY_SECRET)
 COLUMNS = [("name", "text"), ("n", "number"), ("note", "text")]
@@ -229,3 +236,17 @@ def test_unsupported_soql_is_refused_not_ignored(
 def test_app_token_as_a_parameter(socrata: SocrataServer, dataset: str) -> None:
     assert get(socrata, dataset, **{"$$app_token": "test-app-token"}).status_code == 200
     assert get(socrata, dataset, **{"$$app_token": "not-a-token"}).status_code == 403
+
+
+def test_an_outage_keeps_the_data() -> None:
+    """stop()/start(): the port refuses connections, then serves the same datasets again."""
+    server = start_server()
+    try:
+        target = server.create_dataset(COLUMNS, ROWS, row_identifier="name").id
+        server.stop()
+        with pytest.raises(requests.ConnectionError):
+            get(server, target)
+        server.start()
+        assert sorted(names(get(server, target))) == sorted(r["name"] for r in ROWS)
+    finally:
+        server.stop()
