@@ -26,6 +26,7 @@ from tests.socrata.fixtures import (  # noqa: F401
     socrata_server,
     start_server,
 )
+from tests.socrata.store import Query, Store
 
 AUTH = (KEY_ID, KEY_SECRET)
 COLUMNS = [("name", "text"), ("n", "number"), ("note", "text")]
@@ -250,3 +251,37 @@ def test_an_outage_keeps_the_data() -> None:
         assert sorted(names(get(server, target))) == sorted(r["name"] for r in ROWS)
     finally:
         server.stop()
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "delete", "replace"]), st.lists(st.integers(0, 6), max_size=5)
+    ),
+    max_size=8,
+)
+
+
+@given(ops=_ops)
+def test_writes_agree_with_a_dict_model(ops: list[tuple[str, list[int]]]) -> None:
+    """Any run of upserts, :deleted rows and replaces leaves exactly what a dict would hold,
+    and each response counts what changed."""
+    store = Store()
+    target = store.create(COLUMNS, row_identifier="name")
+    model: dict[str, str] = {}
+    for step, (op, keys) in enumerate(ops):
+        names_ = {f"k{k}" for k in keys}
+        before = set(model)
+        if op == "replace":
+            result = store.replace(target, [{"name": f"k{k}", "n": step} for k in keys])
+            model = dict.fromkeys(names_, str(step))
+            assert result.created == len(names_)
+        elif op == "delete":
+            result = store.upsert(target, [{"name": f"k{k}", ":deleted": True} for k in keys])
+            model = {k: v for k, v in model.items() if k not in names_}
+            assert result.deleted == len(before - set(model))
+        else:
+            result = store.upsert(target, [{"name": f"k{k}", "n": step} for k in keys])
+            model.update(dict.fromkeys(names_, str(step)))
+            assert result.created == len(set(model) - before)
+    _, got = store.query(target, Query(limit=100))
+    assert {r["name"]: r["n"] for r in got} == model
