@@ -176,7 +176,7 @@ def test_a_bad_value_is_refused_naming_row_and_field(soda: Socrata, dataset_id: 
     assert len(soda.get(dataset_id, limit=100)) == 30  # nothing of the refused payload landed
 
 
-def test_create_publish_update_metadata_and_permission(
+def test_create_publish_update_metadata_permission_and_delete(
     soda: Socrata, socrata: SocrataServer
 ) -> None:
     columns = [{"fieldName": "request_id", "name": "Request", "dataTypeName": "text"}]
@@ -197,6 +197,9 @@ def test_create_publish_update_metadata_and_permission(
             anonymous.get(view["id"])
         soda.set_permission(view["id"], "public")
         assert anonymous.get_metadata(view["id"])["name"] == "311 requests"
+        soda.delete(view["id"])  # the whole dataset
+        with pytest.raises(requests.HTTPError, match="404"):
+            anonymous.get_metadata(view["id"])
 
 
 @pytest.mark.parametrize(
