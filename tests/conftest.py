@@ -25,6 +25,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 pytest_plugins = [
     "tests.fixtures.portal",
     "tests.fixtures.prefect",
+    "tests.socrata.fixtures",
 ]
 
 

@@ -8,8 +8,6 @@ the headers clients read, and the body's shape (keys and value types) and row co
 Where they disagree the recordings win: the server is fixed, not this test.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported by name, then requested as parameters)
-
 from __future__ import annotations
 
 import functools
@@ -24,8 +22,7 @@ import pytest
 import requests
 import yaml
 
-# The fixtures are imported until tests.socrata.fixtures is in conftest's pytest_plugins.
-from tests.socrata.fixtures import SocrataServer, socrata_server  # noqa: F401
+from tests.socrata.fixtures import SocrataServer
 
 RECORDED = Path(__file__).parent / "socrata" / "recorded"
 CASSETTES = sorted(p.name for p in RECORDED.glob("*.yaml"))

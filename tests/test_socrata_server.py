@@ -2,8 +2,6 @@
 CSV uploads, error shapes, throttling over its control endpoint, and a replace that a
 concurrent reader sees whole or not at all."""
 
-# ruff: noqa: F811  (pytest fixtures imported by name, then requested as parameters)
-
 from __future__ import annotations
 
 import json
@@ -16,14 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.socrata import soql
-
-# The fixtures are imported until tests.socrata.fixtures is in conftest's pytest_plugins.
-from tests.socrata.fixtures import (  # noqa: F401
+from tests.socrata.fixtures import (
     KEY_ID,
     KEY_SECRET,
     SocrataServer,
-    socrata,
-    socrata_server,
     start_server,
 )
 from tests.socrata.store import Query, Store

@@ -5,8 +5,6 @@ Content-Type, HTTP Basic for writes, ``X-App-token`` on every request, ``$offset
 that stops on a page shorter than 1,000 rows.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported by name, then requested as parameters)
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,16 +14,13 @@ import pytest
 import requests
 from sodapy import Socrata
 
-# The fixtures are imported until tests.socrata.fixtures is in conftest's pytest_plugins.
-from tests.socrata.fixtures import (  # noqa: F401
+from tests.socrata.fixtures import (
     APP_TOKEN,
     KEY_ID,
     KEY_SECRET,
     READER_ID,
     READER_SECRET,
     SocrataServer,
-    socrata,
-    socrata_server,
 )
 
 COLUMNS = [
