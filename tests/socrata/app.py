@@ -19,6 +19,8 @@ page of 1,000 rows and ``calendar_date`` showing as ``floating_timestamp`` in he
   sent; writes need HTTP Basic with a known key id/secret: 401 for wrong ones, 403 for none
   or for a read-only user. The error codes of 400/401/403/429 are not in the recordings:
   they use the recorded shape ``{"code", "error": true, "message", "data"}``.
+- Publishing: the Dataset Management API socrata-py calls (``/api/publishing/v1/...``),
+  in ``dsmapi.py`` over the state in ``publishing.py``.
 - Throttling: ``throttle(n, retry_after)`` (or ``POST /__test__/throttle``) makes the next
   ``n`` requests answer 429 with ``Retry-After``.
 """
@@ -43,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.socrata import soql
+from tests.socrata.publishing import Publishing
 from tests.socrata.store import Dataset, Query, RowError, Store, csv_cell
 from tests.socrata.views import create_from_view_request, view_document
 
@@ -101,6 +104,10 @@ class SocrataApp:
         self.app_tokens = app_tokens or set()
         self.users = users or {}
         self.throttle = Throttle()
+        self.publishing = Publishing(self.store)
+        # Imported here: dsmapi builds on this module's error shapes and guards.
+        from tests.socrata.dsmapi import Dsmapi
+
         self.asgi = Starlette(
             routes=[
                 Route(
@@ -120,6 +127,7 @@ class SocrataApp:
                     methods=["POST"],
                 ),
                 Route("/__test__/throttle", self.set_throttle, methods=["POST"]),
+                *Dsmapi(self, self.publishing).routes(),
             ],
             middleware=[Middleware(GZipMiddleware, minimum_size=0)],
         )

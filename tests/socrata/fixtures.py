@@ -2,7 +2,9 @@
 
 ``socrata_server`` is one server per session; tests create datasets with fresh four-by-four
 ids, so they do not see each other's rows. ``socrata`` hands a test that server with its
-throttle cleared.
+throttle cleared. ``socrata_tls`` is the same over HTTPS with a certificate made for the
+session (socrata-py builds only ``https://`` URLs); ``socratapy_auth`` makes socrata-py's
+``Authorization`` for it, trusting that session's CA.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import uvicorn
 
 from tests.socrata.app import SocrataApp
 from tests.socrata.store import Dataset
+from tests.socrata.tls import TlsFiles, make_tls_files
 
 APP_TOKEN = "test-app-token"
 KEY_ID = "test-key-id"
@@ -35,9 +38,10 @@ def default_app() -> SocrataApp:
 
 
 def serve(
-    app: SocrataApp, port: int = 0, timeout: float = 15
+    app: SocrataApp, port: int = 0, timeout: float = 15, tls: TlsFiles | None = None
 ) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """uvicorn serving ``app`` on 127.0.0.1:``port`` (0: a free one) in a daemon thread."""
+    """uvicorn serving ``app`` on 127.0.0.1:``port`` (0: a free one) in a daemon thread,
+    over TLS when ``tls`` is given."""
     sock = socket.socket()
     # Accepted connections inherit TCP_NODELAY: without it a keep-alive client (sodapy's
     # requests session) waits ~40 ms of delayed ACK on every request.
@@ -45,7 +49,14 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the same port after stop()
     sock.bind(("127.0.0.1", port))
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app.asgi,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -67,6 +78,7 @@ class SocrataServer:
     port: int
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
+    tls: TlsFiles | None = None
 
     @property
     def domain(self) -> str:
@@ -75,7 +87,7 @@ class SocrataServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.domain}"
+        return f"{'https' if self.tls else 'http'}://{self.domain}"
 
     def create_dataset(
         self,
@@ -93,7 +105,7 @@ class SocrataServer:
         self.app.throttle.set(requests, retry_after)
 
     def start(self) -> SocrataServer:
-        self.server, self.thread, self.port = serve(self.app, self.port)
+        self.server, self.thread, self.port = serve(self.app, self.port, tls=self.tls)
         return self
 
     def stop(self) -> None:
@@ -103,8 +115,22 @@ class SocrataServer:
         self.server = self.thread = None
 
 
-def start_server(app: SocrataApp | None = None) -> SocrataServer:
-    return SocrataServer(app or default_app(), port=0).start()
+def start_server(app: SocrataApp | None = None, tls: TlsFiles | None = None) -> SocrataServer:
+    return SocrataServer(app or default_app(), port=0, tls=tls).start()
+
+
+def socratapy_auth(
+    server: SocrataServer, username: str = KEY_ID, password: str = KEY_SECRET
+) -> Any:
+    """socrata-py's ``Authorization`` for ``server`` (TLS), trusting its CA: ``verify`` is
+    handed to requests as is, and requests takes a CA bundle path there."""
+    from socrata.authorization import Authorization
+
+    if server.tls is None:
+        raise ValueError("socrata-py speaks only https: start the server with tls")
+    auth = Authorization(server.domain, username=username, password=password)
+    auth.verify = str(server.tls.ca)
+    return auth
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +145,17 @@ def socrata(socrata_server: SocrataServer) -> Iterator[SocrataServer]:
     socrata_server.throttle(0)
     yield socrata_server
     socrata_server.throttle(0)
+
+
+@pytest.fixture(scope="session")
+def socrata_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SocrataServer]:
+    server = start_server(tls=make_tls_files(tmp_path_factory.mktemp("socrata-tls")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def socrata_tls(socrata_tls_server: SocrataServer) -> Iterator[SocrataServer]:
+    socrata_tls_server.throttle(0)
+    yield socrata_tls_server
+    socrata_tls_server.throttle(0)
