@@ -11,6 +11,8 @@ PORT   ?= 8001
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_EXTRA_LOGGERS := civicflow
+# The temporary server a CLI call starts may need more than 20 s on a busy machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 # Library code also runs outside flows (tests, benchmarks): keep its logs local there.
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 

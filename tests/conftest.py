@@ -21,6 +21,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 # No telemetry or update checks from Prefect: this machine has no network.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# A CLI call starts Prefect's temporary server; on a busy 2-core machine it can take longer
+# than Prefect's 20 s default to come up.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 pytest_plugins = [
     "tests.fixtures.portal",
