@@ -223,3 +223,49 @@ def test_a_concurrent_reader_never_sees_a_half_applied_replace(
     assert (len(final), {r["status"] for r in final}) == (4000, {"new"})
     assert set(seen) <= {(3000, frozenset({"old"})), (4000, frozenset({"new"}))}, set(seen)
     assert (3000, frozenset({"old"})) in seen  # the reader did run while the job was open
+
+
+def test_transforms_set_types_descriptions_and_the_row_id_then_an_update_upserts(
+    socrata_tls: SocrataServer, publisher: Socrata
+) -> None:
+    revision, output = publisher.create(name="typed").csv(csv_file(rows_of("open", 3)))
+    output = (
+        output.change_column_transform("count")
+        .to("`count`")  # kept as text, not the guessed number
+        .change_column_metadata("status", "description")
+        .to("Where the request stands")
+        .change_column_metadata("opened", "display_name")
+        .to("Opened at")
+        .run()
+        .set_row_id("request_id")
+    )
+    revision.apply(output_schema=output).wait_for_finish(**POLL)
+    fourfour = revision.attributes["fourfour"]
+
+    view = publisher.views.lookup(fourfour).attributes
+    columns = {c["fieldName"]: c for c in view["columns"]}
+    assert columns["status"]["description"] == "Where the request stands"
+    assert columns["opened"]["name"] == "Opened at"
+    assert columns["count"]["dataTypeName"] == "text"
+    assert view["rowIdentifierColumnId"] == columns["request_id"]["id"]
+
+    update = publisher.views.lookup(fourfour).revisions.create_update_revision()
+    changed = [
+        "R000001,closed,2024-01-02T03:04:05,true,1",
+        "R000009,open,2024-02-01T00:00:00,false,9",
+    ]
+    source = update.create_upload("update.csv").csv(csv_file(changed))
+    output = source.get_latest_input_schema().get_latest_output_schema().wait_for_finish(**POLL)
+    assert [c["is_primary_key"] for c in output.attributes["output_columns"]][0] is True
+    update.apply(output_schema=output).wait_for_finish(**POLL)
+
+    rows = {r["request_id"]: r["status"] for r in read(socrata_tls, fourfour).json()}
+    assert rows == {"R000000": "open", "R000001": "closed", "R000002": "open", "R000009": "open"}
+
+
+def test_an_unsupported_transform_is_a_400_naming_it(publisher: Socrata) -> None:
+    _, output = publisher.create(name="expr").csv(csv_file(rows_of("open", 1)))
+    with pytest.raises(UnexpectedResponseException) as refused:
+        output.change_column_transform("count").to("to_number(`count`) * 2").run()
+    assert refused.value.status == 400
+    assert "to_number(`count`) * 2" in refused.value.body["message"]

@@ -111,6 +111,10 @@ class SocrataServer:
     def stop(self) -> None:
         if self.server is not None and self.thread is not None:
             self.server.should_exit = True
+            self.thread.join(timeout=1)
+            # A TLS connection a client left open holds a graceful shutdown until the
+            # peer's close_notify, which may never come: stop waiting for it.
+            self.server.force_exit = True
             self.thread.join(timeout=10)
         self.server = self.thread = None
 
