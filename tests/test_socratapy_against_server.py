@@ -197,17 +197,21 @@ def test_wrong_credentials_are_refused_with_401(socrata_tls: SocrataServer) -> N
     assert "wrong" not in str(refused.value.body)
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(3000, 4000), pytest.param(100_000, 99_000, marks=pytest.mark.slow, id="100k")],
+)
 def test_a_concurrent_reader_never_sees_a_half_applied_replace(
-    socrata_tls: SocrataServer, publisher: Socrata
+    socrata_tls: SocrataServer, publisher: Socrata, before: int, after: int
 ) -> None:
-    fourfour = create(publisher, rows_of("old", 3000))
-    revision, output = replace(publisher, fourfour, rows_of("new", 4000))
+    fourfour = create(publisher, rows_of("old", before))
+    revision, output = replace(publisher, fourfour, rows_of("new", after))
     seen: list[tuple[int, frozenset[str]]] = []
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
-            rows = read(socrata_tls, fourfour, **{"$select": "status"}).json()
+            rows = read(socrata_tls, fourfour, **{"$select": "status", "$limit": 200_000}).json()
             seen.append((len(rows), frozenset(r["status"] for r in rows)))
 
     thread = threading.Thread(target=reader)
@@ -215,14 +219,15 @@ def test_a_concurrent_reader_never_sees_a_half_applied_replace(
     try:
         socrata_tls.app.publishing.apply_delay = 0.3  # reads run before, during and after
         revision.apply(output_schema=output).wait_for_finish(**POLL)
-        final = read(socrata_tls, fourfour, **{"$select": "status"}).json()
+        final = read(socrata_tls, fourfour, **{"$select": "status", "$limit": 200_000}).json()
     finally:
         stop.set()
-        thread.join(timeout=30)
+        thread.join(timeout=60)
 
-    assert (len(final), {r["status"] for r in final}) == (4000, {"new"})
-    assert set(seen) <= {(3000, frozenset({"old"})), (4000, frozenset({"new"}))}, set(seen)
-    assert (3000, frozenset({"old"})) in seen  # the reader did run while the job was open
+    assert (len(final), {r["status"] for r in final}) == (after, {"new"})
+    old, new = (before, frozenset({"old"})), (after, frozenset({"new"}))
+    assert set(seen) <= {old, new}, set(seen)
+    assert old in seen  # the reader ran while the job was open, not only after it
 
 
 def test_transforms_set_types_descriptions_and_the_row_id_then_an_update_upserts(
