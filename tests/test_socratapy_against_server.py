@@ -274,3 +274,26 @@ def test_an_unsupported_transform_is_a_400_naming_it(publisher: Socrata) -> None
         output.change_column_transform("count").to("to_number(`count`) * 2").run()
     assert refused.value.status == 400
     assert "to_number(`count`) * 2" in refused.value.body["message"]
+
+
+def test_publishing_calls_are_throttled_with_429_then_go_through(
+    socrata_tls: SocrataServer, publisher: Socrata
+) -> None:
+    socrata_tls.throttle(1, retry_after=7)
+    with pytest.raises(UnexpectedResponseException) as throttled:
+        publisher.new({"name": "too fast"})
+    assert throttled.value.status == 429
+    assert throttled.value.body["code"] == "too_many_requests"
+    assert publisher.new({"name": "after the wait"}).attributes["revision_seq"] == 0
+
+
+def test_publishing_without_credentials_is_403(socrata_tls: SocrataServer) -> None:
+    assert socrata_tls.tls is not None
+    response = requests.post(
+        f"{socrata_tls.url}/api/publishing/v1/revision",
+        json={"metadata": {"name": "anonymous"}},
+        verify=str(socrata_tls.tls.ca),
+        timeout=10,
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] is True
