@@ -7,26 +7,30 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from civicflow.privatefs import READ_ONLY_MODE, private_file
 from civicflow.settings import Settings
 from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
 from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
+from civicflow.sources import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.sources.base import (
     Extract,
     ExtractError,
+    RemoteSource,
     Source,
     get_source,
     register_source,
     registered_sources,
 )
 from civicflow.sources.cast import cast_frame
-from civicflow.spec.models import DatasetSpec
+from civicflow.spec.models import DatasetSpec, FileSource
 
 __all__ = [
     "Extract",
     "ExtractError",
+    "RemoteSource",
     "Source",
     "extract",
     "get_source",
@@ -42,36 +46,60 @@ def resolve_source_path(
     """The input file: an explicit override, or the spec's path (``{var}`` = the var folder)."""
     if override is not None:
         return Path(override).resolve()
+    if not isinstance(spec.source, FileSource):
+        raise ExtractError(
+            f"dataset {spec.id}: a {spec.source.kind} source is pulled from its service, not read from a file"
+        )
     declared = spec.source.path.replace("{var}", str(settings.var_dir))
     path = Path(declared)
     return path if path.is_absolute() else (settings.project_dir / path)
 
 
-def _copy_immutable(src: Path, dest: Path) -> str:
-    """Copy ``src`` to ``dest`` byte for byte, returning its sha256 (one pass).
+def _write_immutable(chunks: Iterable[bytes], dest: Path) -> str:
+    """Write ``chunks`` to ``dest`` in order, returning their sha256 (one pass).
 
     The copy holds residents' raw values (exact addresses, names): it is owner-read-only
-    (0400) in a 0700 folder, private from its first byte (``private_file``).
+    (0400) in a 0700 folder, private from its first byte (``private_file``); if a chunk
+    cannot be had (a file error, a pull that fails half-way) nothing is left at ``dest``.
     """
     digest = hashlib.sha256()
-    with src.open("rb") as fin, private_file(dest, READ_ONLY_MODE) as fout:
-        while chunk := fin.read(1 << 20):
+    with private_file(dest, READ_ONLY_MODE) as fout:
+        for chunk in chunks:
             digest.update(chunk)
             fout.write(chunk)
     return digest.hexdigest()
 
 
+def _file_chunks(src: Path) -> Iterator[bytes]:
+    with src.open("rb") as fin:
+        while chunk := fin.read(1 << 20):
+            yield chunk
+
+
+def _copy_immutable(src: Path, dest: Path) -> str:
+    """Copy ``src`` to ``dest`` byte for byte, returning its sha256."""
+    return _write_immutable(_file_chunks(src), dest)
+
+
 def extract(
     spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None = None
 ) -> Extract:
-    """Copy the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms."""
-    src = resolve_source_path(spec, settings, source_path)
-    if not src.is_file():
-        raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
+    """Copy (or pull) the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms.
+
+    A remote kind is pulled from its service unless ``source_path`` names a file (an
+    export of it, e.g. to replay a run).
+    """
     source = get_source(spec.source.kind)
     raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
-    settings.private_dir(raw_path.parent)
-    sha256 = _copy_immutable(src, raw_path)
+    if source_path is None and isinstance(source, RemoteSource):
+        settings.private_dir(raw_path.parent)
+        sha256 = _write_immutable(source.pull(spec, settings), raw_path)
+    else:
+        src = resolve_source_path(spec, settings, source_path)
+        if not src.is_file():
+            raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
+        settings.private_dir(raw_path.parent)
+        sha256 = _copy_immutable(src, raw_path)
     raw = source.read(spec, raw_path)
     frame = cast_frame(spec, raw)
     if spec.transforms:

@@ -8,15 +8,18 @@ null). Typing, renaming and validation are shared by every kind (``cast.py``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 import pyarrow as pa
 
 from civicflow.spec.models import DatasetSpec
+
+if TYPE_CHECKING:
+    from civicflow.settings import Settings
 
 
 class ExtractError(Exception):
@@ -40,6 +43,19 @@ class Source(Protocol):
 
     def read(self, spec: DatasetSpec, raw_path: Path) -> pa.Table:
         """Read the raw copy into an all-string Arrow table keyed by source headers."""
+        ...
+
+
+@runtime_checkable
+class RemoteSource(Source, Protocol):
+    """A source pulled from a service (Socrata, ...) rather than read from a file.
+
+    ``pull`` yields the bytes of the raw copy; ``extract`` writes them with the same
+    private, owner-read-only writer as a copied file, so a kind never handles ``var/``.
+    """
+
+    def pull(self, spec: DatasetSpec, settings: Settings) -> Iterator[bytes]:
+        """The raw copy's bytes, in order; raises ExtractError naming what failed."""
         ...
 
 

@@ -282,7 +282,87 @@ class GeoJsonSource(StrictModel):
     )
 
 
-SourceSpec = Annotated[CsvSource | GeoJsonSource, Field(discriminator="kind")]
+#: a Socrata dataset id ("four-by-four"): https://dev.socrata.com/docs/endpoints/
+FOUR_BY_FOUR = r"^[a-z0-9]{4}-[a-z0-9]{4}$"
+_SOCRATA_FIELD = re.compile(r"^:?[a-z_][a-z0-9_]*$")
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+class SocrataSource(StrictModel):
+    """A dataset on a Socrata portal, pulled page by page over SODA 2.1.
+
+    Credentials are never in the spec: the app token comes from the environment
+    variable ``app_token_env`` names; a private dataset also needs
+    CIVICFLOW_SOCRATA_KEY_ID and CIVICFLOW_SOCRATA_KEY_SECRET.
+    """
+
+    kind: Literal["socrata"] = Field(description="Source kind.")
+    domain: str = Field(
+        description="The portal's domain, e.g. data.lacity.org (HTTPS). A loopback test "
+        "server may be given as http://127.0.0.1:PORT; plain HTTP to any other host is refused "
+        "(the app token would travel in clear)."
+    )
+    dataset: str = Field(
+        pattern=FOUR_BY_FOUR, description="The dataset's four-by-four id, e.g. rq3b-xjk8."
+    )
+    where: str | None = Field(
+        None, description="SoQL $where filter, e.g. \"requesttype = 'Graffiti Removal'\"."
+    )
+    select: list[str] | None = Field(
+        None, description="Socrata field names to pull ($select); default: every column."
+    )
+    order: str = Field(
+        ":id",
+        min_length=1,
+        description="SoQL $order; :id is appended as a tie-breaker so paging is stable "
+        "(https://dev.socrata.com/docs/paging).",
+    )
+    page_size: int = Field(
+        10_000,
+        ge=1,
+        le=50_000,
+        description="Rows per request ($limit). 10,000 (as Socrata's DataSync chunks) pulls "
+        "a million rows in 100 requests, keeps each page a few MB and a retried page cheap; "
+        "SODA 2.0 endpoints cap $limit at 50,000.",
+    )
+    app_token_env: str = Field(
+        "CIVICFLOW_SOCRATA_APP_TOKEN",
+        pattern=_ENV_NAME,
+        description="Name of the environment variable holding the app token (never the token itself).",
+    )
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        scheme, sep, host = value.rpartition("://")
+        if not sep:
+            scheme, host = "https", value
+        if scheme not in ("http", "https") or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
+            raise ValueError(
+                f"domain {value!r}: a host name such as data.lacity.org (no path, no query)"
+            )
+        if scheme == "http" and host.rsplit(":", 1)[0] not in _LOOPBACK:
+            raise ValueError(
+                f"domain {value!r}: plain http is only allowed to a loopback test server; use https"
+            )
+        return value
+
+    @field_validator("select")
+    @classmethod
+    def _select(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            bad = [v for v in value if not _SOCRATA_FIELD.match(v)]
+            if bad or not value:
+                raise ValueError(
+                    f"select: Socrata field names (lower case, a-z, 0-9, _), not {bad or 'an empty list'}"
+                )
+        return value
+
+
+#: sources read from a file (``path``); other kinds are pulled from a service
+FileSource = CsvSource | GeoJsonSource
+SourceSpec = Annotated[CsvSource | GeoJsonSource | SocrataSource, Field(discriminator="kind")]
 
 
 class ReprojectTransform(StrictModel):
