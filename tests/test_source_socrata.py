@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -419,6 +420,23 @@ def test_server_errors_are_retried_with_backoff(
     raw = b"".join(pull_pages(make_spec(services, url), env(), policy))
     assert raw.count(b"\n") == 2501
     assert app.requests == 3
+
+
+def test_a_portal_that_does_not_answer_is_retried_then_named(
+    env: Callable[..., Settings],
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = make_spec("abcd-1234", f"http://127.0.0.1:{port}")
+    policy = RetryPolicy(total_seconds=1.0, first_backoff=0.2)
+    started = time.monotonic()
+    with pytest.raises(ExtractError) as caught:
+        b"".join(pull_pages(spec, env(), policy))
+    assert time.monotonic() - started < 2
+    message = str(caught.value)
+    assert "no response (ConnectionError)" in message and "attempt(s)" in message
+    assert "abcd-1234" in message and str(port) in message
 
 
 def test_other_client_errors_are_not_retried(
