@@ -250,6 +250,26 @@ def test_typed_from_the_dataset_columns_a_declared_type_they_cannot_hold_is_refu
     assert "opened is declared geopoint but opened is floating_timestamp" in message
 
 
+def test_values_go_through_the_same_casting_and_checks_as_a_file(
+    socrata: SocrataServer, env: Callable[..., Settings]
+) -> None:
+    rows = [{"request_id": f"SR{i:06d}", "days": str(i)} for i in range(50)]
+    rows[7]["days"] = "n/a-7b3e"  # text column, declared integer: a type error at row 8
+    dataset = socrata.create_dataset([("request_id", "text"), ("days", "text")], rows).id
+    settings = env()
+    write_project_spec(settings, spec_dict(dataset, socrata.url, fields=[FIELDS[0], FIELDS[2]]))
+
+    outcome = run_dataset(settings, DATASET_ID)
+
+    assert outcome.outcome == "rejected"
+    assert "type-error days" in outcome.reason and "(row 8)" in outcome.reason
+    assert "n/a-7b3e" not in outcome.reason
+    assert outcome.report_path is not None
+    report = outcome.report_path.read_text()
+    assert "n/a-7b3e" in report  # the example value stays in the private report
+    assert stat.S_IMODE(outcome.report_path.stat().st_mode) == 0o600
+
+
 def test_a_file_given_with_source_replays_a_pull_without_the_portal(
     socrata: SocrataServer, services: str, env: Callable[..., Settings], tmp_path: Path
 ) -> None:
