@@ -14,6 +14,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +431,17 @@ def test_throttling_past_the_retry_budget_gives_up_naming_it(
     assert time.monotonic() - started < 4
     message = str(caught.value)
     assert "HTTP 429" in message and "retry budget 2.5 s" in message and services in message
+
+
+def test_retry_after_given_as_an_http_date_is_honoured(
+    services: str, env: Callable[..., Settings], wrapped: Callable[..., tuple[Wrapped, str]]
+) -> None:
+    until = formatdate(time.time() + 2, usegmt=True)  # whole seconds: waits 1-2 s
+    app, url = wrapped(lambda n: (429, {"Retry-After": until}) if n == 1 else None)
+    started = time.monotonic()
+    raw = b"".join(pull_pages(make_spec(services, url), env()))
+    assert time.monotonic() - started >= 0.9
+    assert raw.count(b"\n") == 2501 and app.requests == 2
 
 
 def test_server_errors_are_retried_with_backoff(
