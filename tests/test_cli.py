@@ -123,3 +123,25 @@ def test_publish_then_duplicate_key_is_refused_naming_both_rows(cli_env, dataset
     runs = runner.invoke(app, ["runs", TABLE])
     assert runs.exit_code == 0
     assert "rejected" in runs.output and ("published" in runs.output or "unchanged" in runs.output)
+
+
+def test_check_accepts_a_socrata_source_without_a_file(tmp_path, monkeypatch) -> None:
+    """A remote source has no file to find: check must not look for one (or crash)."""
+    import yaml
+
+    project = _copy_project(tmp_path)
+    spec = yaml.safe_load((project / "datasets" / "lax_passenger_traffic.yaml").read_text())
+    spec["id"] = "lax_from_socrata"
+    spec["source"] = {
+        "kind": "socrata",
+        "domain": "https://data.lacity.org",
+        "dataset": "g3qu-7q2u",
+    }
+    (project / "datasets" / "lax_from_socrata.yaml").write_text(yaml.safe_dump(spec))
+    suite = (project / "expectations" / "lax_passenger_traffic.json").read_text()
+    (project / "expectations" / "lax_from_socrata.json").write_text(
+        suite.replace('"lax_passenger_traffic"', '"lax_from_socrata"')
+    )
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ from civicflow.cli._common import EXIT_USAGE, print_problems, project_settings
 from civicflow.settings import Settings
 from civicflow.spec import DatasetSpec, SpecError, SpecProblem
 from civicflow.spec.loader import dataset_paths, load_dataset, missing_suite
+from civicflow.spec.models import CsvSource, GeoJsonSource
 
 
 def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, int]]:
@@ -34,8 +35,13 @@ def collect_problems(settings: Settings) -> tuple[list[SpecProblem], dict[str, i
         specs_by_suite.setdefault(spec.suite_name, spec)
         if (problem := missing_suite(spec, settings.expectations_dir, path)) is not None:
             problems.append(problem)
-        if "{var}" not in spec.source.path and not resolve_source_path(spec, settings).is_file():
-            problems.append(SpecProblem(path, "source.path", f"file not found: {spec.source.path}"))
+        source = spec.source
+        if (
+            isinstance(source, CsvSource | GeoJsonSource)
+            and "{var}" not in source.path
+            and not resolve_source_path(spec, settings).is_file()
+        ):
+            problems.append(SpecProblem(path, "source.path", f"file not found: {source.path}"))
     for suite_path in sorted(settings.expectations_dir.glob("*.json")):
         counts["suites"] += 1
         try:
