@@ -8,20 +8,79 @@ fails here rather than going untested.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import requests
 
 from civicflow import published
-from civicflow.portals import PortalConflict, published_version, registered_portals
+from civicflow.portals import PortalConflict, get_portal, published_version, registered_portals
+from civicflow.portals.socrata import SocrataPortal
+from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
 from tests.fixtures.portal import (
+    PROJECT_DIR,
     SAMPLE_FIELDS,
     PortalUnderTest,
     sample_frame,
     sample_metadata,
     unique_table,
 )
+from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer
+
+
+@pytest.fixture
+def socrata_contract_portal(socrata_tls: SocrataServer, tmp_path: Path) -> PortalUnderTest:
+    """The Socrata adapter against the Socrata test server over TLS (socrata-py needs https)."""
+    assert socrata_tls.tls is not None
+    env = {
+        "CIVICFLOW_SOCRATA_DOMAIN": socrata_tls.url,
+        "CIVICFLOW_SOCRATA_KEY_ID": KEY_ID,
+        "CIVICFLOW_SOCRATA_KEY_SECRET": KEY_SECRET,
+        "CIVICFLOW_SOCRATA_CA_BUNDLE": str(socrata_tls.tls.ca),
+    }
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=env)
+    portal = get_portal("socrata", settings)
+    assert isinstance(portal, SocrataPortal)
+
+    def view(table: str) -> dict[str, Any]:
+        fourfour = portal.fourfour(table)
+        assert fourfour is not None, f"no four-by-four recorded for {table}"
+        response = requests.get(
+            f"{socrata_tls.url}/api/views/{fourfour}.json",
+            auth=(KEY_ID, KEY_SECRET),
+            verify=str(socrata_tls.tls.ca),  # type: ignore[union-attr]
+            timeout=30,
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def row_count(table: str) -> int:
+        fourfour = portal.fourfour(table)
+        response = requests.get(
+            f"{socrata_tls.url}/resource/{fourfour}.json",
+            params={"$select": "id", "$limit": "1000000"},  # the test server has no count(*)
+            auth=(KEY_ID, KEY_SECRET),
+            verify=str(socrata_tls.tls.ca),  # type: ignore[union-attr]
+            timeout=30,
+        )
+        response.raise_for_status()
+        return len(response.json())
+
+    def metadata(table: str) -> dict[str, Any]:
+        got = view(table)
+        return {
+            "title": got["name"],
+            "description": got["description"],
+            "license": got.get("licenseId"),
+            "source": got.get("attribution"),
+            "columns": {c["fieldName"]: c["description"] for c in got["columns"]},
+        }
+
+    return PortalUnderTest(portal=portal, row_count=row_count, metadata=metadata)
 
 
 @pytest.fixture(params=registered_portals())

@@ -1,6 +1,7 @@
 """Portals: where published datasets go. Importing this registers every adapter."""
 
 from civicflow.portals import datasette as _datasette  # noqa: F401  (registers "datasette")
+from civicflow.portals import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.portals.base import (
     Portal,
     PortalConflict,

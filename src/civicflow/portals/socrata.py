@@ -1,0 +1,472 @@
+"""The Socrata portal adapter: datasets created and replaced through a DSMAPI revision.
+
+Every new version (rows or metadata) goes out as one socrata-py revision: the CSV is
+written here (Arrow, vectorised), uploaded, typed by an output schema built from the
+spec, refused while the schema counts conversion errors, then applied; the apply job
+swaps rows and metadata in together, so a reader never sees a replace half done.
+
+The version record (version, data version, run id, rows, serial) travels in the
+revision's view metadata (``metadata.civicflow``), so :meth:`current_version` reads
+what is live from the portal itself. The dataset's four-by-four id is civicflow state,
+kept privately under ``var/socrata/<host>/<table>.json``.
+
+Compare-and-swap: Socrata has no conditional apply, so the live version is compared
+with ``base`` before the upload and again just before the apply; the window left is
+the apply itself (documented, not hidden).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC, datetime
+from types import EllipsisType
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import requests
+
+from civicflow.portals.base import (
+    PortalConflict,
+    PortalError,
+    PublishedVersion,
+    PublishResult,
+    TableMetadata,
+    published_version,
+    register_portal,
+)
+from civicflow.portals.diff import LiveState, make_plan
+from civicflow.portals.plan import PublishPlan
+from civicflow.privatefs import write_private
+from civicflow.settings import Settings
+from civicflow.spec.models import FieldSpec
+
+log = logging.getLogger("civicflow.portals.socrata")
+
+DOMAIN_ENV = "CIVICFLOW_SOCRATA_DOMAIN"
+KEY_ID_ENV = "CIVICFLOW_SOCRATA_KEY_ID"
+KEY_SECRET_ENV = "CIVICFLOW_SOCRATA_KEY_SECRET"  # noqa: S105  (a variable's name)
+APP_TOKEN_ENV = "CIVICFLOW_SOCRATA_APP_TOKEN"  # noqa: S105  (a variable's name)
+#: a CA bundle to trust (a portal behind a private CA; the test server)
+CA_BUNDLE_ENV = "CIVICFLOW_SOCRATA_CA_BUNDLE"
+
+#: Socrata column type per declared field type (DSMAPI transform output types)
+SOCRATA_TYPES = {
+    "integer": "number",
+    "number": "number",
+    "boolean": "checkbox",
+    "date": "calendar_date",
+    "datetime": "calendar_date",
+    "geopoint": "point",
+    "url": "url",
+}
+#: the transform function producing each Socrata type (text needs none)
+TRANSFORMS = {
+    "number": "to_number",
+    "checkbox": "to_boolean",
+    "calendar_date": "to_floating_timestamp",
+    "point": "to_point",
+    "url": "to_url",
+}
+PAGE_ROWS = 50_000
+POLL = {"sleeptime": 0.05, "timeout": 600}
+
+
+def socrata_type(f: FieldSpec) -> str:
+    return SOCRATA_TYPES.get(str(f.type), "text")
+
+
+def column_type(socrata: str, declared: str | None) -> str:
+    """The type a plan compares: Socrata's, with the declared type when it says more
+    (an integer and a number are both Socrata numbers; a retype between them matters)."""
+    return f"{socrata} ({declared})" if declared and declared != socrata else socrata
+
+
+def plan_type(f: FieldSpec) -> str:
+    return column_type(socrata_type(f), str(f.type))
+
+
+@register_portal("socrata")
+class SocrataPortal:
+    """Publishes to the Socrata domain in ``CIVICFLOW_SOCRATA_DOMAIN`` with the user's keys."""
+
+    kind: ClassVar[str] = "socrata"
+
+    def __init__(self, settings: Settings, *, timeout: float = 60.0) -> None:
+        self.settings = settings
+        domain = settings.env.get(DOMAIN_ENV, "").strip().rstrip("/")
+        if not domain:
+            raise PortalError(
+                f"{DOMAIN_ENV} is not set: the Socrata domain, e.g. https://data.lacity.org"
+            )
+        if "://" not in domain:
+            domain = f"https://{domain}"
+        parsed = urlparse(domain)
+        loopback = parsed.hostname in ("127.0.0.1", "localhost", "::1")
+        if parsed.scheme != "https" and not loopback:
+            raise PortalError(f"{DOMAIN_ENV}: https is required for {parsed.hostname}")
+        self.url = domain
+        self.host = parsed.netloc
+        self.timeout = timeout
+        self.verify: str | bool = settings.env.get(CA_BUNDLE_ENV) or True
+
+    # -- credentials (read at use, never stored on the object, never logged) ----------
+
+    def _keys(self) -> tuple[str, str]:
+        key_id, secret = self.settings.secret(KEY_ID_ENV), self.settings.secret(KEY_SECRET_ENV)
+        if not key_id or not secret:
+            raise PortalError(
+                f"{KEY_ID_ENV} and {KEY_SECRET_ENV} must be set to publish to Socrata"
+            )
+        return key_id, secret
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = self._keys()
+        token = self.settings.secret(APP_TOKEN_ENV)
+        if token:
+            session.headers["X-App-Token"] = token
+        return session
+
+    def _get(self, session: requests.Session, path: str, **params: Any) -> requests.Response:
+        try:
+            # verify per request: REQUESTS_CA_BUNDLE in the environment beats session.verify
+            response = session.get(
+                f"{self.url}{path}", params=params, timeout=self.timeout, verify=self.verify
+            )
+        except requests.RequestException as exc:
+            raise PortalError(
+                f"GET {self.url}{path}: portal unreachable ({type(exc).__name__})"
+            ) from None
+        if response.status_code in (401, 403):
+            raise PortalError(
+                f"{self.url}: HTTP {response.status_code}: credentials refused: check "
+                f"{KEY_ID_ENV} and {KEY_SECRET_ENV}"
+            )
+        return response
+
+    # -- state: the four-by-four id per table ----------------------------------------
+
+    def _state_path(self, table: str) -> Any:
+        return self.settings.var_dir / "socrata" / self.host.replace(":", "_") / f"{table}.json"
+
+    def fourfour(self, table: str) -> str | None:
+        path = self._state_path(table)
+        if not path.is_file():
+            return None
+        return str(json.loads(path.read_text())["fourfour"])
+
+    def _remember(self, table: str, fourfour: str) -> None:
+        write_private(self._state_path(table), json.dumps({"fourfour": fourfour}))
+
+    # -- reading ----------------------------------------------------------------------
+
+    def view(self, table: str) -> dict[str, Any] | None:
+        fourfour = self.fourfour(table)
+        if fourfour is None:
+            return None
+        with self._session() as session:
+            response = self._get(session, f"/api/views/{fourfour}.json")
+        if response.status_code == 404:
+            return None
+        _check(response, "read the dataset")
+        view: dict[str, Any] = response.json()
+        return view
+
+    def current_version(self, table: str) -> PublishedVersion | None:
+        return _live(table, self.view(table))
+
+    def table_url(self, table: str) -> str:
+        fourfour = self.fourfour(table)
+        return f"{self.url}/d/{fourfour}" if fourfour else f"{self.url}/browse?q={table}"
+
+    def live_rows(self, fourfour: str, fields: list[str]) -> pa.Table:
+        """Every live row over SODA, paged by ``$limit``/``$offset`` in ``:id`` order, as text."""
+        pages = []
+        with self._session() as session:
+            offset = 0
+            while True:
+                params = {"$limit": PAGE_ROWS, "$offset": offset, "$order": ":id"}
+                response = self._get(session, f"/resource/{fourfour}.csv", **params)
+                _check(response, "read the live rows")
+                page = _read_csv(response.content, fields)
+                pages.append(page)
+                if page.num_rows < PAGE_ROWS:
+                    break
+                offset += PAGE_ROWS
+        return pa.concat_tables(pages)
+
+    def plan(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        metadata: TableMetadata,
+    ) -> PublishPlan:
+        view = self.view(table)
+        current = _live(table, view)
+        live = LiveState(None)
+        if view is not None and current is not None:
+            declared = view["metadata"]["civicflow"].get("types", {})
+            columns = [
+                (c["fieldName"], column_type(c["dataTypeName"], declared.get(c["fieldName"])))
+                for c in view.get("columns", [])
+            ]
+            rows = None
+            if primary_key and current.data_version != version:
+                rows = self.live_rows(view["id"], [name for name, _ in columns])
+            stored = view.get("metadata", {}).get("civicflow", {}).get("metadata")
+            live = LiveState(current, columns, stored, rows)
+        return make_plan(
+            table,
+            frame,
+            fields=fields,
+            primary_key=primary_key,
+            version=version,
+            metadata=metadata,
+            payload=_payload(metadata),
+            live=live,
+            portal_type=plan_type,
+        )
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        run_id: str,
+        metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
+    ) -> PublishResult:
+        target = published_version(version, metadata)
+        live = self.current_version(table)
+        _check_base(table, live, base)
+        if live is not None and live.version == target:
+            return PublishResult(
+                table,
+                target,
+                live.rows,
+                False,
+                self.table_url(table),
+                None,
+                live.published_at,
+                live.run_id,
+            )
+        published_at = datetime.now(UTC).isoformat(timespec="seconds")
+        record = {
+            "version": target,
+            "data_version": version,
+            "run_id": run_id,
+            "rows": len(frame),
+            "published_at": published_at,
+            "serial": (live.serial or 0) + 1 if live else 1,
+            "metadata": _payload(metadata),
+            "types": {f.name: str(f.type) for f in fields},
+        }
+        self._revise(
+            table, frame, fields, primary_key, _view_metadata(metadata, record), base, live
+        )
+        change = "data" if live is None or live.data_version != version else "metadata"
+        return PublishResult(
+            table, target, len(frame), True, self.table_url(table), change, published_at, run_id
+        )
+
+    def _revise(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        view_metadata: dict[str, Any],
+        base: PublishedVersion | None | EllipsisType,
+        live: PublishedVersion | None,
+    ) -> None:
+        """One revision: upload, type, check, apply, wait. Rows and metadata go live together."""
+        from socrata import Socrata
+        from socrata.http import UnexpectedResponseException
+
+        publisher = Socrata(self._authorization())
+        try:
+            fourfour = self.fourfour(table)
+            if fourfour is None:
+                revision = publisher.new(view_metadata)
+                self._remember(table, str(revision.attributes["fourfour"]))
+            else:
+                revisions = publisher.views.lookup(fourfour).revisions
+                revision = revisions.create_replace_revision(metadata=view_metadata)
+            upload = revision.create_upload(f"{table}.csv")
+            source = upload.csv(io.BytesIO(write_csv(frame, fields)))
+            output = source.get_latest_input_schema().get_latest_output_schema()
+            output = _typed(output, fields, primary_key).wait_for_finish(**POLL)
+            _refuse_errors(table, output)
+            # The last moment to notice another run: right before the swap.
+            _check_base(table, self.current_version(table), live if base is ... else base)
+            job = revision.apply(output_schema=output).wait_for_finish(**POLL)
+        except UnexpectedResponseException as exc:
+            raise _refusal(exc) from None
+        except requests.RequestException as exc:
+            raise PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})") from None
+        if job.attributes.get("status") != "successful":
+            raise PortalError(
+                f"{table}: the Socrata apply job ended {job.attributes.get('status')!r}"
+            )
+
+    def _authorization(self) -> Any:
+        from socrata.authorization import Authorization
+
+        key_id, secret = self._keys()
+        auth = Authorization(self.host, username=key_id, password=secret)
+        auth.verify = self.verify
+        return auth
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
+    """The upload CSV, column by column in Arrow: UTC floating timestamps to the
+    millisecond, ``YYYY-MM-DD`` dates, ``true``/``false``; nulls are empty cells."""
+    columns = {}
+    for f in fields:
+        array = pa.array(frame[f.name], from_pandas=True)
+        if pa.types.is_timestamp(array.type):
+            if array.type.tz is not None:
+                array = pc.cast(array, pa.timestamp(array.type.unit, "UTC"))
+                array = array.cast(pa.timestamp(array.type.unit))
+            pattern = "%Y-%m-%d" if f.type == "date" else "%Y-%m-%dT%H:%M:%S"
+            # to the millisecond, as the plan compares (diff._timestamps floors to ms)
+            array = pc.strftime(array.cast(pa.timestamp("ms"), safe=False), format=pattern)
+        elif not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+            array = array.cast(pa.string())
+        columns[f.name] = array
+    out = io.BytesIO()
+    pacsv.write_csv(pa.table(columns), out)
+    return out.getvalue()
+
+
+def _read_csv(data: bytes, fields: list[str]) -> pa.Table:
+    if not data.strip():
+        return pa.table({name: pa.array([], pa.string()) for name in fields})
+    options = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(fields, pa.string()), strings_can_be_null=True
+    )
+    return pacsv.read_csv(io.BytesIO(data), convert_options=options)
+
+
+def _typed(output: Any, fields: list[FieldSpec], primary_key: list[str]) -> Any:
+    """The output schema with each column's type and description from the spec."""
+    for f in fields:
+        kind = socrata_type(f)
+        expr = f"`{f.name}`" if kind == "text" else f"{TRANSFORMS[kind]}(`{f.name}`)"
+        output = output.change_column_transform(f.name).to(expr)
+        output = output.change_column_metadata(f.name, "description").to(f.description or "")
+    output = output.run()
+    if len(primary_key) == 1:
+        output = output.set_row_id(primary_key[0])
+    return output
+
+
+def _refuse_errors(table: str, output: Any) -> None:
+    if not output.attributes.get("error_count"):
+        return
+    bad = [
+        f"{c['field_name']} ({c['transform'].get('error_count', 0):,})"
+        for c in output.attributes["output_columns"]
+        if c.get("transform", {}).get("error_count")
+    ]
+    raise PortalError(
+        f"{table}: Socrata could not convert values in columns {', '.join(bad)}; "
+        "nothing was applied"
+    )
+
+
+def _refusal(exc: Any) -> PortalError:
+    """socrata-py's error as PortalError: status and Socrata's code, never the request."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = str(body.get("code", ""))[:64]
+    if exc.status in (401, 403):
+        return PortalError(
+            f"Socrata refused the credentials (HTTP {exc.status} {code}): check "
+            f"{KEY_ID_ENV} and {KEY_SECRET_ENV}"
+        )
+    return PortalError(f"Socrata refused a publishing request: HTTP {exc.status} {code}")
+
+
+def _check(response: requests.Response, what: str) -> None:
+    if response.status_code >= 400:
+        raise PortalError(f"could not {what}: HTTP {response.status_code}")
+
+
+def _check_base(
+    table: str, live: PublishedVersion | None, base: PublishedVersion | None | EllipsisType
+) -> None:
+    if base is ...:
+        return
+
+    def key(v: PublishedVersion | None) -> tuple[str | None, int | None]:
+        return (v.version, v.serial) if v else (None, None)
+
+    if key(live) == key(base):
+        return
+    other = live.run_id if live else None
+    raise PortalConflict(
+        f"{table}: run {other} published since this run began; nothing was changed",
+        other_run=other,
+    )
+
+
+def _payload(metadata: TableMetadata) -> dict[str, Any]:
+    return {
+        "title": metadata.title,
+        "description": metadata.description,
+        "license": metadata.license,
+        "source": metadata.source,
+        "source_url": metadata.source_url,
+        "columns": dict(metadata.columns),
+        "extra": dict(metadata.extra),
+    }
+
+
+def _view_metadata(metadata: TableMetadata, record: dict[str, Any]) -> dict[str, Any]:
+    """The revision's view metadata: Socrata's own fields, custom fields, the version record."""
+    extra = metadata.extra
+    custom = {k: str(extra[k]) for k in ("department", "steward", "frequency") if k in extra}
+    tags = extra.get("tags")
+    return {
+        "name": metadata.title,
+        "description": metadata.description,
+        "licenseId": metadata.license,
+        "attribution": metadata.source,
+        "attributionLink": metadata.source_url,
+        "category": extra.get("category"),
+        "tags": list(tags) if isinstance(tags, list | tuple) else [],
+        "metadata": {"custom_fields": {"civicflow": custom}, "civicflow": record},
+    }
+
+
+def _live(table: str, view: dict[str, Any] | None) -> PublishedVersion | None:
+    record = (view or {}).get("metadata", {}).get("civicflow")
+    if not record:
+        return None
+    return PublishedVersion(
+        table=table,
+        version=record["version"],
+        rows=int(record["rows"]),
+        run_id=record.get("run_id"),
+        published_at=record.get("published_at"),
+        data_version=record.get("data_version"),
+        serial=record.get("serial"),
+    )
