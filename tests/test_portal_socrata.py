@@ -1,0 +1,184 @@
+"""What only the Socrata adapter does, against the Socrata test server over TLS.
+
+The shared behaviour (publish, re-publish, metadata, compare-and-swap, plan) is in
+tests/test_portal_contract.py; here: settings and credentials, the four-by-four id as
+private state, values that do not convert refused before anything is applied, and a
+replace a concurrent reader sees whole.
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from civicflow import published
+from civicflow.portals import PortalError, get_portal
+from civicflow.portals.socrata import SocrataPortal
+from civicflow.settings import Settings
+from civicflow.spec.models import FieldSpec
+from tests.fixtures.portal import (
+    PROJECT_DIR,
+    SAMPLE_FIELDS,
+    sample_frame,
+    sample_metadata,
+    unique_table,
+)
+from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer
+
+
+def _env(server: SocrataServer, **overrides: str) -> dict[str, str]:
+    assert server.tls is not None
+    env = {
+        "CIVICFLOW_SOCRATA_DOMAIN": server.url,
+        "CIVICFLOW_SOCRATA_KEY_ID": KEY_ID,
+        "CIVICFLOW_SOCRATA_KEY_SECRET": KEY_SECRET,
+        "CIVICFLOW_SOCRATA_CA_BUNDLE": str(server.tls.ca),
+    }
+    return {**env, **overrides}
+
+
+def _portal(server: SocrataServer, var_dir: Path, **overrides: str) -> SocrataPortal:
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=var_dir, env=_env(server, **overrides))
+    portal = get_portal("socrata", settings)
+    assert isinstance(portal, SocrataPortal)
+    return portal
+
+
+def _publish(portal: SocrataPortal, table: str, frame: pd.DataFrame, run_id: str, fields=None):
+    return portal.publish(
+        table,
+        frame,
+        fields=fields or SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(frame),
+        run_id=run_id,
+        metadata=sample_metadata(),
+    )
+
+
+def _statuses(server: SocrataServer, fourfour: str) -> list[str]:
+    assert server.tls is not None
+    response = requests.get(
+        f"{server.url}/resource/{fourfour}.json",
+        params={"$select": "label", "$limit": "1000000"},
+        auth=(KEY_ID, KEY_SECRET),
+        verify=str(server.tls.ca),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [r["label"] for r in response.json()]
+
+
+def test_a_missing_domain_names_the_setting(tmp_path: Path) -> None:
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env={})
+    with pytest.raises(PortalError, match="CIVICFLOW_SOCRATA_DOMAIN"):
+        get_portal("socrata", settings)
+
+
+def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
+    env = {"CIVICFLOW_SOCRATA_DOMAIN": "http://data.example.org"}
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=env)
+    with pytest.raises(PortalError, match="https is required"):
+        get_portal("socrata", settings)
+
+
+def test_bad_credentials_name_the_settings_and_never_echo_the_secret(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    wrong = "not-the-secret-5e1f9a"
+    portal = _portal(socrata_tls, tmp_path / "var", CIVICFLOW_SOCRATA_KEY_SECRET=wrong)
+    with pytest.raises(PortalError) as refused:
+        _publish(portal, unique_table("cred"), sample_frame(5, "first"), "run-1")
+    message = str(refused.value)
+    assert "HTTP 401" in message
+    assert "CIVICFLOW_SOCRATA_KEY_ID" in message and "CIVICFLOW_SOCRATA_KEY_SECRET" in message
+    assert wrong not in message and KEY_ID not in message
+
+
+def test_missing_keys_name_both_settings(socrata_tls: SocrataServer, tmp_path: Path) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var", CIVICFLOW_SOCRATA_KEY_SECRET="")
+    with pytest.raises(PortalError, match="CIVICFLOW_SOCRATA_KEY_SECRET must be set"):
+        _publish(portal, unique_table("cred"), sample_frame(5, "first"), "run-1")
+
+
+def test_the_four_by_four_is_recorded_as_private_state_after_creation(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    var_dir = tmp_path / "var"
+    portal = _portal(socrata_tls, var_dir)
+    table = unique_table("state")
+    assert portal.fourfour(table) is None
+    _publish(portal, table, sample_frame(20, "first"), "run-1")
+
+    states = list((var_dir / "socrata").rglob(f"{table}.json"))
+    assert len(states) == 1
+    assert stat.S_IMODE(states[0].stat().st_mode) == 0o600
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None and len(fourfour) == 9 and fourfour[4] == "-"
+    assert portal.table_url(table) == f"{socrata_tls.url}/d/{fourfour}"
+    # A second adapter over the same var dir finds the dataset: no new one is created.
+    again = _portal(socrata_tls, var_dir)
+    result = _publish(again, table, sample_frame(20, "second", seed=1), "run-2")
+    assert again.fourfour(table) == fourfour and result.changed is True
+    assert set(_statuses(socrata_tls, fourfour)) == {"second"}
+
+
+def test_values_that_do_not_convert_are_refused_naming_the_column(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("bad")
+    fields = [*SAMPLE_FIELDS, FieldSpec(name="where", type="geopoint", description="A point.")]
+    good = sample_frame(10, "first").assign(where="POINT (-118.2 34.05)")
+    _publish(portal, table, good, "run-1", fields)
+    live = portal.current_version(table)
+    canary = "nowhere-CANARY-33"
+    bad = sample_frame(10, "second").assign(where=[canary] * 3 + ["POINT (-118.2 34.05)"] * 7)
+    with pytest.raises(PortalError, match=r"columns where \(3\)") as refused:
+        _publish(portal, table, bad, "run-2", fields)
+    assert canary not in str(refused.value)
+    assert portal.current_version(table) == live  # nothing was applied
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None and set(_statuses(socrata_tls, fourfour)) == {"first"}
+
+
+def test_a_concurrent_reader_sees_the_old_rows_or_the_new_never_a_mix(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("atomic")
+    _publish(portal, table, sample_frame(3_000, "old"), "run-1")
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    seen: list[tuple[int, frozenset[str]]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            labels = _statuses(socrata_tls, fourfour)
+            seen.append((len(labels), frozenset(labels)))
+
+    publishing = socrata_tls.app.publishing
+    saved = publishing.apply_delay
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        publishing.apply_delay = 0.3  # the reader runs before, during and after the apply
+        _publish(portal, table, sample_frame(2_500, "new", seed=1), "run-2")
+    finally:
+        publishing.apply_delay = saved
+        stop.set()
+        thread.join(timeout=60)
+
+    old, new = (3_000, frozenset({"old"})), (2_500, frozenset({"new"}))
+    assert set(seen) <= {old, new}, set(seen)
+    assert old in seen
+    assert (len(_statuses(socrata_tls, fourfour)), portal.current_version(table).run_id) == (  # type: ignore[union-attr]
+        2_500,
+        "run-2",
+    )
