@@ -182,3 +182,43 @@ def test_a_concurrent_reader_sees_the_old_rows_or_the_new_never_a_mix(
         2_500,
         "run-2",
     )
+
+
+def test_a_new_dataset_is_readable_by_residents(socrata_tls: SocrataServer, tmp_path: Path) -> None:
+    """A dataset made by a revision starts private; the adapter makes it public."""
+    assert socrata_tls.tls is not None
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("public")
+    _publish(portal, table, sample_frame(12, "first"), "run-1")
+    anonymous = requests.get(
+        f"{socrata_tls.url}/resource/{portal.fourfour(table)}.json",
+        verify=str(socrata_tls.tls.ca),
+        timeout=30,
+    )
+    assert anonymous.status_code == 200 and len(anonymous.json()) == 12
+
+
+def test_throttled_requests_are_retried_after_retry_after(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("throttle")
+    socrata_tls.throttle(3, retry_after=0)
+    result = _publish(portal, table, sample_frame(30, "first"), "run-1")
+    assert result.changed is True
+    assert socrata_tls.app.throttle.remaining == 0  # every 429 was met and retried
+    live = portal.current_version(table)
+    assert live is not None and (live.rows, live.run_id) == (30, "run-1")
+
+
+def test_retries_stop_within_the_time_budget_and_say_so(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=_env(socrata_tls))
+    portal = SocrataPortal(settings, retry_seconds=1.0, first_backoff=0.2)
+    socrata_tls.throttle(10_000, retry_after=0)
+    try:
+        with pytest.raises(PortalError, match="HTTP 429"):
+            _publish(portal, unique_table("budget"), sample_frame(5, "first"), "run-1")
+    finally:
+        socrata_tls.throttle(0)

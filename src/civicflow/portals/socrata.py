@@ -20,9 +20,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import EllipsisType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -74,6 +76,7 @@ TRANSFORMS = {
     "url": "to_url",
 }
 PAGE_ROWS = 50_000
+T = TypeVar("T")
 POLL = {"sleeptime": 0.05, "timeout": 600}
 
 
@@ -97,8 +100,18 @@ class SocrataPortal:
 
     kind: ClassVar[str] = "socrata"
 
-    def __init__(self, settings: Settings, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout: float = 60.0,
+        retry_seconds: float = 120.0,
+        first_backoff: float = 0.5,
+    ) -> None:
         self.settings = settings
+        #: the total time a publish keeps retrying 429s, 5xx and dropped connections
+        self.retry_seconds = retry_seconds
+        self.first_backoff = first_backoff
         domain = settings.env.get(DOMAIN_ENV, "").strip().rstrip("/")
         if not domain:
             raise PortalError(
@@ -134,15 +147,18 @@ class SocrataPortal:
         return session
 
     def _get(self, session: requests.Session, path: str, **params: Any) -> requests.Response:
-        try:
-            # verify per request: REQUESTS_CA_BUNDLE in the environment beats session.verify
-            response = session.get(
-                f"{self.url}{path}", params=params, timeout=self.timeout, verify=self.verify
-            )
-        except requests.RequestException as exc:
-            raise PortalError(
-                f"GET {self.url}{path}: portal unreachable ({type(exc).__name__})"
-            ) from None
+        """One read, retried on 429 (after ``Retry-After``), 5xx and dropped connections."""
+        return self.retry(lambda: self._get_once(session, path, params))
+
+    def _get_once(
+        self, session: requests.Session, path: str, params: dict[str, Any]
+    ) -> requests.Response:
+        # verify per request: REQUESTS_CA_BUNDLE in the environment beats session.verify
+        response = session.get(
+            f"{self.url}{path}", params=params, timeout=self.timeout, verify=self.verify
+        )
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Busy(response.status_code, _retry_after(response))
         if response.status_code in (401, 403):
             raise PortalError(
                 f"{self.url}: HTTP {response.status_code}: credentials refused: check "
@@ -299,30 +315,65 @@ class SocrataPortal:
         from socrata.http import UnexpectedResponseException
 
         publisher = Socrata(self._authorization())
+        retry = self.retry
         try:
             fourfour = self.fourfour(table)
+            created = fourfour is None
             if fourfour is None:
-                revision = publisher.new(view_metadata)
-                self._remember(table, str(revision.attributes["fourfour"]))
+                revision = retry(lambda: publisher.new(view_metadata))
+                fourfour = str(revision.attributes["fourfour"])
+                self._remember(table, fourfour)
             else:
-                revisions = publisher.views.lookup(fourfour).revisions
-                revision = revisions.create_replace_revision(metadata=view_metadata)
-            upload = revision.create_upload(f"{table}.csv")
-            source = upload.csv(io.BytesIO(write_csv(frame, fields)))
-            output = source.get_latest_input_schema().get_latest_output_schema()
-            output = _typed(output, fields, primary_key).wait_for_finish(**POLL)
+                revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
+                revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
+            data = write_csv(frame, fields)
+            source = retry(lambda: revision.create_upload(f"{table}.csv").csv(io.BytesIO(data)))
+            output = retry(lambda: source.get_latest_input_schema().get_latest_output_schema())
+            typed = retry(lambda: _typed(output, fields, primary_key))
+            output = retry(lambda: typed.wait_for_finish(**POLL))
             _refuse_errors(table, output)
             # The last moment to notice another run: right before the swap.
             _check_base(table, self.current_version(table), live if base is ... else base)
-            job = revision.apply(output_schema=output).wait_for_finish(**POLL)
+            # Applied once; only the polling is retried (a second apply would be refused).
+            job = retry(lambda: revision.apply(output_schema=output))
+            _check_job(table, retry(lambda: job.wait_for_finish(**POLL)))
+            if created:
+                # A dataset made by a revision is private; residents read it from now on.
+                revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
+                public = retry(lambda: revisions.create_replace_revision(permission="public"))
+                made_public = retry(lambda: public.apply())
+                _check_job(table, retry(lambda: made_public.wait_for_finish(**POLL)))
         except UnexpectedResponseException as exc:
             raise _refusal(exc) from None
         except requests.RequestException as exc:
             raise PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})") from None
-        if job.attributes.get("status") != "successful":
-            raise PortalError(
-                f"{table}: the Socrata apply job ended {job.attributes.get('status')!r}"
-            )
+
+    def retry(self, step: Callable[[], T]) -> T:
+        """``step`` again after a 429, a 5xx or a dropped connection, with backoff, within
+        ``self.retry_seconds`` in all; other refusals (4xx) at once."""
+        from socrata.http import UnexpectedResponseException
+
+        deadline = time.monotonic() + self.retry_seconds
+        wait = self.first_backoff
+        while True:
+            try:
+                return step()
+            except UnexpectedResponseException as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise
+                failure: Exception = exc
+                pause = wait
+            except _Busy as exc:
+                failure = PortalError(f"{self.url}: HTTP {exc.status}: still refused after retries")
+                pause = exc.retry_after if exc.retry_after is not None else wait
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure = PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})")
+                pause = wait
+            if time.monotonic() + pause > deadline:
+                raise failure from None
+            log.info("Socrata busy or unreachable; retrying in %.1f s", pause)
+            time.sleep(pause)
+            wait = min(wait * 2, 30.0)
 
     def _authorization(self) -> Any:
         from socrata.authorization import Authorization
@@ -334,6 +385,19 @@ class SocrataPortal:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+class _Busy(Exception):
+    """A 429 or 5xx worth retrying; ``retry_after`` in seconds when the portal said."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.retry_after = status, retry_after
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
 
 
 def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
@@ -403,6 +467,12 @@ def _refusal(exc: Any) -> PortalError:
             f"{KEY_ID_ENV} and {KEY_SECRET_ENV}"
         )
     return PortalError(f"Socrata refused a publishing request: HTTP {exc.status} {code}")
+
+
+def _check_job(table: str, job: Any) -> None:
+    status = job.attributes.get("status")
+    if status != "successful":
+        raise PortalError(f"{table}: the Socrata apply job ended {status!r}; the old version stays")
 
 
 def _check(response: requests.Response, what: str) -> None:
