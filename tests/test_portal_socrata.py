@@ -222,3 +222,34 @@ def test_retries_stop_within_the_time_budget_and_say_so(
             _publish(portal, unique_table("budget"), sample_frame(5, "first"), "run-1")
     finally:
         socrata_tls.throttle(0)
+
+
+def test_points_in_civicflow_form_become_socrata_points_and_plan_as_unchanged(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    """Found publishing the LA 311 data: "(lat, lon)" text is not a Socrata point (every
+    location was a conversion error); it is sent as WKT, longitude first."""
+    assert socrata_tls.tls is not None
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("point")
+    fields = [*SAMPLE_FIELDS, FieldSpec(name="where", type="geopoint", description="A point.")]
+    frame = sample_frame(8, "first").assign(where="(34.052, -118.244)")
+    _publish(portal, table, frame, "run-1", fields)
+    row = requests.get(
+        f"{socrata_tls.url}/resource/{portal.fourfour(table)}.json",
+        params={"$limit": "1"},
+        verify=str(socrata_tls.tls.ca),
+        timeout=30,
+    ).json()[0]
+    assert row["where"] == {"type": "Point", "coordinates": [-118.244, 34.052]}
+    edited = frame.copy()
+    edited.loc[edited.index[2], "label"] = "edited"
+    plan = portal.plan(
+        table,
+        edited,
+        fields=fields,
+        primary_key=["id"],
+        version=published.content_version(edited),
+        metadata=sample_metadata(),
+    )
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 1, 0)

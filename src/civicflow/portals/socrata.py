@@ -76,6 +76,9 @@ TRANSFORMS = {
     "url": "to_url",
 }
 PAGE_ROWS = 50_000
+_NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+_PAIR = rf"^\s*\(?\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)?\s*$"
+_WKT = rf"^\s*POINT\s*\(\s*{_NUMBER}\s+{_NUMBER}\s*\)\s*$"
 T = TypeVar("T")
 POLL = {"sleeptime": 0.05, "timeout": 600}
 
@@ -238,7 +241,7 @@ class SocrataPortal:
             ]
             rows = None
             if primary_key and current.data_version != version:
-                rows = self.live_rows(view["id"], [name for name, _ in columns])
+                rows = _as_pairs(self.live_rows(view["id"], [n for n, _ in columns]), fields)
             stored = view.get("metadata", {}).get("civicflow", {}).get("metadata")
             live = LiveState(current, columns, stored, rows)
         return make_plan(
@@ -415,10 +418,24 @@ def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
             array = pc.strftime(array.cast(pa.timestamp("ms"), safe=False), format=pattern)
         elif not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
             array = array.cast(pa.string())
+        if f.type == "geopoint":
+            # civicflow's "(lat, lon)" as the WKT Socrata's point type reads: lon first
+            array = pc.replace_substring_regex(array, pattern=_PAIR, replacement=r"POINT (\2 \1)")
         columns[f.name] = array
     out = io.BytesIO()
     pacsv.write_csv(pa.table(columns), out)
     return out.getvalue()
+
+
+def _as_pairs(rows: pa.Table, fields: list[FieldSpec]) -> pa.Table:
+    """Live WKT points back in civicflow's "(lat, lon)" form, so the plan compares like
+    with like."""
+    for f in fields:
+        if f.type == "geopoint" and f.name in rows.column_names:
+            at = rows.column_names.index(f.name)
+            pairs = pc.replace_substring_regex(rows[f.name], pattern=_WKT, replacement=r"(\2, \1)")
+            rows = rows.set_column(at, f.name, pairs)
+    return rows
 
 
 def _read_csv(data: bytes, fields: list[str]) -> pa.Table:
