@@ -28,7 +28,8 @@ from tests.fixtures.portal import (
     sample_metadata,
     unique_table,
 )
-from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer
+from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer, start_server
+from tests.socrata.tls import make_tls_files
 
 
 def _env(server: SocrataServer, **overrides: str) -> dict[str, str]:
@@ -253,3 +254,44 @@ def test_points_in_civicflow_form_become_socrata_points_and_plan_as_unchanged(
         metadata=sample_metadata(),
     )
     assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 1, 0)
+
+
+def test_a_portal_down_mid_publish_leaves_the_old_version_and_the_next_run_finishes(
+    tmp_path: Path,
+) -> None:
+    """The server stops after the upload, before the apply: the open revision is never
+    applied, readers keep the old rows, and the next run publishes the new version."""
+    server = start_server(tls=make_tls_files(tmp_path))
+    try:
+        settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=_env(server))
+        table = unique_table("outage")
+        SocrataPortal(settings).publish(
+            table,
+            first := sample_frame(40, "old"),
+            fields=SAMPLE_FIELDS,
+            primary_key=["id"],
+            version=published.content_version(first),
+            run_id="run-1",
+            metadata=sample_metadata(),
+        )
+
+        def go_down(step: str) -> None:
+            if step == "uploaded":
+                server.stop()
+
+        failing = SocrataPortal(settings, retry_seconds=1.0, first_backoff=0.2, on_step=go_down)
+        second = sample_frame(25, "new", seed=1)
+        with pytest.raises(PortalError, match="unreachable"):
+            _publish(failing, table, second, "run-2")
+        server.start()  # the same port, the same datasets
+        portal = SocrataPortal(settings)
+        live = portal.current_version(table)
+        fourfour = portal.fourfour(table)
+        assert live is not None and (live.run_id, live.rows) == ("run-1", 40)
+        assert fourfour is not None and _statuses(server, fourfour) == ["old"] * 40
+
+        result = _publish(portal, table, second, "run-3")
+        assert result.changed is True
+        assert _statuses(server, fourfour) == ["new"] * 25
+    finally:
+        server.stop()

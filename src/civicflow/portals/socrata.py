@@ -110,8 +110,11 @@ class SocrataPortal:
         timeout: float = 60.0,
         retry_seconds: float = 120.0,
         first_backoff: float = 0.5,
+        on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: called with each publish step as it finishes ("revision", "uploaded", "applied")
+        self.on_step = on_step or (lambda step: None)
         #: the total time a publish keeps retrying 429s, 5xx and dropped connections
         self.retry_seconds = retry_seconds
         self.first_backoff = first_backoff
@@ -329,17 +332,20 @@ class SocrataPortal:
             else:
                 revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
                 revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
+            self.on_step("revision")
             data = write_csv(frame, fields)
             source = retry(lambda: revision.create_upload(f"{table}.csv").csv(io.BytesIO(data)))
             output = retry(lambda: source.get_latest_input_schema().get_latest_output_schema())
             typed = retry(lambda: _typed(output, fields, primary_key))
             output = retry(lambda: typed.wait_for_finish(**POLL))
             _refuse_errors(table, output)
+            self.on_step("uploaded")
             # The last moment to notice another run: right before the swap.
             _check_base(table, self.current_version(table), live if base is ... else base)
             # Applied once; only the polling is retried (a second apply would be refused).
             job = retry(lambda: revision.apply(output_schema=output))
             _check_job(table, retry(lambda: job.wait_for_finish(**POLL)))
+            self.on_step("applied")
             if created:
                 # A dataset made by a revision is private; residents read it from now on.
                 revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
