@@ -8,6 +8,7 @@ fails here rather than going untested.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,31 @@ import pytest
 import requests
 
 from civicflow import published
-from civicflow.portals import PortalConflict, get_portal, published_version, registered_portals
+from civicflow.portals import (
+    Portal,
+    PortalConflict,
+    PortalError,
+    PublishResult,
+    get_portal,
+    published_version,
+    registered_portals,
+)
+from civicflow.portals.datasette import DatasettePortal
 from civicflow.portals.socrata import SocrataPortal
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
 from tests.fixtures.portal import (
     PROJECT_DIR,
     SAMPLE_FIELDS,
+    DatasetteServer,
     PortalUnderTest,
+    point_civicflow_at,
     sample_frame,
     sample_metadata,
     unique_table,
 )
-from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer
+from tests.socrata.fixtures import KEY_ID, KEY_SECRET, SocrataServer, start_server
+from tests.socrata.tls import make_tls_files
 
 
 @pytest.fixture
@@ -83,6 +96,82 @@ def socrata_contract_portal(socrata_tls: SocrataServer, tmp_path: Path) -> Porta
     return PortalUnderTest(portal=portal, row_count=row_count, metadata=metadata)
 
 
+@dataclasses.dataclass
+class Outage:
+    """A portal on a private server that goes down mid-publish once ``armed``."""
+
+    portal: Portal
+    row_count: Callable[[str], int]
+    restart: Callable[[], object]
+    armed: bool = False
+
+
+@pytest.fixture
+def datasette_outage(
+    datasette_factory: Callable[[], DatasetteServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Outage:
+    private = datasette_factory()
+    settings = point_civicflow_at(private, tmp_path / "client-var", monkeypatch)
+    portal = get_portal("datasette", settings)
+    assert isinstance(portal, DatasettePortal)
+    portal.batch_rows, portal.lease_seconds = 100, 2
+    down = Outage(portal, private.row_count, private.start)
+
+    def kill_after_the_first_batch(done: int, total: int) -> None:
+        if down.armed and done >= 100:
+            down.armed = False
+            private.kill()  # SIGKILL: mid-upload, no chance to finish
+
+    portal.on_batch = kill_after_the_first_batch
+    return down
+
+
+@pytest.fixture
+def socrata_outage(tmp_path: Path) -> Iterator[Outage]:
+    server = start_server(tls=make_tls_files(tmp_path))
+    assert server.tls is not None
+    env = {
+        "CIVICFLOW_SOCRATA_DOMAIN": server.url,
+        "CIVICFLOW_SOCRATA_KEY_ID": KEY_ID,
+        "CIVICFLOW_SOCRATA_KEY_SECRET": KEY_SECRET,
+        "CIVICFLOW_SOCRATA_CA_BUNDLE": str(server.tls.ca),
+    }
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=env)
+
+    def stop_after_the_upload(step: str) -> None:
+        if down.armed and step == "uploaded":
+            down.armed = False
+            server.stop()  # down between the upload and the apply
+
+    portal = SocrataPortal(
+        settings, retry_seconds=1.0, first_backoff=0.2, on_step=stop_after_the_upload
+    )
+
+    def row_count(table: str) -> int:
+        response = requests.get(
+            f"{server.url}/resource/{portal.fourfour(table)}.json",
+            params={"$select": "id", "$limit": "1000000"},
+            auth=(KEY_ID, KEY_SECRET),
+            verify=str(server.tls.ca),  # type: ignore[union-attr]
+            timeout=30,
+        )
+        response.raise_for_status()
+        return len(response.json())
+
+    down = Outage(portal, row_count, server.start)
+    yield down
+    server.stop()
+
+
+@pytest.fixture(params=registered_portals())
+def outage(request: pytest.FixtureRequest) -> Outage:
+    fixture: Outage = request.getfixturevalue(f"{request.param}_outage")
+    assert fixture.portal.kind == request.param
+    return fixture
+
+
 @pytest.fixture(params=registered_portals())
 def under_test(request: pytest.FixtureRequest) -> PortalUnderTest:
     fixture: PortalUnderTest = request.getfixturevalue(f"{request.param}_contract_portal")
@@ -108,6 +197,38 @@ def _publish(
         metadata=sample_metadata(title),
         **kwargs,
     )
+
+
+def test_a_portal_down_mid_publish_keeps_the_old_version_and_the_next_run_finishes(
+    outage: Outage,
+) -> None:
+    table = unique_table("outage")
+    first, second = sample_frame(300, "first"), sample_frame(500, "second", seed=1)
+
+    def publish(frame: pd.DataFrame, run_id: str) -> PublishResult:
+        return outage.portal.publish(
+            table,
+            frame,
+            fields=SAMPLE_FIELDS,
+            primary_key=["id"],
+            version=published.content_version(frame),
+            run_id=run_id,
+            metadata=sample_metadata(),
+        )
+
+    publish(first, "run-1")
+    before = outage.portal.current_version(table)
+    outage.armed = True
+    with pytest.raises(PortalError, match="unreachable"):
+        publish(second, "run-2")
+    outage.restart()
+    assert outage.portal.current_version(table) == before
+    assert outage.row_count(table) == 300
+
+    result = publish(second, "run-3")
+    live = outage.portal.current_version(table)
+    assert result.changed is True and live is not None
+    assert (live.run_id, live.rows, outage.row_count(table)) == ("run-3", 500, 500)
 
 
 def _version(frame, title: str = "Sample requests") -> str:
