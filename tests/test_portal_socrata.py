@@ -8,6 +8,7 @@ replace a concurrent reader sees whole.
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 import threading
 from pathlib import Path
@@ -295,3 +296,58 @@ def test_a_portal_down_mid_publish_leaves_the_old_version_and_the_next_run_finis
         assert _statuses(server, fourfour) == ["new"] * 25
     finally:
         server.stop()
+
+
+def test_dataset_metadata_reaches_socratas_own_fields(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    """Category, tags, attribution and the custom department/steward/frequency fields."""
+    assert socrata_tls.tls is not None
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("meta")
+    extra = {
+        "department": "Sanitation",
+        "steward": "Open data team",
+        "frequency": "daily",
+        "category": "City Services",
+        "tags": ["311", "requests"],
+    }
+    metadata = dataclasses.replace(sample_metadata(), extra=extra)
+    frame = sample_frame(6, "first")
+    portal.publish(
+        table,
+        frame,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(frame),
+        run_id="run-1",
+        metadata=metadata,
+    )
+    view = requests.get(
+        f"{socrata_tls.url}/api/views/{portal.fourfour(table)}.json",
+        verify=str(socrata_tls.tls.ca),
+        timeout=30,
+    ).json()
+    assert (view["category"], view["tags"]) == ("City Services", ["311", "requests"])
+    assert (view["attribution"], view["attributionLink"]) == (
+        "Test department",
+        "https://example.org/source",
+    )
+    assert view["metadata"]["custom_fields"]["civicflow"] == {
+        "department": "Sanitation",
+        "steward": "Open data team",
+        "frequency": "daily",
+    }
+    assert view["rowIdentifierColumnId"] == next(
+        c["id"] for c in view["columns"] if c["fieldName"] == "id"
+    )
+    types = {c["fieldName"]: c["dataTypeName"] for c in view["columns"]}
+    assert types == {
+        "id": "number",
+        "label": "text",
+        "amount": "number",
+        "created": "calendar_date",
+        "day": "calendar_date",
+        "open": "checkbox",
+        "note": "text",
+    }
