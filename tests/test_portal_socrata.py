@@ -149,12 +149,16 @@ def test_values_that_do_not_convert_are_refused_naming_the_column(
     assert fourfour is not None and set(_statuses(socrata_tls, fourfour)) == {"first"}
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(3_000, 2_500), pytest.param(100_000, 99_000, marks=pytest.mark.slow, id="100k")],
+)
 def test_a_concurrent_reader_sees_the_old_rows_or_the_new_never_a_mix(
-    socrata_tls: SocrataServer, tmp_path: Path
+    socrata_tls: SocrataServer, tmp_path: Path, before: int, after: int
 ) -> None:
     portal = _portal(socrata_tls, tmp_path / "var")
     table = unique_table("atomic")
-    _publish(portal, table, sample_frame(3_000, "old"), "run-1")
+    _publish(portal, table, sample_frame(before, "old"), "run-1")
     fourfour = portal.fourfour(table)
     assert fourfour is not None
     seen: list[tuple[int, frozenset[str]]] = []
@@ -171,17 +175,17 @@ def test_a_concurrent_reader_sees_the_old_rows_or_the_new_never_a_mix(
     thread.start()
     try:
         publishing.apply_delay = 0.3  # the reader runs before, during and after the apply
-        _publish(portal, table, sample_frame(2_500, "new", seed=1), "run-2")
+        _publish(portal, table, sample_frame(after, "new", seed=1), "run-2")
     finally:
         publishing.apply_delay = saved
         stop.set()
         thread.join(timeout=60)
 
-    old, new = (3_000, frozenset({"old"})), (2_500, frozenset({"new"}))
+    old, new = (before, frozenset({"old"})), (after, frozenset({"new"}))
     assert set(seen) <= {old, new}, set(seen)
     assert old in seen
     assert (len(_statuses(socrata_tls, fourfour)), portal.current_version(table).run_id) == (  # type: ignore[union-attr]
-        2_500,
+        after,
         "run-2",
     )
 
