@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -355,3 +356,13 @@ def test_dataset_metadata_reaches_socratas_own_fields(
         "open": "checkbox",
         "note": "text",
     }
+
+
+def test_an_untrusted_certificate_names_the_ca_setting_without_waiting(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var", CIVICFLOW_SOCRATA_CA_BUNDLE="")
+    started = time.monotonic()
+    with pytest.raises(PortalError, match="CIVICFLOW_SOCRATA_CA_BUNDLE"):
+        _publish(portal, unique_table("tls"), sample_frame(3, "first"), "run-1")
+    assert time.monotonic() - started < portal.retry_seconds / 4  # not retried

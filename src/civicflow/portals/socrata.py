@@ -375,6 +375,12 @@ class SocrataPortal:
             except _Busy as exc:
                 failure = PortalError(f"{self.url}: HTTP {exc.status}: still refused after retries")
                 pause = exc.retry_after if exc.retry_after is not None else wait
+            except requests.exceptions.SSLError:
+                # A certificate problem does not heal by waiting: say what to check now.
+                raise PortalError(
+                    f"{self.url}: TLS certificate not trusted; check the domain, or set "
+                    f"{CA_BUNDLE_ENV} to the portal's CA bundle"
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failure = PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})")
                 pause = wait
