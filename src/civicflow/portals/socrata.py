@@ -29,8 +29,6 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import requests
 
 from civicflow.portals.base import (
@@ -44,6 +42,7 @@ from civicflow.portals.base import (
 )
 from civicflow.portals.diff import LiveState, make_plan
 from civicflow.portals.plan import PublishPlan
+from civicflow.portals.socrata_wire import as_pairs, read_csv, write_csv
 from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
@@ -76,9 +75,6 @@ TRANSFORMS = {
     "url": "to_url",
 }
 PAGE_ROWS = 50_000
-_NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
-_PAIR = rf"^\s*\(?\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)?\s*$"
-_WKT = rf"^\s*POINT\s*\(\s*{_NUMBER}\s+{_NUMBER}\s*\)\s*$"
 T = TypeVar("T")
 POLL = {"sleeptime": 0.05, "timeout": 600}
 
@@ -216,7 +212,7 @@ class SocrataPortal:
                 params = {"$limit": PAGE_ROWS, "$offset": offset, "$order": ":id"}
                 response = self._get(session, f"/resource/{fourfour}.csv", **params)
                 _check(response, "read the live rows")
-                page = _read_csv(response.content, fields)
+                page = read_csv(response.content, fields)
                 pages.append(page)
                 if page.num_rows < PAGE_ROWS:
                     break
@@ -244,7 +240,7 @@ class SocrataPortal:
             ]
             rows = None
             if primary_key and current.data_version != version:
-                rows = _as_pairs(self.live_rows(view["id"], [n for n, _ in columns]), fields)
+                rows = as_pairs(self.live_rows(view["id"], [n for n, _ in columns]), fields)
             stored = view.get("metadata", {}).get("civicflow", {}).get("metadata")
             live = LiveState(current, columns, stored, rows)
         return make_plan(
@@ -413,50 +409,6 @@ class _Busy(Exception):
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     return float(value) if value.isdigit() else None
-
-
-def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
-    """The upload CSV, column by column in Arrow: UTC floating timestamps to the
-    millisecond, ``YYYY-MM-DD`` dates, ``true``/``false``; nulls are empty cells."""
-    columns = {}
-    for f in fields:
-        array = pa.array(frame[f.name], from_pandas=True)
-        if pa.types.is_timestamp(array.type):
-            if array.type.tz is not None:
-                array = pc.cast(array, pa.timestamp(array.type.unit, "UTC"))
-                array = array.cast(pa.timestamp(array.type.unit))
-            pattern = "%Y-%m-%d" if f.type == "date" else "%Y-%m-%dT%H:%M:%S"
-            # to the millisecond, as the plan compares (diff._timestamps floors to ms)
-            array = pc.strftime(array.cast(pa.timestamp("ms"), safe=False), format=pattern)
-        elif not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
-            array = array.cast(pa.string())
-        if f.type == "geopoint":
-            # civicflow's "(lat, lon)" as the WKT Socrata's point type reads: lon first
-            array = pc.replace_substring_regex(array, pattern=_PAIR, replacement=r"POINT (\2 \1)")
-        columns[f.name] = array
-    out = io.BytesIO()
-    pacsv.write_csv(pa.table(columns), out)
-    return out.getvalue()
-
-
-def _as_pairs(rows: pa.Table, fields: list[FieldSpec]) -> pa.Table:
-    """Live WKT points back in civicflow's "(lat, lon)" form, so the plan compares like
-    with like."""
-    for f in fields:
-        if f.type == "geopoint" and f.name in rows.column_names:
-            at = rows.column_names.index(f.name)
-            pairs = pc.replace_substring_regex(rows[f.name], pattern=_WKT, replacement=r"(\2, \1)")
-            rows = rows.set_column(at, f.name, pairs)
-    return rows
-
-
-def _read_csv(data: bytes, fields: list[str]) -> pa.Table:
-    if not data.strip():
-        return pa.table({name: pa.array([], pa.string()) for name in fields})
-    options = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(fields, pa.string()), strings_can_be_null=True
-    )
-    return pacsv.read_csv(io.BytesIO(data), convert_options=options)
 
 
 def _typed(output: Any, fields: list[FieldSpec], primary_key: list[str]) -> Any:
