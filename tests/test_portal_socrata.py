@@ -9,6 +9,7 @@ replace a concurrent reader sees whole.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import stat
 import threading
 import time
@@ -91,12 +92,13 @@ def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
 
 
 def test_bad_credentials_name_the_settings_and_never_echo_the_secret(
-    socrata_tls: SocrataServer, tmp_path: Path
+    socrata_tls: SocrataServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "not-the-secret-5e1f9a"
     portal = _portal(socrata_tls, tmp_path / "var", CIVICFLOW_SOCRATA_KEY_SECRET=wrong)
-    with pytest.raises(PortalError) as refused:
+    with caplog.at_level(logging.DEBUG), pytest.raises(PortalError) as refused:
         _publish(portal, unique_table("cred"), sample_frame(5, "first"), "run-1")
+    assert caplog.records and wrong not in caplog.text  # requests/urllib3 debug lines too
     message = str(refused.value)
     assert "HTTP 401" in message
     assert "CIVICFLOW_SOCRATA_KEY_ID" in message and "CIVICFLOW_SOCRATA_KEY_SECRET" in message
