@@ -368,3 +368,26 @@ def test_an_untrusted_certificate_names_the_ca_setting_without_waiting(
     with pytest.raises(PortalError, match="CIVICFLOW_SOCRATA_CA_BUNDLE"):
         _publish(portal, unique_table("tls"), sample_frame(3, "first"), "run-1")
     assert time.monotonic() - started < portal.retry_seconds / 4  # not retried
+
+
+def test_a_title_edit_alone_uploads_no_rows(socrata_tls: SocrataServer, tmp_path: Path) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("relabel")
+    frame = sample_frame(30, "first")
+    _publish(portal, table, frame, "run-1")
+    sources = len(socrata_tls.app.publishing.sources)
+    result = portal.publish(
+        table,
+        frame,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(frame),
+        run_id="run-2",
+        metadata=dataclasses.replace(sample_metadata(), title="New title"),
+    )
+    assert (result.changed, result.change) == (True, "metadata")
+    assert len(socrata_tls.app.publishing.sources) == sources  # nothing uploaded
+    live = portal.current_version(table)
+    assert live is not None and (live.run_id, live.rows) == ("run-2", 30)
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None and _statuses(socrata_tls, fourfour) == ["first"] * 30

@@ -270,7 +270,8 @@ class SocrataPortal:
         base: PublishedVersion | None | EllipsisType = ...,
     ) -> PublishResult:
         target = published_version(version, metadata)
-        live = self.current_version(table)
+        view = self.view(table)
+        live = _live(table, view)
         _check_base(table, live, base)
         if live is not None and live.version == target:
             return PublishResult(
@@ -294,8 +295,22 @@ class SocrataPortal:
             "metadata": _payload(metadata),
             "types": {f.name: str(f.type) for f in fields},
         }
+        # Same rows, same columns: only the view metadata changes, nothing is uploaded.
+        stored = (view or {}).get("metadata", {}).get("civicflow", {})
+        relabel = (
+            live is not None
+            and live.data_version == version
+            and stored.get("types") == {f.name: str(f.type) for f in fields}
+            and (stored.get("metadata") or {}).get("columns") == dict(metadata.columns)
+        )
         self._revise(
-            table, frame, fields, primary_key, _view_metadata(metadata, record), base, live
+            table,
+            None if relabel else frame,
+            fields,
+            primary_key,
+            _view_metadata(metadata, record),
+            base,
+            live,
         )
         change = "data" if live is None or live.data_version != version else "metadata"
         return PublishResult(
@@ -305,14 +320,16 @@ class SocrataPortal:
     def _revise(
         self,
         table: str,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | None,
         fields: list[FieldSpec],
         primary_key: list[str],
         view_metadata: dict[str, Any],
         base: PublishedVersion | None | EllipsisType,
         live: PublishedVersion | None,
     ) -> None:
-        """One revision: upload, type, check, apply, wait. Rows and metadata go live together."""
+        """One revision: upload, type, check, apply, wait. Rows and metadata go live together.
+
+        ``frame`` None: a metadata-only revision (no output schema: the rows stay)."""
         from socrata import Socrata
         from socrata.http import UnexpectedResponseException
 
@@ -329,12 +346,9 @@ class SocrataPortal:
                 revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
                 revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
             self.on_step("revision")
-            data = write_csv(frame, fields)
-            source = retry(lambda: revision.create_upload(f"{table}.csv").csv(io.BytesIO(data)))
-            output = retry(lambda: source.get_latest_input_schema().get_latest_output_schema())
-            typed = retry(lambda: _typed(output, fields, primary_key))
-            output = retry(lambda: typed.wait_for_finish(**POLL))
-            _refuse_errors(table, output)
+            output = None
+            if frame is not None:
+                output = self._upload(revision, table, frame, fields, primary_key)
             self.on_step("uploaded")
             # The last moment to notice another run: right before the swap.
             _check_base(table, self.current_version(table), live if base is ... else base)
@@ -352,6 +366,25 @@ class SocrataPortal:
             raise _refusal(exc) from None
         except requests.RequestException as exc:
             raise PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})") from None
+
+    def _upload(
+        self,
+        revision: Any,
+        table: str,
+        frame: pd.DataFrame,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+    ) -> Any:
+        """The rows uploaded into ``revision`` and typed from the spec; refused while any
+        value does not convert (the error names the columns)."""
+        retry = self.retry
+        data = write_csv(frame, fields)
+        source = retry(lambda: revision.create_upload(f"{table}.csv").csv(io.BytesIO(data)))
+        output = retry(lambda: source.get_latest_input_schema().get_latest_output_schema())
+        typed = retry(lambda: _typed(output, fields, primary_key))
+        output = retry(lambda: typed.wait_for_finish(**POLL))
+        _refuse_errors(table, output)
+        return output
 
     def retry(self, step: Callable[[], T]) -> T:
         """``step`` again after a 429, a 5xx or a dropped connection, with backoff, within
