@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import requests
 
+from civicflow.http_retry import retry_after
 from civicflow.portals.base import (
     PortalConflict,
     PortalError,
@@ -160,7 +161,7 @@ class SocrataPortal:
             f"{self.url}{path}", params=params, timeout=self.timeout, verify=self.verify
         )
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Busy(response.status_code, _retry_after(response))
+            raise _Busy(response.status_code, retry_after(response))
         if response.status_code in (401, 403):
             raise PortalError(
                 f"{self.url}: HTTP {response.status_code}: credentials refused: check "
@@ -437,11 +438,6 @@ class _Busy(Exception):
     def __init__(self, status: int, retry_after: float | None) -> None:
         super().__init__(f"HTTP {status}")
         self.status, self.retry_after = status, retry_after
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
 
 
 def _typed(output: Any, fields: list[FieldSpec], primary_key: list[str]) -> Any:

@@ -27,7 +27,6 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import requests
 from sodapy import Socrata
 from sodapy.utils import format_new_api_request
 
+from civicflow.http_retry import retry_after
 from civicflow.settings import Settings
 from civicflow.sources.base import ExtractError, register_source
 from civicflow.sources.csv import CsvReader
@@ -147,17 +147,6 @@ def refused(source: SocrataSource, response: requests.Response) -> ExtractError:
     )
 
 
-def retry_after(response: requests.Response, fallback: float) -> float:
-    """Seconds ``Retry-After`` asks for (seconds or an HTTP date); ``fallback`` without one."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return fallback
-
-
 def get(
     client: Socrata,
     source: SocrataSource,
@@ -184,7 +173,8 @@ def get(
             if response.status_code != 429 and response.status_code < 500:
                 raise refused(source, response)
             problem = f"HTTP {response.status_code}"
-            wait = retry_after(response, backoff) if response.status_code == 429 else backoff
+            asked = retry_after(response) if response.status_code == 429 else None
+            wait = backoff if asked is None else asked
         if time.monotonic() + wait > deadline:
             raise ExtractError(
                 f"{describe(source)}: {problem} after {attempt} attempt(s); gave up "
