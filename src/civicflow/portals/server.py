@@ -164,12 +164,6 @@ def decode_token(token: str, secret: str) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def token_matches(token: str, secret: str) -> bool:
-    """Whether ``token`` is a publisher token signed with ``secret`` (Datasette's scheme)."""
-    decoded = decode_token(token, secret)
-    return decoded is not None and decoded.get("a") == PUBLISHER
-
-
 def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     """The value stored at ``path``; else ``make()`` stored there with mode 0600.
 
