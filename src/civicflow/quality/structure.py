@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from civicflow.quality.report import MAX_EXAMPLES, Check, describe_rows, json_safe
 from civicflow.sources.base import Extract
-from civicflow.spec.models import CsvSource, DatasetSpec, FieldSpec
+from civicflow.spec.models import DatasetSpec, FieldSpec, TabularSource
 
 _NUMERIC = ("integer", "number")
 
@@ -41,7 +41,7 @@ def _field_descriptor(spec: DatasetSpec, f: FieldSpec) -> dict[str, Any]:
         desc["source"] = f.source_name  # custom property: the header in the source file
     if f.type in ("date", "datetime"):
         formats = f.formats or (
-            spec.source.timestamp_formats if isinstance(spec.source, CsvSource) else []
+            spec.source.timestamp_formats if isinstance(spec.source, TabularSource) else []
         )
         # Table Schema takes one strptime pattern; several tried in order can only be "any".
         desc["format"] = formats[0] if len(formats) == 1 else "any"
@@ -81,7 +81,7 @@ def table_schema(spec: DatasetSpec) -> dict[str, Any]:
     descriptor: dict[str, Any] = {"fields": [_field_descriptor(spec, f) for f in spec.fields]}
     if spec.primary_key:
         descriptor["primaryKey"] = list(spec.primary_key)
-    if isinstance(spec.source, CsvSource):
+    if isinstance(spec.source, TabularSource):
         descriptor["missingValues"] = list(spec.source.null_values)
     report = Schema.validate_descriptor(descriptor)
     if not report.valid:

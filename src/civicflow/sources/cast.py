@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from civicflow.spec.models import CsvSource, DatasetSpec, FieldSpec
+from civicflow.spec.models import DatasetSpec, FieldSpec, TabularSource
 
 _INT = r"^\s*[-+]?\d+\s*$"
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -69,7 +69,7 @@ def cast_frame(spec: DatasetSpec, raw: pa.Table) -> pd.DataFrame:
     """
     formats = (
         spec.source.timestamp_formats
-        if isinstance(spec.source, CsvSource)
+        if isinstance(spec.source, TabularSource)
         else DEFAULT_TIMESTAMP_FORMATS
     )
     columns: dict[str, pa.ChunkedArray] = {}

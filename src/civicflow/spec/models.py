@@ -248,7 +248,30 @@ class FieldSpec(StrictModel):
         return self.source or self.name
 
 
-class CsvSource(StrictModel):
+#: a Socrata dataset id ("four-by-four"): https://dev.socrata.com/docs/endpoints/
+FOUR_BY_FOUR = r"^[a-z0-9]{4}-[a-z0-9]{4}$"
+_SOCRATA_FIELD = re.compile(r"^:?[a-z_][a-z0-9_]*$")
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _default_timestamp_formats() -> list[str]:
+    return ["%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
+
+
+class TabularSource(StrictModel):
+    """Options shared by every source read as rows of text (CSV, Excel, PostgreSQL, HTTP)."""
+
+    timestamp_formats: list[str] = Field(
+        default_factory=_default_timestamp_formats,
+        description="strptime formats tried for date/datetime fields that give none of their own.",
+    )
+    null_values: list[str] = Field(
+        default_factory=lambda: [""], description="Strings read as null."
+    )
+
+
+class CsvSource(TabularSource):
     """A CSV drop from a department."""
 
     kind: Literal["csv"] = Field(description="Source kind.")
@@ -257,18 +280,102 @@ class CsvSource(StrictModel):
         "utf-8", description="Text encoding of the file; anything that does not decode is rejected."
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
-    timestamp_formats: list[str] = Field(
-        default_factory=lambda: [
-            "%m/%d/%Y %I:%M:%S %p",
-            "%Y-%m-%dT%H:%M:%S",
-            "%Y-%m-%d %H:%M:%S",
-            "%Y-%m-%d",
-        ],
-        description="strptime formats tried for date/datetime fields that give none of their own.",
+
+
+class ExcelSource(TabularSource):
+    """One sheet of an Excel workbook (.xlsx) mailed by a department."""
+
+    kind: Literal["excel"] = Field(description="Source kind.")
+    path: str = Field(description="Path of the workbook, relative to the project folder.")
+    sheet: str = Field(min_length=1, description="Name of the sheet to read (not its position).")
+    header_row: int = Field(
+        1,
+        ge=1,
+        description="1-based row holding the column headers; rows above it (titles) are skipped.",
     )
-    null_values: list[str] = Field(
-        default_factory=lambda: [""], description="Strings read as null."
+    footer_rows: int = Field(
+        0, ge=0, description="Rows at the bottom of the sheet to skip (totals, notes)."
     )
+
+
+class PostgresSource(TabularSource):
+    """A table or query in a department's PostgreSQL database, read in a read-only transaction.
+
+    Connection settings and the password are never in the spec: the environment
+    variable ``connection_env`` names holds a libpq URL or keyword string without a
+    password; the password comes from ``password_env`` or the Prefect Secret block
+    ``password_block``.
+    """
+
+    kind: Literal["postgres"] = Field(description="Source kind.")
+    table: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Table (or schema.table) to read in full; give this or query.",
+    )
+    query: str | None = Field(
+        None, min_length=8, description="A SELECT whose rows are the dataset; give this or table."
+    )
+    connection_env: str = Field(
+        "CIVICFLOW_POSTGRES_URL",
+        pattern=_ENV_NAME,
+        description="Name of the environment variable holding the connection URL (no password in it).",
+    )
+    password_env: str = Field(
+        "CIVICFLOW_POSTGRES_PASSWORD",
+        pattern=_ENV_NAME,
+        description="Name of the environment variable holding the password (never the password itself).",
+    )
+    password_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the password, used when password_env is unset.",
+    )
+    statement_timeout_s: int = Field(
+        900, ge=1, description="Server-side statement timeout for the extract, in seconds."
+    )
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of table or query")
+        return self
+
+
+class HttpSource(TabularSource):
+    """A CSV, JSON or GeoJSON file behind a URL, downloaded again only when it changed."""
+
+    kind: Literal["http"] = Field(description="Source kind.")
+    url: str = Field(
+        pattern=r"^https?://",
+        description="Where the file is; plain http only to a loopback test server.",
+    )
+    format: Literal["csv", "json", "geojson"] = Field(description="What the URL serves.")
+    records: str | None = Field(
+        None, description="JSON only: key of the list of records when the document is an object."
+    )
+    encoding: str = Field("utf-8", description="CSV only: text encoding.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV only: delimiter.")
+    geometry: Literal["drop", "wkt", "centroid"] = Field(
+        "centroid", description="GeoJSON only: how geometry is published (as for a geojson source)."
+    )
+    timeout_s: float = Field(60, gt=0, description="Seconds to wait for the server at each step.")
+    max_bytes: int = Field(
+        2 << 30, ge=1, description="Largest body accepted; a bigger one is refused, not truncated."
+    )
+    retries: int = Field(
+        4, ge=0, le=10, description="Retries (with backoff) after a 5xx or a connection error only."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _https_off_loopback(cls, value: str) -> str:
+        scheme, _, rest = value.partition("://")
+        host = rest.split("/", 1)[0].rsplit(":", 1)[0]
+        if scheme == "http" and host not in _LOOPBACK:
+            raise ValueError(
+                f"url {value!r}: plain http is only allowed to a loopback server; use https"
+            )
+        return value
 
 
 class GeoJsonSource(StrictModel):
@@ -280,13 +387,6 @@ class GeoJsonSource(StrictModel):
         "centroid",
         description="How geometry is published: dropped, as WKT text, or as centroid latitude/longitude columns.",
     )
-
-
-#: a Socrata dataset id ("four-by-four"): https://dev.socrata.com/docs/endpoints/
-FOUR_BY_FOUR = r"^[a-z0-9]{4}-[a-z0-9]{4}$"
-_SOCRATA_FIELD = re.compile(r"^:?[a-z_][a-z0-9_]*$")
-_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 class SocrataSource(StrictModel):
@@ -361,8 +461,11 @@ class SocrataSource(StrictModel):
 
 
 #: sources read from a file (``path``); other kinds are pulled from a service
-FileSource = CsvSource | GeoJsonSource
-SourceSpec = Annotated[CsvSource | GeoJsonSource | SocrataSource, Field(discriminator="kind")]
+FileSource = CsvSource | GeoJsonSource | ExcelSource
+SourceSpec = Annotated[
+    CsvSource | GeoJsonSource | ExcelSource | SocrataSource | PostgresSource | HttpSource,
+    Field(discriminator="kind"),
+]
 
 
 class ReprojectTransform(StrictModel):
@@ -438,6 +541,31 @@ class RetentionSpec(StrictModel):
     )
 
 
+class IncrementalSpec(StrictModel):
+    """Extract only rows changed since the last published run, upserted by primary key."""
+
+    cursor: str = Field(
+        description="Field (date, datetime or integer) that grows when a row is added or "
+        "changed, e.g. updated_at; rows above the stored watermark are extracted."
+    )
+
+
+class BadRowsSpec(StrictModel):
+    """What a run does with rows that fail a row-level critical check."""
+
+    action: Literal["reject", "quarantine"] = Field(
+        "reject",
+        description="reject: one bad row rejects the run; quarantine: bad rows are held back "
+        "in a private file with the reason per row and the rest is published.",
+    )
+    max_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest share of rows that may be quarantined; above it the run is rejected.",
+    )
+
+
 class DatasetSpec(StrictModel):
     """One dataset: where it comes from, what it holds, how it is checked and published."""
 
@@ -486,6 +614,20 @@ class DatasetSpec(StrictModel):
         None,
         description="How long this dataset's raw copies and reports are kept "
         "(default: the project's CIVICFLOW_KEEP_RUNS / CIVICFLOW_KEEP_DAYS).",
+    )
+    incremental: IncrementalSpec | None = Field(
+        None,
+        description="Extract only rows whose cursor is above the last run's watermark and "
+        "upsert them by primary_key (default: every run reads the whole source).",
+    )
+    on_schema_change: Literal["fail", "ignore_new"] = Field(
+        "fail",
+        description="When the source has columns the spec does not name: fail rejects the run; "
+        "ignore_new publishes without them and reports them. A missing or retyped column always rejects.",
+    )
+    on_bad_rows: BadRowsSpec = Field(
+        default_factory=BadRowsSpec,
+        description="Reject the run on a bad row (default) or quarantine bad rows up to a share.",
     )
     record_date: str | None = Field(
         None,
@@ -537,6 +679,20 @@ class DatasetSpec(StrictModel):
         if not match or str(match[0].type) not in ("date", "datetime"):
             raise ValueError(
                 f"record_date names {self.record_date!r}, which is not a published date or datetime field"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _incremental_has_a_key_and_cursor(self) -> DatasetSpec:
+        if self.incremental is None:
+            return self
+        if not self.primary_key:
+            raise ValueError("incremental needs a primary_key (changed rows are upserted by it)")
+        cursor = [f for f in self.fields if f.name == self.incremental.cursor]
+        if not cursor or str(cursor[0].type) not in ("date", "datetime", "integer"):
+            raise ValueError(
+                f"incremental.cursor names {self.incremental.cursor!r}, which is not a date, "
+                "datetime or integer field"
             )
         return self
 
