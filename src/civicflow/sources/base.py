@@ -36,6 +36,13 @@ class ExtractError(Exception):
         self.detail = detail
 
 
+class SourceUnchanged(Exception):
+    """The source says nothing changed since the last run (HTTP 304): nothing to extract.
+
+    The run ends as ``unchanged`` without a raw copy or any portal write.
+    """
+
+
 class Source(Protocol):
     kind: ClassVar[str]
     #: file suffix of the immutable raw copy (".csv", ".geojson", ...)
@@ -54,8 +61,17 @@ class RemoteSource(Source, Protocol):
     private, owner-read-only writer as a copied file, so a kind never handles ``var/``.
     """
 
-    def pull(self, spec: DatasetSpec, settings: Settings) -> Iterator[bytes]:
-        """The raw copy's bytes, in order; raises ExtractError naming what failed."""
+    def pull(
+        self, spec: DatasetSpec, settings: Settings, since: str | None = None
+    ) -> Iterator[bytes]:
+        """The raw copy's bytes, in order; raises ExtractError naming what failed.
+
+        ``since`` (incremental specs only) is the stored watermark: a kind that can
+        filter at the source pulls only rows whose ``spec.incremental.cursor`` is
+        greater (extract filters again after typing, so a kind may ignore it). It is
+        the cursor's published value as text: ISO 8601 for dates and datetimes
+        (``2024-05-01T13:45:00``), digits for integers.
+        """
         ...
 
 

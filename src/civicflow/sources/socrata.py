@@ -305,7 +305,11 @@ def socrata_forms(spec: DatasetSpec, table: pa.Table) -> pa.Table:
 class SocrataReader:
     suffix = ".csv"
 
-    def pull(self, spec: DatasetSpec, settings: Settings) -> Iterator[bytes]:
+    def pull(
+        self, spec: DatasetSpec, settings: Settings, since: str | None = None
+    ) -> Iterator[bytes]:
+        # Incremental filtering happens after typing (extract): a SoQL literal for the
+        # cursor would depend on its Socrata type.
         return pull_pages(spec, settings)
 
     def read(self, spec: DatasetSpec, raw_path: Path) -> pa.Table:

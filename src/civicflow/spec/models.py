@@ -303,8 +303,8 @@ class PostgresSource(TabularSource):
 
     Connection settings and the password are never in the spec: the environment
     variable ``connection_env`` names holds a libpq URL or keyword string without a
-    password; the password comes from ``password_env`` or the Prefect Secret block
-    ``password_block``.
+    password; the password from ``password_env`` (flows fill both from Prefect Secret
+    blocks of the same name in kebab case when the environment lacks them).
     """
 
     kind: Literal["postgres"] = Field(description="Source kind.")
@@ -325,10 +325,6 @@ class PostgresSource(TabularSource):
         "CIVICFLOW_POSTGRES_PASSWORD",
         pattern=_ENV_NAME,
         description="Name of the environment variable holding the password (never the password itself).",
-    )
-    password_block: str | None = Field(
-        None,
-        description="Name of a Prefect Secret block holding the password, used when password_env is unset.",
     )
     statement_timeout_s: int = Field(
         900, ge=1, description="Server-side statement timeout for the extract, in seconds."
