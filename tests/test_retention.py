@@ -196,3 +196,31 @@ def test_every_run_prunes_its_dataset_even_a_rejected_one(settings, monkeypatch,
     assert len(runs_on_disk(settings)) == 2
     reports = {p.name.split(".")[0] for p in (settings.reports_dir / DATASET).iterdir()}
     assert reports <= runs_on_disk(settings) and len(reports) == 2
+
+
+def test_a_runs_quarantine_file_is_pruned_with_it_and_kept_with_it(settings) -> None:
+    from civicflow.quality.quarantine import quarantine_path
+
+    runs = [fake_run(settings, NOW - timedelta(days=10 - i)) for i in range(3)]
+    held = [quarantine_path(settings, DATASET, r) for r in runs]
+    for path in held:
+        write_private(path, "row,reasons\n3,type-error cd\n")
+    result = prune_dataset(settings, DATASET, policy=RetentionPolicy(1, 0), now=NOW)
+    assert [p.exists() for p in held] == [False, False, True]
+    assert set(held[:2]) <= set(result.files)
+    assert result.runs_deleted == 2
+
+
+def test_a_dataset_with_only_quarantined_rows_left_is_still_pruned(settings) -> None:
+    from civicflow.quality.quarantine import quarantine_path
+    from civicflow.retention import state_dataset_ids
+
+    old = quarantine_path(settings, "gone_dataset", new_run_id(NOW - timedelta(days=40)))
+    write_private(old, "row,reasons\n")
+    assert "gone_dataset" in state_dataset_ids(settings)
+    prune_dataset(settings, "gone_dataset", policy=RetentionPolicy(1, 0), now=NOW)
+    assert old.exists()  # the newest run of a dataset is kept
+    newer = quarantine_path(settings, "gone_dataset", new_run_id(NOW - timedelta(days=39)))
+    write_private(newer, "row,reasons\n")
+    prune_dataset(settings, "gone_dataset", policy=RetentionPolicy(1, 0), now=NOW)
+    assert not old.exists() and newer.exists()

@@ -1,7 +1,8 @@
 """Retention of private run state: raw copies and reports are kept for a while, then deleted.
 
-Every run writes ``var/raw/<id>/<run-id>.<ext>`` and ``var/reports/<id>/<run-id>*.json``;
-an hourly schedule would fill the disk. A run's files are kept while the run is one
+Every run writes ``var/raw/<id>/<run-id>.<ext>`` and ``var/reports/<id>/<run-id>*.json``
+(and, when it held bad rows back, ``var/quarantine/<id>/<run-id>.csv``); an hourly
+schedule would fill the disk. A run's files are kept while the run is one
 of the newest ``keep_runs`` runs of its dataset **or** younger than ``keep_days``
 days, and deleted once it is neither. The files of the run behind the live published
 version are never deleted, whatever their age: they are the evidence for what
@@ -82,10 +83,17 @@ class PruneResult:
         )
 
 
+def _state_dirs(settings: Settings) -> tuple[Path, ...]:
+    """Folders holding one sub-folder of run files per dataset."""
+    # var/quarantine is quality.quarantine's folder (its quarantine_path)
+    return (settings.raw_dir, settings.reports_dir, settings.var_dir / "quarantine")
+
+
 def state_dataset_ids(settings: Settings) -> list[str]:
-    """Datasets with raw copies or reports under var/ (including ones whose spec is gone)."""
+    """Datasets with raw copies, reports or quarantined rows under var/ (including ones
+    whose spec is gone)."""
     ids: set[str] = set()
-    for folder in (settings.raw_dir, settings.reports_dir):
+    for folder in _state_dirs(settings):
         if folder.is_dir():
             ids.update(p.name for p in folder.iterdir() if p.is_dir())
     return sorted(ids)
@@ -112,10 +120,10 @@ def live_runs(settings: Settings, dataset_id: str) -> set[str]:
 
 
 def _run_files(settings: Settings, dataset_id: str) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Files of each run id, and temporary files, in the dataset's raw and report folders."""
+    """Files of each run id, and temporary files, in the dataset's state folders."""
     by_run: dict[str, list[Path]] = defaultdict(list)
     parts: list[Path] = []
-    for folder in (settings.raw_dir / dataset_id, settings.reports_dir / dataset_id):
+    for folder in (d / dataset_id for d in _state_dirs(settings)):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -88,6 +88,10 @@ class Check:
     message: str = ""
     #: private: check-specific facts (the constraint and its value, GX kwargs, observed values)
     details: dict[str, Any] = field(default_factory=dict)
+    #: in memory only, never written: the row number of EVERY failing row of a row-level
+    #: check (quarantine holds them back); None for table-level checks (row count,
+    #: column set, aggregates), whose failure no row can be blamed for
+    rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
@@ -97,9 +101,15 @@ class Check:
     def failed(self) -> bool:
         return self.status == "failed"
 
+    @property
+    def row_level(self) -> bool:
+        return self.rows is not None
+
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # ``rows`` stays out: a report is read by people, the examples say enough
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
         out["success"] = self.success
+        out["row_level"] = self.row_level
         return json_safe(out)
 
     def line(self) -> str:
@@ -118,6 +128,11 @@ class QualityReport:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    #: rows held back in the private quarantine file (``on_bad_rows: quarantine``); the
+    #: rest was accepted although critical row-level checks failed on these
+    quarantined: int = 0
+    #: private: where those rows are (var/quarantine/<id>/<run-id>.csv)
+    quarantine_path: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -145,6 +160,8 @@ class QualityReport:
             "counts": self.counts,
             "duration_s": round(self.duration_s, 3),
             "notes": list(self.notes),
+            "quarantined": self.quarantined,
+            "quarantine_path": self.quarantine_path,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -161,8 +178,14 @@ class QualityReport:
         """
         critical, warnings = self.failures("critical"), self.failures("warning")
         ran = sum(1 for c in self.checks if c.status != "skipped")
-        if critical:
-            head = f"REJECTED: {len(critical)} critical check{'s' if len(critical) != 1 else ''} failed"
+        checks = f"{len(critical)} critical check{'s' if len(critical) != 1 else ''}"
+        if critical and self.quarantined:
+            head = (
+                f"PASSED with {self.quarantined:,} of {self.rows:,} "
+                f"row{'s' if self.rows != 1 else ''} quarantined ({checks} failed on them)"
+            )
+        elif critical:
+            head = f"REJECTED: {checks} failed"
         else:
             head = f"PASSED: {ran} checks on {self.rows:,} rows"
         if warnings:

@@ -108,6 +108,27 @@ def _examples(rows: np.ndarray, values: list[Any]) -> list[dict[str, Any]]:
     return [{"row": int(r), "value": json_safe(v)} for r, v in zip(rows, values, strict=True)]
 
 
+def _type_errors(
+    raw: pa.ChunkedArray, typed_null: np.ndarray, sentinels: list[float]
+) -> np.ndarray:
+    """Where a source value is present but its typed value is null: it did not parse."""
+    bad: np.ndarray = pc.is_valid(raw).to_numpy(zero_copy_only=False) & typed_null
+    if sentinels and bad.any():
+        # A transform turned sentinel coordinates (e.g. 0) into null: not a type error.
+        as_number = pd.to_numeric(pd.Series(raw.to_pandas()), errors="coerce")
+        bad &= ~as_number.isin(sentinels).to_numpy()
+    return bad
+
+
+def type_error_mask(
+    spec: DatasetSpec, raw: pa.Table, frame: pd.DataFrame, f: FieldSpec
+) -> np.ndarray:
+    """Rows of ``f`` whose source text does not parse as its declared type (the
+    type-error check's mask; schema drift counts it to tell a retyped column)."""
+    typed_null = frame[f.name].isna().to_numpy()
+    return _type_errors(raw[f.source_name], typed_null, _sentinels(spec).get(f.name, []))
+
+
 class _Columns:
     """Per-field masks shared by several checks (computed once per column)."""
 
@@ -116,13 +137,8 @@ class _Columns:
         self.raw: pa.ChunkedArray = extract.raw[f.source_name]
         self.typed: pd.Series = extract.frame[f.name]
         self.rows = extract.frame.index.to_numpy()
-        raw_present = pc.is_valid(self.raw).to_numpy(zero_copy_only=False)
         typed_null = self.typed.isna().to_numpy()
-        bad = raw_present & typed_null
-        if sentinels and bad.any():
-            # A transform turned sentinel coordinates (e.g. 0) into null: not a type error.
-            as_number = pd.to_numeric(pd.Series(self.raw.to_pandas()), errors="coerce")
-            bad &= ~as_number.isin(sentinels).to_numpy()
+        bad = _type_errors(self.raw, typed_null, sentinels)
         self.type_error = bad
         self.null = typed_null & ~bad
         self.present = ~typed_null
@@ -157,6 +173,7 @@ class _Columns:
             examples=examples,
             message=message,
             details=details,
+            rows=self.rows[bad],
         )
 
 
@@ -200,17 +217,22 @@ def _header_checks(spec: DatasetSpec, labels: list[str]) -> tuple[list[Check], s
         ),
     )
     extra_examples = [{"row": None, "value": e.label, "position": e.field_number} for e in extra]
+    # ignore_new: new columns are reported, not published (the typed frame holds spec
+    # fields only), so they warn instead of blocking
+    ignored = spec.on_schema_change == "ignore_new"
     extra_check = Check(
         layer="structure",
         name="extra-label",
         columns=[],
-        severity="critical",
+        severity="warning" if ignored else "critical",
         status="failed" if extra else "passed",
         unexpected_count=len(extra),
         examples=extra_examples[:MAX_EXAMPLES],
         # Positions only: a file without its header row would put data in the labels.
         message=(
-            f"{len(extra)} source column{'s' if len(extra) != 1 else ''} not in the spec, at "
+            f"{len(extra)} source column{'s' if len(extra) != 1 else ''} not in the spec"
+            + (", not published (on_schema_change: ignore_new)" if ignored else "")
+            + ", at "
             + ("position " if len(extra) == 1 else "positions ")
             + ", ".join(str(e.field_number) for e in extra)
             if extra
@@ -331,6 +353,7 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
             "critical",
             "passed",
             message=f"{', '.join(key)} unique over {len(frame):,} rows",
+            rows=frame.index.to_numpy()[:0],
         )
     # Name every row of a duplicate group together: sort by key, then take whole groups.
     dups = keys[dup].sort_values(key, kind="stable")
@@ -360,6 +383,8 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
         examples,
         message,
         {"groups": n_groups},
+        # every row of a group: which of them is right is for the steward to say
+        rows=frame.index.to_numpy()[dup],
     )
 
 
