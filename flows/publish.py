@@ -87,11 +87,22 @@ def summarize(outcome: pipeline.RunOutcome) -> dict[str, Any]:
 
 
 @flow(name="publish-dataset", flow_run_name="publish-{dataset_id}")
-def publish_dataset(dataset_id: str, source_path: str | None = None) -> State:
-    """Publish one dataset; a rejected run ends Failed with the reason, the portal untouched."""
+def publish_dataset(
+    dataset_id: str,
+    source_path: str | None = None,
+    portal: str | None = None,
+    full: bool = False,
+) -> State:
+    """Publish one dataset; a rejected run ends Failed with the reason, the portal untouched.
+
+    ``portal`` overrides the spec's portal kind; ``full`` ignores an incremental
+    dataset's watermark and reads its source whole.
+    """
     logger = get_run_logger()
     with one_run_per_dataset(dataset_id, logger):
-        outcome = pipeline.run_dataset(flow_settings(), dataset_id, source_path, wrap=as_task)
+        outcome = pipeline.run_dataset(
+            flow_settings(), dataset_id, source_path, wrap=as_task, portal=portal, full=full
+        )
     summary = summarize(outcome)
     if not outcome.ok:
         logger.error("%s rejected: %s", dataset_id, outcome.reason)
@@ -101,13 +112,13 @@ def publish_dataset(dataset_id: str, source_path: str | None = None) -> State:
 
 
 @flow(name="publish-all")
-def publish_all() -> State:
+def publish_all(portal: str | None = None, full: bool = False) -> State:
     """Publish every dataset in datasets/ that no other flow produces."""
     settings = flow_settings()
     ids = pipeline.publishable(load_all(settings.datasets_dir))
     summaries = []
     for dataset_id in ids:
-        state = publish_dataset(dataset_id, return_state=True)
+        state = publish_dataset(dataset_id, portal=portal, full=full, return_state=True)
         result = state.result(raise_on_failure=False)
         summaries.append(
             result

@@ -38,10 +38,24 @@ CREATE TABLE IF NOT EXISTS runs (
     portal_version TEXT,
     report_path TEXT,
     privacy_report_path TEXT,
+    rows_quarantined INTEGER NOT NULL DEFAULT 0,
+    input_key TEXT,
     PRIMARY KEY (dataset_id, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
+CREATE TABLE IF NOT EXISTS watermarks (
+    dataset_id TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL,
+    value TEXT NOT NULL,
+    run_id TEXT NOT NULL
+);
 """
+
+#: columns added after the first ledgers were written: (name, SQL type and default)
+_ADDED_COLUMNS = {
+    "rows_quarantined": "INTEGER NOT NULL DEFAULT 0",
+    "input_key": "TEXT",
+}
 
 #: ``PRAGMA user_version`` of a ledger whose reasons are public-safe (no source values)
 _PUBLIC_REASONS = 1
@@ -71,6 +85,11 @@ class RunRecord:
     portal_version: str | None = None
     report_path: str | None = None
     privacy_report_path: str | None = None
+    #: bad rows held back in the private quarantine file (on_bad_rows: quarantine)
+    rows_quarantined: int = 0
+    #: sha256 of what the run read (raw copy, spec, suite): an equal key later means
+    #: the same input, which ends ``unchanged`` before any check or portal write
+    input_key: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -108,6 +127,14 @@ class Ledger:
 
     @staticmethod
     def _upgrade(db: sqlite3.Connection) -> None:
+        have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+        Ledger._withhold_old_reasons(db)
+
+    @staticmethod
+    def _withhold_old_reasons(db: sqlite3.Connection) -> None:
         """Withhold reasons written before reasons were public-safe.
 
         The scorecard shows every reason, and older versions quoted source values in
@@ -170,3 +197,23 @@ class Ledger:
         with self._connect() as db:
             row = db.execute(sql, params).fetchone()
         return _from_row(row) if row else None
+
+    # -- incremental extracts: the cursor value up to which rows are published -------
+
+    def watermark(self, dataset_id: str, cursor: str) -> str | None:
+        """The stored watermark, or None (never ran, or the spec names another cursor)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT value FROM watermarks WHERE dataset_id = ? AND cursor = ?",
+                (dataset_id, cursor),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def advance_watermark(self, dataset_id: str, cursor: str, value: str, run_id: str) -> None:
+        """Store ``value`` after ``run_id`` published (or held unchanged) its rows."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO watermarks (dataset_id, cursor, value, run_id) "
+                "VALUES (?, ?, ?, ?)",
+                (dataset_id, cursor, value, run_id),
+            )

@@ -9,6 +9,7 @@ its outcome; nothing reaches the portal unless every critical check passed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
@@ -29,13 +30,15 @@ from civicflow.portals import (
     PublishedVersion,
     PublishPlan,
     PublishResult,
+    RowChanges,
     TableMetadata,
     get_portal,
     published_version,
 )
 from civicflow.privatefs import write_private
 from civicflow.settings import Settings
-from civicflow.sources import Extract, ExtractError, extract
+from civicflow.sources import Extract, ExtractError, SourceUnchanged, extract
+from civicflow.sources.incremental import later, newer_than, watermark_of
 from civicflow.sources.transforms import TransformError
 from civicflow.spec import DatasetSpec, SpecError, find_dataset
 from civicflow.spec.loader import require_suite
@@ -114,10 +117,38 @@ def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None
 # -- stages: plain functions, each testable alone --------------------------------
 
 
+def stored_watermark(settings: Settings, spec: DatasetSpec) -> str | None:
+    """Where an incremental dataset's last good run stopped (None: read it whole)."""
+    if spec.incremental is None:
+        return None
+    return Ledger(settings.ledger_path).watermark(spec.id, spec.incremental.cursor)
+
+
+def advance_watermark(
+    settings: Settings, spec: DatasetSpec, frame: pd.DataFrame, since: str | None, run_id: str
+) -> None:
+    """After a good run only: the largest cursor it published becomes the watermark."""
+    if spec.incremental is None:
+        return
+    value = later(since, watermark_of(spec, frame), spec)
+    if value is not None and value != since:
+        Ledger(settings.ledger_path).advance_watermark(
+            spec.id, spec.incremental.cursor, value, run_id
+        )
+        log.info("%s: watermark %s = %s", spec.id, spec.incremental.cursor, value)
+
+
 def extract_stage(
-    spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    source_path: Path | str | None,
+    since: str | None = None,
 ) -> Extract:
-    ext = extract(spec, settings, run_id, source_path)
+    """Copy and read the source; an incremental run keeps only rows above ``since``."""
+    ext = extract(spec, settings, run_id, source_path, since=since)
+    if since is not None:
+        ext = newer_than(spec, ext, since)
     log.info(
         "%s: extracted %s rows from %s (sha256 %s…), raw copy %s",
         spec.id,
@@ -155,16 +186,20 @@ def publish_stage(
     settings: Settings,
     run_id: str,
     column_notes: dict[str, str],
+    since: str | None = None,
 ) -> PublishResult:
     """Publish the rows and metadata as one version; keep the Parquet copy in step.
 
-    Refused (PortalConflict, naming the other run) when another run published this
-    table after this run began: its data may be newer than ours.
+    An incremental run (``since`` set, table live) upserts its rows by primary key;
+    otherwise the table is replaced. Refused (PortalConflict, naming the other run)
+    when another run published this table after this run began.
     """
     portal = get_portal(spec.portal.kind, settings)
-    data_version = published.content_version(frame)
     metadata = table_metadata(spec, column_notes)
     base = portal.current_version(spec.table)
+    if since is not None and base is not None and base.data_version is not None:
+        return _upsert(spec, frame, settings, run_id, metadata, base)
+    data_version = published.content_version(frame)
     if base is not None and base.version != published_version(data_version, metadata):
         _refuse_if_published_since_start(spec, base, run_id)
     result = portal.publish(
@@ -178,6 +213,51 @@ def publish_stage(
         base=base,
     )
     _sync_parquet(spec, frame, settings, result, data_version, metadata)
+    _log_published(spec, result)
+    return result
+
+
+def _upsert(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    settings: Settings,
+    run_id: str,
+    metadata: TableMetadata,
+    base: PublishedVersion,
+) -> PublishResult:
+    """Send an incremental run's rows as upserts; the Parquet copy gets them too."""
+    assert base.data_version is not None
+    _refuse_if_published_since_start(spec, base, run_id)
+    data_version = (
+        published.chained_version(base.data_version, frame) if len(frame) else base.data_version
+    )
+    key = list(spec.primary_key)
+    changes = RowChanges(upserts=frame, deletes=frame.iloc[:0][key])
+    result = get_portal(spec.portal.kind, settings).apply_changes(
+        spec.table,
+        changes,
+        fields=spec.published_fields(),
+        primary_key=key,
+        version=data_version,
+        run_id=run_id,
+        metadata=metadata,
+        base=base,
+    )
+    copy = published.read_latest(settings, spec.id)
+    if copy is None or copy[0].version != base.version:
+        log.warning(
+            "%s: the Parquet copy is not the version this run changed; "
+            "publish once with --full to rewrite it",
+            spec.id,
+        )
+    elif published.lags(settings, spec.id, result.version):
+        table = published.upserted(copy[1], frame.reset_index(drop=True), key)
+        _write_copy(spec, table, settings, result, data_version, metadata)
+    _log_published(spec, result)
+    return result
+
+
+def _log_published(spec: DatasetSpec, result: PublishResult) -> None:
     verb = (
         f"published ({result.change})"
         if result.changed
@@ -191,7 +271,6 @@ def publish_stage(
         result.version[:12],
         result.url,
     )
-    return result
 
 
 def _refuse_if_published_since_start(
@@ -252,6 +331,17 @@ def _sync_parquet(
             spec.id,
             result.version[:12],
         )
+    _write_copy(spec, frame, settings, result, data_version, metadata)
+
+
+def _write_copy(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    settings: Settings,
+    result: PublishResult,
+    data_version: str,
+    metadata: TableMetadata,
+) -> None:
     published.write_version(
         settings,
         spec.id,
@@ -332,86 +422,89 @@ def _error_report(path: Path, dataset_id: str, run_id: str, stage: str, exc: Exc
     return str(path)
 
 
+def input_key(spec: DatasetSpec, settings: Settings, sha256: str, since: str | None) -> str:
+    """sha256 of everything a run's result depends on: the raw copy, the spec, the suite.
+
+    Equal keys mean the same input judged by the same rules: the run can end
+    ``unchanged`` before any check, provided the portal still holds that run's version.
+    """
+    suite = require_suite(spec, settings.expectations_dir).read_bytes()
+    digest = hashlib.sha256()
+    for part in (sha256, spec.model_dump_json(), hashlib.sha256(suite).hexdigest(), since or ""):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _same_input_still_live(settings: Settings, spec: DatasetSpec, key: str) -> RunRecord | None:
+    """The last good run with this input key, if its version is still the live one."""
+    ledger = Ledger(settings.ledger_path)
+    last = next(
+        (r for r in ledger.runs(spec.id, limit=20) if r.outcome in ("published", "unchanged")),
+        None,
+    )
+    if last is None or last.input_key != key or last.portal_version is None:
+        return None
+    live = get_portal(spec.portal.kind, settings).current_version(spec.table)
+    return last if live is not None and live.version == last.portal_version else None
+
+
 def run_dataset(
     settings: Settings,
     dataset_id: str,
     source_path: Path | str | None = None,
     spec: DatasetSpec | None = None,
     wrap: Wrap = _no_wrap,
+    *,
+    portal: str | None = None,
+    full: bool = False,
 ) -> RunOutcome:
     """Run one dataset end to end and record it. Spec errors raise SpecError (usage error).
 
-    Bad input, failed critical checks and privacy findings end as ``rejected``;
-    anything unexpected (portal down, a bug) ends as ``failed`` and is re-raised
-    after it is recorded, so no exception is swallowed.
+    ``portal`` publishes to that portal kind instead of the spec's; ``full`` reads an
+    incremental dataset whole, ignoring its watermark. Bad input, failed critical checks
+    and privacy findings end as ``rejected``; anything unexpected (portal down, a bug)
+    ends as ``failed`` and is re-raised after it is recorded, so no exception is swallowed.
     """
-    spec = spec or find_dataset(settings.datasets_dir, dataset_id)
-    run_id = new_run_id()
-    started = datetime.now(UTC)
-    report_path, privacy_path = report_paths(settings, spec.id, run_id)
-    stats: dict[str, Any] = {}
-    paths: dict[str, Any] = {"report_path": None, "privacy_report_path": None}
+    spec = (spec or find_dataset(settings.datasets_dir, dataset_id)).targeting(portal)
+    run = _Run(settings, spec, wrap)
+    try:
+        return run.execute(source_path, full)
+    except Exception as exc:
+        run.fail(exc)
+        raise
+
+
+class _Run:
+    """One run's state (stats, report paths) and how it ends; see ``run_dataset``."""
+
+    def __init__(self, settings: Settings, spec: DatasetSpec, wrap: Wrap) -> None:
+        self.settings, self.spec, self.wrap = settings, spec, wrap
+        self.run_id = new_run_id()
+        self.started = datetime.now(UTC)
+        self.report_path, self.privacy_path = report_paths(settings, spec.id, self.run_id)
+        self.stats: dict[str, Any] = {}
+        self.paths: dict[str, Any] = {"report_path": None, "privacy_report_path": None}
 
     def finish(
-        outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any
+        self, outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any
     ) -> RunOutcome:
         record = RunRecord(
-            dataset_id=spec.id,
-            run_id=run_id,
-            started_at=started,
+            dataset_id=self.spec.id,
+            run_id=self.run_id,
+            started_at=self.started,
             finished_at=datetime.now(UTC),
             outcome=outcome,
             reason=reason,
-            **paths,
-            **stats,
+            **self.paths,
+            **self.stats,
             **extra,
         )
-        Ledger(settings.ledger_path).record(record)
-        _prune(settings, spec.id)
-        return RunOutcome(
-            outcome,
-            reason,
-            record,
-            Path(paths["report_path"]) if paths["report_path"] else None,
-            Path(paths["privacy_report_path"]) if paths["privacy_report_path"] else None,
-            result,
-        )
+        Ledger(self.settings.ledger_path).record(record)
+        _prune(self.settings, self.spec.id)
+        paths = [Path(p) if p else None for p in self.paths.values()]
+        return RunOutcome(outcome, reason, record, paths[0], paths[1], result)
 
-    try:
-        # A missing suite or hash key is a configuration error: refuse before any work.
-        require_suite(spec, settings.expectations_dir)
-        wrap("check-ready", _check_ready)(spec, settings)
-        try:
-            ext = wrap("extract", extract_stage)(spec, settings, run_id, source_path)
-        except (ExtractError, TransformError) as exc:
-            paths["report_path"] = _error_report(report_path, spec.id, run_id, "extract", exc)
-            log.error("%s: REJECTED at extract: %s", spec.id, exc)
-            return finish("rejected", f"extract: {exc}")
-        stats["rows_in"] = ext.rows
-
-        report = wrap("validate", validate_stage)(spec, ext, settings)
-        paths["report_path"] = str(report_path)
-        stats.update(_counts(report))
-        if not report.passed:
-            return finish("rejected", report.summary())
-
-        protected = wrap("protect", protect_stage)(spec, ext.frame, settings, run_id)
-        paths["privacy_report_path"] = str(privacy_path)
-        stats["privacy_findings"] = len(protected.report.blocking)
-        if protected.report.blocked:
-            return finish("rejected", f"privacy: {protected.report.summary()}")
-
-        result = wrap("publish", publish_stage)(
-            spec, protected.frame, settings, run_id, protected.report.metadata_notes()
-        )
-        stats["rows_out"] = result.rows
-        outcome: Outcome = "published" if result.changed else "unchanged"
-        reason = {
-            "data": "published a new version",
-            "metadata": "published a new version (metadata only, same rows)",
-        }.get(result.change or "", "portal already holds this exact version")
-        return finish(outcome, reason, portal_version=result.version, result=result)
-    except Exception as exc:
+    def fail(self, exc: Exception) -> None:
         kind = (
             "portal"
             if isinstance(exc, PortalError)
@@ -419,13 +512,74 @@ def run_dataset(
             if isinstance(exc, SpecError)
             else type(exc).__name__
         )
-        log.error("%s: FAILED (%s): %s", spec.id, kind, exc)
+        log.error("%s: FAILED (%s): %s", self.spec.id, kind, exc)
         log.debug("%s", traceback.format_exc())
-        if not isinstance(exc, _public_errors()) and paths["report_path"] is None:
+        if not isinstance(exc, _public_errors()) and self.paths["report_path"] is None:
             # the reason cannot carry the message: the steward finds it here
-            paths["report_path"] = _error_report(report_path, spec.id, run_id, "failed", exc)
-        finish("failed", _failure_reason(kind, exc))
-        raise
+            self.paths["report_path"] = _error_report(
+                self.report_path, self.spec.id, self.run_id, "failed", exc
+            )
+        self.finish("failed", _failure_reason(kind, exc))
+
+    def reject_extract(self, exc: Exception) -> RunOutcome:
+        self.paths["report_path"] = _error_report(
+            self.report_path, self.spec.id, self.run_id, "extract", exc
+        )
+        log.error("%s: REJECTED at extract: %s", self.spec.id, exc)
+        return self.finish("rejected", f"extract: {exc}")
+
+    def execute(self, source_path: Path | str | None, full: bool) -> RunOutcome:
+        spec, settings, wrap = self.spec, self.settings, self.wrap
+        # A missing suite or hash key is a configuration error: refuse before any work.
+        require_suite(spec, settings.expectations_dir)
+        wrap("check-ready", _check_ready)(spec, settings)
+        since = None if full else stored_watermark(settings, spec)
+        try:
+            ext = wrap("extract", extract_stage)(spec, settings, self.run_id, source_path, since)
+        except SourceUnchanged as exc:
+            log.info("%s: unchanged at the source: %s", spec.id, exc)
+            last = Ledger(settings.ledger_path).last(spec.id, "published")
+            version = last.portal_version if last else None
+            return self.finish("unchanged", f"source unchanged: {exc}", portal_version=version)
+        except (ExtractError, TransformError) as exc:
+            return self.reject_extract(exc)
+        self.stats["rows_in"] = ext.rows
+        self.stats["input_key"] = key = input_key(spec, settings, ext.sha256, since)
+        same = _same_input_still_live(settings, spec, key)
+        if same is not None:
+            return self.finish(
+                "unchanged",
+                "source unchanged (same content as the live version's run)",
+                portal_version=same.portal_version,
+            )
+        return self.checked_and_published(ext, since)
+
+    def checked_and_published(self, ext: Extract, since: str | None) -> RunOutcome:
+        spec, settings, wrap = self.spec, self.settings, self.wrap
+        report = wrap("validate", validate_stage)(spec, ext, settings)
+        self.paths["report_path"] = str(self.report_path)
+        self.stats.update(_counts(report))
+        if not report.passed:
+            return self.finish("rejected", report.summary())
+
+        protected = wrap("protect", protect_stage)(spec, ext.frame, settings, self.run_id)
+        self.paths["privacy_report_path"] = str(self.privacy_path)
+        self.stats["privacy_findings"] = len(protected.report.blocking)
+        if protected.report.blocked:
+            return self.finish("rejected", f"privacy: {protected.report.summary()}")
+
+        result = wrap("publish", publish_stage)(
+            spec, protected.frame, settings, self.run_id, protected.report.metadata_notes(), since
+        )
+        self.stats["rows_out"] = result.rows
+        advance_watermark(settings, spec, ext.frame, since, self.run_id)
+        outcome: Outcome = "published" if result.changed else "unchanged"
+        reason = {
+            "data": "published a new version",
+            "changes": "published a new version (changed rows only)",
+            "metadata": "published a new version (metadata only, same rows)",
+        }.get(result.change or "", "portal already holds this exact version")
+        return self.finish(outcome, reason, portal_version=result.version, result=result)
 
 
 @dataclass

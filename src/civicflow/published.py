@@ -109,6 +109,33 @@ def write_version(
     return manifest
 
 
+def chained_version(base_data_version: str, changes: pd.DataFrame) -> str:
+    """The data version after upserting ``changes`` into the version ``base_data_version``.
+
+    An incremental run holds only the changed rows, not the whole table, so its version
+    chains the base with the changes' content version.
+    """
+    text = f"{base_data_version}\n{content_version(changes)}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def upserted(base: pd.DataFrame, changes: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """``base`` with the rows of ``changes`` replacing those with the same key (added if new)."""
+    kept = base.merge(changes[key].drop_duplicates(), on=key, how="left", indicator=True)
+    kept = base[(kept["_merge"] == "left_only").to_numpy()]
+    return pd.concat(
+        [kept, changes.astype(base.dtypes.to_dict(), errors="ignore")], ignore_index=True
+    )
+
+
+def read_latest(settings: Settings, dataset_id: str) -> tuple[Manifest, pd.DataFrame] | None:
+    """The latest Parquet copy and its rows (None when there is none)."""
+    manifest = latest(settings, dataset_id)
+    if manifest is None or not manifest.path.is_file():
+        return None
+    return manifest, pq.read_table(manifest.path).to_pandas()
+
+
 def _read_manifest(folder: Path, name: str) -> Manifest:
     data = json.loads((folder / name).read_text())
     data["path"] = folder / data["path"]

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from civicflow.cli._common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_problems
+from civicflow.portals import registered_portals
 from civicflow.settings import Settings, load_settings
 from civicflow.spec import DatasetSpec, SpecError, find_dataset, load_all
 
@@ -69,6 +70,17 @@ def register(app: typer.Typer) -> None:
             "--source",
             help="Publish from this file instead of the spec's source.path (one dataset only).",
         ),
+        portal: str | None = typer.Option(
+            None,
+            "--portal",
+            help="Publish to this portal kind (datasette, socrata) instead of the spec's "
+            "portal.kind; the table name stays the spec's.",
+        ),
+        full: bool = typer.Option(
+            False,
+            "--full",
+            help="Incremental datasets: read the whole source and ignore the stored watermark.",
+        ),
         dry_run: bool = typer.Option(
             False,
             "--dry-run",
@@ -89,6 +101,13 @@ def register(app: typer.Typer) -> None:
         if source is not None and (all_ or len(ids) != 1):
             typer.echo("--source needs exactly one dataset id", err=True)
             raise typer.Exit(EXIT_USAGE)
+        if portal is not None and portal not in registered_portals():
+            typer.echo(
+                f"--portal {portal}: no such portal kind (registered: "
+                f"{', '.join(registered_portals())})",
+                err=True,
+            )
+            raise typer.Exit(EXIT_USAGE)
         if source is not None and not source.is_file():
             typer.echo(f"{source}: no such file", err=True)
             raise typer.Exit(EXIT_USAGE)
@@ -104,6 +123,7 @@ def register(app: typer.Typer) -> None:
             # A missing or unparsable suite is a bad spec (exit 2), caught before any run.
             for spec in specs:
                 load_suite(require_suite(spec, settings.expectations_dir), spec)
+            specs = [spec.targeting(portal) for spec in specs]
         except SpecError as exc:
             print_problems(exc.problems)
             raise typer.Exit(EXIT_USAGE) from None
@@ -120,7 +140,9 @@ def register(app: typer.Typer) -> None:
 
         summaries: list[dict[str, Any]] = []
         if all_:
-            result = publish_all(return_state=True).result(raise_on_failure=False)
+            result = publish_all(portal=portal, full=full, return_state=True).result(
+                raise_on_failure=False
+            )
             summaries = (
                 result
                 if isinstance(result, list)
@@ -129,7 +151,11 @@ def register(app: typer.Typer) -> None:
         else:
             for dataset_id in ids:
                 state = publish_dataset(
-                    dataset_id, str(source) if source else None, return_state=True
+                    dataset_id,
+                    str(source) if source else None,
+                    portal=portal,
+                    full=full,
+                    return_state=True,
                 )
                 result = state.result(raise_on_failure=False)
                 summaries.append(

@@ -708,6 +708,12 @@ class DatasetSpec(StrictModel):
     def table(self) -> str:
         return self.portal.table or self.id
 
+    def targeting(self, kind: str | None) -> DatasetSpec:
+        """This spec published to portal ``kind`` instead (``publish --portal``); same table."""
+        if kind is None or kind == self.portal.kind:
+            return self
+        return self.model_copy(update={"portal": self.portal.model_copy(update={"kind": kind})})
+
     @property
     def suite_name(self) -> str:
         return self.expectation_suite or self.id
