@@ -28,6 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 pytest_plugins = [
     "tests.fixtures.portal",
     "tests.fixtures.prefect",
+    "tests.fixtures.postgres",
     "tests.socrata.fixtures",
 ]
 

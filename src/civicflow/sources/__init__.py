@@ -15,6 +15,7 @@ from civicflow.settings import Settings
 from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
 from civicflow.sources import excel as _excel  # noqa: F401  (registers "excel")
 from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
+from civicflow.sources import postgres as _postgres  # noqa: F401  (registers "postgres")
 from civicflow.sources import http as _http  # noqa: F401  (registers "http")
 from civicflow.sources import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.sources.base import (
