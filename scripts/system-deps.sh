@@ -11,6 +11,9 @@ set -euo pipefail
 
 PACKAGES=(
   "chromium:${CIVICFLOW_CHROMIUM:-/usr/bin/chromium}"
+  # The PostgreSQL source's tests start their own server (tests/fixtures/postgres.py);
+  # Debian's service is not used, only the server binaries.
+  "postgresql:${CIVICFLOW_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb"
 )
 
 missing=()
