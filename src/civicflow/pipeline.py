@@ -36,6 +36,8 @@ from civicflow.portals import (
     published_version,
 )
 from civicflow.privatefs import write_private
+from civicflow.quality.drift import SchemaDrift, schema_drift
+from civicflow.quality.quarantine import quarantine_bad_rows
 from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, SourceUnchanged, extract
 from civicflow.sources.incremental import later, newer_than, watermark_of
@@ -125,11 +127,23 @@ def stored_watermark(settings: Settings, spec: DatasetSpec) -> str | None:
 
 
 def advance_watermark(
-    settings: Settings, spec: DatasetSpec, frame: pd.DataFrame, since: str | None, run_id: str
+    settings: Settings,
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    since: str | None,
+    run_id: str,
+    held: pd.DataFrame | None = None,
 ) -> None:
-    """After a good run only: the largest cursor it published becomes the watermark."""
+    """After a good run only: the largest cursor it published becomes the watermark.
+
+    Rows ``held`` back (quarantined) must come again: the watermark stays below the
+    smallest of their cursors, so the next run reads them (and what follows) again.
+    """
     if spec.incremental is None:
         return
+    cursor = spec.incremental.cursor
+    if held is not None and held[cursor].notna().any():
+        frame = frame[frame[cursor] < held[cursor].min()]
     value = later(since, watermark_of(spec, frame), spec)
     if value is not None and value != since:
         Ledger(settings.ledger_path).advance_watermark(
@@ -556,13 +570,33 @@ class _Run:
 
     def checked_and_published(self, ext: Extract, since: str | None) -> RunOutcome:
         spec, settings, wrap = self.spec, self.settings, self.wrap
+        drift = schema_drift(spec, ext.raw, ext.frame)
+        if drift.rejects():
+            self.paths["report_path"] = _error_report(
+                self.report_path, spec.id, self.run_id, "schema", SchemaDriftError(drift)
+            )
+            log.error("%s: %s", spec.id, drift.reason())
+            return self.finish("rejected", drift.reason())
         report = wrap("validate", validate_stage)(spec, ext, settings)
         self.paths["report_path"] = str(self.report_path)
+        if drift.drifted:  # ignore_new: the new columns are reported, never published
+            report.notes.extend(drift.lines())
+            report.write(self.report_path)
         self.stats.update(_counts(report))
+        frame = ext.frame
         if not report.passed:
-            return self.finish("rejected", report.summary())
+            held = quarantine_bad_rows(spec, ext, report, settings)
+            if held is None or not held.accepted or held.frame is None:
+                return self.finish("rejected", held.reason if held else report.summary())
+            report.write(self.report_path)  # now records the quarantined rows
+            frame, self.stats["rows_quarantined"] = held.frame, held.rows
+        return self.protected_and_published(ext, frame, since)
 
-        protected = wrap("protect", protect_stage)(spec, ext.frame, settings, self.run_id)
+    def protected_and_published(
+        self, ext: Extract, frame: pd.DataFrame, since: str | None
+    ) -> RunOutcome:
+        spec, settings, wrap = self.spec, self.settings, self.wrap
+        protected = wrap("protect", protect_stage)(spec, frame, settings, self.run_id)
         self.paths["privacy_report_path"] = str(self.privacy_path)
         self.stats["privacy_findings"] = len(protected.report.blocking)
         if protected.report.blocked:
@@ -572,14 +606,25 @@ class _Run:
             spec, protected.frame, settings, self.run_id, protected.report.metadata_notes(), since
         )
         self.stats["rows_out"] = result.rows
-        advance_watermark(settings, spec, ext.frame, since, self.run_id)
+        held = ext.frame[~ext.frame.index.isin(frame.index)]
+        advance_watermark(settings, spec, frame, since, self.run_id, held)
         outcome: Outcome = "published" if result.changed else "unchanged"
         reason = {
             "data": "published a new version",
             "changes": "published a new version (changed rows only)",
             "metadata": "published a new version (metadata only, same rows)",
         }.get(result.change or "", "portal already holds this exact version")
+        if self.stats.get("rows_quarantined"):
+            reason += f"; {self.stats['rows_quarantined']:,} bad rows quarantined"
         return self.finish(outcome, reason, portal_version=result.version, result=result)
+
+
+class SchemaDriftError(Exception):
+    """The source's columns changed under the spec; ``detail`` is the private diff."""
+
+    def __init__(self, drift: SchemaDrift) -> None:
+        super().__init__(drift.reason())
+        self.detail = {"schema_drift": drift.to_dict(), "lines": drift.lines()}
 
 
 @dataclass
