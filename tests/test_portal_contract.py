@@ -8,6 +8,8 @@ fails here rather than going untested.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from civicflow.portals import (
     PortalConflict,
     PortalError,
     PublishResult,
+    RowChanges,
     get_portal,
     published_version,
     registered_portals,
@@ -141,7 +144,9 @@ def socrata_outage(tmp_path: Path) -> Iterator[Outage]:
     settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=env)
 
     def stop_after_the_upload(step: str) -> None:
-        if down.armed and step == "uploaded":
+        # "uploaded": a publish's rows are in its revision; "changes": a change set is
+        # about to be sent
+        if down.armed and step in ("uploaded", "changes"):
             down.armed = False
             server.stop()  # down between the upload and the apply
 
@@ -493,3 +498,209 @@ def test_plan_matches_sub_second_and_zoned_times_as_the_portal_stores_them(
     plan = _plan(under_test, table, edited)
     assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 1, 0)
     _untouched(under_test, table, live, 60)
+
+
+# -- apply_changes: a change set by primary key as one new version ----------------------
+
+
+def _changes(frame: pd.DataFrame, deleted: list[int]) -> RowChanges:
+    return RowChanges(upserts=frame, deletes=pd.DataFrame({"id": pd.array(deleted, dtype="Int64")}))
+
+
+def _apply(
+    portal: Portal, table: str, changes: RowChanges, after: pd.DataFrame, run_id: str, **kwargs
+):
+    """apply_changes with ``after`` (the whole table once changed) giving the version."""
+    return portal.apply_changes(
+        table,
+        changes,
+        fields=SAMPLE_FIELDS,
+        primary_key=kwargs.pop("primary_key", ["id"]),
+        version=published.content_version(after),
+        run_id=run_id,
+        metadata=sample_metadata(kwargs.pop("title", "Sample requests")),
+        **kwargs,
+    )
+
+
+def _live_rows_match(under_test: PortalUnderTest, table: str, expected: pd.DataFrame) -> None:
+    """Every live row equals ``expected`` by key and row hash (read through the portal)."""
+    plan = under_test.portal.plan(
+        table,
+        expected,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version="compare-the-rows",  # not the live data version: the rows are read and hashed
+        metadata=sample_metadata(),
+    )
+    assert (plan.rows.before, plan.rows.after) == (len(expected), len(expected))
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 0, 0)
+
+
+def _edited(first: pd.DataFrame) -> tuple[pd.DataFrame, RowChanges, pd.DataFrame]:
+    """ids 1..10 deleted (and an absent id), ids 100..119 changed, 15 new ids: the
+    change set, and the whole table after it."""
+    changed = first[first["id"].between(100, 119)].copy()
+    changed.loc[changed["id"] % 2 == 0, "label"] = "changed"
+    changed.loc[changed["id"] % 2 == 1, "amount"] = None  # a value cleared
+    new = sample_frame(15, "new", seed=3).assign(id=lambda f: f["id"] + 1_000)
+    upserts = pd.concat([changed, new], ignore_index=True)
+    kept = first[~first["id"].between(1, 10) & ~first["id"].between(100, 119)]
+    after = pd.concat([kept, upserts], ignore_index=True).sort_values("id", ignore_index=True)
+    return upserts, _changes(upserts, [*range(1, 11), 99_999]), after
+
+
+def test_apply_changes_upserts_changed_rows_inserts_new_keys_and_deletes(
+    under_test: PortalUnderTest,
+) -> None:
+    table = unique_table("changes")
+    first = sample_frame(300, "first")
+    _publish(under_test, table, first, "run-1")
+    before = under_test.portal.current_version(table)
+    _, changes, after = _edited(first)
+    result = _apply(under_test.portal, table, changes, after, "run-2")
+    assert (result.changed, result.change, result.rows) == (True, "data", 305)
+    assert (result.upserted, result.deleted) == (35, 10)  # the absent id 99999 is no error
+    assert result.version == published_version(
+        published.content_version(after), sample_metadata()
+    )
+    live = under_test.portal.current_version(table)
+    assert live is not None and before is not None
+    assert (live.version, live.rows, live.run_id) == (result.version, 305, "run-2")
+    assert live.data_version == published.content_version(after)
+    assert live.serial is not None and before.serial is not None and live.serial > before.serial
+    assert under_test.row_count(table) == 305
+    # Unchanged rows are as they were, the 20 changed rows differ, nothing else does.
+    _live_rows_match(under_test, table, after)
+
+
+def test_apply_changes_with_nothing_to_change_writes_nothing(under_test: PortalUnderTest) -> None:
+    table = unique_table("changes")
+    first = sample_frame(50, "first")
+    _publish(under_test, table, first, "run-1")
+    before = under_test.portal.current_version(table)
+    nothing = _changes(first.iloc[:0], [])
+    result = _apply(under_test.portal, table, nothing, first, "run-2")
+    assert (result.changed, result.upserted, result.deleted, result.rows) == (False, 0, 0, 50)
+    assert under_test.portal.current_version(table) == before  # same serial: no write
+
+
+def test_apply_changes_with_new_metadata_only_is_a_new_version_with_the_same_rows(
+    under_test: PortalUnderTest,
+) -> None:
+    table = unique_table("changes")
+    first = sample_frame(40, "first")
+    _publish(under_test, table, first, "run-1")
+    nothing = _changes(first.iloc[:0], [])
+    result = _apply(under_test.portal, table, nothing, first, "run-2", title="New title")
+    assert (result.changed, result.change, result.rows) == (True, "metadata", 40)
+    assert result.version == _version(first, "New title")
+    live = under_test.portal.current_version(table)
+    assert live is not None and (live.version, live.run_id) == (result.version, "run-2")
+    assert under_test.metadata(table)["title"] == "New title"
+    assert under_test.row_count(table) == 40
+
+
+def test_apply_changes_from_a_stale_base_is_refused_naming_the_other_run(
+    under_test: PortalUnderTest,
+) -> None:
+    table = unique_table("changes")
+    first = sample_frame(60, "first")
+    _publish(under_test, table, first, "run-1")
+    started_from = under_test.portal.current_version(table)
+    second = sample_frame(60, "second", seed=1)
+    _publish(under_test, table, second, "run-2")
+    upserts, changes, after = _edited(first)
+    with pytest.raises(PortalConflict, match="run-2") as refused:
+        _apply(under_test.portal, table, changes, after, "run-3", base=started_from)
+    assert refused.value.other_run == "run-2"
+    live = under_test.portal.current_version(table)
+    assert live is not None and (live.run_id, live.rows) == ("run-2", 60)
+    _live_rows_match(under_test, table, second)
+
+
+def test_apply_changes_to_a_table_never_published_is_refused(under_test: PortalUnderTest) -> None:
+    table = unique_table("never")
+    frame = sample_frame(5, "first")
+    with pytest.raises(PortalError, match="publish it in full first"):
+        _apply(under_test.portal, table, _changes(frame, []), frame, "run-1")
+    assert under_test.portal.current_version(table) is None
+
+
+def test_apply_changes_needs_a_primary_key_and_key_columns(under_test: PortalUnderTest) -> None:
+    table = unique_table("changes")
+    first = sample_frame(20, "first")
+    _publish(under_test, table, first, "run-1")
+    with pytest.raises(PortalError, match="needs a primary key"):
+        _apply(under_test.portal, table, _changes(first.iloc[:2], []), first, "r", primary_key=[])
+    wrong = RowChanges(first.iloc[:2], first.iloc[:2][["id", "label"]])
+    with pytest.raises(PortalError, match="exactly the primary key"):
+        _apply(under_test.portal, table, wrong, first, "run-2")
+    twice = _changes(pd.concat([first.iloc[:2], first.iloc[:1]]), [])
+    with pytest.raises(PortalError, match="repeat a key"):
+        _apply(under_test.portal, table, twice, first, "run-3")
+    live = under_test.portal.current_version(table)
+    assert live is not None and live.run_id == "run-1"
+
+
+def test_a_reader_during_a_change_set_sees_the_rows_before_or_after(
+    under_test: PortalUnderTest,
+) -> None:
+    """500 deletes and 700 new rows: any half-applied state has a third row count."""
+    table = unique_table("changes")
+    first = sample_frame(2_000, "first")
+    _publish(under_test, table, first, "run-1")
+    new = sample_frame(700, "new", seed=5).assign(id=lambda f: f["id"] + 10_000)
+    changes = _changes(new, list(range(1, 501)))
+    after = pd.concat([first.iloc[500:], new], ignore_index=True)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(under_test.row_count(table))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        time.sleep(0.2)  # the reader is polling before the change set starts
+        result = _apply(under_test.portal, table, changes, after, "run-2")
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+    assert (result.upserted, result.deleted, result.rows) == (700, 500, 2_200)
+    assert set(seen) <= {2_000, 2_200}, sorted(set(seen))
+    assert seen[0] == 2_000 and seen[-1] == 2_200
+
+
+def test_a_portal_down_mid_change_set_keeps_the_old_version_and_the_next_run_finishes(
+    outage: Outage,
+) -> None:
+    table = unique_table("outage")
+    first = sample_frame(300, "first")
+    outage.portal.publish(
+        table,
+        first,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(first),
+        run_id="run-1",
+        metadata=sample_metadata(),
+    )
+    before = outage.portal.current_version(table)
+    upserts = sample_frame(250, "changed", seed=2)  # ids 1..250, in 3 batches on Datasette
+    after = pd.concat([upserts, first.iloc[250:]], ignore_index=True)
+    changes = _changes(upserts, [])
+    outage.armed = True
+    with pytest.raises(PortalError, match="unreachable"):
+        _apply(outage.portal, table, changes, after, "run-2")
+    outage.restart()
+    assert outage.portal.current_version(table) == before
+    assert outage.row_count(table) == 300
+
+    result = _apply(outage.portal, table, changes, after, "run-3")
+    live = outage.portal.current_version(table)
+    assert result.changed is True and live is not None
+    assert (live.run_id, live.rows, outage.row_count(table)) == ("run-3", 300, 300)
+    assert live.data_version == published.content_version(after)

@@ -287,8 +287,12 @@ class Store:
         now = _now_iso()
         if sid is not None and sid in records:
             old = records[sid]
-            # POST updates only the fields sent (dev.socrata.com/publishers/soda-producer/upsert).
-            records[sid] = Record(old.seq, {**old.values, **values}, old.created_at, now)
+            # POST updates only the fields sent (dev.socrata.com/publishers/soda-producer/upsert);
+            # a field sent as null is cleared, so a full row can unset a value (no recording
+            # shows Socrata's answer to a null; this is the reading civicflow relies on).
+            cleared = {k for k, v in row.items() if v is None and not k.startswith(":")}
+            kept = {k: v for k, v in old.values.items() if k not in cleared}
+            records[sid] = Record(old.seq, {**kept, **values}, old.created_at, now)
             result.updated += 1
             result.by_row_identifier += via_identifier
             result.by_sid += not via_identifier

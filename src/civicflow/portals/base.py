@@ -89,6 +89,66 @@ class PublishResult:
     change: str | None = None
     published_at: str | None = None
     run_id: str | None = None  # the run that published the live version
+    #: apply_changes only: rows written by key (created or replaced), None after a publish
+    upserted: int | None = None
+    #: apply_changes only: live rows removed by key (absent keys are not counted)
+    deleted: int | None = None
+
+
+@dataclass(frozen=True)
+class RowChanges:
+    """A change set for :meth:`Portal.apply_changes`: rows to write and keys to remove.
+
+    ``upserts`` holds full rows, columns exactly the published fields in order;
+    ``deletes`` holds the primary-key columns only. Either may have no rows.
+    """
+
+    upserts: pd.DataFrame
+    deletes: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.upserts) + len(self.deletes)
+
+
+def check_changes(
+    table: str, changes: RowChanges, fields: list[FieldSpec], primary_key: list[str]
+) -> None:
+    """Refuse a change set the portal could not apply by key (names columns, never values)."""
+    if not primary_key:
+        raise PortalError(f"{table}: apply_changes needs a primary key to match rows by")
+    names = [f.name for f in fields]
+    unknown = [k for k in primary_key if k not in names]
+    if unknown:
+        raise PortalError(f"{table}: primary key names {', '.join(unknown)}, not published fields")
+    if list(changes.upserts.columns) != names:
+        raise PortalError(
+            f"{table}: upsert columns must be exactly the published fields in order "
+            f"({', '.join(names)})"
+        )
+    if list(changes.deletes.columns) != primary_key:
+        raise PortalError(
+            f"{table}: delete columns must be exactly the primary key ({', '.join(primary_key)})"
+        )
+    for side, frame in (("upsert", changes.upserts), ("delete", changes.deletes)):
+        keys = frame[primary_key]
+        if keys.isna().any().any():
+            raise PortalError(f"{table}: a {side} row has no value in a primary-key column")
+        if keys.duplicated().any():
+            raise PortalError(f"{table}: {int(keys.duplicated().sum())} {side} rows repeat a key")
+
+
+def nothing_to_apply(
+    live: PublishedVersion, changes: RowChanges, version: str, metadata: TableMetadata
+) -> bool:
+    """True when :meth:`Portal.apply_changes` must write nothing: the target version is
+    live, or there are no row changes and the live version already has this metadata."""
+    if live.version == published_version(version, metadata):
+        return True
+    same_metadata = (
+        live.data_version is not None
+        and published_version(live.data_version, metadata) == live.version
+    )
+    return len(changes) == 0 and same_metadata
 
 
 class Portal(Protocol):
@@ -119,6 +179,32 @@ class Portal(Protocol):
         with the new metadata. ``base`` is the live version the run started from (read
         now when not given): if another run published since, PortalConflict names it
         and nothing changes.
+        """
+        ...
+
+    def apply_changes(
+        self,
+        table: str,
+        changes: RowChanges,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        run_id: str,
+        metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
+    ) -> PublishResult:
+        """Upsert ``changes.upserts`` and delete ``changes.deletes`` by ``primary_key`` as ONE
+        new version of an existing table (readers see it before or after, never between).
+
+        ``version`` is the content hash of the table after the changes (recorded as the
+        live data version, as a publish records it). Metadata is handled as by
+        :meth:`publish`. Nothing is written when the target version is already live, or
+        when there are no changes and the metadata is the same. Deleting an absent key
+        is not an error. ``base`` works as in :meth:`publish` (PortalConflict names the
+        other run). A missing table, or an empty primary key, is a PortalError: publish
+        in full first. The result's ``rows`` is the live row count after the changes;
+        ``upserted`` and ``deleted`` count what changed.
         """
         ...
 

@@ -45,7 +45,10 @@ from civicflow.portals.base import (
     PortalError,
     PublishedVersion,
     PublishResult,
+    RowChanges,
     TableMetadata,
+    check_changes,
+    nothing_to_apply,
     published_version,
     register_portal,
 )
@@ -227,6 +230,101 @@ class DatasettePortal:
             )
             return self._result(table, now, changed=False)
 
+    def apply_changes(
+        self,
+        table: str,
+        changes: RowChanges,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        run_id: str,
+        metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
+    ) -> PublishResult:
+        """Stage the upserts and the delete keys (prepare/load, as a publish stages rows),
+        then ``apply`` them to the live table in one transaction, compare-and-swap on
+        ``base``. See :meth:`civicflow.portals.base.Portal.apply_changes`."""
+        check_changes(table, changes, fields, primary_key)
+        live = self.current_version(table)
+        if live is None:
+            raise PortalError(f"{table} is not on the portal: publish it in full first")
+        _check_base(table, run_id, live if isinstance(base, EllipsisType) else base, live)
+        if nothing_to_apply(live, changes, version, metadata):
+            log.info("%s: no row or metadata changes; nothing written", table)
+            return self._result(table, live, changed=False, counts=(0, 0))
+        target = published_version(version, metadata)
+        try:
+            done = self._stage_and_apply(
+                table,
+                changes,
+                fields,
+                primary_key,
+                run_id,
+                live,
+                {
+                    "version": target,
+                    "data_version": version,
+                    "metadata": _metadata_payload(metadata),
+                },
+            )
+        except PortalConflict:
+            now = self.current_version(table)
+            if now is None or now.version != target:
+                raise
+            return self._result(table, now, changed=False, counts=(0, 0))
+        log.info(
+            "%s: version %s… live: %s rows upserted, %s deleted, %s rows in all",
+            table,
+            target[:12],
+            f"{done['upserted']:,}",
+            f"{done['deleted']:,}",
+            f"{done['rows']:,}",
+        )
+        change = "data" if len(changes) else "metadata"
+        counts = (int(done["upserted"]), int(done["deleted"]))
+        return self._result(table, _live(done), changed=True, change=change, counts=counts)
+
+    def _stage_and_apply(
+        self,
+        table: str,
+        changes: RowChanges,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        run_id: str,
+        live: PublishedVersion,
+        record: dict[str, Any],
+    ) -> dict[str, Any]:
+        by_name = {f.name: f for f in fields}
+        sides = {
+            "upserts": (changes.upserts, fields),
+            "deletes": (changes.deletes, [by_name[k] for k in primary_key]),
+        }
+        staged: dict[str, tuple[_Upload, str]] = {}
+        with self._client(auth=self._auth(table)) as client:
+            try:
+                for side, (frame, side_fields) in sides.items():
+                    if len(frame):
+                        step = _Upload(table, run_id, frame, side_fields, primary_key, live.serial)
+                        staged[side] = (step, self._prepare(client, step))
+                        wire, date_unit = wire_frame(frame, side_fields)
+                        self._upload(client, step, staged[side][1], wire, date_unit)
+                body: dict[str, Any] = {
+                    "table": table,
+                    "run_id": run_id,
+                    "upserts": staged["upserts"][1] if "upserts" in staged else None,
+                    "deletes": staged["deletes"][1] if "deletes" in staged else None,
+                    "primary_key": primary_key,
+                    "base": live.serial,
+                    **record,
+                }
+                done: dict[str, Any] = _send(client, "POST", self._route("apply"), json=body).json()
+            except BaseException:
+                for step, staging in staged.values():
+                    self._discard(client, step, staging)
+                raise
+        return done
+
     def _write(
         self,
         step: _Upload,
@@ -307,7 +405,7 @@ class DatasettePortal:
                 gone["run_id"],
                 gone["lease_expired_at"],
             )
-        for other in prepared["concurrent"]:
+        for other in [c for c in prepared["concurrent"] if c["run_id"] != step.run_id]:
             log.warning(
                 "%s: run %s is also publishing this table (lease until %s); the first to "
                 "swap wins and the other is refused",
@@ -375,7 +473,13 @@ class DatasettePortal:
             )
 
     def _result(
-        self, table: str, live: PublishedVersion, *, changed: bool, change: str | None = None
+        self,
+        table: str,
+        live: PublishedVersion,
+        *,
+        changed: bool,
+        change: str | None = None,
+        counts: tuple[int, int] | None = None,
     ) -> PublishResult:
         return PublishResult(
             table,
@@ -386,6 +490,8 @@ class DatasettePortal:
             change=change,
             published_at=live.published_at,
             run_id=live.run_id,
+            upserted=None if counts is None else counts[0],
+            deleted=None if counts is None else counts[1],
         )
 
     # -- plumbing -----------------------------------------------------------------

@@ -19,6 +19,10 @@ Routes (all JSON; writes are POST with a token allowed ``civicflow-publish`` on 
 ``swap``  ``{table, staging, run_id, expected_rows, version, data_version, base, metadata}``:
     compare-and-swap: check the row count and that the live serial is still ``base``,
     then swap, record the version and metadata.
+``apply``  ``{table, run_id, upserts, deletes, primary_key, version, data_version, base,
+    metadata}``: a change set as a new version: ``upserts`` (full rows) and ``deletes``
+    (key columns) name this run's staging tables (or null), loaded as for a swap; in
+    one transaction: check the base serial, delete by key, write the upserts, record.
 ``relabel``  ``{table, run_id, version, data_version, base, metadata}``: a new version
     with the same rows and new metadata (a title or description edit).
 ``discard``  ``{table, staging, run_id}``: drop this run's staging table.
@@ -79,6 +83,7 @@ def register_routes() -> list[tuple[str, Any]]:
         (base + r"/prepare$", prepare_view),
         (base + r"/load$", load_view),
         (base + r"/swap$", swap_view),
+        (base + r"/apply$", apply_view),
         (base + r"/relabel$", relabel_view),
         (base + r"/discard$", discard_view),
         (base + r"/staging/(?P<table>[^/]+)$", staging_view),
@@ -190,6 +195,19 @@ async def swap_view(datasette: Any, request: Any) -> Response:
         versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
         return lambda conn: store.swap(
             conn, table, staging, run_id, expected, versions, base, metadata
+        )
+
+    return await _respond(datasette, request, make, publishes=True)
+
+
+async def apply_view(datasette: Any, request: Any) -> Response:
+    def make(table: str, body: dict[str, Any]) -> Step:
+        run_id = _required_str(body, "run_id")
+        stages = (_optional_staging(body, "upserts"), _optional_staging(body, "deletes"))
+        primary_key = _str_list(body.get("primary_key"), "primary_key")
+        versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
+        return lambda conn: store.apply_changes(
+            conn, table, run_id, stages, primary_key, versions, base, metadata
         )
 
     return await _respond(datasette, request, make, publishes=True)
@@ -375,6 +393,11 @@ def _staging_name(value: Any) -> str:
             " live tables are never loaded",
         )
     return value
+
+
+def _optional_staging(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return None if value is None else _staging_name(value)
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:

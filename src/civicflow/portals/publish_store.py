@@ -233,6 +233,72 @@ def relabel(
     return {**_record(conn, table, versions, live["rows"], run_id, metadata), "replaced": False}
 
 
+def apply_changes(
+    conn: sqlite3.Connection,
+    table: str,
+    run_id: str,
+    stages: tuple[str | None, str | None],
+    primary_key: Sequence[str],
+    versions: tuple[str, str],
+    base: int | None,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """Delete by key and write the staged rows into the live table, if nobody published
+    since ``base``: one transaction, so readers see the table before or after.
+
+    ``stages`` are this run's staging tables of full rows to upsert and of keys to
+    delete (None: nothing of that kind). Deletes go first; a staged row replaces the
+    live row with its key (matched by the key columns, so no unique index is needed).
+    """
+    ensure_schema(conn)
+    upserts, deletes = stages
+    for staging in (s for s in stages if s is not None):
+        _check_lease(conn, table, staging, run_id)
+    live = check_base(conn, table, base, run_id)
+    if live is None:
+        raise Refused(404, f"{table} has no published version: publish it in full first")
+    columns = _column_names(conn, table)
+    keys = list(primary_key)
+    if not keys or any(k not in columns for k in keys):
+        raise Refused(400, f"primary key {keys} must name columns of the live table {table}")
+    if upserts is not None and _column_names(conn, upserts) != columns:
+        raise Refused(
+            409, f"{table}: the upserted columns differ from the live table's; publish in full"
+        )
+    if deletes is not None and _column_names(conn, deletes) != keys:
+        raise Refused(400, f"the delete staging table must hold the key columns {keys} only")
+    deleted = 0 if deletes is None else _delete_keys(conn, table, deletes, keys)
+    upserted = 0
+    if upserts is not None:
+        _delete_keys(conn, table, upserts, keys)
+        names = ", ".join(map(escape_sqlite, columns))
+        cursor = conn.execute(
+            f"insert into {escape_sqlite(table)} ({names})"
+            f" select {names} from {escape_sqlite(upserts)}"
+        )
+        upserted = cursor.rowcount
+    for staging in (s for s in stages if s is not None):
+        conn.execute(f"drop table {escape_sqlite(staging)}")
+        conn.execute(f"delete from {STAGING} where name = ?", [staging])
+    rows = conn.execute(f"select count(*) from {escape_sqlite(table)}").fetchone()[0]
+    record = _record(conn, table, versions, rows, run_id, metadata)
+    return {**record, "replaced": False, "upserted": upserted, "deleted": deleted}
+
+
+def _delete_keys(conn: sqlite3.Connection, table: str, staging: str, keys: list[str]) -> int:
+    """Delete the live rows whose key is in ``staging``; the live key index finds them."""
+    key = ", ".join(map(escape_sqlite, keys))
+    cursor = conn.execute(
+        f"delete from {escape_sqlite(table)} where ({key}) in"
+        f" (select {key} from {escape_sqlite(staging)})"
+    )
+    return int(cursor.rowcount)
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"pragma table_info({escape_sqlite(table)})")]
+
+
 def discard(conn: sqlite3.Connection, table: str, staging: str, run_id: str) -> dict[str, Any]:
     """Drop a staging table its own run gave up on (other runs' tables are refused)."""
     owner = _lease(conn, staging)

@@ -7,7 +7,15 @@ swaps rows and metadata in together, so a reader never sees a replace half done.
 
 The version record (version, data version, run id, rows, serial) travels in the
 revision's view metadata (``metadata.civicflow``), so :meth:`current_version` reads
-what is live from the portal itself. The dataset's four-by-four id is civicflow state,
+what is live from the portal itself (over sodapy, like the permission that makes a
+new dataset public: socrata_soda.py).
+
+A change set (:meth:`apply_changes`) that fits one chunk (``chunk_rows``, 10,000 as
+Socrata's DataSync sends) goes as ONE sodapy upsert by row identifier, deletes as
+rows with ``":deleted": true``, which Socrata applies whole; then the version record
+is updated in the view metadata. A larger change set, a composite key or a schema or
+column-description change goes as a replace revision of the live rows with the changes
+merged in, atomic like any publish. The dataset's four-by-four id is civicflow state,
 kept privately under ``var/socrata/<host>/<table>.json``.
 
 Compare-and-swap: Socrata has no conditional apply, so the live version is compared
@@ -22,6 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import EllipsisType
 from typing import Any, ClassVar, TypeVar
@@ -37,13 +46,25 @@ from civicflow.portals.base import (
     PortalError,
     PublishedVersion,
     PublishResult,
+    RowChanges,
     TableMetadata,
+    check_changes,
+    nothing_to_apply,
     published_version,
     register_portal,
 )
 from civicflow.portals.diff import LiveState, make_plan
 from civicflow.portals.plan import PublishPlan
-from civicflow.portals.socrata_wire import as_pairs, read_csv, write_csv
+from civicflow.portals.socrata_soda import Busy, Missing, soda_call, soda_client
+from civicflow.portals.socrata_wire import (
+    as_pairs,
+    json_rows,
+    merge_changes,
+    read_csv,
+    table_csv,
+    wire_table,
+    write_csv,
+)
 from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
@@ -76,6 +97,8 @@ TRANSFORMS = {
     "url": "to_url",
 }
 PAGE_ROWS = 50_000
+#: rows a change set may hold to go as one upsert request (Socrata's DataSync chunk)
+CHUNK_ROWS = 10_000
 T = TypeVar("T")
 POLL = {"sleeptime": 0.05, "timeout": 600}
 
@@ -108,8 +131,11 @@ class SocrataPortal:
         retry_seconds: float = 120.0,
         first_backoff: float = 0.5,
         on_step: Callable[[str], None] | None = None,
+        chunk_rows: int = CHUNK_ROWS,
     ) -> None:
         self.settings = settings
+        #: a change set up to this many rows goes as one upsert; a larger one as a revision
+        self.chunk_rows = chunk_rows
         #: called with each publish step as it finishes ("revision", "uploaded", "applied")
         self.on_step = on_step or (lambda step: None)
         #: the total time a publish keeps retrying 429s, 5xx and dropped connections
@@ -161,7 +187,7 @@ class SocrataPortal:
             f"{self.url}{path}", params=params, timeout=self.timeout, verify=self.verify
         )
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Busy(response.status_code, retry_after(response))
+            raise Busy(response.status_code, retry_after(response))
         if response.status_code in (401, 403):
             raise PortalError(
                 f"{self.url}: HTTP {response.status_code}: credentials refused: check "
@@ -186,16 +212,35 @@ class SocrataPortal:
     # -- reading ----------------------------------------------------------------------
 
     def view(self, table: str) -> dict[str, Any] | None:
+        """The dataset's view document (sodapy ``get_metadata``), None if it is gone."""
         fourfour = self.fourfour(table)
         if fourfour is None:
             return None
-        with self._session() as session:
-            response = self._get(session, f"/api/views/{fourfour}.json")
-        if response.status_code == 404:
+        try:
+            view: dict[str, Any] = self._soda(
+                lambda client: client.get_metadata(fourfour), "read the dataset"
+            )
+        except Missing:
             return None
-        _check(response, "read the dataset")
-        view: dict[str, Any] = response.json()
         return view
+
+    def _soda(self, call: Callable[[Any], T], what: str) -> T:
+        """One sodapy call with a fresh client, retried as every request is."""
+        client = soda_client(
+            self.url,
+            self.host,
+            app_token=self.settings.secret(APP_TOKEN_ENV) or None,
+            keys=self._keys(),
+            verify=self.verify,
+            timeout=self.timeout,
+        )
+        credentials = f"{KEY_ID_ENV} and {KEY_SECRET_ENV}"
+        try:
+            return self.retry(
+                lambda: soda_call(lambda: call(client), what, credentials=credentials)
+            )
+        finally:
+            client.close()
 
     def current_version(self, table: str) -> PublishedVersion | None:
         return _live(table, self.view(table))
@@ -306,7 +351,7 @@ class SocrataPortal:
         )
         self._revise(
             table,
-            None if relabel else frame,
+            None if relabel else write_csv(frame, fields),
             fields,
             primary_key,
             _view_metadata(metadata, record),
@@ -318,10 +363,148 @@ class SocrataPortal:
             table, target, len(frame), True, self.table_url(table), change, published_at, run_id
         )
 
+    def apply_changes(
+        self,
+        table: str,
+        changes: RowChanges,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        version: str,
+        run_id: str,
+        metadata: TableMetadata,
+        base: PublishedVersion | None | EllipsisType = ...,
+    ) -> PublishResult:
+        """One upsert request when the change set fits a chunk and the dataset's row
+        identifier is the key, else a replace revision of live rows ⊕ changes.
+        See :meth:`civicflow.portals.base.Portal.apply_changes`."""
+        check_changes(table, changes, fields, primary_key)
+        view = self.view(table)
+        live = _live(table, view)
+        if view is None or live is None:
+            raise PortalError(f"{table} is not on the portal: publish it in full first")
+        _check_base(table, live, base)
+        if nothing_to_apply(live, changes, version, metadata):
+            log.info("%s: no row or metadata changes; nothing written", table)
+            url = self.table_url(table)
+            unchanged = (live.published_at, live.run_id, 0, 0)
+            return PublishResult(table, live.version, live.rows, False, url, None, *unchanged)
+        record: dict[str, Any] = {
+            "version": published_version(version, metadata),
+            "data_version": version,
+            "run_id": run_id,
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "serial": (live.serial or 0) + 1,
+            "metadata": _payload(metadata),
+            "types": {f.name: str(f.type) for f in fields},
+        }
+        self.on_step("changes")
+        step = _ChangeSet(table, view, changes, fields, primary_key, metadata, record)
+        if self._fits_one_upsert(step):
+            counts = self._upsert(step, live)
+        else:
+            counts = self._revise_with(step, base)
+        log.info(
+            "%s: version %s… live: %s rows upserted, %s deleted, %s rows in all",
+            table,
+            str(record["version"])[:12],
+            f"{counts[0]:,}",
+            f"{counts[1]:,}",
+            f"{record['rows']:,}",
+        )
+        return PublishResult(
+            table,
+            str(record["version"]),
+            int(record["rows"]),
+            True,
+            self.table_url(table),
+            "data" if len(changes) else "metadata",
+            str(record["published_at"]),
+            run_id,
+            *counts,
+        )
+
+    def _fits_one_upsert(self, step: _ChangeSet) -> bool:
+        """Rows only (same columns, types and column descriptions), keyed by the dataset's
+        row identifier, and no more than one chunk of rows."""
+        view, fields, primary_key = step.view, step.fields, step.primary_key
+        stored = view["metadata"]["civicflow"]
+        ids = {c["fieldName"]: c.get("id") for c in view.get("columns", [])}
+        keyed = len(primary_key) == 1 and ids.get(primary_key[0]) is not None
+        return (
+            keyed
+            and view.get("rowIdentifierColumnId") == ids[primary_key[0]]
+            and len(step.changes) <= self.chunk_rows
+            and stored.get("types") == {f.name: str(f.type) for f in fields}
+            and list(ids) == [f.name for f in fields]
+            and (stored.get("metadata") or {}).get("columns") == dict(step.metadata.columns)
+        )
+
+    def _upsert(self, step: _ChangeSet, live: PublishedVersion) -> tuple[int, int]:
+        """ONE upsert request (Socrata applies it whole), then the version record.
+
+        Retrying the upsert is safe: it writes rows by key, and deleting an absent key
+        is no error. If the portal fails between the two requests the rows are in and
+        the old record stays; the next run's change set applies again and records it.
+        """
+        table, changes, fields, record = step.table, step.changes, step.fields, step.record
+        fourfour = str(step.view["id"])
+        key_fields = [f for f in fields if f.name in step.primary_key]
+        rows = json_rows(wire_table(changes.upserts, fields)) if len(changes.upserts) else []
+        gone = json_rows(wire_table(changes.deletes, key_fields)) if len(changes.deletes) else []
+        payload = [*rows, *({**row, ":deleted": True} for row in gone)]
+        done: dict[str, Any] = {}
+        if payload:
+            done = self._soda(lambda c: c.upsert(fourfour, payload), "upsert the changed rows")
+        if int(done.get("Errors", 0) or 0):
+            raise PortalError(
+                f"{table}: Socrata refused {done['Errors']} rows of the change set; the version "
+                "record is unchanged (the next run applies the change set again)"
+            )
+        self.on_step("upserted")
+        created, deleted = int(done.get("Rows Created", 0)), int(done.get("Rows Deleted", 0))
+        record["rows"] = live.rows + created - deleted
+        update = _view_metadata(step.metadata, record)
+        update["metadata"] = {**step.view.get("metadata", {}), **update["metadata"]}
+        self._soda(lambda c: c.update_metadata(fourfour, update), "record the new version")
+        return created + int(done.get("Rows Updated", 0)), deleted
+
+    def _revise_with(
+        self, step: _ChangeSet, base: PublishedVersion | None | EllipsisType
+    ) -> tuple[int, int]:
+        """A replace revision of the live rows with the changes merged in (by key)."""
+        table, view, changes, fields = step.table, step.view, step.changes, step.fields
+        names = [f.name for f in fields]
+        live_rows = self.live_rows(str(view["id"]), [c["fieldName"] for c in view["columns"]])
+        missing = [n for n in names if n not in live_rows.column_names]
+        if missing:
+            # A new column: the live rows have no value for it (empty cells).
+            nulls = {n: pa.nulls(live_rows.num_rows, pa.string()) for n in missing}
+            for name, column in nulls.items():
+                live_rows = live_rows.append_column(name, column)
+        key_fields = [f for f in fields if f.name in step.primary_key]
+        merged, deleted = merge_changes(
+            live_rows,
+            wire_table(changes.upserts, fields),
+            wire_table(changes.deletes, key_fields),
+            step.primary_key,
+        )
+        step.record["rows"] = merged.num_rows
+        self._revise(
+            table,
+            table_csv(merged),
+            fields,
+            step.primary_key,
+            _view_metadata(step.metadata, step.record),
+            base,
+            _live(table, view),
+        )
+        return len(changes.upserts), deleted
+
     def _revise(
         self,
         table: str,
-        frame: pd.DataFrame | None,
+        data: bytes | None,
         fields: list[FieldSpec],
         primary_key: list[str],
         view_metadata: dict[str, Any],
@@ -330,7 +513,7 @@ class SocrataPortal:
     ) -> None:
         """One revision: upload, type, check, apply, wait. Rows and metadata go live together.
 
-        ``frame`` None: a metadata-only revision (no output schema: the rows stay)."""
+        ``data`` (the upload CSV) None: a metadata-only revision (the rows stay)."""
         from socrata import Socrata
         from socrata.http import UnexpectedResponseException
 
@@ -348,8 +531,8 @@ class SocrataPortal:
                 revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
             self.on_step("revision")
             output = None
-            if frame is not None:
-                output = self._upload(revision, table, frame, fields, primary_key)
+            if data is not None:
+                output = self._upload(revision, table, data, fields, primary_key)
             self.on_step("uploaded")
             # The last moment to notice another run: right before the swap.
             _check_base(table, self.current_version(table), live if base is ... else base)
@@ -359,10 +542,8 @@ class SocrataPortal:
             self.on_step("applied")
             if created:
                 # A dataset made by a revision is private; residents read it from now on.
-                revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
-                public = retry(lambda: revisions.create_replace_revision(permission="public"))
-                made_public = retry(lambda: public.apply())
-                _check_job(table, retry(lambda: made_public.wait_for_finish(**POLL)))
+                made = str(fourfour)
+                self._soda(lambda c: c.set_permission(made, "public"), "make the dataset public")
         except UnexpectedResponseException as exc:
             raise _refusal(exc) from None
         except requests.RequestException as exc:
@@ -372,14 +553,13 @@ class SocrataPortal:
         self,
         revision: Any,
         table: str,
-        frame: pd.DataFrame,
+        data: bytes,
         fields: list[FieldSpec],
         primary_key: list[str],
     ) -> Any:
         """The rows uploaded into ``revision`` and typed from the spec; refused while any
         value does not convert (the error names the columns)."""
         retry = self.retry
-        data = write_csv(frame, fields)
         source = retry(lambda: revision.create_upload(f"{table}.csv").csv(io.BytesIO(data)))
         output = retry(lambda: source.get_latest_input_schema().get_latest_output_schema())
         typed = retry(lambda: _typed(output, fields, primary_key))
@@ -402,7 +582,7 @@ class SocrataPortal:
                     raise
                 failure: Exception = exc
                 pause = wait
-            except _Busy as exc:
+            except Busy as exc:
                 failure = PortalError(f"{self.url}: HTTP {exc.status}: still refused after retries")
                 pause = exc.retry_after if exc.retry_after is not None else wait
             except requests.exceptions.SSLError:
@@ -432,12 +612,18 @@ class SocrataPortal:
 # -- helpers ------------------------------------------------------------------------------
 
 
-class _Busy(Exception):
-    """A 429 or 5xx worth retrying; ``retry_after`` in seconds when the portal said."""
+@dataclass(frozen=True)
+class _ChangeSet:
+    """One apply_changes call: what the upsert and the revision paths need."""
 
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status, self.retry_after = status, retry_after
+    table: str
+    view: dict[str, Any]
+    changes: RowChanges
+    fields: list[FieldSpec]
+    primary_key: list[str]
+    metadata: TableMetadata
+    #: the version record to store (``rows`` is filled in once known)
+    record: dict[str, Any]
 
 
 def _typed(output: Any, fields: list[FieldSpec], primary_key: list[str]) -> Any:

@@ -26,6 +26,24 @@ _WKT = rf"^\s*POINT\s*\(\s*{_NUMBER}\s+{_NUMBER}\s*\)\s*$"
 def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
     """The upload CSV, column by column in Arrow: UTC floating timestamps to the
     millisecond, ``YYYY-MM-DD`` dates, ``true``/``false``; nulls are empty cells."""
+    return table_csv(wire_table(frame, fields))
+
+
+def table_csv(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pacsv.write_csv(table, out)
+    return out.getvalue()
+
+
+def json_rows(table: pa.Table) -> list[dict[str, str | None]]:
+    """Rows for a SODA upsert: Socrata strings, null where the cell is empty (an upsert
+    sets a field sent as null to null, and leaves a field not sent alone)."""
+    rows: list[dict[str, str | None]] = table.to_pylist()
+    return rows
+
+
+def wire_table(frame: pd.DataFrame, fields: list[FieldSpec]) -> pa.Table:
+    """``frame`` as Socrata strings, one Arrow string column per field (see write_csv)."""
     columns = {}
     for f in fields:
         array = pa.array(frame[f.name], from_pandas=True)
@@ -42,9 +60,34 @@ def write_csv(frame: pd.DataFrame, fields: list[FieldSpec]) -> bytes:
             # civicflow's "(lat, lon)" as the WKT Socrata's point type reads: lon first
             array = pc.replace_substring_regex(array, pattern=_PAIR, replacement=r"POINT (\2 \1)")
         columns[f.name] = array
-    out = io.BytesIO()
-    pacsv.write_csv(pa.table(columns), out)
-    return out.getvalue()
+    return pa.table(columns)
+
+
+def merge_changes(
+    live: pa.Table, upserts: pa.Table, deletes: pa.Table, key: list[str]
+) -> tuple[pa.Table, int]:
+    """The live rows (Socrata's CSV text) with the rows of ``upserts`` and ``deletes``
+    removed by key, then ``upserts`` appended; and how many live rows ``deletes`` removed.
+
+    Keys are compared as text, with a trailing ``.000`` (Socrata's milliseconds) dropped.
+    """
+    names = upserts.column_names
+    schema = pa.schema([(n, pa.string()) for n in names])
+    live = live.select(names).cast(schema)
+    live_keys = _key_text(live, key)
+    gone = pc.is_in(live_keys, value_set=_key_text(deletes, key))
+    replaced = pc.is_in(live_keys, value_set=_key_text(upserts, key))
+    kept = live.filter(pc.invert(pc.or_(gone, replaced)))
+    deleted = int(pc.sum(gone).as_py() or 0)
+    return pa.concat_tables([kept, upserts.cast(schema)]), deleted
+
+
+def _key_text(table: pa.Table, key: list[str]) -> pa.ChunkedArray:
+    parts = [
+        pc.replace_substring_regex(table[k].cast(pa.string()), pattern=r"\.0+$", replacement="")
+        for k in key
+    ]
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
 
 
 def as_pairs(rows: pa.Table, fields: list[FieldSpec]) -> pa.Table:
