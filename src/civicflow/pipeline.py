@@ -40,6 +40,7 @@ from civicflow.quality.drift import SchemaDrift, schema_drift
 from civicflow.quality.quarantine import quarantine_bad_rows
 from civicflow.settings import Settings
 from civicflow.sources import Extract, ExtractError, SourceUnchanged, extract
+from civicflow.sources.http import commit_http_validators, forget_http_validators
 from civicflow.sources.incremental import later, newer_than, watermark_of
 from civicflow.sources.transforms import TransformError
 from civicflow.spec import DatasetSpec, SpecError, find_dataset
@@ -514,6 +515,10 @@ class _Run:
             **extra,
         )
         Ledger(self.settings.ledger_path).record(record)
+        if outcome in ("published", "unchanged"):
+            # what was pulled is now what the portal holds: an HTTP source's next
+            # conditional request may skip it (a rejected download is fetched again)
+            commit_http_validators(self.settings, self.spec)
         _prune(self.settings, self.spec.id)
         paths = [Path(p) if p else None for p in self.paths.values()]
         return RunOutcome(outcome, reason, record, paths[0], paths[1], result)
@@ -547,6 +552,8 @@ class _Run:
         # A missing suite or hash key is a configuration error: refuse before any work.
         require_suite(spec, settings.expectations_dir)
         wrap("check-ready", _check_ready)(spec, settings)
+        if full:
+            forget_http_validators(settings, spec)
         since = None if full else stored_watermark(settings, spec)
         try:
             ext = wrap("extract", extract_stage)(spec, settings, self.run_id, source_path, since)
