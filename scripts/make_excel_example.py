@@ -83,7 +83,9 @@ def deterministic(xlsx: bytes) -> bytes:
         for info in src.infolist():
             data = src.read(info.filename)
             if info.filename == "docProps/core.xml":
-                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>" + fixed, data)
+                data = re.sub(
+                    rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>" + fixed, data
+                )
             entry = zipfile.ZipInfo(info.filename, date_time=STAMP.timetuple()[:6])
             entry.compress_type = zipfile.ZIP_DEFLATED
             dest.writestr(entry, data)

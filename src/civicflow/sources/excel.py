@@ -168,6 +168,7 @@ class SheetRows:
     rows: int = 0  # data rows read (blank trailing ones included)
     last_filled: int = 0  # the last data row holding any value
     errors: list[tuple[int, int, str]] = field(default_factory=list)  # (col, data row, code)
+    error_rows: list[pa.Array] = field(default_factory=list)  # every error's data row, to count
     outside: list[tuple[int, int]] = field(default_factory=list)  # (col, data row)
 
 
@@ -213,9 +214,9 @@ def _add_batch(data: SheetRows, batch: list[Sequence[Any]], width: int) -> None:
         array = _column_text(values)
         bad = pc.indices_nonzero(pc.fill_null(pc.is_in(array, value_set=_ERRORS), False))
         data.errors += [
-            (index, first + int(i), str(array[int(i)].as_py()))
-            for i in bad.to_pylist()[: _SHOWN * 4]
+            (index, first + int(i), str(array[int(i)].as_py())) for i in bad.to_pylist()[:_SHOWN]
         ]
+        data.error_rows.append(pc.add(bad, first))
         data.columns[index].append(array)
     data.rows += len(batch)
 
@@ -271,11 +272,12 @@ def check_data_merges(place: SheetPlace, merges: list[str], last: int) -> None:
 def check_values(place: SheetPlace, data: SheetRows, last: int) -> None:
     """Excel error values and values without a header, in data rows only (not the footer)."""
     row0 = place.header_row  # sheet row of data row n is row0 + n
-    errors = [(c, r, code) for c, r, code in data.errors if r <= last]
+    errors = sorted((r, c, code) for c, r, code in data.errors if r <= last)
     if errors:
-        shown = [f"{place.cell(c, row0 + r)} ({place.column(c)}): {code}" for c, r, code in errors]
+        count = sum(pc.sum(pc.less_equal(rows, last)).as_py() or 0 for rows in data.error_rows)
+        shown = [f"{place.cell(c, row0 + r)} ({place.column(c)}): {code}" for r, c, code in errors]
         raise ExtractError(
-            f"{place.where()}: Excel error values in {_listed(shown[:_SHOWN], len(errors))}; "
+            f"{place.where()}: Excel error values in {_listed(shown[:_SHOWN], count)}; "
             "fix the formulas (or clear the cells) and export again"
         )
     outside = [(c, r) for c, r in data.outside if r <= last]
