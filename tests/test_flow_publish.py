@@ -100,3 +100,26 @@ def test_a_conflict_is_not_retried_but_a_portal_outage_is() -> None:
     conflict = Failed(data=PortalConflict("the live version changed", "run-other"))
     assert _retry_unless_conflict(None, None, conflict) is False
     assert _retry_unless_conflict(None, None, Failed(data=PortalError("unreachable"))) is True
+
+
+def test_flows_read_missing_secrets_from_prefect_secret_blocks(
+    prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from civicflow.settings import load_settings
+    from flows._common import with_block_secrets
+
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(PROJECT))
+    monkeypatch.delenv("CIVICFLOW_SOCRATA_KEY_SECRET", raising=False)
+    monkeypatch.setenv("CIVICFLOW_SOCRATA_KEY_ID", "from-the-environment")
+    Secret(value="from-a-block").save("civicflow-socrata-key-secret", overwrite=True)
+    Secret(value="ignored-block").save("civicflow-socrata-key-id", overwrite=True)
+
+    settings = with_block_secrets(load_settings())
+
+    assert settings.secret("CIVICFLOW_SOCRATA_KEY_SECRET") == "from-a-block"
+    # the environment wins over a block; a secret with no block stays unset
+    assert settings.secret("CIVICFLOW_SOCRATA_KEY_ID") == "from-the-environment"
+    assert settings.secret("CIVICFLOW_SOCRATA_APP_TOKEN") is None
+    assert "from-a-block" not in repr(settings)
