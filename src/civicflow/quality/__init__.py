@@ -2,6 +2,8 @@
 
 ``validate()`` returns a QualityReport; the extract may be published iff
 ``report.passed`` (no critical check failed). Warnings are reported, never blocking.
+Before it, ``schema_drift`` compares the source's columns with the spec; after a failed
+validation, ``quarantine_bad_rows`` may hold the bad rows back (``on_bad_rows``).
 """
 
 from __future__ import annotations
@@ -9,14 +11,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from civicflow.quality.drift import SchemaDrift, schema_drift
 from civicflow.quality.expectations import load_suite, run_suite, without_covered
+from civicflow.quality.quarantine import Held, quarantine_bad_rows
 from civicflow.quality.report import Check, QualityReport
 from civicflow.quality.structure import check_structure, table_schema, unique_sets
 from civicflow.sources.base import Extract
 from civicflow.spec.loader import require_suite
 from civicflow.spec.models import DatasetSpec
 
-__all__ = ["Check", "QualityReport", "load_suite", "table_schema", "validate"]
+__all__ = [
+    "Check",
+    "Held",
+    "QualityReport",
+    "SchemaDrift",
+    "load_suite",
+    "quarantine_bad_rows",
+    "schema_drift",
+    "table_schema",
+    "validate",
+]
 
 
 def validate(spec: DatasetSpec, extract: Extract, expectations_dir: Path | str) -> QualityReport:
