@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from civicflow.spec.errors import SpecError, SpecProblem
+from civicflow.spec.marks import mark_problems
 from civicflow.spec.models import DatasetSpec
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,7 +62,13 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
 
 
 def validate_model(model: type[M], data: Any, path: Path, lines: dict[tuple[Any, ...], int]) -> M:
-    """Validate parsed YAML into ``model``; every error names file, line and dotted key."""
+    """Validate parsed YAML into ``model``; every error names file, line and dotted key.
+
+    A file with a ``CONFIRM:`` mark left (a drafted suggestion nobody decided) is refused
+    first, one problem per mark: the marks are what the steward has to do next.
+    """
+    if marks := mark_problems(data, path, lines):
+        raise SpecError(marks)
     if not isinstance(data, dict):
         raise SpecError(
             [
