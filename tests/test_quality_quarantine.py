@@ -28,6 +28,7 @@ from civicflow.spec.models import BadRowsSpec
 PROJECT = Path(__file__).resolve().parents[1]
 SOURCE = PROJECT / "data/la311_service_requests/MyLA311_Service_Request_Data_2017_Subset.csv"
 ROWS = 2_000
+MARK = "ZQXJ"  # in every planted value; absent from the bundled data
 
 
 def _set(table: pa.Table, column: str, positions: list[int], value: str) -> pa.Table:
@@ -49,9 +50,9 @@ def plant(
     ends = np.cumsum([0, *sizes]).tolist()
     kinds = [picks[a:b] for a, b in zip(ends, ends[1:], strict=False)]
     twins = kinds[0][: sizes[3]]
-    table = _set(table, "CD", kinds[0], "n/a")  # not an integer
-    table = _set(table, "Status", kinds[1], "Pending")  # outside the suite's value set
-    table = _set(table, "ZipCode", kinds[2], "9001")  # pattern \d{5}
+    table = _set(table, "CD", kinds[0], f"{MARK}-cd")  # not an integer
+    table = _set(table, "Status", kinds[1], f"{MARK}-status")  # outside the suite's value set
+    table = _set(table, "ZipCode", kinds[2], f"{MARK}1")  # pattern \d{5}
     srn = table["SRNumber"].to_pylist()
     for i, j in zip(kinds[3], twins, strict=True):
         srn[i] = srn[j]
@@ -122,6 +123,8 @@ def test_half_a_percent_bad_rows_are_held_back_and_the_rest_kept(project, la311,
     written = json.loads(report.write(tmp_path / "report.json").read_text())
     assert written["quarantined"] == 10 and written["quarantine_path"] == str(held.path)
     assert all("rows" not in c for c in written["checks"])
+    assert MARK not in report.summary() + held.reason  # public texts name no value
+    assert MARK in held.path.read_text(encoding="utf-8")
     kept = held.frame.index.to_numpy() - 1
     clean = Extract(
         ext.dataset_id,
@@ -159,6 +162,7 @@ def test_five_percent_bad_rows_reject_the_run_and_write_nothing(project, la311, 
         "on_bad_rows.max_share 1.00%"
     )
     assert report.summary() in held.reason
+    assert MARK not in held.reason
     assert held.frame is None and held.rows == 0 and report.quarantined == 0
     assert not quarantine_path(project, la311.id, ext.run_id).exists()
 
