@@ -561,9 +561,7 @@ def test_apply_changes_upserts_changed_rows_inserts_new_keys_and_deletes(
     result = _apply(under_test.portal, table, changes, after, "run-2")
     assert (result.changed, result.change, result.rows) == (True, "data", 305)
     assert (result.upserted, result.deleted) == (35, 10)  # the absent id 99999 is no error
-    assert result.version == published_version(
-        published.content_version(after), sample_metadata()
-    )
+    assert result.version == published_version(published.content_version(after), sample_metadata())
     live = under_test.portal.current_version(table)
     assert live is not None and before is not None
     assert (live.version, live.rows, live.run_id) == (result.version, 305, "run-2")

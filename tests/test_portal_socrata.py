@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from civicflow import published
-from civicflow.portals import PortalError, get_portal
+from civicflow.portals import PortalError, RowChanges, get_portal
 from civicflow.portals.socrata import SocrataPortal
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
@@ -391,3 +391,113 @@ def test_a_title_edit_alone_uploads_no_rows(socrata_tls: SocrataServer, tmp_path
     assert live is not None and (live.run_id, live.rows) == ("run-2", 30)
     fourfour = portal.fourfour(table)
     assert fourfour is not None and _statuses(socrata_tls, fourfour) == ["first"] * 30
+
+
+# -- apply_changes: one sodapy upsert for a chunk, a replace revision beyond ------------
+
+
+def _system_ids(server: SocrataServer, fourfour: str) -> dict[str, str]:
+    """id -> Socrata's internal row id (``:id``): a row rewritten by a replace gets a new one."""
+    assert server.tls is not None
+    response = requests.get(
+        f"{server.url}/resource/{fourfour}.json",
+        params={"$select": ":id, id", "$limit": "1000000"},
+        auth=(KEY_ID, KEY_SECRET),
+        verify=str(server.tls.ca),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return {r["id"]: r[":id"] for r in response.json()}
+
+
+def _change_set(first: pd.DataFrame) -> tuple[RowChanges, pd.DataFrame]:
+    """ids 1..5 deleted, 11..20 relabelled, 5 new ids; and the whole table after."""
+    changed = first[first["id"].between(11, 20)].assign(label="changed")
+    new = sample_frame(5, "new", seed=7).assign(id=lambda f: f["id"] + 500)
+    upserts = pd.concat([changed, new], ignore_index=True)
+    deletes = pd.DataFrame({"id": pd.array(range(1, 6), dtype="Int64")})
+    kept = first[~first["id"].between(1, 5) & ~first["id"].between(11, 20)]
+    return RowChanges(upserts, deletes), pd.concat([kept, upserts], ignore_index=True)
+
+
+def _apply(portal: SocrataPortal, table: str, changes: RowChanges, after: pd.DataFrame, run: str):
+    return portal.apply_changes(
+        table,
+        changes,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version=published.content_version(after),
+        run_id=run,
+        metadata=sample_metadata(),
+    )
+
+
+def _labels_by_id(server: SocrataServer, fourfour: str) -> dict[str, str]:
+    assert server.tls is not None
+    response = requests.get(
+        f"{server.url}/resource/{fourfour}.json",
+        params={"$select": "id, label", "$limit": "1000000"},
+        auth=(KEY_ID, KEY_SECRET),
+        verify=str(server.tls.ca),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return {r["id"]: r["label"] for r in response.json()}
+
+
+def test_a_change_set_within_a_chunk_is_one_upsert_that_leaves_other_rows_alone(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("upsert")
+    first = sample_frame(100, "first")
+    _publish(portal, table, first, "run-1")
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    ids_before = _system_ids(socrata_tls, fourfour)
+    changes, after = _change_set(first)
+    socrata_tls.throttle(2, retry_after=0)  # the upsert (or the view read) is throttled first
+    result = _apply(portal, table, changes, after, "run-2")
+    assert socrata_tls.app.throttle.remaining == 0
+    assert (result.upserted, result.deleted, result.rows) == (15, 5, 100)
+    ids_after = _system_ids(socrata_tls, fourfour)
+    # Every row that stayed keeps its Socrata row id: it was updated in place or untouched.
+    kept = {k: v for k, v in ids_before.items() if int(k) > 5}
+    assert {k: ids_after[k] for k in kept} == kept
+    labels = _labels_by_id(socrata_tls, fourfour)
+    expected = {str(i): str(label) for i, label in zip(after["id"], after["label"], strict=True)}
+    assert labels == expected
+    live = portal.current_version(table)
+    assert live is not None and (live.rows, live.run_id) == (100, "run-2")
+    assert live.data_version == published.content_version(after)
+
+
+def test_a_change_set_beyond_a_chunk_is_a_replace_revision_of_live_rows_and_changes(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=_env(socrata_tls))
+    portal = SocrataPortal(settings, chunk_rows=10)  # 20 changes do not fit
+    table = unique_table("revise")
+    first = sample_frame(100, "first")
+    _publish(portal, table, first, "run-1")
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    ids_before = _system_ids(socrata_tls, fourfour)
+    changes, after = _change_set(first)
+    result = _apply(portal, table, changes, after, "run-2")
+    assert (result.upserted, result.deleted, result.rows) == (15, 5, 100)
+    ids_after = _system_ids(socrata_tls, fourfour)
+    assert not set(ids_after.values()) & set(ids_before.values())  # every row was replaced
+    expected = {str(i): str(label) for i, label in zip(after["id"], after["label"], strict=True)}
+    assert _labels_by_id(socrata_tls, fourfour) == expected
+    plan = portal.plan(
+        table,
+        after,
+        fields=SAMPLE_FIELDS,
+        primary_key=["id"],
+        version="compare-the-rows",
+        metadata=sample_metadata(),
+    )
+    assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 0, 0)
+    live = portal.current_version(table)
+    assert live is not None and (live.rows, live.run_id) == (100, "run-2")

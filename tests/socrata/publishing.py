@@ -276,11 +276,11 @@ class Publishing:
         key = next((c.field_name for c in output.columns if c.is_primary_key), None)
         rows = output.converted.good_rows
         if revision.action.get("type") == "replace" or revision.creates_dataset:
-            fresh = Dataset(dataset.id, dataset.name, columns, key)
-            Store().upsert(fresh, rows)
+            # The converted rows are in SODA 2 form already: no second conversion.
+            records = Store.records_of(Dataset(dataset.id, dataset.name, columns, key), rows)
             with self.store.lock:
                 dataset.columns, dataset.row_identifier = columns, key
-                dataset.records = fresh.records
+                dataset.records = records
                 dataset.rows_updated_at = int(time.time())
             return
         if revision.action.get("type") == "delete":
