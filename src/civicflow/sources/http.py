@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import pyarrow as pa
@@ -104,7 +104,8 @@ def public_url(url: str) -> str:
 def _scrub(text: str, url: str) -> str:
     """A library's message for the private report, with the URL's secrets taken out."""
     parts = urlsplit(url)
-    for secret in (url, parts.query, parts.password or ""):
+    values = [v for _, v in parse_qsl(parts.query) if len(v) >= 6]  # tokens, not flags
+    for secret in (url, parts.query, parts.password or "", *values):
         if secret:
             text = text.replace(secret, "…")
     return text
@@ -300,6 +301,9 @@ def download(spec: DatasetSpec, settings: Settings, policy: RetryPolicy = RETRY)
     source = spec.source
     assert isinstance(source, HttpSource)
     conditional = conditional_headers(spec, settings)
+    # A new pull supersedes an uncommitted one: after a 304 the pipeline's commit must
+    # not promote the validators of a download that was never published.
+    state_path(settings, spec, pending=True).unlink(missing_ok=True)
     headers = {"Accept": _ACCEPT_HEADER[source.format], "User-Agent": "civicflow", **conditional}
     started = time.monotonic()
     with httpx.Client(timeout=httpx.Timeout(source.timeout_s), follow_redirects=True) as client:
