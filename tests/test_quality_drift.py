@@ -221,3 +221,31 @@ def test_two_renames_at_once_pair_each_missing_column_with_its_own(project, la31
         "  missing  cd (source column 'CD') is not in the source; looks renamed to the column "
         "at position 33 (values fit)"
     ) in lines
+
+
+def test_a_file_without_its_header_row_drifts_everywhere_but_quotes_no_data(
+    project, la311, tmp_path
+) -> None:
+    """The first data row becomes the header: its values must stay out of the reason."""
+    table = _base(la311)
+    path = tmp_path / "headerless.csv"
+    # distinct first-row values, so the reader accepts them as headers
+    table = table.select([c for c in table.column_names if c not in ("Anonymous", "Direction")])
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False))
+    ext = extract(la311, project, new_run_id(), source_path=path)
+    drift = schema_drift(la311, ext.raw, ext.frame)
+    assert drift.verdict() == "rejected"
+    # 31 columns came; one first-row value ("NC", a crew) happens to be a declared header,
+    # whose values (crews, not council ids) no longer parse as integers
+    assert (len(drift.missing), len(drift.new)) == (32, 30)
+    assert [(r.field, r.failed == r.present) for r in drift.retyped] == [("nc", True)]
+    reason = drift.reason()
+    assert "  new      the column at position 1: not in the spec" in reason
+    assert "           ... and 22 more" in reason and "           ... and 20 more" in reason
+    declared = {f.source_name for f in la311.fields}  # spec text, public
+    for header in set(ext.raw.column_names) - declared:
+        assert repr(header) not in reason
+    assert len(drift.lines()) == 1 + 32 + 1 + 30  # the private diff lists every column
+    # the values still point typed fields at their columns
+    hints = {r.field: r.position for r in drift.renamed if r.why == "values fit"}
+    assert hints["created_date"] in range(1, 32)

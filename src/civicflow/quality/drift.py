@@ -42,6 +42,8 @@ NAME_SIMILARITY = 0.75
 VALUES_FIT = 0.95
 #: rows sampled for the values test (it runs once per missing x new pair)
 SAMPLE_ROWS = 10_000
+#: lines per kind in the public reason (a file without its header row drifts everywhere)
+PUBLIC_LINES = 10
 
 
 @dataclass(frozen=True)
@@ -136,20 +138,25 @@ class SchemaDrift:
         head = "REJECTED: schema drift" if verdict == "rejected" else "schema drift reported"
         out = [f"{head} (on_schema_change: {setting}): {counts}"]
         hints = {r.field: r for r in self.renamed}
+        missing = []
         for m in self.missing:
             line = f"  missing  {m.field} (source column {m.source!r}) is not in the source"
             if m.field in hints:
                 r = hints[m.field]
                 line += f"; looks renamed to {_new_name(r.position, r.label, private)} ({r.why})"
-            out.append(line)
-        for t in self.retyped:
-            out.append(
-                f"  retyped  {t.field} (source column {t.source!r}): {t.failed:,} of "
-                f"{t.present:,} non-empty values no longer parse as {t.type}"
-            )
+            missing.append(line)
+        retyped = [
+            f"  retyped  {t.field} (source column {t.source!r}): {t.failed:,} of "
+            f"{t.present:,} non-empty values no longer parse as {t.type}"
+            for t in self.retyped
+        ]
         fate = "not published" if setting == "ignore_new" else "not in the spec"
-        for n in self.new:
-            out.append(f"  new      {_new_name(n.position, n.label, private)}: {fate}")
+        new = [f"  new      {_new_name(n.position, n.label, private)}: {fate}" for n in self.new]
+        for lines in (missing, retyped, new):
+            shown = lines if private else lines[:PUBLIC_LINES]
+            out.extend(shown)
+            if len(lines) > len(shown):
+                out.append(f"           ... and {len(lines) - len(shown)} more")
         return out
 
 
