@@ -73,7 +73,7 @@ def _tmp_project(tmp_path: Path) -> Path:
     return project
 
 
-def _init(project: Path, dataset_id: str, source: Path, *extra: str) -> Any:
+def _init(project: Path, dataset_id: str, source: Path | str, *extra: str) -> Any:
     return runner.invoke(app, ["spec", "init", dataset_id, "--source", str(source), *extra])
 
 
@@ -322,3 +322,169 @@ def test_a_postgres_password_is_used_for_the_read_and_never_written(tmp_path: Pa
     assert local.env["CIVICFLOW_POSTGRES_URL"] == clean
     assert local.env["CIVICFLOW_POSTGRES_PASSWORD"] == "s3cret-pw"
     assert "s3cret" not in json.dumps(source) and settings.env == {}
+
+
+# -- the other source kinds: Excel, HTTP, PostgreSQL --------------------------------------
+
+PERMITS = [
+    ("PermitNumber", "Issued", "Status", "Valuation", "Address"),
+    *[
+        (
+            f"24-{1000 + i}",
+            f"2024-05-{1 + i % 28:02d}",
+            ("Issued", "Finaled", "Expired")[i % 3],
+            1500.5 + i,
+            f"{1200 + i * 7} W MAIN ST",
+        )
+        for i in range(60)
+    ],
+]
+
+
+def _publish_after_filling(project: Path, dataset_id: str, settings: Settings) -> None:
+    spec_path = project / "datasets" / f"{dataset_id}.yaml"
+    data = yaml.safe_load(spec_path.read_text())
+    spec_path.write_text(yaml.safe_dump(fill_marks(data), sort_keys=False))
+    checked = runner.invoke(app, ["check"])
+    assert checked.exit_code == 0, checked.output
+    outcome = run_dataset(settings, dataset_id)
+    assert outcome.outcome == "published", outcome.reason
+    assert outcome.record.rows_out == len(PERMITS) - 1
+
+
+def _permit_fields(project: Path, dataset_id: str) -> dict[str, dict[str, Any]]:
+    data = yaml.safe_load((project / "datasets" / f"{dataset_id}.yaml").read_text())
+    return {f["name"]: f for f in data["fields"]}
+
+
+def test_an_excel_sheet_with_a_title_row_is_drafted_and_publishes(
+    tmp_project: Path, datasette_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    from openpyxl import Workbook
+
+    for key, value in datasette_server.env.items():
+        monkeypatch.setenv(key, value)
+    workbook = Workbook()
+    workbook.active.title = "Cover"
+    sheet = workbook.create_sheet("Permits")
+    sheet.append(["Building permits issued, May 2024"])
+    for row in PERMITS:
+        cells = list(row)
+        if cells[1] != "Issued":
+            cells[1] = date.fromisoformat(str(cells[1]))
+        sheet.append(cells)
+    path = tmp_project / "permits.xlsx"
+    workbook.save(path)
+
+    result = _init(
+        tmp_project, "init_excel_permits", path, "--sheet", "Permits", "--header-row", "2"
+    )
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((tmp_project / "datasets" / "init_excel_permits.yaml").read_text())
+    assert data["source"] == {
+        "kind": "excel",
+        "path": "permits.xlsx",
+        "sheet": "Permits",
+        "header_row": 2,
+        # openpyxl stores a date as a midnight datetime: read as a date all the same
+        "timestamp_formats": ["%Y-%m-%dT%H:%M:%S"],
+    }
+    fields = _permit_fields(tmp_project, "init_excel_permits")
+    assert fields["issued"]["type"] == "date" and fields["valuation"]["type"] == "number"
+    assert fields["address"]["privacy"]["method"] == "hundred_block"
+    _publish_after_filling(tmp_project, "init_excel_permits", load_settings())
+
+
+@pytest.fixture
+def csv_server(tmp_path: Path) -> Any:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = "\n".join(",".join(str(v) for v in row) for row in PERMITS).encode() + b"\n"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_csv_behind_a_url_is_drafted_as_an_http_source_and_publishes(
+    tmp_project: Path,
+    csv_server: str,
+    tmp_path: Path,
+    datasette_server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"{csv_server}/exports/permits.csv"
+    result = _init(tmp_project, "init_http_permits", url)
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((tmp_project / "datasets" / "init_http_permits.yaml").read_text())
+    assert data["source"]["kind"] == "http" and data["source"]["url"] == url
+    assert data["source"]["format"] == "csv"
+    assert _permit_fields(tmp_project, "init_http_permits")["permit_number"]["nullable"] is False
+    assert not (tmp_path / "var").exists()  # the draft's download left nothing in var/
+    for key, value in datasette_server.env.items():
+        monkeypatch.setenv(key, value)
+    _publish_after_filling(tmp_project, "init_http_permits", load_settings())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://reader:pw@data.example.org/permits.csv",
+        "https://data.example.org/permits.csv?api_key=abc123",
+        "https://data.example.org/permits.csv?$$app_token=abc123",
+    ],
+)
+def test_a_url_carrying_credentials_is_refused(tmp_project: Path, url: str) -> None:
+    result = _init(tmp_project, "creds", url)
+    assert result.exit_code == 1 and "credentials" in result.output
+    assert "abc123" not in result.output and "pw@" not in result.output
+    assert not (tmp_project / "datasets" / "creds.yaml").exists()
+
+
+def test_a_postgres_table_is_drafted_without_its_password_and_publishes(
+    tmp_project: Path, postgres_db, datasette_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with postgres_db.admin() as conn:
+        conn.execute(
+            "create table permits (permit_number text primary key, issued date, status text,"
+            " valuation numeric, address text)"
+        )
+        with conn.cursor().copy("copy permits from stdin") as copy:
+            for row in PERMITS[1:]:
+                copy.write_row(row)
+        conn.execute("grant select on permits to civicflow_reader")
+    password = postgres_db.password
+    secret_url = postgres_db.url.replace("civicflow_reader@", f"civicflow_reader:{password}@")
+    result = runner.invoke(
+        app, ["spec", "init", "init_pg_permits", "--source", f"{secret_url}?table=permits"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_project / "datasets" / "init_pg_permits.yaml").read_text()
+    assert password not in text and password not in result.output
+    data = yaml.safe_load(text)
+    assert data["source"] == {
+        "kind": "postgres",
+        "table": "permits",
+        "timestamp_formats": ["%Y-%m-%d"],
+    }
+    assert f"CIVICFLOW_POSTGRES_URL={postgres_db.url}" in text
+    for key, value in {**datasette_server.env, **postgres_db.env}.items():
+        monkeypatch.setenv(key, value)
+    _publish_after_filling(tmp_project, "init_pg_permits", load_settings())

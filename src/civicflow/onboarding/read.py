@@ -10,6 +10,7 @@ and never written anywhere: the drafted source names environment variables inste
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from civicflow.settings import Settings
 from civicflow.sources import ExtractError, RemoteSource, get_source
@@ -24,6 +26,7 @@ from civicflow.spec.models import DatasetSpec, PostgresSource
 
 _SUFFIX_KIND = {".csv": "csv", ".xlsx": "excel", ".xlsm": "excel", ".geojson": "geojson"}
 _SUFFIX_KIND[".json"] = "geojson"
+_SECRET_PARAM = re.compile(r"(?i)token|key|secret|passw|signature|auth")
 _URL_FORMAT = {".csv": "csv", ".json": "json", ".geojson": "geojson"}
 
 
@@ -53,6 +56,16 @@ class SourceTable:
 
 def _transient(dataset_id: str, source: dict[str, Any]) -> DatasetSpec:
     """A spec good enough for a source kind to read with (metadata are placeholders)."""
+    try:
+        return _validate_transient(dataset_id, source)
+    except ValidationError as exc:
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ExtractError(f"the source cannot be read as given: {wrong}") from None
+
+
+def _validate_transient(dataset_id: str, source: dict[str, Any]) -> DatasetSpec:
     return DatasetSpec.model_validate(
         {
             "id": dataset_id,
@@ -104,7 +117,15 @@ def _file_source(path: Path, settings: Settings, options: ReadOptions) -> dict[s
 
 
 def _http_source(url: str, options: ReadOptions) -> dict[str, Any]:
-    suffix = Path(urlsplit(url).path).suffix.lower()
+    parts = urlsplit(url)
+    secret = [k for k, _ in parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
+    if parts.password or parts.username or secret:
+        # The URL goes into the spec, a committed file: no credential may ride in it.
+        raise ExtractError(
+            "the URL carries credentials (user info or a token/key parameter); "
+            "a spec is committed, so give a URL that needs none"
+        )
+    suffix = Path(parts.path).suffix.lower()
     fmt = options.format or _URL_FORMAT.get(suffix)
     if fmt is None:
         raise ExtractError(
