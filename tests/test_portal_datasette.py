@@ -243,6 +243,17 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
     attempts = [
         (f"{base}/prepare", {"table": table, "run_id": "intruder", "columns": [["a", "text"]]}),
         (f"{base}/swap", {"table": table, "staging": staging, "run_id": "test", **swap}),
+        (
+            f"{base}/apply",
+            {
+                "table": table,
+                "upserts": staging,
+                "deletes": None,
+                "run_id": "test",
+                "primary_key": ["id"],
+                **swap,
+            },
+        ),
         (f"{base}/discard", {"table": table, "staging": staging, "run_id": "test"}),
         (
             f"{datasette_server.url}/portal/-/create",

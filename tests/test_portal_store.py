@@ -84,3 +84,50 @@ def test_load_renews_the_lease(conn) -> None:
     ).fetchone()
     assert expires > store.staging_status(conn, "t")[0]["created_at"]
     assert store.staging_status(conn, "t")[0]["expired"] is False
+
+
+def _stage(conn, table: str, run_id: str, columns, rows: list, base: int) -> str:
+    staging = store.prepare(conn, table, run_id, columns, ["id"], base, 300)["staging"]
+    if rows:
+        store.load(conn, table, staging, run_id, [name for name, _ in columns], rows)
+    return staging
+
+
+@pytest.mark.parametrize("live_key", [["id"], []], ids=["keyed-live-table", "no-unique-key"])
+def test_apply_changes_deletes_and_upserts_by_key_in_the_live_table(conn, live_key) -> None:
+    """The live table may lack a unique key (published without one): rows are matched
+    by the key columns either way."""
+    staging = store.prepare(conn, "t", "run-1", COLUMNS, live_key, None, 300)["staging"]
+    store.load(conn, "t", staging, "run-1", ["id", "label"], [[1, "a"], [2, "b"], [3, "c"]])
+    first = store.swap(conn, "t", staging, "run-1", 3, ("v1", "d1"), None, {})
+    upserts = _stage(conn, "t", "run-2", COLUMNS, [[2, "B"], [4, "d"]], first["serial"])
+    deletes = _stage(conn, "t", "run-2", [("id", "integer")], [[3], [9]], first["serial"])
+    done = store.apply_changes(
+        conn, "t", "run-2", (upserts, deletes), ["id"], ("v2", "d2"), first["serial"], {}
+    )
+    assert (done["upserted"], done["deleted"], done["rows"]) == (2, 1, 3)  # id 9 was absent
+    assert conn.execute("select id, label from t order by id").fetchall() == [
+        (1, "a"),
+        (2, "B"),
+        (4, "d"),
+    ]
+    assert done["serial"] == first["serial"] + 1 and done["run_id"] == "run-2"
+    assert not store.exists(conn, upserts) and not store.exists(conn, deletes)
+    assert store.staging_status(conn, "t") == []
+
+
+def test_apply_changes_refuses_what_it_must_not_apply(conn) -> None:
+    with pytest.raises(store.Refused, match="publish it in full first") as missing:
+        store.apply_changes(conn, "t", "run-0", (None, None), ["id"], ("v", "d"), None, {})
+    assert missing.value.status == 404
+    first = _publish(conn, "t", "run-1", [[1, "a"]])
+    theirs = _stage(conn, "t", "run-other", COLUMNS, [[1, "x"]], first["serial"])
+    with pytest.raises(store.Refused, match="belongs to run run-other") as foreign:
+        store.apply_changes(conn, "t", "run-2", (theirs, None), ["id"], ("v", "d"), 1, {})
+    assert foreign.value.status == 403
+    wider = _stage(conn, "t", "run-3", [*COLUMNS, ("extra", "text")], [], first["serial"])
+    with pytest.raises(store.Refused, match="publish in full") as schema:
+        store.apply_changes(conn, "t", "run-3", (wider, None), ["id"], ("v", "d"), 1, {})
+    assert schema.value.status == 409
+    assert conn.execute("select id, label from t").fetchall() == [(1, "a")]
+    assert store.live_version(conn, "t")["run_id"] == "run-1"
