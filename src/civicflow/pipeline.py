@@ -616,14 +616,22 @@ class _Run:
         held = ext.frame[~ext.frame.index.isin(frame.index)]
         advance_watermark(settings, spec, frame, since, self.run_id, held)
         outcome: Outcome = "published" if result.changed else "unchanged"
-        reason = {
-            "data": "published a new version",
-            "changes": "published a new version (changed rows only)",
-            "metadata": "published a new version (metadata only, same rows)",
-        }.get(result.change or "", "portal already holds this exact version")
+        reason = _published_reason(result)
         if self.stats.get("rows_quarantined"):
             reason += f"; {self.stats['rows_quarantined']:,} bad rows quarantined"
         return self.finish(outcome, reason, portal_version=result.version, result=result)
+
+
+def _published_reason(result: PublishResult) -> str:
+    if result.change == "data" and result.upserted is not None:
+        return (
+            f"published a new version (changed rows only: {result.upserted:,} upserted, "
+            f"{result.deleted or 0:,} deleted)"
+        )
+    return {
+        "data": "published a new version",
+        "metadata": "published a new version (metadata only, same rows)",
+    }.get(result.change or "", "portal already holds this exact version")
 
 
 class SchemaDriftError(Exception):

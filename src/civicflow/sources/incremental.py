@@ -44,7 +44,7 @@ def newer_than(spec: DatasetSpec, ext: Extract, since: str) -> Extract:
     """
     column = ext.frame[_cursor(spec)]
     keep = (column > _as_value(spec, since)).fillna(False).to_numpy(dtype=bool)
-    keep |= column.isna().to_numpy()
+    keep = keep | column.isna().to_numpy()
     if keep.all():
         return ext
     positions = pa.array(np.flatnonzero(keep))
