@@ -230,3 +230,29 @@ def test_quarantine_file_keeps_both_when_a_source_header_is_row(project, la311, 
     header = held.path.read_text(encoding="utf-8").splitlines()[0].split(",")
     assert header[:2] == ['"civicflow_row"', '"civicflow_reasons"'] and '"row"' in header
     assert held.rows == len(planted)
+
+
+def test_an_incremental_extract_keeps_source_row_numbers(project, la311, tmp_path):
+    """Only some rows extracted (newer than a watermark): numbers and raw text still match."""
+    import dataclasses
+
+    table, planted = plant(base(la311), (4, 3, 3, 0))
+    full = run_extract(project, la311, table, tmp_path)
+    positions = np.flatnonzero(np.arange(ROWS) % 3 != 1)  # as newer_than leaves them
+    ext = dataclasses.replace(
+        full, raw=full.raw.take(pa.array(positions)), frame=full.frame.iloc[positions]
+    )
+    report = validate(la311, ext, project.expectations_dir)
+    held = quarantine_bad_rows(la311, ext, report, project)
+    assert held is not None and held.accepted and held.path is not None
+    with held.path.open(newline="", encoding="utf-8") as fh:
+        rows = {int(r["row"]): r for r in csv.DictReader(fh)}
+    kept = set((positions + 1).tolist())
+    expected = set(planted) & kept
+    assert set(rows) == expected and 0 < len(expected) < len(planted)
+    for n, r in rows.items():
+        assert {k: r[k] for k in ("SRNumber", "CD", "Status", "ZipCode")} == {
+            k: table[k][n - 1].as_py() or "" for k in ("SRNumber", "CD", "Status", "ZipCode")
+        }
+        assert set(r["reasons"].split("; ")) == planted[n]
+    assert held.frame is not None and set(held.frame.index) == kept - expected
