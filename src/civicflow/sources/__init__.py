@@ -15,8 +15,8 @@ from civicflow.settings import Settings
 from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
 from civicflow.sources import excel as _excel  # noqa: F401  (registers "excel")
 from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
-from civicflow.sources import postgres as _postgres  # noqa: F401  (registers "postgres")
 from civicflow.sources import http as _http  # noqa: F401  (registers "http")
+from civicflow.sources import postgres as _postgres  # noqa: F401  (registers "postgres")
 from civicflow.sources import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.sources.base import (
     Extract,
@@ -87,18 +87,24 @@ def _copy_immutable(src: Path, dest: Path) -> str:
 
 
 def extract(
-    spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None = None
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    source_path: Path | str | None = None,
+    *,
+    since: str | None = None,
 ) -> Extract:
     """Copy (or pull) the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms.
 
     A remote kind is pulled from its service unless ``source_path`` names a file (an
-    export of it, e.g. to replay a run).
+    export of it, e.g. to replay a run); ``since`` is an incremental run's watermark,
+    which a remote kind may use to pull only newer rows (the caller filters again).
     """
     source = get_source(spec.source.kind)
     raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
     if source_path is None and isinstance(source, RemoteSource):
         settings.private_dir(raw_path.parent)
-        sha256 = _write_immutable(source.pull(spec, settings), raw_path)
+        sha256 = _write_immutable(source.pull(spec, settings, since), raw_path)
     else:
         src = resolve_source_path(spec, settings, source_path)
         if not src.is_file():
