@@ -13,6 +13,10 @@ live version with the one its run started from.
 A version covers the rows and the metadata: a new title or column description goes
 live as a new version with the same rows (``relabel``), without uploading them again.
 
+A change set (``apply_changes``) is staged the same way, rows to upsert and keys to
+delete each in a leased staging table, then ``apply`` deletes by key and writes the
+upserts into the live table in one transaction, with the same compare-and-swap.
+
 Rows go through ``load`` rather than Datasette's ``/-/insert`` for speed: ``/-/insert``
 (sqlite-utils, Python per value) stored 13-19k rows/s of the 33-column LA 311 table,
 so a 1M-row publish spent 73 s uploading. ``load`` takes each batch as plain JSON
