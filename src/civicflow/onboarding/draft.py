@@ -194,7 +194,10 @@ def _metadata(draft: Draft, source: SourceTable, profile: TableProfile) -> None:
     words = re.sub(r"[_\s]+", " ", source.title).split() or [draft.dataset_id]
     title = " ".join(w[:1].upper() + w[1:] for w in words)
     spec["title"] = draft.mark(("title",), title, "the title shown on the portal")
-    about = f"{profile.rows:,} rows drafted from {source.origin}; describe what one row is, who records it and why."
+    about = (
+        f"{profile.rows:,} rows drafted from {source.origin}; "
+        "describe what one row is, who records it and why."
+    )
     spec["description"] = draft.mark(
         ("description",), about, "what the data holds and how it is collected"
     )
@@ -225,11 +228,25 @@ def draft_dataset(dataset_id: str, source: SourceTable) -> Draft:
         builder.suggestions[col.name] = suggest(col, source.table[col.source])
     fields = [builder.field(i, col) for i, col in enumerate(profile.columns)]
     _metadata(draft, source, profile)
+    _catalog(draft, source, profile, fields)
+    draft.spec["source"] = _source(draft, builder, source)
+    key = _primary_key(draft, profile, builder)
+    draft.spec["expectation_suite"] = dataset_id
+    draft.spec["fields"] = fields
+    draft.suite = draft_suite(dataset_id, profile, fields, key)
+    draft.header = _header(draft, source, profile)
+    log.info("drafted %s: %d fields, %d marked items", dataset_id, len(fields), len(draft.marks))
+    return draft
+
+
+def _catalog(
+    draft: Draft, source: SourceTable, profile: TableProfile, fields: list[dict[str, Any]]
+) -> None:
+    """Refresh frequency, record date, category, tags and provenance."""
     record_date = _record_date(fields, profile)
-    frequency = _frequency(profile, record_date)
     draft.spec["update_frequency"] = draft.mark(
         ("update_frequency",),
-        frequency,
+        _frequency(profile, record_date),
         "how often the department refreshes it (daily, weekly, monthly, ...)",
     )
     if record_date:
@@ -245,14 +262,6 @@ def draft_dataset(dataset_id: str, source: SourceTable) -> Draft:
     draft.spec["provenance"] = (
         f"Drafted by civicflow spec init on {today} from {source.origin} ({profile.rows:,} rows)."
     )
-    draft.spec["source"] = _source(draft, builder, source)
-    key = _primary_key(draft, profile, builder)
-    draft.spec["expectation_suite"] = dataset_id
-    draft.spec["fields"] = fields
-    draft.suite = draft_suite(dataset_id, profile, fields, key)
-    draft.header = _header(draft, source, profile)
-    log.info("drafted %s: %d fields, %d marked items", dataset_id, len(fields), len(draft.marks))
-    return draft
 
 
 def _source(draft: Draft, builder: _Builder, source: SourceTable) -> dict[str, Any]:
