@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,49 @@ def test_every_excel_error_code_is_recognised(settings: Settings, tmp_path: Path
     path = workbook(tmp_path / "permits.xlsx", rows=rows, footer=False)
     message = str(extract_error(settings, make_spec(path, header_row=4)))
     assert f"and {len(ERROR_CODES) - 5} more" in message
+
+
+def _as_excel_saves_it(path: Path, old: bytes, new: bytes) -> None:
+    """Rewrite a sheet's XML as a calculating program would have saved it."""
+    with zipfile.ZipFile(path) as src:
+        parts = {info.filename: src.read(info.filename) for info in src.infolist()}
+    sheet = "xl/worksheets/sheet2.xml"
+    assert old in parts[sheet]
+    parts[sheet] = parts[sheet].replace(old, new)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dest:
+        for name, data in parts.items():
+            dest.writestr(name, data)
+
+
+def test_a_formula_without_a_computed_value_is_refused_not_read_as_empty(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = good_rows()
+    rows[1][2] = "=C5*2"  # C6, saved by openpyxl: a formula and no value
+    path = workbook(tmp_path / "permits.xlsx", rows=rows)
+    spec = make_spec(path, header_row=4, footer_rows=2)
+    message = str(extract_error(settings, spec))
+    assert f"sheet {SHEET!r}: formulas without a computed value in C6 (column C (Fee))" in message
+    # The footer's =SUM has no value either: it is skipped with the footer, not reported.
+    assert "C10" not in message
+    # Once a calculating program saved it, the computed value is read.
+    _as_excel_saves_it(
+        path, b'<c r="C6"><f>C5*2</f><v /></c>', b'<c r="C6"><f>C5*2</f><v>240</v></c>'
+    )
+    assert extract(spec, settings, "run-2").raw.column("Fee").to_pylist() == ["120", "240", "0"]
+
+
+def test_a_formula_computing_an_empty_text_is_an_empty_value(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = good_rows()
+    rows[0][2] = '=""'
+    path = workbook(tmp_path / "permits.xlsx", rows=rows)
+    _as_excel_saves_it(
+        path, b'<c r="C5"><f>""</f><v /></c>', b'<c r="C5" t="str"><f>""</f><v></v></c>'
+    )
+    ext = extract(make_spec(path, header_row=4, footer_rows=2), settings, "run-1")
+    assert ext.raw.column("Fee").to_pylist() == [None, "99.5", "0"]
 
 
 def test_an_empty_header_names_its_cell(settings: Settings, tmp_path: Path) -> None:

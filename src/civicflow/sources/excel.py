@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from openpyxl import load_workbook
-from openpyxl.utils.cell import get_column_letter, range_boundaries
+from openpyxl.utils.cell import coordinate_to_tuple, get_column_letter, range_boundaries
 from openpyxl.utils.exceptions import InvalidFileException
 
 from civicflow.sources.base import ExtractError, register_source
@@ -57,7 +57,15 @@ _SHOWN = 5
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls (97-2003) and encrypted .xlsx
 # <mergeCell ref="B3:C3"/>, with or without a namespace prefix
 _MERGE = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Z]{1,3}[0-9]+(?::[A-Z]{1,3}[0-9]+)?)"')
-_MERGE_TAIL = 4096
+# <c r="C7"><f>SUM(C1:C6)</f><v/></c>: a formula and no value (or an empty one)
+_NS = rb"(?:\w+:)?"
+_UNCOMPUTED = re.compile(
+    rb"<" + _NS + rb"c\b([^>]*)>\s*<" + _NS + rb"f\b[^>]*?(?:/>|>[^<]*</" + _NS + rb"f>)\s*"
+    rb"(?:<" + _NS + rb"v\s*/>|<" + _NS + rb"v>\s*</" + _NS + rb"v>)?\s*</" + _NS + rb"c>"
+)
+_CELL_REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]+)"')
+_CELL_TYPE = re.compile(rb'\bt="(\w+)"')
+_SCAN_TAIL = 8192
 
 
 # -- values ---------------------------------------------------------------------------
@@ -138,22 +146,41 @@ def _not_a_workbook(path: Path, exc: Exception) -> ExtractError:
     )
 
 
-def merged_ranges(path: Path, part: str) -> list[str]:
-    """The ``mergeCell`` ranges of a sheet, read from its XML (read-only mode has none).
+@dataclass
+class SheetXml:
+    """What read-only mode does not tell: merged ranges, and formula cells that hold no
+    computed value (a workbook saved by a program that does not calculate, such as
+    openpyxl: ``data_only`` would read them as empty)."""
 
-    The sheet part is streamed and scanned for the tags: cheaper than a second,
-    non-read-only parse of the whole sheet. A tag cut by a chunk boundary is found in
-    the next round, which starts with the previous chunk's tail.
-    """
-    found: list[str] = []
+    merges: list[str] = field(default_factory=list)
+    uncomputed: list[str] = field(default_factory=list)
+
+    def take(self, buf: bytes, upto: int | None) -> None:
+        """Record the tags that start in ``buf`` before ``upto`` (None: all of them)."""
+        for m in _MERGE.finditer(buf):
+            if upto is None or m.start() < upto:
+                self.merges.append(m.group(1).decode())
+        for m in _UNCOMPUTED.finditer(buf):
+            attrs = m.group(1)
+            ref, kind = _CELL_REF.search(attrs), _CELL_TYPE.search(attrs)
+            # t="str" with an empty <v>: a formula whose computed value is ""
+            if (upto is None or m.start() < upto) and ref and not (kind and kind[1] == b"str"):
+                self.uncomputed.append(ref.group(1).decode())
+
+
+def scan_sheet_xml(path: Path, part: str) -> SheetXml:
+    """Stream the sheet's XML part once and scan it for merges and uncomputed formulas:
+    cheaper than a second, non-read-only parse of the whole sheet. A tag cut by a chunk
+    boundary is found in the next round, which starts with the previous chunk's tail."""
+    found = SheetXml()
     tail = b""
     with zipfile.ZipFile(path) as archive, archive.open(part) as fh:
         while chunk := fh.read(1 << 20):
             buf = tail + chunk
-            cut = max(0, len(buf) - _MERGE_TAIL)
-            found += [m.group(1).decode() for m in _MERGE.finditer(buf) if m.start() < cut]
+            cut = max(0, len(buf) - _SCAN_TAIL)
+            found.take(buf, cut)
             tail = buf[cut:]
-    found += [m.group(1).decode() for m in _MERGE.finditer(tail)]
+    found.take(tail, None)
     return found
 
 
@@ -269,6 +296,22 @@ def check_data_merges(place: SheetPlace, merges: list[str], last: int) -> None:
         )
 
 
+def check_uncomputed(place: SheetPlace, refs: list[str], last: int) -> None:
+    """Formulas without a computed value in data rows would read as empty cells: refused."""
+    first_row, last_row = place.header_row + 1, place.header_row + last
+    hits = []
+    for ref in refs:
+        col, row = coordinate_to_tuple(ref)[::-1]
+        if first_row <= row <= last_row:
+            hits.append(f"{ref} ({place.column(col - 1)})")
+    if hits:
+        raise ExtractError(
+            f"{place.where()}: formulas without a computed value in "
+            f"{_listed(hits[:_SHOWN], len(hits))}: the workbook was saved by a program that "
+            "does not calculate; open and save it in Excel or LibreOffice"
+        )
+
+
 def check_values(place: SheetPlace, data: SheetRows, last: int) -> None:
     """Excel error values and values without a header, in data rows only (not the footer)."""
     row0 = place.header_row  # sheet row of data row n is row0 + n
@@ -324,7 +367,7 @@ def read_sheet(spec: DatasetSpec, raw_path: Path) -> pa.Table:
             )
         sheet = book[source.sheet]
         sheet.reset_dimensions()  # a stale <dimension> tag would cut rows off: read them all
-        merges = merged_ranges(raw_path, sheet._worksheet_path)
+        xml = scan_sheet_xml(raw_path, sheet._worksheet_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rows = sheet.iter_rows(min_row=source.header_row, values_only=True)
@@ -333,12 +376,13 @@ def read_sheet(spec: DatasetSpec, raw_path: Path) -> pa.Table:
                 raise ExtractError(
                     f"{place.where()}: has no row {source.header_row} (source.header_row)"
                 )
-            width = len(read_header(place, header, merges))
+            width = len(read_header(place, header, xml.merges))
             data = read_rows(rows, width)
     finally:
         book.close()
     last = data.last_filled - source.footer_rows
-    check_data_merges(place, merges, last)
+    check_data_merges(place, xml.merges, last)
+    check_uncomputed(place, xml.uncomputed, last)
     check_values(place, data, last)
     if last <= 0:
         raise ExtractError(
