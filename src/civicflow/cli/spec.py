@@ -26,7 +26,9 @@ def _refuse_overwrite(paths: list[Path], force: bool) -> None:
 
 
 def init(
-    dataset_id: str = typer.Argument(..., help="snake_case id; writes datasets/ID.yaml."),
+    dataset_id: str = typer.Argument(
+        ..., metavar="ID", help="snake_case id; writes datasets/ID.yaml."
+    ),
     source: str = typer.Option(
         ...,
         "--source",
