@@ -46,7 +46,7 @@ def assert_private_only(public: str, report: Path, planted: list[str]) -> None:
         assert value not in public, f"{value!r} leaked into a public text:\n{public}"
 
 
-def plant(tmp_path: Path) -> Path:
+def plant(tmp_path: Path, new_column: bool = False) -> Path:
     frame = pd.read_csv(CSV, dtype=str, keep_default_na=False)
     frame.loc[[2, 6], "SRNumber"] = DUP_KEY  # data rows 3 and 7: duplicate key
     frame.loc[49, "SRNumber"] = f"{MARK}-sr"  # row 50: pattern constraint
@@ -55,7 +55,8 @@ def plant(tmp_path: Path) -> Path:
     frame.loc[29, "RequestSource"] = f"{MARK}-source"  # row 30: GX value set (warning)
     # the most common mobile OS becomes a planted one: a GX observed value
     frame.loc[frame.index[frame["MobileOS"] == ""][:1500], "MobileOS"] = f"{MARK}-os"
-    frame[f"{MARK}-header"] = "x"  # an undeclared column (as a headerless file gives)
+    if new_column:  # an undeclared column (as a headerless file gives): schema drift
+        frame[f"{MARK}-header"] = "x"
     path = tmp_path / "planted.csv"
     frame.to_csv(path, index=False)
     return path
@@ -86,13 +87,25 @@ def test_rejected_validation_publishes_checks_and_rows_not_values(project, tmp_p
         "constraint-error sr_number: 1 value do not match the pattern",
         "expect_column_values_to_be_in_set status: 2 of 9,999 rows unexpected (rows 10 and 20)",
         "expect_column_most_common_value_to_be_in_set mobile_os: observed value outside",
-        "extra-label: 1 source column not in the spec, at position 34",
     ):
         assert named in outcome.reason, f"{named!r} not in {outcome.reason}"
     assert outcome.report_path is not None
     assert f"report: {outcome.report_path}" in public  # the steward is pointed to the detail
     planted = [DUP_KEY, *(f"{MARK}-{c}" for c in ("sr", "cd", "status", "source", "os"))]
-    assert_private_only(public, outcome.report_path, [*planted, f"{MARK}-header"])
+    assert_private_only(public, outcome.report_path, planted)
+    assert MARK not in public
+
+
+def test_schema_drift_rejects_first_naming_positions_not_headers(project, tmp_path) -> None:
+    outcome = run_dataset(project, LA311, plant(tmp_path, new_column=True))
+    assert outcome.outcome == "rejected"
+    assert outcome.reason.splitlines() == [
+        "REJECTED: schema drift (on_schema_change: fail): 1 new",
+        "  new      the column at position 34: not in the spec",
+    ]
+    public = public_texts(project, outcome, LA311)
+    assert outcome.report_path is not None
+    assert_private_only(public, outcome.report_path, [f"{MARK}-header"])
     assert MARK not in public
 
 
