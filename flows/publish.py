@@ -112,10 +112,14 @@ def publish_dataset(
 
 
 @flow(name="publish-all")
-def publish_all(portal: str | None = None, full: bool = False) -> State:
-    """Publish every dataset in datasets/ that no other flow produces."""
+def publish_all(
+    portal: str | None = None, full: bool = False, skip: list[str] | None = None
+) -> State:
+    """Publish every dataset in datasets/ that no other flow produces (but ``skip``)."""
     settings = flow_settings()
-    ids = pipeline.publishable(load_all(settings.datasets_dir))
+    ids = [
+        i for i in pipeline.publishable(load_all(settings.datasets_dir)) if i not in (skip or [])
+    ]
     summaries = []
     for dataset_id in ids:
         state = publish_dataset(dataset_id, portal=portal, full=full, return_state=True)

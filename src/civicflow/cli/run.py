@@ -46,6 +46,22 @@ def _ensure_dev_hash_key(settings: Settings) -> None:
     os.environ[ENV_VAR] = path.read_text().strip()
 
 
+def _unconfigured(settings: Settings) -> dict[str, str]:
+    """Datasets whose database connection is not set here: id -> the variable to set.
+
+    The main job skips them with that message (the bundled PostgreSQL example needs a
+    server ``make run`` starts only where PostgreSQL is installed); ``publish`` does not.
+    """
+    from civicflow.spec import load_all
+
+    out: dict[str, str] = {}
+    for spec in load_all(settings.datasets_dir).values():
+        name = getattr(spec.source, "connection_env", None)
+        if name and not settings.env.get(name):
+            out[spec.id] = name
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
@@ -79,7 +95,15 @@ def register(app: typer.Typer) -> None:
         try:
             from flows.publish import publish_all
 
-            result = publish_all(return_state=True).result(raise_on_failure=False)
+            skipped = _unconfigured(settings)
+            for dataset_id, name in skipped.items():
+                typer.echo(
+                    f"skipping {dataset_id}: {name} is not set (`make run` starts a local "
+                    "PostgreSQL example database where PostgreSQL is installed: make system-deps)"
+                )
+            result = publish_all(skip=list(skipped), return_state=True).result(
+                raise_on_failure=False
+            )
             summaries = (
                 result
                 if isinstance(result, list)
