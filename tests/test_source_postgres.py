@@ -7,6 +7,7 @@ the socket, civicflow reads them as ``civicflow_reader`` over TCP with a passwor
 
 from __future__ import annotations
 
+import logging
 import stat
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from civicflow.settings import Settings
 from civicflow.sources import ExtractError, SourceUnchanged, extract
+from civicflow.sources import postgres as postgres_source
 from civicflow.spec.models import DatasetSpec
 from tests.fixtures.postgres import PASSWORD_ENV, URL_ENV, Database, free_port
 
@@ -129,6 +131,9 @@ def test_a_table_round_trips_every_type(postgres_db: Database, tmp_path: Path) -
     (raw,) = raw_files(settings)
     assert raw == result.raw_path and stat.S_IMODE(raw.stat().st_mode) == 0o400
     assert raw.read_bytes().startswith(b"id,note,amount,big,open,opened,seen,updated_at,remark\n")
+    # The raw copy replays to the same frame without the server.
+    replay = extract(make_spec({"table": "cases"}), settings_for(tmp_path, {}), "run2", raw)
+    pd.testing.assert_frame_equal(replay.frame, frame)
 
 
 def test_a_query_is_extracted_with_its_own_columns(postgres_db: Database, tmp_path: Path) -> None:
@@ -167,6 +172,37 @@ def test_rows_come_in_primary_key_order_so_an_unchanged_table_hashes_the_same(
     second = extract(spec, settings, "run2")
     assert list(first.frame["case_id"]) == [1, 2, 3]
     assert first.sha256 == second.sha256
+
+
+def test_a_big_result_streams_in_chunks_byte_for_byte_with_progress_logged(
+    postgres_db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(postgres_source, "CHUNK_BYTES", 64 << 10)
+    monkeypatch.setattr(postgres_source, "PROGRESS_BYTES", 256 << 10)
+    with postgres_db.admin() as conn:
+        conn.execute(
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || E'\\n,\"' AS text "
+            "FROM generate_series(1, 30000) AS g"
+        )
+        expected = bytearray()
+        with conn.cursor().copy(
+            "COPY (SELECT * FROM big ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)"
+        ) as copy:
+            for data in copy:
+                expected += data
+    fields = [{"name": "id", "type": "integer"}, {"name": "text", "type": "string"}]
+    caplog.set_level(logging.INFO, logger="civicflow.sources.postgres")
+    result = extract(
+        make_spec({"table": "big"}, fields), settings_for(tmp_path, postgres_db.env), "r"
+    )
+    assert result.raw_path.read_bytes() == bytes(expected)
+    assert result.rows == 30000 and result.frame.loc[30000, "text"].endswith('\n,"')
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("streaming" in m for m in messages) >= 3
+    assert any("done, 30,000 rows" in m for m in messages)
 
 
 # -- incremental extracts -------------------------------------------------------------
