@@ -27,10 +27,11 @@ def block_name(env_name: str) -> str:
 
 
 def secret_env_names(specs: Iterable[DatasetSpec]) -> list[str]:
-    """The core secrets plus every variable a spec's source names for a secret."""
+    """The core secrets plus every variable a spec's source names for a secret or a
+    connection (a PostgreSQL URL is not secret, but a worker should not need it set)."""
     names = set(CORE_SECRETS)
     for spec in specs:
-        for attr in ("password_env", "app_token_env"):
+        for attr in ("password_env", "app_token_env", "connection_env"):
             name = getattr(spec.source, attr, None)
             if name:
                 names.add(name)
