@@ -17,10 +17,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from civicflow.ledger import Ledger
+from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings
 from civicflow.sources import ExtractError, SourceUnchanged, extract
 from civicflow.sources import postgres as postgres_source
-from civicflow.spec.models import DatasetSpec
+from civicflow.spec import find_dataset
+from civicflow.spec.models import DatasetSpec, PortalTarget, PostgresSource
+from tests.fixtures.portal import DatasetteServer, point_civicflow_at, unique_table
 from tests.fixtures.postgres import PASSWORD_ENV, URL_ENV, Database, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -424,3 +428,86 @@ def test_a_table_the_role_may_not_read_is_a_permission_error(
         conn.execute("REVOKE SELECT ON cases FROM civicflow_reader")
     with pytest.raises(ExtractError, match=f"the role in {URL_ENV} needs SELECT"):
         extract(make_spec({"table": "cases"}), settings_for(tmp_path, postgres_db.env), "run1")
+
+
+# -- through the pipeline ---------------------------------------------------------------
+
+EXAMPLE = "code_enforcement_case_status"  # the bundled incremental PostgreSQL example
+EXAMPLE_TABLE = """
+CREATE TABLE case_status (
+    case_number text PRIMARY KEY, date_opened date NOT NULL, date_closed date,
+    status text NOT NULL, violation_type text NOT NULL, council_district smallint NOT NULL,
+    is_open boolean NOT NULL, updated_at timestamptz NOT NULL
+);
+INSERT INTO case_status
+SELECT format('CE-2025-%s', lpad(i::text, 6, '0')), date '2025-01-01' + i, NULL, 'Open',
+       'Graffiti', 1 + i % 15, true, timestamptz '2025-06-01 16:00+00' + i * interval '1 minute'
+FROM generate_series(1, 200) AS i;
+CREATE VIEW cases_read AS SELECT * FROM case_status;
+"""
+# The same view, but the backend sleeps on one row until the test terminates it.
+STALLING_VIEW = """
+CREATE OR REPLACE VIEW cases_read AS
+SELECT c.* FROM case_status c
+WHERE CASE WHEN c.case_number = 'CE-2025-000100' THEN pg_sleep(120)::text = '' ELSE true END
+"""
+
+
+def test_a_backend_terminated_mid_run_keeps_the_watermark_and_the_portal(
+    postgres_db: Database,
+    datasette_server: DatasetteServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with postgres_db.admin() as conn:
+        conn.execute(EXAMPLE_TABLE)
+    monkeypatch.setenv("CIVICFLOW_EXAMPLE_PG_URL", postgres_db.url)
+    monkeypatch.setenv("CIVICFLOW_EXAMPLE_PG_PASSWORD", postgres_db.password)
+    settings = point_civicflow_at(datasette_server, tmp_path / "var", monkeypatch)
+    bundled = find_dataset(settings.datasets_dir, EXAMPLE)
+    assert isinstance(bundled.source, PostgresSource)
+    source = bundled.source.model_copy(update={"table": None, "query": "SELECT * FROM cases_read"})
+    target = PortalTarget(kind="datasette", table=unique_table("pgkill"))
+    spec = bundled.model_copy(update={"source": source, "portal": target})
+    ledger = Ledger(settings.ledger_path)
+
+    assert run_dataset(settings, EXAMPLE, spec=spec).outcome == "published"
+    mark = ledger.watermark(EXAMPLE, "updated_at")
+    assert mark == "2025-06-01T19:20:00"
+
+    with postgres_db.admin() as conn:
+        conn.execute(
+            "UPDATE case_status SET status = 'Closed', date_closed = date_opened, "
+            "is_open = false, updated_at = '2025-07-01 10:00+00' WHERE case_number = 'CE-2025-000100'"
+        )
+        conn.execute(STALLING_VIEW)
+
+    def terminate() -> None:
+        with postgres_db.admin() as conn:
+            sleeping = (
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'civicflow' "
+                "AND wait_event = 'PgSleep' AND datname = %s"
+            )
+            wait_for(lambda: conn.execute(sleeping, [postgres_db.name]).fetchone() is not None)
+            conn.execute(
+                f"SELECT pg_terminate_backend(pid) FROM ({sleeping}) AS s", [postgres_db.name]
+            )
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    try:
+        killed = run_dataset(settings, EXAMPLE, spec=spec)
+    finally:
+        killer.join()
+    assert killed.outcome == "rejected" and "connection was lost" in killed.reason
+    assert ledger.watermark(EXAMPLE, "updated_at") == mark
+    assert datasette_server.query(
+        f"select status from {target.table} where case_number = 'CE-2025-000100'"
+    ) == [{"status": "Open"}]
+
+    with postgres_db.admin() as conn:
+        conn.execute("CREATE OR REPLACE VIEW cases_read AS SELECT * FROM case_status")
+    again = run_dataset(settings, EXAMPLE, spec=spec)
+    assert again.outcome == "published", again.reason
+    assert again.record.rows_in == 1
+    assert ledger.watermark(EXAMPLE, "updated_at") == "2025-07-01T10:00:00"
