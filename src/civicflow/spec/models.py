@@ -537,6 +537,28 @@ class RetentionSpec(StrictModel):
     )
 
 
+class ScheduleSpec(StrictModel):
+    """When the dataset's own deployment runs (default: from update_frequency)."""
+
+    cron: str | None = Field(
+        None,
+        description="Cron expression (five fields), e.g. '5 * * * *' for five past every hour.",
+    )
+    interval_minutes: int | None = Field(
+        None, ge=1, description="Run every this many minutes instead of on a cron."
+    )
+    timezone: str = Field("America/Los_Angeles", description="IANA time zone the cron is read in.")
+    active: bool = Field(True, description="false keeps the deployment but pauses its schedule.")
+
+    @model_validator(mode="after")
+    def _cron_or_interval(self) -> ScheduleSpec:
+        if self.cron is not None and self.interval_minutes is not None:
+            raise ValueError("give cron or interval_minutes, not both")
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r}: five fields (minute hour day month weekday)")
+        return self
+
+
 class IncrementalSpec(StrictModel):
     """Extract only rows changed since the last published run, upserted by primary key."""
 
@@ -610,6 +632,11 @@ class DatasetSpec(StrictModel):
         None,
         description="How long this dataset's raw copies and reports are kept "
         "(default: the project's CIVICFLOW_KEEP_RUNS / CIVICFLOW_KEEP_DAYS).",
+    )
+    schedule: ScheduleSpec | None = Field(
+        None,
+        description="When its deployment publishes it (default: a cron from update_frequency; "
+        "irregular and static datasets get no schedule of their own).",
     )
     incremental: IncrementalSpec | None = Field(
         None,
