@@ -20,7 +20,10 @@ kept privately under ``var/socrata/<host>/<table>.json``.
 
 Compare-and-swap: Socrata has no conditional apply, so the live version is compared
 with ``base`` before the upload and again just before the apply; the window left is
-the apply itself (documented, not hidden).
+the apply itself (documented, not hidden). A change set sent as an upsert is checked
+once, before the upsert; the upsert and the version record are two requests, so a
+failure between them leaves the rows changed under the old record, and the next run's
+change set (idempotent by key) applies again and records the version.
 """
 
 from __future__ import annotations
