@@ -149,7 +149,12 @@ def select(spec: DatasetSpec, since: str | None) -> sql.Composable:
     order = order_columns(spec)
     if since is None and not order:
         return base
-    parts: list[sql.Composable] = [sql.SQL("SELECT * FROM ("), base, sql.SQL(") AS civicflow_src")]
+    # "\n)" here and in copy_statement: the steward's query may end in a -- comment.
+    parts: list[sql.Composable] = [
+        sql.SQL("SELECT * FROM ("),
+        base,
+        sql.SQL("\n) AS civicflow_src"),
+    ]
     if since is not None and spec.incremental is not None:
         cursor = spec.field(spec.incremental.cursor).source_name
         parts.append(
@@ -165,7 +170,7 @@ def copy_statement(spec: DatasetSpec, since: str | None) -> sql.Composed:
         [
             sql.SQL("COPY ("),
             select(spec, since),
-            sql.SQL(") TO STDOUT WITH (FORMAT csv, HEADER true)"),
+            sql.SQL("\n) TO STDOUT WITH (FORMAT csv, HEADER true)"),
         ]
     )
 
@@ -223,7 +228,8 @@ class Progress:
 
     def __init__(self, what: str):
         self.what, self.started = what, time.monotonic()
-        self.bytes = self.lines = self.next_report = 0
+        self.bytes = self.lines = 0
+        self.next_report = PROGRESS_BYTES
         #: rows COPY reported once it finished (None while it runs)
         self.rows: int | None = None
 
@@ -232,8 +238,7 @@ class Progress:
         self.lines += chunk.count(b"\n")
         if self.bytes >= self.next_report:
             self.next_report += PROGRESS_BYTES
-            if self.bytes > CHUNK_BYTES:
-                self.report("streaming")
+            self.report("streaming")
 
     def report(self, state: str, rows: int | None = None) -> None:
         seconds = max(time.monotonic() - self.started, 1e-6)
