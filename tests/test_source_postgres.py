@@ -8,7 +8,10 @@ the socket, civicflow reads them as ``civicflow_reader`` over TCP with a passwor
 from __future__ import annotations
 
 import logging
+import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -514,3 +517,19 @@ def test_a_backend_terminated_mid_run_keeps_the_watermark_and_the_portal(
     assert again.outcome == "published", again.reason
     assert again.record.rows_in == 1
     assert ledger.watermark(EXAMPLE, "updated_at") == "2025-07-01T10:00:00"
+
+
+def test_the_example_script_without_postgresql_says_how_to_enable_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "scripts" / "dev_postgres.py"), "start"],
+        env={
+            **os.environ,
+            "CIVICFLOW_PG_BIN": str(tmp_path / "none"),
+            "CIVICFLOW_VAR_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (0, "")  # nothing for `eval` to run
+    assert "make system-deps" in done.stderr and len(done.stderr.splitlines()) == 1
