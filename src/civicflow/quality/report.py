@@ -90,7 +90,8 @@ class Check:
     details: dict[str, Any] = field(default_factory=dict)
     #: in memory only, never written: the row number of EVERY failing row of a row-level
     #: check (quarantine holds them back); None for table-level checks (row count,
-    #: column set, aggregates), whose failure no row can be blamed for
+    #: column set, aggregates), whose failure no row can be blamed for, and for GX
+    #: checks run without ``all_rows`` (a spec that does not quarantine)
     rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -109,7 +110,6 @@ class Check:
         # ``rows`` stays out: a report is read by people, the examples say enough
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
         out["success"] = self.success
-        out["row_level"] = self.row_level
         return json_safe(out)
 
     def line(self) -> str:
