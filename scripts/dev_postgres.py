@@ -4,6 +4,7 @@
     eval "$(.venv/bin/python scripts/dev_postgres.py start)"   # ... and use them
     .venv/bin/python scripts/dev_postgres.py change 5 # close 5 open cases, open 5 new ones
     .venv/bin/python scripts/dev_postgres.py stop
+    .venv/bin/python scripts/dev_postgres.py remove   # stop and delete it (and its password)
 
 ``start`` runs a PostgreSQL 15 cluster on 127.0.0.1:54329, creates the role
 ``civicflow_reader`` (password generated once into ``var/postgres/reader-password``,
@@ -28,6 +29,7 @@ import argparse
 import csv
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -176,6 +178,15 @@ def stop() -> None:
         print(f"civicflow: PostgreSQL example on port {PORT} stopped", file=sys.stderr)
 
 
+def remove() -> None:
+    """Stop the cluster and delete it with the reader's password (the next start loads afresh)."""
+    stop()
+    pg = cluster()
+    shutil.rmtree(pg.root, ignore_errors=True)
+    (var_dir() / "postgres" / "reader-password").unlink(missing_ok=True)
+    print(f"civicflow: PostgreSQL example removed ({pg.root})", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,13 +194,16 @@ def main() -> None:
     edit = commands.add_parser("change", help="close N open cases and open N new ones")
     edit.add_argument("count", type=int, nargs="?", default=5)
     commands.add_parser("stop", help="stop the example database")
+    commands.add_parser("remove", help="stop it and delete its files")
     args = parser.parse_args()
     if args.command == "start":
         start()
     elif args.command == "change":
         change(args.count)
-    else:
+    elif args.command == "stop":
         stop()
+    else:
+        remove()
 
 
 if __name__ == "__main__":
