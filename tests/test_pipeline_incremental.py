@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from civicflow import published
 from civicflow.ledger import Ledger
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings
@@ -99,6 +100,10 @@ def test_only_changed_rows_are_extracted_and_upserted(
     assert [live[f"CE-2025-{n:06d}"] for n in (3, 7, 11)] == ["Closed"] * 3
     assert live["CE-2025-000004"] == "Open" and "CE-2025-900002" in live
     assert ledger.watermark(DATASET, "updated_at") > mark  # type: ignore[operator]
+    # the Parquet copy (what the scorecard reads) holds the whole table after the upserts
+    copy = published.latest(settings, DATASET)
+    assert copy is not None and copy.version == second.record.portal_version
+    assert copy.rows == ROWS + 2
 
     version = second.record.portal_version
     third = run_dataset(settings, DATASET, spec=spec)

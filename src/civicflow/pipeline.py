@@ -240,17 +240,31 @@ def _upsert(
     metadata: TableMetadata,
     base: PublishedVersion,
 ) -> PublishResult:
-    """Send an incremental run's rows as upserts; the Parquet copy gets them too."""
+    """Send an incremental run's rows as upserts; the Parquet copy gets them too.
+
+    The new data version is the content hash of the whole table after the upserts (the
+    Parquet copy of the base merged with them), as a full publish of it would be; when
+    the copy is not the base version it chains the base with the changes instead.
+    """
     assert base.data_version is not None
     _refuse_if_published_since_start(spec, base, run_id)
-    data_version = (
-        published.chained_version(base.data_version, frame) if len(frame) else base.data_version
-    )
     key = list(spec.primary_key)
-    changes = RowChanges(upserts=frame, deletes=frame.iloc[:0][key])
+    copy = published.read_latest(settings, spec.id)
+    merged = None
+    if frame.empty:
+        data_version = base.data_version
+    elif copy is not None and copy[0].version == base.version:
+        merged = published.upserted(copy[1], frame.reset_index(drop=True), key)
+        data_version = published.content_version(merged)
+    else:
+        log.warning(
+            "%s: the Parquet copy is not the live version; publish once with --full to rewrite it",
+            spec.id,
+        )
+        data_version = published.chained_version(base.data_version, frame)
     result = get_portal(spec.portal.kind, settings).apply_changes(
         spec.table,
-        changes,
+        RowChanges(upserts=frame, deletes=frame.iloc[:0][key]),
         fields=spec.published_fields(),
         primary_key=key,
         version=data_version,
@@ -258,16 +272,8 @@ def _upsert(
         metadata=metadata,
         base=base,
     )
-    copy = published.read_latest(settings, spec.id)
-    if copy is None or copy[0].version != base.version:
-        log.warning(
-            "%s: the Parquet copy is not the version this run changed; "
-            "publish once with --full to rewrite it",
-            spec.id,
-        )
-    elif published.lags(settings, spec.id, result.version):
-        table = published.upserted(copy[1], frame.reset_index(drop=True), key)
-        _write_copy(spec, table, settings, result, data_version, metadata)
+    if merged is not None and published.lags(settings, spec.id, result.version):
+        _write_copy(spec, merged, settings, result, data_version, metadata)
     _log_published(spec, result)
     return result
 
