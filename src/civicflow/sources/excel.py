@@ -65,6 +65,7 @@ _UNCOMPUTED = re.compile(
 )
 _CELL_REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]+)"')
 _CELL_TYPE = re.compile(rb'\bt="(\w+)"')
+_FORMULA_TAGS = (b"<f>", b"<f ", b"<f/", b":f>", b":f ", b":f/")
 _SCAN_TAIL = 8192
 
 
@@ -160,6 +161,8 @@ class SheetXml:
         for m in _MERGE.finditer(buf):
             if upto is None or m.start() < upto:
                 self.merges.append(m.group(1).decode())
+        if not any(tag in buf for tag in _FORMULA_TAGS):
+            return  # most chunks: values only, no formula to look at
         for m in _UNCOMPUTED.finditer(buf):
             attrs = m.group(1)
             ref, kind = _CELL_REF.search(attrs), _CELL_TYPE.search(attrs)
