@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from civicflow import freshness
+from civicflow.freshness import RecordDate
 from civicflow.ledger import RunRecord
 from civicflow.metrics import evidence
 from civicflow.metrics.compute import KpiResult
-from civicflow.metrics.evidence import RecordDate
 from civicflow.metrics.models import (
     Attestation,
     DataDictionary,
@@ -52,7 +53,6 @@ KNOWN_LICENSES = OPEN_LICENSES | {
     "CC-BY-NC-SA-4.0",
     "LicenseRef-Proprietary",
 }
-FREQUENCY_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "annually": 366}
 GOOD_OUTCOMES = ("published", "unchanged")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -208,33 +208,14 @@ def _metadata(cfg: MetadataComplete, inputs: Inputs) -> CheckOutcome:
     return CheckOutcome(items, "datasets with complete metadata")
 
 
-def _days(delta: timedelta) -> str:
-    return f"{delta.total_seconds() / 86400:.1f} days"
-
-
 def _timely(
     dataset_id: str, freq: str, found: RecordDate | None, inputs: Inputs, grace: float
 ) -> Item:
-    """One dataset: is its newest record recent enough for its declared frequency?"""
-    if found is None:
-        return Item(dataset_id, False, f"{freq}: never published")
-    if found.latest is None:
-        return Item(
-            dataset_id, False, f"{freq}: cannot tell how current the data is: {found.problem}"
-        )
-    seen = f"latest record {found.latest:%Y-%m-%d} ({found.field})"
-    days = FREQUENCY_DAYS.get(freq)
-    if days is None:  # irregular / static: current as published
-        return Item(dataset_id, True, f"{freq}: {seen}")
-    age = inputs.now - found.latest
-    if age < timedelta(0):
-        return Item(
-            dataset_id, False, f"{freq}: {seen} is in the future; the record dates are wrong"
-        )
-    allowed = timedelta(days=days * grace)
-    ok = age <= allowed
-    detail = f"{freq}: {seen}, {_days(age)} old" + ("" if ok else f", more than {_days(allowed)}")
-    return Item(dataset_id, ok, detail)
+    """One dataset: is its newest record within its declared frequency times ``grace``?"""
+    period = freshness.PERIOD_DAYS.get(freq)
+    allowed = None if period is None else timedelta(days=period * grace)
+    verdict = freshness.judge(freq, found, inputs.now, allowed)
+    return Item(dataset_id, verdict.state == "fresh", verdict.detail)
 
 
 @register_check("timeliness")

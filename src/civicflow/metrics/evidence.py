@@ -9,14 +9,11 @@ format marker, the suite file on disk, the host of an evidence address.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+# the latest record date is read by civicflow.freshness, shared with status and alerts
+from civicflow.freshness import RecordDate, latest_record
 from civicflow.metrics.models import Attestation
 from civicflow.published import Manifest
 from civicflow.settings import Settings
@@ -28,40 +25,14 @@ PARQUET_MAGIC = b"PAR1"
 RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
 RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 
-
-@dataclass(frozen=True)
-class RecordDate:
-    """The latest record date in a published version, or why there is none."""
-
-    field: str | None
-    latest: datetime | None
-    problem: str | None = None
-
-
-def _as_utc(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        # Naive timestamps are local to the source; at day-scale frequencies the hours
-        # between local time and UTC do not change the verdict.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return None
-
-
-def latest_record(spec: DatasetSpec, manifest: Manifest) -> RecordDate:
-    """max(record date field) over the published Parquet (one column read, vectorised)."""
-    name = spec.record_date_field
-    if name is None:
-        return RecordDate(None, None, "no record date field (declare record_date in the spec)")
-    if name not in manifest.columns:
-        return RecordDate(name, None, f"the published version has no {name} column")
-    if not manifest.path.is_file():
-        return RecordDate(name, None, "the published file is missing")
-    column = pq.read_table(manifest.path, columns=[name]).column(name)
-    latest = _as_utc(pc.max(column).as_py())
-    if latest is None:
-        return RecordDate(name, None, f"{name} is empty in every published row")
-    return RecordDate(name, latest)
+__all__ = [
+    "RecordDate",
+    "failed_check_names",
+    "has_suite",
+    "latest_record",
+    "open_formats",
+    "sample_reason",
+]
 
 
 def open_formats(manifest: Manifest) -> list[str]:
