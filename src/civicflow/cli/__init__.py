@@ -31,7 +31,19 @@ def _private_state(ctx: typer.Context) -> None:
     ctx.call_on_close(lambda: os.umask(previous))
 
 
-COMMAND_MODULES = ["check", "publish", "run", "portal", "runs", "spec", "scorecard", "prune"]
+COMMAND_MODULES = [
+    "check",
+    "publish",
+    "run",
+    "portal",
+    "runs",
+    "spec",
+    "scorecard",
+    "prune",
+    "status",
+    "versions",
+    "deploy",
+]
 
 for _name in COMMAND_MODULES:
     try:
