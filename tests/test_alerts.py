@@ -7,9 +7,13 @@ canary reaches the private report the alert points to, and no message.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
+import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -26,7 +30,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from civicflow.alerts import notify_freshness, notify_run
+from civicflow.alerts import describe_age, notify_freshness, notify_run
 from civicflow.ledger import Ledger, RunRecord
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings
@@ -53,8 +57,10 @@ class Mailbox:
     raw: list[bytes] = field(default_factory=list)
     recipients: list[list[str]] = field(default_factory=list)
     logins: list[bytes] = field(default_factory=list)
+    encrypted: list[bool] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.encrypted.append(session.ssl is not None)
         self.raw.append(envelope.content)
         self.recipients.append(list(envelope.rcpt_tos))
         parsed = message_from_bytes(envelope.content, policy=policy.default)
@@ -408,3 +414,129 @@ def test_a_misconfigured_channel_is_named_and_the_other_still_sends(
     assert notify_freshness(bad_url, spec, True, "9 days") == []
     assert "CIVICFLOW_ALERT_WEBHOOK_URL: expected an http:// or https:// URL" in caplog.text
     assert "T0/secret" not in caplog.text
+
+
+def test_a_data_age_reads_in_hours_then_days() -> None:
+    assert [describe_age(timedelta(hours=h)) for h in (1, 5, 47, 48, 24 * 9 + 5)] == [
+        "1 hour",
+        "5 hours",
+        "47 hours",
+        "2 days",
+        "9 days",
+    ]
+    assert describe_age(None) == "unknown"
+
+
+# -- off loopback: STARTTLS, and no password in the clear ---------------------------
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+@pytest.fixture
+def outward() -> str:
+    address = _outward_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to serve SMTP on")
+    return address
+
+
+def _certificate(folder: Path, address: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``address``, made with the openssl command."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=civicflow-test",
+            "-addext",
+            f"subjectAltName=IP:{address}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_smtp(outward: str, tmp_path: Path) -> Iterator[tuple[Smtp, Path]]:
+    """An SMTP server off loopback that requires STARTTLS (and offers AUTH after it)."""
+    cert, key = _certificate(tmp_path, outward)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Mailbox()
+    controller = Controller(
+        box,
+        hostname=outward,
+        port=free_port(),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=box.authenticate,
+    )
+    controller.start()
+    try:
+        yield Smtp(outward, controller.port, box), cert
+    finally:
+        controller.stop()
+
+
+def test_off_loopback_mail_goes_over_starttls_to_a_trusted_server_only(
+    project: Settings,
+    spec: DatasetSpec,
+    tls_smtp: tuple[Smtp, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, cert = tls_smtp
+    env = _env(server, CIVICFLOW_SMTP_USER="alerts", CIVICFLOW_SMTP_PASSWORD=SMTP_PASSWORD)
+    settings = replace(project, env=env)
+    # an untrusted certificate: nothing is sent, not even falling back to plain text
+    assert notify_freshness(settings, spec, True, "9 days") == []
+    assert "SSLCertVerificationError" in caplog.text and server.box.raw == []
+    # trusted (as a city's own CA would be): delivered encrypted, after logging in
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    assert notify_freshness(settings, spec, True, "9 days") == ["e-mail to 2 recipients: stale"]
+    assert server.box.encrypted == [True] and server.box.logins == [b"alerts"]
+
+
+def test_the_password_is_never_sent_unencrypted_off_loopback(
+    project: Settings, spec: DatasetSpec, outward: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = Mailbox()
+    plain = Controller(
+        box,
+        hostname=outward,
+        port=free_port(),
+        authenticator=box.authenticate,
+        auth_require_tls=False,
+    )
+    plain.start()
+    try:
+        server = Smtp(outward, plain.port, box)
+        env = _env(server, CIVICFLOW_SMTP_USER="alerts", CIVICFLOW_SMTP_PASSWORD=SMTP_PASSWORD)
+        assert notify_freshness(replace(project, env=env), spec, True, "9 days") == []
+    finally:
+        plain.stop()
+    assert box.logins == [] and box.raw == []
+    assert "offers no STARTTLS: the password is not sent unencrypted" in caplog.text

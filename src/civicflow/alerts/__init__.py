@@ -14,7 +14,6 @@ import logging
 import smtplib
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
 
 import httpx
 
@@ -26,13 +25,14 @@ from civicflow.alerts.channels import (
     email_channel,
     webhook_channel,
 )
-from civicflow.alerts.message import Alert, freshness_alert, run_alert
+from civicflow.alerts.message import Alert, describe_age, freshness_alert, run_alert
 from civicflow.alerts.state import (
     Alerted,
     AlertStore,
     Aspect,
     State,
     Transition,
+    failing_streak,
     freshness_state,
     run_state,
     transition,
@@ -41,7 +41,7 @@ from civicflow.ledger import Ledger, RunRecord
 from civicflow.settings import Settings, SettingsError
 from civicflow.spec.models import DatasetSpec
 
-__all__ = ["SECRET_NAMES", "notify_freshness", "notify_run"]
+__all__ = ["SECRET_NAMES", "describe_age", "notify_freshness", "notify_run"]
 
 log = logging.getLogger("civicflow.alerts")
 
@@ -56,7 +56,7 @@ def notify_run(settings: Settings, spec: DatasetSpec, record: RunRecord) -> list
     """
 
     def build(moved: Transition, last: Alerted | None) -> Alert:
-        since, count = _failing_streak(settings, record)
+        since, count = failing_streak(Ledger(settings.ledger_path), record)
         return run_alert(spec, moved, record, since, count)
 
     return _guarded(settings, spec, "run", run_state(record), record.run_id, build)
@@ -67,8 +67,8 @@ def notify_freshness(
 ) -> list[str]:
     """Alert the stewards if the dataset went stale or is fresh again.
 
-    ``age`` is how old its data is, in words ("9 days"); ``stale`` None (unknown) sends
-    nothing. Returns what was sent.
+    ``age`` is how old its data is, in words (``describe_age(freshness.age)``); ``stale``
+    None (unknown) sends nothing. Returns what was sent.
     """
 
     def build(moved: Transition, last: Alerted | None) -> Alert:
@@ -149,18 +149,6 @@ def _channels(settings: Settings, spec: DatasetSpec) -> list[Channel]:
         if channel is not None:
             found.append(channel)
     return found if found or broken else [LogChannel()]
-
-
-def _failing_streak(settings: Settings, record: RunRecord) -> tuple[datetime | None, int]:
-    """When the failing runs before ``record`` began, and how many there were."""
-    since, count = None, 0
-    for run in Ledger(settings.ledger_path).runs(record.dataset_id, limit=500):
-        if run.started_at >= record.started_at:
-            continue
-        if run.outcome in ("published", "unchanged"):
-            break
-        since, count = run.started_at, count + 1
-    return since, count
 
 
 def _kind(exc: BaseException) -> str:

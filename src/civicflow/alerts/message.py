@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,17 @@ class Alert:
         return {"text": f"{self.subject}\n{self.headline}", "blocks": blocks}
 
 
+def describe_age(age: timedelta | None) -> str:
+    """A data age in words for ``notify_freshness``: "9 days", "5 hours", "unknown"."""
+    if age is None:
+        return "unknown"
+    hours = int(age.total_seconds() // 3600)
+    if hours < 48:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    days = hours // 24
+    return f"{days:,} days"
+
+
 def _esc(text: str) -> str:
     """Slack mrkdwn control characters, escaped as Slack asks."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -187,7 +198,7 @@ def run_alert(
     if moved.change == "failing":
         headline = (
             f"{spec.title} ({spec.id}) is failing: run {record.run_id} ended {record.outcome}, "
-            "so nothing new was published; the portal keeps its last published version."
+            "so nothing was published: the portal still serves what it served before."
         )
         subject = _subject(spec, "failing", f" (run {record.outcome})")
         change = "was publishing, now failing"

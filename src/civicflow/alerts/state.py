@@ -54,9 +54,17 @@ CREATE TABLE IF NOT EXISTS alert_state (
 """
 
 
-def run_state(record: RunRecord) -> State:
-    """``ok`` for a published or unchanged run, ``failing`` for a rejected or failed one."""
-    return "ok" if record.outcome in ("published", "unchanged") else "failing"
+#: outcomes that end a run well, and badly ("crashed": a run that died, once recorded)
+OK_OUTCOMES = ("published", "unchanged")
+FAILING_OUTCOMES = ("rejected", "failed", "crashed")
+
+
+def run_state(record: RunRecord) -> State | None:
+    """``ok`` after a published or unchanged run, ``failing`` after a rejected, failed or
+    crashed one; None for any other outcome (a run still in progress says nothing yet)."""
+    if record.outcome in OK_OUTCOMES:
+        return "ok"
+    return "failing" if record.outcome in FAILING_OUTCOMES else None
 
 
 def freshness_state(stale: bool | None) -> State | None:
@@ -64,17 +72,18 @@ def freshness_state(stale: bool | None) -> State | None:
     return None if stale is None else ("stale" if stale else "fresh")
 
 
-def current_run_state(ledger: Ledger, dataset_id: str) -> State | None:
-    """The run state after the dataset's latest run in the ledger (None: never ran)."""
-    last = ledger.last(dataset_id)
-    return run_state(last) if last is not None else None
-
-
-def failing_runs_since(ledger: Ledger, dataset_id: str, since: datetime) -> int:
-    """How many rejected or failed runs the dataset had since ``since`` (for a recovery)."""
-    return sum(
-        1 for r in ledger.runs(dataset_id, since=since) if r.outcome in ("rejected", "failed")
-    )
+def failing_streak(ledger: Ledger, record: RunRecord) -> tuple[datetime | None, int]:
+    """How many failing runs came right before ``record``, and when the first began."""
+    since, count = None, 0
+    for run in ledger.runs(record.dataset_id, limit=500):
+        if run.started_at >= record.started_at:
+            continue  # ``record`` itself, or a run after it
+        state = run_state(run)
+        if state == "ok":
+            break
+        if state == "failing":
+            since, count = run.started_at, count + 1
+    return since, count
 
 
 @dataclass(frozen=True)
