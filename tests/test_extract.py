@@ -85,7 +85,9 @@ def test_non_utf8_byte_is_located(settings, spec, tmp_path: Path) -> None:
         extract(spec, settings, "run-1", path)
     assert "not valid utf-8" in str(err.value)
     assert "line 42" in str(err.value) and "0xe9" in str(err.value)
-    assert str(settings.raw_dir) in str(err.value)
+    # the file the steward gave, not the private raw copy (that is in the detail)
+    assert str(path) in str(err.value) and str(settings.raw_dir) not in str(err.value)
+    assert err.value.detail is not None and str(settings.raw_dir) in err.value.detail
 
 
 def test_truncated_last_line_is_named(settings, spec, tmp_path: Path) -> None:

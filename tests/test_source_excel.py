@@ -198,7 +198,7 @@ def test_a_missing_sheet_lists_the_sheets_there_are(settings: Settings, tmp_path
     message = str(extract_error(settings, spec))
     assert "no sheet 'Permits 2025' (source.sheet)" in message
     assert "'Read me', 'Permits 2024'" in message
-    assert "run-1.xlsx" in message  # the file
+    assert "permits.xlsx" in message  # the file the steward gave, not the raw copy
 
 
 def test_a_merged_header_names_sheet_cells_and_column(settings: Settings, tmp_path: Path) -> None:

@@ -153,15 +153,30 @@ def advance_watermark(
         log.info("%s: watermark %s = %s", spec.id, spec.incremental.cursor, value)
 
 
+@dataclass(frozen=True)
+class NotExtracted:
+    """Why extract produced nothing to check: the source is unchanged, or its input was
+    refused. A value, not an exception: an expected rejection is an outcome, so the
+    stage's task completes and no traceback is logged for it."""
+
+    unchanged: bool
+    error: Exception
+
+
 def extract_stage(
     spec: DatasetSpec,
     settings: Settings,
     run_id: str,
     source_path: Path | str | None,
     since: str | None = None,
-) -> Extract:
+) -> Extract | NotExtracted:
     """Copy and read the source; an incremental run keeps only rows above ``since``."""
-    ext = extract(spec, settings, run_id, source_path, since=since)
+    try:
+        ext = extract(spec, settings, run_id, source_path, since=since)
+    except SourceUnchanged as exc:
+        return NotExtracted(unchanged=True, error=exc)
+    except (ExtractError, TransformError) as exc:
+        return NotExtracted(unchanged=False, error=exc)
     if since is not None:
         ext = newer_than(spec, ext, since)
     log.info(
@@ -561,15 +576,15 @@ class _Run:
         if full:
             forget_http_validators(settings, spec)
         since = None if full else stored_watermark(settings, spec)
-        try:
-            ext = wrap("extract", extract_stage)(spec, settings, self.run_id, source_path, since)
-        except SourceUnchanged as exc:
-            log.info("%s: unchanged at the source: %s", spec.id, exc)
+        ext = wrap("extract", extract_stage)(spec, settings, self.run_id, source_path, since)
+        if isinstance(ext, NotExtracted) and ext.unchanged:
+            log.info("%s: unchanged at the source: %s", spec.id, ext.error)
             last = Ledger(settings.ledger_path).last(spec.id, "published")
             version = last.portal_version if last else None
-            return self.finish("unchanged", f"source unchanged: {exc}", portal_version=version)
-        except (ExtractError, TransformError) as exc:
-            return self.reject_extract(exc)
+            reason = f"source unchanged: {ext.error}"
+            return self.finish("unchanged", reason, portal_version=version)
+        if isinstance(ext, NotExtracted):
+            return self.reject_extract(ext.error)
         self.stats["rows_in"] = ext.rows
         self.stats["input_key"] = key = input_key(spec, settings, ext.sha256, since)
         same = _same_input_still_live(settings, spec, key)
@@ -682,11 +697,10 @@ def dry_run_dataset(
     require_suite(spec, settings.expectations_dir)
     _check_ready(spec, settings)
     try:
-        try:
-            ext = extract_stage(spec, settings, run_id, source_path)
-        except (ExtractError, TransformError) as exc:
-            _error_report(report_path, spec.id, run_id, "extract", exc)
-            return DryRun(spec.id, run_id, None, f"extract: {exc}", report_path)
+        ext = extract_stage(spec, settings, run_id, source_path)
+        if isinstance(ext, NotExtracted):
+            _error_report(report_path, spec.id, run_id, "extract", ext.error)
+            return DryRun(spec.id, run_id, None, f"extract: {ext.error}", report_path)
         report = validate_stage(spec, ext, settings)
         if not report.passed:
             return DryRun(spec.id, run_id, None, report.summary(), report_path)

@@ -86,6 +86,24 @@ def _copy_immutable(src: Path, dest: Path) -> str:
     return _write_immutable(_file_chunks(src), dest)
 
 
+def _shown(path: Path, settings: Settings) -> str:
+    """A source file as the steward knows it: relative to the project when inside it."""
+    try:
+        return str(path.relative_to(settings.project_dir))
+    except ValueError:
+        return str(path)
+
+
+def _naming_the_input(exc: ExtractError, raw_path: Path, given: str) -> ExtractError:
+    """The reader's error about the raw copy, told of the file the steward gave; the
+    raw copy's path goes to the private detail."""
+    message = str(exc).replace(str(raw_path), given)
+    if message == str(exc):
+        message = f"{given}: {message}"
+    detail = f"raw copy: {raw_path}" + (f"\n{exc.detail}" if exc.detail else "")
+    return ExtractError(message, detail=detail)
+
+
 def extract(
     spec: DatasetSpec,
     settings: Settings,
@@ -105,13 +123,18 @@ def extract(
     if source_path is None and isinstance(source, RemoteSource):
         settings.private_dir(raw_path.parent)
         sha256 = _write_immutable(source.pull(spec, settings, since), raw_path)
+        given = f"the {spec.source.kind} source's rows"
     else:
         src = resolve_source_path(spec, settings, source_path)
         if not src.is_file():
             raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
         settings.private_dir(raw_path.parent)
         sha256 = _copy_immutable(src, raw_path)
-    raw = source.read(spec, raw_path)
+        given = _shown(src, settings)
+    try:
+        raw = source.read(spec, raw_path)
+    except ExtractError as exc:
+        raise _naming_the_input(exc, raw_path, given) from None
     frame = cast_frame(spec, raw)
     if spec.transforms:
         from civicflow.sources.transforms import apply_transforms
