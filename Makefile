@@ -58,6 +58,10 @@ bench: install
 	    "$$(free -g | awk '/^Mem:/ {print $$2}') GiB RAM, $$(. /etc/os-release && echo $$PRETTY_NAME)," \
 	    "Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'), $$(date -u +%FT%TZ)"; \
 	  for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done; \
+	  for kind in datasette socrata; do \
+	    echo "== benchmarks/bench_portal.py 9999 --portal $$kind"; \
+	    $(BIN)/python benchmarks/bench_portal.py 9999 --portal $$kind || exit 1; \
+	  done; \
 	} 2>&1 | tee var/bench/latest.txt
 
 ## the Prefect UI over this project's run history (var/prefect), at http://127.0.0.1:4200
