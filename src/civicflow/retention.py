@@ -86,7 +86,7 @@ class PruneResult:
 def _state_dirs(settings: Settings) -> tuple[Path, ...]:
     """Folders holding one sub-folder of run files per dataset."""
     # var/quarantine is quality.quarantine's folder (its quarantine_path)
-    return (settings.raw_dir, settings.reports_dir, settings.var_dir / "quarantine")
+    return (settings.raw_dir, settings.reports_dir, settings.quarantine_dir)
 
 
 def state_dataset_ids(settings: Settings) -> list[str]:

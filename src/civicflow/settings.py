@@ -118,6 +118,11 @@ class Settings:
         return self.var_dir / "ledger.db"
 
     @property
+    def quarantine_dir(self) -> Path:
+        """Bad rows held back per run (private: they hold raw source values)."""
+        return self.var_dir / "quarantine"
+
+    @property
     def site_dir(self) -> Path:
         return self.var_dir / "site"
 

@@ -45,7 +45,7 @@ class Held:
 
 
 def quarantine_path(settings: Settings, dataset_id: str, run_id: str) -> Path:
-    return settings.var_dir / "quarantine" / dataset_id / f"{run_id}.csv"
+    return settings.quarantine_dir / dataset_id / f"{run_id}.csv"
 
 
 def _critical_failures(report: QualityReport) -> tuple[list[Check], list[Check]]:
