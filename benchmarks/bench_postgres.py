@@ -5,8 +5,9 @@ real LA 311 rows repeated with fresh SR numbers (COPY FROM; columns typed as the
 declares them: timestamp, bigint, double precision, text), then times, each in a fresh
 process so its peak memory is its own:
 
-- pull:    the COPY stream written to a file (what extract's raw copy costs), and
-- extract: civicflow's whole ``extract()``: raw copy, CSV read, typing into a frame.
+- pull:    the COPY stream written to a file (what extract's raw copy costs),
+- read:    that file read (CSV reader, PostgreSQL text forms) and typed into a frame, and
+- extract: civicflow's whole ``extract()``: both of the above in one call.
 
 Run: `.venv/bin/python benchmarks/bench_postgres.py [ROWS]`.
 """
@@ -92,7 +93,7 @@ def peak_rss_mib() -> float:
 
 
 def measure(what: str, settings: Settings, out: Any) -> None:
-    """In a fresh process: time ``what`` (pull or extract), report seconds, rows, peak RSS."""
+    """In a fresh process: time ``what`` (pull, read or extract): seconds, rows, peak RSS."""
     from civicflow.sources import extract, get_source
 
     spec = bench_spec(settings)
@@ -103,6 +104,12 @@ def measure(what: str, settings: Settings, out: Any) -> None:
         with raw.open("wb") as fh:
             for chunk in get_source("postgres").pull(spec, settings):  # type: ignore[attr-defined]
                 fh.write(chunk)
+        rows, size = -1, raw.stat().st_size
+    elif what == "read":
+        from civicflow.sources.cast import cast_frame
+
+        raw = settings.var_dir / "pull.csv"
+        cast_frame(spec, get_source("postgres").read(spec, raw))
         rows, size = -1, raw.stat().st_size
     else:
         result = extract(spec, settings, "bench")
@@ -142,7 +149,7 @@ def main() -> None:
 
         ctx = multiprocessing.get_context("spawn")
         results = ctx.Queue()
-        for what in ("pull", "extract"):
+        for what in ("pull", "read", "extract"):
             child = ctx.Process(target=measure, args=(what, settings, results))
             child.start()
             child.join()
