@@ -1,0 +1,277 @@
+"""The project on a REAL Prefect server: `prefect server start` and a process worker on
+free ports, `civicflow deploy` against it, deployment runs triggered through the Prefect
+client. A good source publishes to a real portal; a broken one ends Failed with the
+reason in the flow run's logs. Every process is stopped (by process group) at the end.
+
+Slow by nature (a server, a worker and two flow runs in subprocesses): one module-scoped
+stack serves both tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.portal import DatasetteServer, free_port
+
+PROJECT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("civicflow.tests.prefect_server")
+BIN = Path(sys.executable).parent
+LA311 = "la311_service_requests"
+BROKEN = "la311_broken"
+#: generous: on a busy 2-core machine a fresh server migrates its database for a minute
+START_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 300
+#: how flows/publish.py's last log line of a run begins
+END_MESSAGES = (f"{LA311} published:", f"{LA311} unchanged:", f"{BROKEN} rejected:")
+
+
+def _start(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A process in a session of its own, so stopping its group stops its children too."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited; its log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"prefect server not healthy in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
+    )
+
+
+def _project_copy(root: Path) -> Path:
+    """The project's specs and suites, the code and data linked, plus a dataset whose
+    source file is broken (empty)."""
+    project = root / "project"
+    for name in ("datasets", "expectations"):
+        shutil.copytree(PROJECT / name, project / name)
+    for name in ("flows", "data"):
+        (project / name).symlink_to(PROJECT / name)
+    shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
+    empty = root / "exports" / "la311_export.csv"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    spec = (PROJECT / "datasets" / f"{LA311}.yaml").read_text(encoding="utf-8")
+    spec = spec.replace(f"id: {LA311}\n", f"id: {BROKEN}\n", 1)
+    spec = spec.replace(
+        "  path: data/la311_service_requests/MyLA311_Service_Request_Data_2017_Subset.csv\n",
+        f"  path: {empty}\n",
+        1,
+    )
+    assert f"id: {BROKEN}" in spec and str(empty) in spec
+    (project / "datasets" / f"{BROKEN}.yaml").write_text(spec, encoding="utf-8")
+    return project
+
+
+@dataclass
+class Stack:
+    api_url: str
+    portal: DatasetteServer
+    project: Path
+    logs: Path
+    deploy_output: str
+    tables_before: list[str]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("prefect_stack")
+    logs = root / "logs"
+    logs.mkdir()
+    project = _project_copy(root)
+    clock = time.monotonic()
+    portal = DatasetteServer(var_dir=root / "portal" / "var").start()
+    log.info("portal up in %.1f s", time.monotonic() - clock)
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        **portal.env,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The test triggers runs itself: no scheduled runs racing it, no UI to build.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "civicflow",
+        "CIVICFLOW_PROJECT_DIR": str(project),
+        "CIVICFLOW_VAR_DIR": str(root / "var"),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        server_log = logs / "server.log"
+        procs.append(
+            _start(
+                [
+                    str(BIN / "prefect"),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env,
+                server_log,
+                root,
+            )
+        )
+        clock = time.monotonic()
+        _wait_healthy(api_url, procs[0], server_log)
+        log.info("prefect server healthy in %.1f s", time.monotonic() - clock)
+        clock = time.monotonic()
+        deploy = subprocess.run(
+            [str(BIN / "civicflow"), "deploy"],
+            env=env,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        log.info("civicflow deploy in %.1f s", time.monotonic() - clock)
+        worker_log = logs / "worker.log"
+        procs.append(
+            _start(
+                [str(BIN / "prefect"), "worker", "start", "--pool", "civicflow"],
+                env,
+                worker_log,
+                root,
+            )
+        )
+        yield Stack(api_url, portal, project, logs, deploy.stdout, portal.tables())
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        portal.stop()
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack) -> dict[str, tuple[Any, list[str]]]:
+    """Both deployments triggered at once through the Prefect client (the worker runs them
+    side by side), each waited for: deployment name -> (final flow run, its log lines)."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    names = [f"publish-{LA311}", f"publish-{BROKEN}"]
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        # timeout=0: return as soon as the run is created; waited for below
+        clock = time.monotonic()
+        started = {n: run_deployment(f"publish-dataset/{n}", timeout=0) for n in names}
+        with get_client(sync_client=True) as client:
+            ended = {n: _wait(client, r.id) for n, r in started.items()}
+    log.info("both deployment runs final in %.1f s", time.monotonic() - clock)
+    return ended
+
+
+def _wait(client: Any, flow_run_id: Any) -> tuple[Any, list[str]]:
+    """The flow run once final (or at the timeout), with its log messages.
+
+    The run's process ships its last log lines as it exits: wait for its end message.
+    """
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        flow_run = client.read_flow_run(flow_run_id)
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        messages = [log.message for log in logs]
+        ended = any(m.startswith(END_MESSAGES) for m in messages)
+        if flow_run.state.is_final():
+            # a run that crashed never logs an end message: give its logs a moment only
+            deadline = min(deadline, time.monotonic() + 20)
+        if (flow_run.state.is_final() and ended) or time.monotonic() > deadline:
+            return flow_run, messages
+        time.sleep(1)
+
+
+def _worker_log(stack: Stack) -> str:
+    return (stack.logs / "worker.log").read_text(errors="replace")[-4000:]
+
+
+def test_civicflow_deploy_registers_one_deployment_per_scheduled_dataset(stack: Stack) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        names = {d.name: d for d in client.read_deployments()}
+        pool = client.read_work_pool("civicflow")
+    assert pool.type == "process"
+    assert {
+        f"publish-{LA311}",
+        f"publish-{BROKEN}",
+        "publish-all-nightly",
+        "scorecard-daily",
+    } <= set(names)
+    la311 = names[f"publish-{LA311}"]
+    assert la311.parameters == {"dataset_id": LA311}
+    assert la311.work_pool_name == "civicflow"
+    assert [s.schedule.cron for s in la311.schedules] == ["5 * * * *"]  # type: ignore[union-attr]
+    assert la311.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(stack.project)}}
+    ]
+    assert "created process work pool 'civicflow'" in stack.deploy_output
+
+
+def test_a_deployment_run_publishes_to_the_portal(
+    stack: Stack, runs: dict[str, tuple[Any, list[str]]]
+) -> None:
+    flow_run, messages = runs[f"publish-{LA311}"]
+    assert flow_run.state.is_completed(), (flow_run.state, messages, _worker_log(stack))
+    assert LA311 not in stack.tables_before
+    assert stack.portal.row_count(LA311) == 9999
+    assert any(m.startswith(f"{LA311} published:") for m in messages), messages
+
+
+def test_a_broken_source_ends_failed_with_the_reason_in_the_logs(
+    stack: Stack, runs: dict[str, tuple[Any, list[str]]]
+) -> None:
+    flow_run, messages = runs[f"publish-{BROKEN}"]
+    assert flow_run.state.is_failed(), (flow_run.state, messages, _worker_log(stack))
+    rejected = [m for m in messages if m.startswith(f"{BROKEN} rejected:")]
+    assert rejected and "empty" in rejected[0], messages
+    assert "empty" in (flow_run.state.message or "")
+    assert BROKEN not in stack.portal.tables()
