@@ -15,25 +15,25 @@ from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
-from civicflow.portals import PortalConflict
 from civicflow.privatefs import private_umask
 from civicflow.secrets import block_name, secret_env_names
 from civicflow.settings import Settings, load_settings
 from civicflow.spec import SpecError, load_dataset
+from civicflow.transient import is_transient
 
-# Only the publish stage talks to a network service; retry it for transient errors.
-_RETRIES = {"publish": 2}
+# Stages that talk to a service retry transient failures, with backoff.
+_RETRIES = {"extract": 3, "publish": 3}
+_BACKOFF_S: list[float] = [5, 20, 60]
 
 
-def _retry_unless_conflict(task: Any, task_run: Any, state: State) -> bool:
-    """A conflict is final: retrying would publish over a newer version."""
+def _retry_if_transient(task: Any, task_run: Any, state: State) -> bool:
+    """Retry a network error, a 5xx/429 or a locked database; nothing else (a conflict
+    is final: retrying would publish over a newer version)."""
     try:
         state.result(raise_on_failure=True)
-    except PortalConflict:
-        return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
-    return True
+    except Exception as exc:  # noqa: BLE001 - classified, never swallowed: the state keeps it
+        return is_transient(exc)
+    return False
 
 
 def as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,8 +43,8 @@ def as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         name=name,
         cache_policy=NO_CACHE,
         retries=_RETRIES.get(name, 0),
-        retry_delay_seconds=3,
-        retry_condition_fn=_retry_unless_conflict,
+        retry_delay_seconds=_BACKOFF_S,
+        retry_condition_fn=_retry_if_transient,
     )
 
 

@@ -90,16 +90,38 @@ def test_two_runs_of_one_dataset_queue_on_its_concurrency_limit(flow_env: Path) 
     assert limit.limit == 1 and limit.active_slots == 0
 
 
-def test_a_conflict_is_not_retried_but_a_portal_outage_is() -> None:
-    """Retrying a refused swap would re-read the live version and publish over it."""
+def test_only_transient_failures_are_retried() -> None:
+    """Retrying a refused swap would re-read the live version and publish over it;
+    retrying a refused token or a bug only hides the cause."""
+    import sqlite3
+
+    import httpx
     from prefect.states import Failed
 
     from civicflow.portals import PortalConflict, PortalError
-    from flows._common import _retry_unless_conflict
+    from flows._common import _retry_if_transient
 
-    conflict = Failed(data=PortalConflict("the live version changed", "run-other"))
-    assert _retry_unless_conflict(None, None, conflict) is False
-    assert _retry_unless_conflict(None, None, Failed(data=PortalError("unreachable"))) is True
+    def raised(exc: Exception, cause: Exception | None = None) -> Exception:
+        try:
+            raise exc from cause
+        except Exception as caught:  # noqa: BLE001 - building a chained exception
+            return caught
+
+    outage = raised(PortalError("portal unreachable"), httpx.ConnectError("refused"))
+    retried = [
+        outage,
+        PortalError("HTTP 503: busy", status=503),
+        PortalError("HTTP 429: slow down", status=429),
+        sqlite3.OperationalError("database is locked"),
+    ]
+    final = [
+        PortalConflict("the live version changed", "run-other"),
+        PortalError("HTTP 403: token refused", status=403),
+        ValueError("a bug"),
+        raised(PortalConflict("changed", "run-x"), httpx.ConnectError("refused")),
+    ]
+    assert [_retry_if_transient(None, None, Failed(data=e)) for e in retried] == [True] * 4
+    assert [_retry_if_transient(None, None, Failed(data=e)) for e in final] == [False] * 4
 
 
 def test_flows_read_missing_secrets_from_prefect_secret_blocks(

@@ -22,7 +22,14 @@ from civicflow.spec.models import FieldSpec
 
 
 class PortalError(Exception):
-    """The portal refused or failed a request. Messages never include tokens."""
+    """The portal refused or failed a request. Messages never include tokens.
+
+    ``status`` is the HTTP status when the portal answered (5xx is worth a retry).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PortalConflict(PortalError):

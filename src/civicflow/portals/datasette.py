@@ -670,7 +670,9 @@ def _send(
         if response.status_code == 409 and _field(response, "conflict"):
             # The plugin's message names the run that published in between.
             raise PortalConflict(text, _field(response, "other_run"))
-        raise PortalError(f"{method} {path}: HTTP {response.status_code}: {text}")
+        raise PortalError(
+            f"{method} {path}: HTTP {response.status_code}: {text}", status=response.status_code
+        )
     return response
 
 
