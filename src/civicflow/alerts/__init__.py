@@ -27,7 +27,6 @@ from civicflow.alerts.channels import (
 )
 from civicflow.alerts.message import Alert, describe_age, freshness_alert, run_alert
 from civicflow.alerts.state import (
-    Alerted,
     AlertStore,
     Aspect,
     State,
@@ -46,7 +45,7 @@ __all__ = ["SECRET_NAMES", "describe_age", "notify_freshness", "notify_run"]
 log = logging.getLogger("civicflow.alerts")
 
 _DELIVERY_ERRORS = (ChannelError, OSError, smtplib.SMTPException, httpx.HTTPError)
-Build = Callable[[Transition, Alerted | None], Alert]
+Build = Callable[[Transition], Alert]
 
 
 def notify_run(settings: Settings, spec: DatasetSpec, record: RunRecord) -> list[str]:
@@ -55,7 +54,7 @@ def notify_run(settings: Settings, spec: DatasetSpec, record: RunRecord) -> list
     Returns what was sent (``"webhook: failing"``, ...), for the run's log.
     """
 
-    def build(moved: Transition, last: Alerted | None) -> Alert:
+    def build(moved: Transition) -> Alert:
         since, count = failing_streak(Ledger(settings.ledger_path), record)
         return run_alert(spec, moved, record, since, count)
 
@@ -71,7 +70,7 @@ def notify_freshness(
     None (unknown) sends nothing. Returns what was sent.
     """
 
-    def build(moved: Transition, last: Alerted | None) -> Alert:
+    def build(moved: Transition) -> Alert:
         return freshness_alert(spec, moved, age)
 
     return _guarded(settings, spec, "freshness", freshness_state(stale), None, build)
@@ -116,7 +115,7 @@ def _notify(
             continue
         key = (moved.before, moved.after)
         if key not in built:
-            built[key] = build(moved, last)
+            built[key] = build(moved)
         try:
             what = channel.send(built[key])
         except _DELIVERY_ERRORS as exc:

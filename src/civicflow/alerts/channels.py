@@ -94,10 +94,9 @@ class EmailChannel:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[smtplib.SMTP]:
-        context = ssl.create_default_context()
         if self.port == SMTP_SSL_PORT:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
             )
             encrypted = True
         else:
@@ -106,7 +105,7 @@ class EmailChannel:
         with smtp:
             smtp.ehlo()
             if not encrypted and not is_loopback(self.host) and smtp.has_extn("starttls"):
-                smtp.starttls(context=context)
+                smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
                 encrypted = True
             if self.user:
