@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
+from openpyxl.chart import BarChart, Reference
 
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings, load_settings
@@ -350,6 +351,21 @@ def test_a_header_row_past_the_end_and_a_sheet_without_data(
     assert f"sheet {SHEET!r}: has no row 40 (source.header_row)" in message
     message = str(extract_error(settings, make_spec(path, header_row=4, footer_rows=5)))
     assert "has a header but no data rows (after dropping 5 footer rows)" in message
+
+
+def test_a_chart_sheet_is_named_as_one(settings: Settings, tmp_path: Path) -> None:
+    path = workbook(tmp_path / "permits.xlsx")
+    book = load_workbook(path)
+    chart = BarChart()
+    chart.add_data(Reference(book[SHEET], min_col=3, min_row=4, max_row=7))
+    book.create_chartsheet("Fees chart").add_chart(chart)
+    book.save(path)
+    spec = make_spec(path).model_copy(
+        update={"source": make_spec(path).source.model_copy(update={"sheet": "Fees chart"})}
+    )
+    assert "sheet 'Fees chart' is a chart sheet, not a sheet of cells" in str(
+        extract_error(settings, spec)
+    )
 
 
 def test_a_file_that_is_not_an_xlsx_is_named(settings: Settings, tmp_path: Path) -> None:

@@ -369,6 +369,8 @@ def read_sheet(spec: DatasetSpec, raw_path: Path) -> pa.Table:
                 + ", ".join(repr(s) for s in book.sheetnames)
             )
         sheet = book[source.sheet]
+        if not hasattr(sheet, "iter_rows"):
+            raise ExtractError(f"{place.where()} is a chart sheet, not a sheet of cells")
         sheet.reset_dimensions()  # a stale <dimension> tag would cut rows off: read them all
         xml = scan_sheet_xml(raw_path, sheet._worksheet_path)
         with warnings.catch_warnings():
