@@ -12,9 +12,11 @@ compare-and-swap still refuses a run that lost a race outside Prefect.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -120,15 +122,20 @@ def publish_all(
     ids = [
         i for i in pipeline.publishable(load_all(settings.datasets_dir)) if i not in (skip or [])
     ]
-    summaries = []
-    for dataset_id in ids:
+
+    def one(dataset_id: str) -> dict[str, Any]:
         state = publish_dataset(dataset_id, portal=portal, full=full, return_state=True)
         result = state.result(raise_on_failure=False)
-        summaries.append(
-            result
-            if isinstance(result, dict)
-            else {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)}
-        )
+        if isinstance(result, dict):
+            return result
+        return {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)}
+
+    # Each dataset is its own subflow; up to publish_concurrency run at once, each in a
+    # copy of this flow's context so the Prefect UI shows them under this run.
+    workers = max(1, min(settings.publish_concurrency, len(ids)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, i) for i in ids]
+        summaries = [f.result() for f in futures]
     bad = [s["dataset_id"] for s in summaries if s["outcome"] not in ("published", "unchanged")]
     if bad:
         return Failed(message=f"not published: {', '.join(bad)}", data=summaries)

@@ -56,6 +56,40 @@ def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
     assert state.result(raise_on_failure=False)["outcome"] == "rejected"
 
 
+def test_publish_all_runs_datasets_at_once_as_child_flow_runs(
+    flow_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from civicflow.settings import load_settings
+    from civicflow.spec import load_all
+    from flows.publish import publish_all
+
+    monkeypatch.setenv("CIVICFLOW_PUBLISH_CONCURRENCY", "2")
+    wanted = {"lax_passenger_traffic", "neighborhood_councils"}
+    others = [i for i in load_all(load_settings().datasets_dir) if i not in wanted]
+    state: State = publish_all(skip=others, return_state=True)
+    assert state.is_completed(), state.message
+    assert {s["dataset_id"] for s in state.result()} == wanted
+
+    async def children() -> list:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            parent = state.state_details.flow_run_id
+            tasks = {t.id: t for t in await client.read_task_runs()}
+            return [
+                r
+                for r in runs
+                if r.parent_task_run_id in tasks
+                and tasks[r.parent_task_run_id].flow_run_id == parent
+            ]
+
+    runs = anyio.run(children)
+    assert sorted(r.name for r in runs) == [f"publish-{i}" for i in sorted(wanted)]
+    first, second = sorted(runs, key=lambda r: r.start_time)
+    assert second.start_time < first.end_time, "the two datasets ran one after the other"
+
+
 def test_two_runs_of_one_dataset_queue_on_its_concurrency_limit(flow_env: Path) -> None:
     """Issue 8 item 7: the hourly and nightly deployments both publish 311; they queue."""
     import threading

@@ -118,6 +118,11 @@ class Settings:
         return self.var_dir / "ledger.db"
 
     @property
+    def publish_concurrency(self) -> int:
+        """How many datasets ``publish-all`` runs at once (CIVICFLOW_PUBLISH_CONCURRENCY)."""
+        return _env_whole(self.env, "CIVICFLOW_PUBLISH_CONCURRENCY", 2, 1)
+
+    @property
     def quarantine_dir(self) -> Path:
         """Bad rows held back per run (private: they hold raw source values)."""
         return self.var_dir / "quarantine"
