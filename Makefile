@@ -30,7 +30,11 @@ install: $(VENV)/.installed
 
 ## run the main job on the embedded defaults (SERVE=0: exit after the job)
 run: install
-	$(BIN)/civicflow run --port $(PORT) $(if $(filter 0,$(SERVE)),--no-serve,--serve)
+	@# The PostgreSQL example's database (skipped, with a message, without PostgreSQL);
+	@# stopped when the job ends so SERVE=0 leaves nothing running.
+	@pg_env="$$($(BIN)/python scripts/dev_postgres.py start)"; eval "$$pg_env"; \
+	  trap '[ -z "$$pg_env" ] || $(BIN)/python scripts/dev_postgres.py stop >/dev/null' EXIT; \
+	  $(BIN)/civicflow run --port $(PORT) $(if $(filter 0,$(SERVE)),--no-serve,--serve)
 
 ## Debian packages the tests need (Chromium for the browser tests), installed when missing
 system-deps:

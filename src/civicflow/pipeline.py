@@ -541,6 +541,9 @@ class _Run:
             # conditional request may skip it (a rejected download is fetched again)
             commit_http_validators(self.settings, self.spec)
         _prune(self.settings, self.spec.id)
+        from civicflow.alerts import notify_run  # lazy: smtplib/httpx only when runs finish
+
+        notify_run(self.settings, self.spec, record)
         paths = [Path(p) if p else None for p in self.paths.values()]
         return RunOutcome(outcome, reason, record, paths[0], paths[1], result)
 
