@@ -237,7 +237,7 @@ def test_json_shapes_that_are_not_records_are_named(server: FileServer, settings
     server.routes["/mixed.json"] = [Reply(body=b'[{"id": 1}, 7]', content_type="application/json")]
     error = unreadable(make_spec(f"{server.base}/obj.json", format="json"), settings)
     assert "the JSON document is an object; set source.records" in str(error)
-    assert error.detail == "top-level keys: 'data'"
+    assert error.detail is not None and error.detail.endswith("top-level keys: 'data'")
     error = unreadable(
         make_spec(f"{server.base}/obj.json", format="json", records="rows"), settings
     )
