@@ -7,6 +7,7 @@ criteria (timeliness, quality pass rate) are computed from.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,14 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (dataset_id, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
+CREATE TABLE IF NOT EXISTS started (
+    dataset_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    PRIMARY KEY (dataset_id, run_id)
+);
 CREATE TABLE IF NOT EXISTS watermarks (
     dataset_id TEXT PRIMARY KEY,
     cursor TEXT NOT NULL,
@@ -97,6 +106,40 @@ class RunRecord:
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A run that began and has not recorded an outcome: running, or its process died."""
+
+    dataset_id: str
+    run_id: str
+    started_at: datetime
+    pid: int
+    host: str
+
+    @property
+    def alive(self) -> bool | None:
+        """Whether its process still runs (None: on another host, cannot tell)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process with that pid
+            return True
+        return True
+
+    @property
+    def state(self) -> str:
+        return "crashed" if self.alive is False else "running"
+
+    def crash_reason(self) -> str:
+        return (
+            f"crashed: the run's process (pid {self.pid}) ended without recording an "
+            "outcome (killed?); the portal kept its last good version"
+        )
 
 
 def _to_row(record: RunRecord) -> dict[str, object]:
@@ -159,6 +202,20 @@ class Ledger:
         finally:
             db.close()
 
+    def begin(self, dataset_id: str, run_id: str, started_at: datetime) -> None:
+        """Note a run as it starts, so one that dies before ``record`` shows as crashed."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO started VALUES (?, ?, ?, ?, ?)",
+                (
+                    dataset_id,
+                    run_id,
+                    started_at.astimezone(UTC).isoformat(),
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
+            )
+
     def record(self, run: RunRecord) -> None:
         if run.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {run.outcome!r}")
@@ -168,6 +225,52 @@ class Ledger:
                 f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
                 _to_row(run),
             )
+            db.execute(
+                "DELETE FROM started WHERE dataset_id = ? AND run_id = ?",
+                (run.dataset_id, run.run_id),
+            )
+
+    def unfinished(self, dataset_id: str | None = None) -> list[Unfinished]:
+        """Runs that began and recorded no outcome, newest first."""
+        sql = "SELECT * FROM started"
+        params: list[object] = []
+        if dataset_id is not None:
+            sql += " WHERE dataset_id = ?"
+            params.append(dataset_id)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY started_at DESC", params).fetchall()
+        return [
+            Unfinished(
+                r["dataset_id"],
+                r["run_id"],
+                datetime.fromisoformat(r["started_at"]),
+                int(r["pid"]),
+                r["host"],
+            )
+            for r in rows
+        ]
+
+    def record_crashes(self, dataset_id: str, now: datetime) -> list[RunRecord]:
+        """Record each unfinished run of ``dataset_id`` whose process is gone as failed.
+
+        Called when the next run of the dataset starts, so the crash counts in the run
+        history, the scorecard and alerts like any failure.
+        """
+        crashed = [u for u in self.unfinished(dataset_id) if u.alive is False]
+        records = [
+            RunRecord(
+                dataset_id=u.dataset_id,
+                run_id=u.run_id,
+                started_at=u.started_at,
+                finished_at=now,
+                outcome="failed",
+                reason=u.crash_reason(),
+            )
+            for u in crashed
+        ]
+        for record in records:
+            self.record(record)
+        return records
 
     def runs(
         self, dataset_id: str | None = None, since: datetime | None = None, limit: int | None = None

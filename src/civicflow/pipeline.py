@@ -503,6 +503,7 @@ def run_dataset(
     """
     spec = (spec or find_dataset(settings.datasets_dir, dataset_id)).targeting(portal)
     run = _Run(settings, spec, wrap)
+    run.begin()
     try:
         return run.execute(source_path, full)
     except Exception as exc:
@@ -520,6 +521,16 @@ class _Run:
         self.report_path, self.privacy_path = report_paths(settings, spec.id, self.run_id)
         self.stats: dict[str, Any] = {}
         self.paths: dict[str, Any] = {"report_path": None, "privacy_report_path": None}
+
+    def begin(self) -> None:
+        """Record earlier runs of this dataset that died as failed, then this run's start."""
+        ledger = Ledger(self.settings.ledger_path)
+        from civicflow.alerts import notify_run
+
+        for crashed in ledger.record_crashes(self.spec.id, self.started):
+            log.warning("%s: run %s %s", self.spec.id, crashed.run_id, crashed.reason)
+            notify_run(self.settings, self.spec, crashed)
+        ledger.begin(self.spec.id, self.run_id, self.started)
 
     def finish(
         self, outcome: Outcome, reason: str, result: PublishResult | None = None, **extra: Any

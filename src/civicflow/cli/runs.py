@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from civicflow.ledger import Ledger, RunRecord
+from civicflow.ledger import Ledger, RunRecord, Unfinished
 from civicflow.settings import load_settings
 
 
@@ -21,6 +21,15 @@ def _line(r: RunRecord) -> str:
         f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.dataset_id:<28} {r.outcome:<10} "
         f"{rows_in:>9} {rows_out:>9} {r.critical_failed:>5} {r.warning_failed:>5}  {reason}"
     )
+
+
+def _unfinished_line(u: Unfinished) -> str:
+    reason = (
+        u.crash_reason()
+        if u.state == "crashed"
+        else f"running (pid {u.pid} on {u.host}); no outcome yet"
+    )
+    return f"{u.started_at:%Y-%m-%d %H:%M:%S}  {u.dataset_id:<28} {u.state:<10} {'':>9} {'':>9} {'':>5} {'':>5}  {reason}"
 
 
 def _reports(r: RunRecord) -> list[str]:
@@ -39,12 +48,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List recorded runs: when, outcome, rows, checks failed and why (details: the report)."""
         settings = load_settings()
-        records = Ledger(settings.ledger_path).runs(dataset_id, limit=limit)
-        if not records:
+        ledger = Ledger(settings.ledger_path)
+        records = ledger.runs(dataset_id, limit=limit)
+        unfinished = ledger.unfinished(dataset_id)
+        if not records and not unfinished:
             typer.echo("no runs recorded yet")
             return
         header = f"{'started (UTC)':<20} {'dataset':<28} {'outcome':<10} {'rows in':>9} {'rows out':>9} {'crit':>5} {'warn':>5}  reason"
         typer.echo(header)
+        for u in unfinished:  # still running, or died before recording an outcome
+            typer.echo(_unfinished_line(u))
         for r in records:
             typer.echo(_line(r))
             for line in _reports(r):
