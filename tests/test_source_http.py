@@ -8,6 +8,7 @@ run pulls them; one test publishes a CSV URL to a real Datasette portal.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import threading
@@ -458,6 +459,21 @@ def test_an_empty_body_is_an_error(server: FileServer, settings: Settings) -> No
     assert "the server sent an empty body" in str(
         refused(make_spec(f"{server.base}/requests.csv"), settings)
     )
+
+
+def test_a_gzip_body_is_checked_against_its_compressed_length_and_kept_decoded(
+    server: FileServer, settings: Settings
+) -> None:
+    packed = gzip.compress(CSV_BODY)
+    server.routes["/requests.csv"] = [Reply(body=packed, headers={"Content-Encoding": "gzip"})]
+    server.routes["/cut.csv"] = [
+        Reply(body=packed[:20], headers={"Content-Encoding": "gzip"}, length=len(packed))
+    ]
+    assert (
+        pull(make_spec(f"{server.base}/requests.csv"), settings).raw_path.read_bytes() == CSV_BODY
+    )
+    with pytest.raises(ExtractError, match="truncated"):
+        b"".join(download(make_spec(f"{server.base}/cut.csv"), settings))
 
 
 def test_redirects_are_followed(server: FileServer, settings: Settings) -> None:
