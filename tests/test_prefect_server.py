@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from civicflow.deployments import deployment_specs
+from civicflow.settings import load_settings
 from tests.fixtures.portal import DatasetteServer, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -107,20 +109,12 @@ class Stack:
     logs: Path
     deploy_output: str
     tables_before: list[str]
+    pool_created: bool
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("prefect_stack")
-    logs = root / "logs"
-    logs.mkdir()
-    project = _project_copy(root)
-    clock = time.monotonic()
-    portal = DatasetteServer(var_dir=root / "portal" / "var").start()
-    log.info("portal up in %.1f s", time.monotonic() - clock)
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
+def _stack_env(root: Path, project: Path, portal: DatasetteServer, api_url: str) -> dict[str, str]:
+    """What the server, the worker (and so each flow run) and `civicflow deploy` see."""
+    return {
         **os.environ,
         **portal.env,
         "PREFECT_HOME": str(root / "prefect"),
@@ -134,28 +128,40 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CIVICFLOW_PROJECT_DIR": str(project),
         "CIVICFLOW_VAR_DIR": str(root / "var"),
     }
+
+
+def _create_pool(api_url: str) -> bool:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from civicflow.cli.deploy import ensure_pool
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        return bool(ensure_pool("civicflow"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Server and portal booting side by side; then the pool (as `civicflow deploy`
+    creates it), the worker booting while `civicflow deploy` registers the deployments."""
+    root = tmp_path_factory.mktemp("prefect_stack")
+    logs = root / "logs"
+    logs.mkdir()
+    project = _project_copy(root)
+    portal = DatasetteServer(var_dir=root / "portal" / "var")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = _stack_env(root, project, portal, api_url)
+    server_cmd = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        server_log = logs / "server.log"
-        procs.append(
-            _start(
-                [
-                    str(BIN / "prefect"),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                env,
-                server_log,
-                root,
-            )
-        )
         clock = time.monotonic()
-        _wait_healthy(api_url, procs[0], server_log)
+        procs.append(_start([str(BIN / "prefect"), *server_cmd], env, logs / "server.log", root))
+        portal.start()
+        _wait_healthy(api_url, procs[0], logs / "server.log")
         log.info("prefect server healthy in %.1f s", time.monotonic() - clock)
+        pool_created = _create_pool(api_url)
+        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "civicflow"]
+        procs.append(_start(worker_cmd, env, logs / "worker.log", root))
         clock = time.monotonic()
         deploy = subprocess.run(
             [str(BIN / "civicflow"), "deploy"],
@@ -167,16 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         log.info("civicflow deploy in %.1f s", time.monotonic() - clock)
-        worker_log = logs / "worker.log"
-        procs.append(
-            _start(
-                [str(BIN / "prefect"), "worker", "start", "--pool", "civicflow"],
-                env,
-                worker_log,
-                root,
-            )
-        )
-        yield Stack(api_url, portal, project, logs, deploy.stdout, portal.tables())
+        yield Stack(api_url, portal, project, logs, deploy.stdout, portal.tables(), pool_created)
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -253,7 +250,10 @@ def test_civicflow_deploy_registers_one_deployment_per_scheduled_dataset(stack: 
     assert la311.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(stack.project)}}
     ]
-    assert "created process work pool 'civicflow'" in stack.deploy_output
+    assert stack.pool_created  # by civicflow.cli.deploy.ensure_pool, on the fresh server
+    expected = deployment_specs(load_settings(stack.project))
+    assert f"{len(expected)} deployments on {stack.api_url}" in stack.deploy_output
+    assert {d["name"] for d in expected} <= set(names)
 
 
 def test_a_deployment_run_publishes_to_the_portal(
@@ -275,3 +275,22 @@ def test_a_broken_source_ends_failed_with_the_reason_in_the_logs(
     assert rejected and "empty" in rejected[0], messages
     assert "empty" in (flow_run.state.message or "")
     assert BROKEN not in stack.portal.tables()
+
+
+def test_a_cli_call_finds_the_projects_running_server(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows._server import is_healthy, project_server_url, record_server, use_project_server
+
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    settings = load_settings(stack.project)
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    record_server(settings, dead, pid=0)
+    assert not is_healthy(dead)
+    assert project_server_url(settings) != dead  # a stale record is not trusted
+
+    record_server(settings, stack.api_url, pid=0)
+    assert project_server_url(settings) == stack.api_url
+    assert use_project_server(settings) == stack.api_url
+    assert os.environ["PREFECT_API_URL"] == stack.api_url
