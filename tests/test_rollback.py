@@ -164,3 +164,23 @@ def test_no_kept_versions_is_refused(lax: Settings) -> None:
         rollback.rollback(lax, DATASET)
     unknown = runner.invoke(app, ["rollback", "no_such_dataset"])
     assert unknown.exit_code == 2 and "no dataset 'no_such_dataset'" in unknown.output
+
+
+def test_a_rollback_started_before_another_publish_is_refused_by_the_swap(
+    lax: Settings, datasette_server: Any, two_versions: dict[str, Any]
+) -> None:
+    """The republish is compare-and-swap on the version live when the rollback began: if
+    another run published since (here: the rollback read v1 as live, v2 went live after),
+    the portal refuses it and the live table stays as it is."""
+    from civicflow.portals import PortalConflict
+    from civicflow.spec import find_dataset
+
+    table, v1, v2 = two_versions["table"], two_versions["v1"], two_versions["v2"]
+    spec = find_dataset(lax.datasets_dir, DATASET)
+    kept_v1 = next(m for m in published.versions(lax, DATASET) if m.version == v1.version)
+    v2_rows = all_rows(datasette_server, table)
+    with pytest.raises(PortalConflict, match="live version changed"):
+        rollback._republish(lax, spec, kept_v1, "20260101T000000Z-000000", v1)
+    live = get_portal("datasette", lax).current_version(table)
+    assert live is not None and live.version == v2.version
+    assert all_rows(datasette_server, table) == v2_rows
