@@ -691,10 +691,12 @@ class DryRun:
     reason: str = ""
     report_path: Path | None = None
     privacy_report_path: Path | None = None
+    #: the source said nothing changed (HTTP 304, no rows past the watermark)
+    unchanged: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.plan is not None
+        return self.plan is not None or self.unchanged
 
 
 def dry_run_dataset(
@@ -712,6 +714,9 @@ def dry_run_dataset(
     _check_ready(spec, settings)
     try:
         ext = extract_stage(spec, settings, run_id, source_path)
+        if isinstance(ext, NotExtracted) and ext.unchanged:
+            reason = f"source unchanged ({ext.error}): nothing would change"
+            return DryRun(spec.id, run_id, None, reason, unchanged=True)
         if isinstance(ext, NotExtracted):
             _error_report(report_path, spec.id, run_id, "extract", ext.error)
             return DryRun(spec.id, run_id, None, f"extract: {ext.error}", report_path)

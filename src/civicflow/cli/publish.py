@@ -40,7 +40,9 @@ def _dry_run(settings: Settings, specs: list[DatasetSpec], source: Path | None) 
             typer.echo(f"{spec.id}: DRY RUN FAILED: {kind}: {exc}")
             ok = False
             continue
-        if found.plan is None:
+        if found.unchanged:
+            typer.echo(f"{spec.id}: DRY RUN: {found.reason}")
+        elif found.plan is None:
             typer.echo(f"{spec.id}: DRY RUN: would be REJECTED: {found.reason}")
             ok = False
         else:

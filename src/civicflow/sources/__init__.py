@@ -29,7 +29,8 @@ from civicflow.sources.base import (
     registered_sources,
 )
 from civicflow.sources.cast import cast_frame
-from civicflow.spec.models import DatasetSpec, FileSource
+from civicflow.sources.http import public_url
+from civicflow.spec.models import DatasetSpec, FileSource, HttpSource
 
 __all__ = [
     "Extract",
@@ -123,7 +124,11 @@ def extract(
     if source_path is None and isinstance(source, RemoteSource):
         settings.private_dir(raw_path.parent)
         sha256 = _write_immutable(source.pull(spec, settings, since), raw_path)
-        given = f"the {spec.source.kind} source's rows"
+        given = (
+            public_url(spec.source.url)
+            if isinstance(spec.source, HttpSource)
+            else f"the {spec.source.kind} source's rows"
+        )
     else:
         src = resolve_source_path(spec, settings, source_path)
         if not src.is_file():

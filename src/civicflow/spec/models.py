@@ -347,7 +347,9 @@ class HttpSource(TabularSource):
     )
     format: Literal["csv", "json", "geojson"] = Field(description="What the URL serves.")
     records: str | None = Field(
-        None, description="JSON only: key of the list of records when the document is an object."
+        None,
+        description="JSON only: key of the list of records when the document is an object; a dotted "
+        "path such as result.records reaches into nested objects.",
     )
     encoding: str = Field("utf-8", description="CSV only: text encoding.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV only: delimiter.")
