@@ -48,7 +48,7 @@ def test_a_killed_run_shows_as_crashed_and_is_recorded_by_the_next(
     assert "crashed" in shown.output and f"pid {proc.pid}" in shown.output
 
     after = run_dataset(settings, DATASET)
-    assert after.outcome == "published", after.reason
+    assert after.outcome in ("published", "unchanged"), after.reason
     assert ledger.unfinished(DATASET) == []
     crashed = next(r for r in ledger.runs(DATASET) if r.run_id == dead.run_id)
     assert crashed.outcome == "failed" and crashed.reason.startswith("crashed:")
