@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,8 @@ from civicflow.settings import Settings
 log = logging.getLogger("civicflow.flows.server")
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
+#: "0" turns detection off (the test suite: never run into a developer's live server)
+DETECT_ENV = "CIVICFLOW_PROJECT_SERVER"
 #: a live local server answers in milliseconds; a dead port refuses at once
 PROBE_TIMEOUT_S = 0.5
 
@@ -74,10 +77,13 @@ def use_project_server(settings: Settings) -> str | None:
     """Point this process's Prefect at the project's server when one is up and the
     environment names none; returns the API URL in use (None: Prefect's temporary one).
 
-    Call before the first ``import prefect`` in the process.
+    Call before the first ``import prefect`` in the process: once Prefect is imported
+    (an embedding process, a test harness) its settings stand and nothing changes here.
     """
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
+    if "prefect" in sys.modules or os.environ.get(DETECT_ENV) == "0":
+        return None
     url = project_server_url(settings)
     if url is not None:
         os.environ["PREFECT_API_URL"] = url

@@ -280,10 +280,9 @@ def test_a_broken_source_ends_failed_with_the_reason_in_the_logs(
 def test_a_cli_call_finds_the_projects_running_server(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows._server import is_healthy, project_server_url, record_server, use_project_server
+    from flows._server import is_healthy, project_server_url, record_server
 
     monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     settings = load_settings(stack.project)
     dead = f"http://127.0.0.1:{free_port()}/api"
     record_server(settings, dead, pid=0)
@@ -292,5 +291,18 @@ def test_a_cli_call_finds_the_projects_running_server(
 
     record_server(settings, stack.api_url, pid=0)
     assert project_server_url(settings) == stack.api_url
-    assert use_project_server(settings) == stack.api_url
-    assert os.environ["PREFECT_API_URL"] == stack.api_url
+    # A fresh CLI process: found before Prefect is imported, so Prefect talks to it.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(CIVICFLOW_PROJECT_DIR=str(stack.project), CIVICFLOW_VAR_DIR=str(tmp_path / "var"))
+    script = (
+        "from civicflow.settings import load_settings\n"
+        "from flows._server import use_project_server\n"
+        "print(use_project_server(load_settings()))\n"
+        "from prefect.settings import PREFECT_API_URL\n"
+        "print(PREFECT_API_URL.value())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [stack.api_url, stack.api_url]

@@ -35,9 +35,9 @@ def _write_yaml(settings: Settings, pool: str) -> None:
 
 def _server_url(settings: Settings) -> str:
     """The API URL to deploy to; exit 2 saying how to start a server when none answers."""
-    from flows._server import is_healthy, use_project_server
+    from flows._server import is_healthy, project_server_url
 
-    url = use_project_server(settings)
+    url = os.environ.get("PREFECT_API_URL") or project_server_url(settings)
     if url is None:
         typer.echo(
             "no Prefect server: PREFECT_API_URL is not set and none answers at "
@@ -112,12 +112,15 @@ def apply_deployment(flow: Any, spec: dict[str, Any], pool: str) -> Any:
     return deployment.apply(work_pool_name=pool)
 
 
-def _register(settings: Settings, specs: list[dict[str, Any]], pool: str) -> None:
+def deploy_all(
+    settings: Settings, api_url: str, specs: list[dict[str, Any]], pool: str = "civicflow"
+) -> None:
+    """Create the pool if missing and create or update every deployment on ``api_url``
+    (what ``civicflow run`` calls too, with the server it started)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = _server_url(settings)
     # Also when Prefect was imported before PREFECT_API_URL was set (tests, embedding).
-    with temporary_settings({PREFECT_API_URL: url}):
+    with temporary_settings({PREFECT_API_URL: api_url}):
         if ensure_pool(pool):
             typer.echo(f"created process work pool {pool!r}")
         flows: dict[str, Any] = {}  # each entrypoint loaded once (a second or more each)
@@ -127,9 +130,9 @@ def _register(settings: Settings, specs: list[dict[str, Any]], pool: str) -> Non
                 flows[entry] = load_flow(settings, entry)
             apply_deployment(flows[entry], spec, pool)
             typer.echo(f"deployed {spec['name']}")
-    ui = url.removesuffix("/api")
+    ui = api_url.removesuffix("/api")
     typer.echo(
-        f"{len(specs)} deployments on {url} (UI {ui}/deployments); "
+        f"{len(specs)} deployments on {api_url} (UI {ui}/deployments); "
         f"run them with: prefect worker start --pool {pool}"
     )
 
@@ -156,4 +159,4 @@ def register(app: typer.Typer) -> None:
         if write_yaml:
             _write_yaml(settings, pool)
             return
-        _register(settings, specs, pool)
+        deploy_all(settings, _server_url(settings), specs, pool)
