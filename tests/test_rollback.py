@@ -4,6 +4,7 @@ back, and the portal holds v1's rows exactly again, recorded in the ledger; refu
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -184,3 +185,26 @@ def test_a_rollback_started_before_another_publish_is_refused_by_the_swap(
     live = get_portal("datasette", lax).current_version(table)
     assert live is not None and live.version == v2.version
     assert all_rows(datasette_server, table) == v2_rows
+
+
+def test_a_portal_refusal_is_recorded_as_a_failed_run(
+    lax: Settings, datasette_server: Any, two_versions: dict[str, Any], monkeypatch: Any
+) -> None:
+    """A rollback the portal refuses (here: a wrong signing secret, so its token is
+    rejected) is in the ledger as failed, names no secret, and changes nothing."""
+    from civicflow.portals import server
+
+    wrong = "not-the-portal-secret-" + uuid.uuid4().hex
+    monkeypatch.setenv(server.SECRET_ENV, wrong)
+    table, v2 = two_versions["table"], two_versions["v2"]
+    result = runner.invoke(app, ["rollback", DATASET])
+    assert result.exit_code == 1, result.output
+    assert "ROLLBACK FAILED: portal:" in result.output and wrong not in result.output
+    record = Ledger(lax.ledger_path).last(DATASET)
+    assert record is not None and record.outcome == "failed"
+    assert record.reason.startswith("rollback failed: portal: ") and wrong not in record.reason
+    assert Ledger(lax.ledger_path).unfinished(DATASET) == []
+    live = get_portal("datasette", lax).current_version(table)
+    assert live is not None and live.version == v2.version
+    status = runner.invoke(app, ["status", "--json"])
+    assert next(d for d in json.loads(status.output) if d["dataset_id"] == DATASET)["failing"]

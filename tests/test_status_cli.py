@@ -160,3 +160,33 @@ def test_status_never_imports_or_starts_prefect(unhealthy: Settings, tmp_path: P
     assert probe == {"exit": 1, "prefect_modules": []}, done.stderr
     assert json.loads(done.stdout)[0]["dataset_id"] == "code_enforcement_case_status"
     assert not (tmp_path / "prefect-home").exists()
+
+
+BEGIN_AND_DIE = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from civicflow.ledger import Ledger
+Ledger(Path(sys.argv[1])).begin(sys.argv[2], "20990101T000000Z-dead00", datetime.now(UTC))
+"""
+
+
+def test_a_crashed_run_is_failing_and_a_running_one_is_not(unhealthy: Settings) -> None:
+    """A run whose process ended without an outcome (a real process that noted its start
+    and exited) shows as crashed and fails status; one still running does not."""
+    subprocess.run(
+        [sys.executable, "-c", BEGIN_AND_DIE, str(unhealthy.ledger_path), FRESH],
+        check=True,
+        timeout=60,
+    )
+    Ledger(unhealthy.ledger_path).begin(STALE, "20990101T000000Z-alive0", datetime.now(UTC))
+    code, found = status_json()
+    assert code == 1
+    crashed, running = found[FRESH], found[STALE]
+    assert crashed["outcome"] == "crashed" and crashed["failing"]
+    assert crashed["unfinished"]["detail"].startswith("run 20990101T000000Z-dead00 crashed: ")
+    assert running["outcome"] == "running" and not running["failing"]
+    assert f"pid {os.getpid()}" in running["unfinished"]["detail"]
+    table = runner.invoke(app, ["status"]).output
+    rows = {cells[0]: cells for cells in map(str.split, table.splitlines()) if cells}
+    assert rows[FRESH][1] == "FAILING" and "crashed" in rows[FRESH]

@@ -140,18 +140,37 @@ def rollback(
     target = choose(kept_versions(settings, spec.id), live.version if live else None, to, spec.id)
     verify(spec, target)
     run_id, started = new_run_id(), datetime.now(UTC)
-    note = f"rolled back to version {short(target.version)} (published {target.published_at})"
+    # noted first, so a rollback killed mid-upload shows as crashed, like any run
+    Ledger(settings.ledger_path).begin(spec.id, run_id, started)
+    note = f"rolled back to version {short(target.version)} (published {_when(target)})"
     log.info("%s: %s: republishing %s rows", spec.id, note, f"{target.rows:,}")
     try:
         result = _republish(settings, spec, target, run_id, live)
-    except PortalError as exc:
-        _record(settings, spec, target, run_id, started, None, f"rollback failed: portal: {exc}")
+    except Exception as exc:
+        _record(settings, spec, target, run_id, started, None, _failure(exc))
         raise
     record = _record(settings, spec, target, run_id, started, result, note)
     log.info("%s: version %s… live again (%s rows)", spec.id, result.version[:12], result.rows)
     if spec.incremental is not None:
         log.warning("%s: %s", spec.id, INCREMENTAL_NOTE)
     return Rollback(target, live, result, record)
+
+
+def _when(manifest: Manifest) -> str:
+    try:
+        return (
+            f"{datetime.fromisoformat(manifest.published_at).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        )
+    except ValueError:
+        return manifest.published_at
+
+
+def _failure(exc: Exception) -> str:
+    """The public ledger reason of a failed rollback: a portal's message names tables and
+    versions only; any other error's message stays in the log."""
+    if isinstance(exc, PortalError):
+        return f"rollback failed: portal: {exc}"
+    return f"rollback failed: {type(exc).__name__} (its message is in the log)"
 
 
 def _republish(

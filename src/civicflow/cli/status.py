@@ -2,9 +2,10 @@
 
 One row a dataset: its last run and outcome, the live version's rows and when it was
 published, how old its data is against its update frequency, and its next scheduled
-run. Exit 1 when any dataset is failing (its last run was rejected or failed) or
-stale, so a monitor can run it. It reads the ledger, the Parquet copies and the specs
-only: it never starts Prefect or asks the portal, and answers in about a second.
+run. Exit 1 when any dataset is failing (its last run was rejected or failed, or it
+crashed: its process died before recording an outcome) or stale, so a monitor can run
+it. It reads the ledger, the Parquet copies and the specs only: it never starts Prefect
+or asks the portal.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from civicflow.cli._common import (
     project_settings,
 )
 from civicflow.freshness import Freshness, dataset_freshness
-from civicflow.ledger import Ledger, RunRecord
+from civicflow.ledger import Ledger, RunRecord, Unfinished
 from civicflow.published import Manifest
 from civicflow.schedules import effective_schedule
 from civicflow.settings import Settings
@@ -45,9 +46,24 @@ class DatasetStatus:
     freshness: Freshness
     next_run: datetime | None
     schedule: str
+    #: a run begun after the last recorded one: still running, or crashed (process gone)
+    unfinished: Unfinished | None = None
+
+    @property
+    def crashed(self) -> bool:
+        return self.unfinished is not None and self.unfinished.state == "crashed"
+
+    @property
+    def outcome(self) -> str:
+        """The latest run's outcome: recorded, or running / crashed."""
+        if self.unfinished is not None:
+            return self.unfinished.state
+        return self.last_run.outcome if self.last_run else "never run"
 
     @property
     def failing(self) -> bool:
+        if self.crashed:
+            return True
         return self.last_run is not None and self.last_run.outcome not in GOOD_OUTCOMES
 
     @property
@@ -70,14 +86,25 @@ def dataset_status(
 ) -> DatasetStatus:
     """One dataset's status at ``now``, from the ledger, its Parquet copy and its spec."""
     schedule = effective_schedule(spec)
+    last = ledger.last(spec.id) if ledger is not None else None
     return DatasetStatus(
         spec=spec,
-        last_run=ledger.last(spec.id) if ledger is not None else None,
+        last_run=last,
         live=published.latest(settings, spec.id),
         freshness=dataset_freshness(settings, spec, now),
         next_run=schedule.next_run(now) if schedule is not None else None,
         schedule=_schedule_text(spec),
+        unfinished=_newer_unfinished(ledger, spec.id, last),
     )
+
+
+def _newer_unfinished(
+    ledger: Ledger | None, dataset_id: str, last: RunRecord | None
+) -> Unfinished | None:
+    """The newest run begun after ``last`` and not recorded (running or crashed)."""
+    begun = ledger.unfinished(dataset_id) if ledger is not None else []
+    newer = [u for u in begun if last is None or u.started_at > last.started_at]
+    return newer[0] if newer else None
 
 
 def all_status(settings: Settings, now: datetime) -> list[DatasetStatus]:
@@ -135,11 +162,12 @@ COLUMNS = (
 
 def _cells(s: DatasetStatus) -> list[str]:
     run, live = s.last_run, s.live
+    started = s.unfinished.started_at if s.unfinished else run.started_at if run else None
     return [
         s.spec.id,
         _state(s),
-        _when(run.started_at if run else None),
-        run.outcome if run else "never run",
+        _when(started),
+        s.outcome,
         f"{live.rows:,}" if live else "-",
         f"{live.version[:12]}" if live else "-",
         _when(live.published_at if live else None),
@@ -158,13 +186,21 @@ def _print_table(statuses: list[DatasetStatus]) -> None:
     for s in statuses:
         typer.echo(_row(_cells(s)))
     for s in statuses:
-        if s.failing and s.last_run is not None:
+        if s.unfinished is not None:
+            typer.echo(f"{s.spec.id}: {_unfinished_text(s.unfinished)}")
+        if s.failing and not s.crashed and s.last_run is not None:
             reason = s.last_run.reason.splitlines()[0][:160] if s.last_run.reason else ""
             typer.echo(f"{s.spec.id}: last run {s.last_run.outcome}: {reason}")
             if s.last_run.report_path:
                 typer.echo(f"  report: {s.last_run.report_path}")
         if s.freshness.stale:
             typer.echo(f"{s.spec.id}: stale: {s.freshness.detail}")
+
+
+def _unfinished_text(u: Unfinished) -> str:
+    if u.state == "crashed":
+        return f"run {u.run_id} {u.crash_reason()}"
+    return f"run {u.run_id} running since {_when(u.started_at)} UTC (pid {u.pid} on {u.host})"
 
 
 def as_json(s: DatasetStatus) -> dict[str, Any]:
@@ -176,6 +212,15 @@ def as_json(s: DatasetStatus) -> dict[str, Any]:
         "healthy": s.healthy,
         "failing": s.failing,
         "stale": fresh.stale,
+        "outcome": s.outcome,
+        "unfinished": None
+        if s.unfinished is None
+        else {
+            "run_id": s.unfinished.run_id,
+            "started_at": s.unfinished.started_at.isoformat(),
+            "state": s.unfinished.state,
+            "detail": _unfinished_text(s.unfinished),
+        },
         "last_run": None
         if run is None
         else {
