@@ -150,3 +150,11 @@ def test_the_scorecard_timeliness_uses_the_same_judgement_with_its_grace() -> No
     assert not item.ok
     # the same age is still fresh for status (2 days)
     assert judge("daily", found, inputs.now, freshness.allowance("daily")).state == "fresh"
+
+
+def test_what_alerts_take_is_none_when_unknown(settings: Settings) -> None:
+    spec = make_spec("daily")
+    assert dataset_freshness(settings, spec, now=NEWEST).stale_if_known is None
+    publish_copy(settings, spec, published_at=NEWEST.isoformat())
+    assert dataset_freshness(settings, spec, now=NEWEST).stale_if_known is False
+    assert dataset_freshness(settings, spec, now=NEWEST + timedelta(days=3)).stale_if_known is True

@@ -59,6 +59,11 @@ class Freshness:
     def stale(self) -> bool:
         return self.state == "stale"
 
+    @property
+    def stale_if_known(self) -> bool | None:
+        """Stale or not, None when there is no date to judge by (what alerts take)."""
+        return None if self.state == "unknown" else self.stale
+
 
 def allowance(frequency: str) -> timedelta | None:
     """How old a dataset of this frequency may get before it is stale (None: never)."""
