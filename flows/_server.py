@@ -1,4 +1,5 @@
-"""Is the project's own Prefect server up? Answered without importing Prefect.
+"""The project's own Prefect server: is it up, and starting/stopping it and a worker.
+Answered and done without importing Prefect (its CLI runs in child processes).
 
 A CLI call that finds it uses it (fast, and the run shows in the project's UI) instead
 of starting Prefect's temporary server. ``make run`` records the server it starts in
@@ -12,7 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -88,3 +93,84 @@ def use_project_server(settings: Settings) -> str | None:
     if url is not None:
         os.environ["PREFECT_API_URL"] = url
     return url
+
+
+# -- processes: what `make run` (civicflow run) and the integration test start ------
+
+
+def prefect_command() -> str:
+    """The ``prefect`` CLI of this interpreter's environment (the venv's)."""
+    return str(Path(sys.executable).parent / "prefect")
+
+
+def spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``args`` in a session of its own (``stop`` ends its children too), output to
+    ``log_path``."""
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def launch_server(
+    port: int, env: Mapping[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``prefect server start`` on 127.0.0.1:``port`` (not waited for); the process and
+    its API URL. ``env`` decides where its state lives (PREFECT_HOME; the project's is
+    var/prefect)."""
+    api_url = f"http://127.0.0.1:{port}/api"
+    args = [prefect_command(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return spawn(args, {**env, "PREFECT_API_URL": api_url}, log_path), api_url
+
+
+def wait_healthy(
+    proc: subprocess.Popen[bytes], api_url: str, log_path: Path, timeout: float = 180
+) -> None:
+    """Until the server answers; stopped, and RuntimeError with its log's tail, if it
+    dies or is not up in ``timeout`` s (a fresh database is migrated first: a minute
+    on a busy 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    while not is_healthy(api_url, timeout=2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"Prefect server {api_url} did not come up; its log:\n{tail}")
+        time.sleep(0.5)
+    log.info("Prefect server up at %s", api_url)
+
+
+def start_server(
+    port: int, env: Mapping[str, str], log_path: Path, timeout: float = 180
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``launch_server`` and ``wait_healthy``: a server ready for requests."""
+    proc, api_url = launch_server(port, env, log_path)
+    wait_healthy(proc, api_url, log_path, timeout)
+    return proc, api_url
+
+
+def start_worker(
+    pool: str, api_url: str, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """A process worker on ``pool``; each flow run it starts inherits ``env`` (the
+    project's portal, secrets and folders)."""
+    args = [prefect_command(), "worker", "start", "--pool", pool]
+    return spawn(args, {**env, "PREFECT_API_URL": api_url}, log_path)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from civicflow.deployments import deployment_specs
 from civicflow.settings import load_settings
+from flows import _server
 from tests.fixtures.portal import DatasetteServer, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -38,43 +37,6 @@ START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
 #: how flows/publish.py's last log line of a run begins
 END_MESSAGES = (f"{LA311} published:", f"{LA311} unchanged:", f"{BROKEN} rejected:")
-
-
-def _start(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """A process in a session of its own, so stopping its group stops its children too."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited; its log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(
-        f"prefect server not healthy in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-    )
 
 
 def _project_copy(root: Path) -> Path:
@@ -151,17 +113,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = _stack_env(root, project, portal, api_url)
-    server_cmd = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         clock = time.monotonic()
-        procs.append(_start([str(BIN / "prefect"), *server_cmd], env, logs / "server.log", root))
+        # With flows/_server.py's helpers (what `make run` uses): the portal starts while
+        # the server migrates its fresh database.
+        server, _ = _server.launch_server(port, env, logs / "server.log")
+        procs.append(server)
         portal.start()
-        _wait_healthy(api_url, procs[0], logs / "server.log")
+        _server.wait_healthy(server, api_url, logs / "server.log", START_TIMEOUT_S)
         log.info("prefect server healthy in %.1f s", time.monotonic() - clock)
         pool_created = _create_pool(api_url)
-        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "civicflow"]
-        procs.append(_start(worker_cmd, env, logs / "worker.log", root))
+        procs.append(_server.start_worker("civicflow", api_url, env, logs / "worker.log"))
         clock = time.monotonic()
         deploy = subprocess.run(
             [str(BIN / "civicflow"), "deploy"],
@@ -176,7 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(api_url, portal, project, logs, deploy.stdout, portal.tables(), pool_created)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            _server.stop(proc)
         portal.stop()
 
 
