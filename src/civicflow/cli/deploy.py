@@ -35,10 +35,16 @@ def _write_yaml(settings: Settings, pool: str) -> None:
 
 def _server_url(settings: Settings) -> str:
     """The API URL to deploy to; exit 2 saying how to start a server when none answers."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows._server import is_healthy, project_server_url
 
-    url = os.environ.get("PREFECT_API_URL") or project_server_url(settings)
-    if url is None:
+    # The environment first (Prefect reads it only once, at import), then a Prefect
+    # profile's setting, then the project's own server.
+    url = (
+        os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or project_server_url(settings)
+    )
+    if not url:
         typer.echo(
             "no Prefect server: PREFECT_API_URL is not set and none answers at "
             f"http://127.0.0.1:4200/api; {START_A_SERVER}",
