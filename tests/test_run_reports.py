@@ -1,0 +1,144 @@
+"""Run reports for people: the private HTML page and the public Prefect artifacts.
+
+A real rejected run (the bundled LA311 file with planted cells) writes the JSON report;
+the page must show the planted values (escaped), the artifacts must not.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+
+from civicflow.pipeline import run_dataset
+from civicflow.quality.html import PRIVATE_BANNER, write_report_html
+from civicflow.settings import Settings
+from flows.artifacts import artifact_key, publish_validation_artifact
+
+PROJECT = Path(__file__).resolve().parents[1]
+LA311 = "la311_service_requests"
+CSV = PROJECT / "data" / LA311 / "MyLA311_Service_Request_Data_2017_Subset.csv"
+CANARY = "CANARY-7f3c9e-QWXZ"  # found nowhere in the bundled data
+SCRIPT = "<script>alert(1)</script>"
+
+
+def rejected_report(settings: Settings, tmp_path: Path) -> Path:
+    """A real rejected run whose failing cells hold the canary and markup."""
+    frame = pd.read_csv(CSV, dtype=str, keep_default_na=False)
+    frame.loc[[9, 19], "Status"] = CANARY  # rows 10, 20: GX value set (critical)
+    frame.loc[29, "Status"] = SCRIPT  # row 30: same check, markup in the value
+    frame.loc[99, "CD"] = f"{CANARY}-cd"  # row 100: type error
+    path = tmp_path / "planted.csv"
+    frame.to_csv(path, index=False)
+    outcome = run_dataset(settings, LA311, path)
+    assert outcome.outcome == "rejected", outcome.reason
+    assert outcome.report_path is not None
+    return Path(outcome.report_path)
+
+
+class _Page(HTMLParser):
+    """Collects what the accessibility checks below look at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.th_scopes: list[str | None] = []
+        self.text: list[str] = []
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        found = dict(attrs)
+        if tag == "th":
+            self.th_scopes.append(found.get("scope"))
+        self.srcs += [v or "" for k, v in attrs if k in ("src", "href")]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_report_is_private_escaped_and_lists_every_check(project, tmp_path) -> None:
+    json_path = rejected_report(project, tmp_path)
+    html_path = write_report_html(json_path)
+    assert html_path == json_path.with_suffix(".html")
+    assert stat.S_IMODE(html_path.stat().st_mode) == 0o600
+    page = html_path.read_text(encoding="utf-8")
+    assert CANARY in page and f"{CANARY}-cd" in page  # the values are the point of the page
+    assert SCRIPT not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    parsed = _Page()
+    parsed.feed(page)
+    text = "".join(parsed.text)
+    assert PRIVATE_BANNER in text and SCRIPT in text  # shown as text, not run as a script
+    assert "script" not in parsed.tags and parsed.tags.count("h1") == 1
+    assert parsed.th_scopes and all(s in ("col", "row") for s in parsed.th_scopes)
+    assert parsed.srcs == []  # self-contained: no external asset, no link
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    assert report["checks"]
+    for check in report["checks"]:
+        assert check["name"] in text and check["message"] in text
+    assert "rejected" in text and LA311 in text and report["run_id"] in text
+
+
+def test_html_for_a_stopped_run_shows_its_private_detail(tmp_path) -> None:
+    json_path = tmp_path / "r1.json"
+    body = {
+        "dataset_id": "x",
+        "run_id": "r1",
+        "passed": False,
+        "stage": "extract",
+        "error": "sheet Data, cell B7: not a date",
+        "detail": f"cell held {SCRIPT}",
+    }
+    json_path.write_text(json.dumps(body))
+    page = write_report_html(json_path).read_text(encoding="utf-8")
+    assert "stopped at extract" in page and "cell B7: not a date" in page
+    assert "cell held &lt;script&gt;" in page and SCRIPT not in page
+    assert "No privacy report" in page
+
+
+def _artifact_text(artifacts: list) -> str:
+    return "\n".join(
+        json.dumps([a.key, a.type, a.description, a.data, a.metadata_], default=str)
+        for a in artifacts
+    )
+
+
+def test_artifacts_hold_checks_but_no_source_value(prefect_harness, project, tmp_path) -> None:
+    json_path = rejected_report(project, tmp_path)
+    write_report_html(json_path)
+
+    @flow(name="artifact-test")
+    def publish_it() -> None:
+        publish_validation_artifact(LA311, json_path)
+
+    publish_it()
+    key = artifact_key(LA311)
+    assert key == "validation-la311-service-requests"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    ours = [a for a in artifacts if a.key in (key, f"{key}-summary")]
+    assert sorted(a.type for a in ours) == ["markdown", "table"]
+    table = next(a for a in ours if a.type == "table")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    assert [r["check"] for r in rows] == [c["name"] for c in report["checks"]]
+    assert any(r["outcome"] == "failed" and r["failing"] == 3 for r in rows)
+    summary = next(a for a in ours if a.type == "markdown")
+    assert "Verdict: rejected" in str(summary.data)
+    assert str(json_path.with_suffix(".html")) in str(summary.data)
+    public = _artifact_text(artifacts)  # every artifact on the server, not only ours
+    assert CANARY not in public and "alert(1)" not in public
+
+
+@pytest.mark.parametrize("dataset_id", ["Mixed_Case.id", "a--b"])
+def test_artifact_keys_are_lowercase_dashes(dataset_id: str) -> None:
+    key = artifact_key(dataset_id)
+    assert key.startswith("validation-") and all(
+        ch.islower() or ch.isdigit() or ch == "-" for ch in key
+    )
