@@ -142,3 +142,37 @@ def test_artifact_keys_are_lowercase_dashes(dataset_id: str) -> None:
     assert key.startswith("validation-") and all(
         ch.islower() or ch.isdigit() or ch == "-" for ch in key
     )
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_html_report_in_headless_chromium_runs_no_planted_script(project, tmp_path) -> None:
+    """The page opens from disk with no script run, no request and no console error."""
+    assert CHROMIUM.exists(), "Debian's chromium is needed (see tests/test_scorecard_browser.py)"
+    from playwright.sync_api import sync_playwright
+
+    html_path = write_report_html(rejected_report(project, tmp_path))
+    url = html_path.as_uri()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
+            page.goto(url)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            cells = page.locator("td code").all_inner_texts()
+        finally:
+            browser.close()
+    assert dialogs == [] and errors == [] and requests == []
+    assert SCRIPT in cells and CANARY in cells  # the values shown as text
+    assert overflow <= 0  # wide tables scroll inside their box at 375 px, not the page

@@ -26,6 +26,7 @@ _STYLE = (
     "th,td{border:1px solid #666;padding:.25rem .5rem;text-align:left;vertical-align:top}"
     ".banner{font-weight:bold;color:#8a1f11;border:2px solid #8a1f11;padding:.5rem}"
     "code{white-space:pre-wrap;word-break:break-all}"
+    "h1,p,li{overflow-wrap:anywhere}.wide{overflow-x:auto}"
 )
 
 
@@ -41,7 +42,12 @@ def _table(caption: str, headers: list[str], rows: list[list[str]]) -> str:
     """A table whose cells are ALREADY escaped HTML; headers are escaped here."""
     head = "".join(f'<th scope="col">{escape(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # the wrapper scrolls a wide table on its own on a narrow screen, not the whole page;
+    # a named, focusable region so a keyboard user can scroll it too
+    return (
+        f'<div class="wide" role="region" tabindex="0" aria-label="{escape(caption)}"><table><caption>{escape(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 def _verdict(report: dict[str, Any]) -> str:
