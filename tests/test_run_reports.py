@@ -176,3 +176,26 @@ def test_html_report_in_headless_chromium_runs_no_planted_script(project, tmp_pa
     assert dialogs == [] and errors == [] and requests == []
     assert SCRIPT in cells and CANARY in cells  # the values shown as text
     assert overflow <= 0  # wide tables scroll inside their box at 375 px, not the page
+
+
+def test_html_shows_the_privacy_report_beside_the_json(tmp_path) -> None:
+    from civicflow.privacy.report import Finding, PrivacyReport, RuleApplied
+
+    json_path = tmp_path / "r2.json"
+    json_path.write_text(
+        json.dumps({"dataset_id": "x", "run_id": "r2", "passed": True, "checks": []})
+    )
+    privacy = PrivacyReport(dataset_id="x", rows=10, published_columns=["email", "age"])
+    privacy.rules.append(RuleApplied("age", "generalise", "ages in bands", 7, 10, "band-10"))
+    privacy.findings.append(
+        Finding("x", "email", "email", 2, [3, 8], ["j***@<b>x</b>.org", "k***@y.org"])
+    )
+    privacy.write(tmp_path / "r2.privacy.json")
+    page = write_report_html(json_path).read_text(encoding="utf-8")
+    parsed = _Page()
+    parsed.feed(page)
+    text = "".join(parsed.text)
+    assert "Privacy scan: blocked." in text
+    for shown in ("generalise", "band-10", "ages in bands", "[3, 8]", "j***@<b>x</b>.org"):
+        assert shown in text, shown
+    assert "b" not in parsed.tags  # the masked example's markup is text, not a tag
