@@ -24,6 +24,9 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # A CLI call starts Prefect's temporary server; on a busy 2-core machine it can take longer
 # than Prefect's 20 s default to come up.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# CLI calls in tests never run into a developer's live `make run` server on port 4200;
+# a test that wants the project's server sets PREFECT_API_URL (or this) itself.
+os.environ.setdefault("CIVICFLOW_PROJECT_SERVER", "0")
 
 pytest_plugins = [
     "tests.fixtures.portal",

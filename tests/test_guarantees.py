@@ -1,6 +1,6 @@
 """The main job as a user runs it, then its promises checked from outside (issue 8, "done when").
 
-`civicflow run --no-serve` (what `make run SERVE=0` calls) publishes every bundled dataset
+`make run SERVE=0` publishes every bundled dataset
 into a fresh var/; a steward's bad file is then rejected and the scorecard rebuilt. The
 checks read what residents and leadership read — the portal over HTTP, the scorecard
 files — with oracles of their own, not civicflow's detectors:
@@ -88,8 +88,18 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
     }
     for name in ("CIVICFLOW_HASH_KEY", "DATASETTE_SECRET", "CIVICFLOW_DATASETTE_TOKEN"):
         env.pop(name, None)
-    run = _cli(["run", "--no-serve", "--port", str(port)], env)
+    # Exactly what a user runs: the Makefile also starts (and stops) the PostgreSQL
+    # example database, without which the case-status dataset is skipped.
+    run = subprocess.run(
+        ["make", "-s", "run", "SERVE=0", f"PORT={port}"],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "skipping" not in run.stdout, run.stdout
     # The job left nothing running; serve the same var/ again to look at it.
     portal = DatasetteServer(var_dir=var_dir, port=port).start()
     env["CIVICFLOW_HASH_KEY"] = (var_dir / "secrets" / "hash_key").read_text().strip()

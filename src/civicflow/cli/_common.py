@@ -32,3 +32,12 @@ def project_settings() -> Settings:
         typer.echo(f"not a civicflow project: {settings.where_looked()}", err=True)
         raise typer.Exit(EXIT_USAGE)
     return settings
+
+
+def use_project_prefect(settings: Settings) -> None:
+    """Before a command's first Prefect import: talk to the project's running Prefect
+    server (``make run``) when one is up, so the run is quick and shows in its UI;
+    otherwise Prefect starts its temporary server as usual."""
+    from flows._server import use_project_server
+
+    use_project_server(settings)

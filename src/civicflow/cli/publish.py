@@ -7,7 +7,13 @@ from typing import Any
 
 import typer
 
-from civicflow.cli._common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_problems
+from civicflow.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    print_problems,
+    use_project_prefect,
+)
 from civicflow.portals import registered_portals
 from civicflow.settings import Settings, load_settings
 from civicflow.spec import DatasetSpec, SpecError, find_dataset, load_all
@@ -138,6 +144,7 @@ def register(app: typer.Typer) -> None:
                 specs = [s for s in specs if s.id in wanted]
             raise typer.Exit(EXIT_OK if _dry_run(settings, specs, source) else EXIT_REJECTED)
 
+        use_project_prefect(settings)
         from flows.publish import publish_all, publish_dataset
 
         summaries: list[dict[str, Any]] = []

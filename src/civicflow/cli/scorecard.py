@@ -6,7 +6,13 @@ from typing import Any
 
 import typer
 
-from civicflow.cli._common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_problems
+from civicflow.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    print_problems,
+    use_project_prefect,
+)
 from civicflow.settings import load_settings
 from civicflow.spec import SpecError
 
@@ -54,6 +60,7 @@ def register(app: typer.Typer) -> None:
             print_problems(exc.problems)
             raise typer.Exit(EXIT_USAGE) from None
 
+        use_project_prefect(load_settings())
         from flows.scorecard import scorecard as scorecard_flow
 
         state = scorecard_flow(publish=publish, return_state=True)
