@@ -31,6 +31,7 @@ def test_publish_dataset_flow_runs_its_stages_as_tasks(flow_env: Path) -> None:
     summary = state.result()
     assert summary["outcome"] in ("published", "unchanged")
     assert summary["rows_in"] == 9999
+    assert Path(summary["report"]).with_suffix(".html").is_file()
 
     async def task_names() -> set[str]:
         async with get_client() as client:
@@ -53,7 +54,19 @@ def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
     state = publish_dataset("la311_service_requests", str(empty), return_state=True)
     assert state.is_failed()
     assert "empty" in state.message
-    assert state.result(raise_on_failure=False)["outcome"] == "rejected"
+    summary = state.result(raise_on_failure=False)
+    assert summary["outcome"] == "rejected"
+    # the steward's page beside the JSON report, and the verdict on the flow run in the UI
+    assert Path(summary["report"]).with_suffix(".html").is_file()
+    from prefect.client.orchestration import get_client
+
+    from flows.artifacts import artifact_key
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
+    assert [a.key for a in mine] == [f"{artifact_key('la311_service_requests')}-summary"]
+    assert "Stopped at extract" in str(mine[0].data)
 
 
 def test_publish_all_runs_datasets_at_once_as_child_flow_runs(

@@ -546,6 +546,7 @@ class _Run:
             **self.stats,
             **extra,
         )
+        _write_report_page(self.spec.id, self.paths["report_path"])
         Ledger(self.settings.ledger_path).record(record)
         if outcome in ("published", "unchanged"):
             # what was pulled is now what the portal holds: an HTTP source's next
@@ -655,6 +656,23 @@ class _Run:
         if self.stats.get("rows_quarantined"):
             reason += f"; {self.stats['rows_quarantined']:,} bad rows quarantined"
         return self.finish(outcome, reason, portal_version=result.version, result=result)
+
+
+def _write_report_page(dataset_id: str, report_path: str | Path | None) -> None:
+    """The private HTML page beside the run's JSON report, for stewards.
+
+    The run's outcome stands whatever happens here: a page that cannot be written is
+    logged (by type: the page's inputs hold source values) and the JSON report remains.
+    """
+    if not report_path or not Path(report_path).is_file():
+        return
+    from civicflow.quality.html import write_report_html
+
+    try:
+        write_report_html(report_path)
+    except Exception as exc:  # noqa: BLE001 - logged, the run's outcome is already decided
+        log.error("%s: run report page not written (%s)", dataset_id, type(exc).__name__)
+        log.debug("%s", traceback.format_exc())
 
 
 def _published_reason(result: PublishResult) -> str:
