@@ -1,4 +1,5 @@
-"""`civicflow spec init` on every bundled raw file: time and marked items per draft,
+"""`civicflow spec init` on every bundled raw file: time and marked items per draft
+(the Excel workbook read with its hand-written spec's sheet, header row and footer),
 then the profile of a 1,000,000-row 311-shaped extract (time and peak memory).
 
 The 1M-row table repeats the real la311 rows with fresh sr_numbers, so the key stays
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from civicflow.onboarding import draft_dataset, read_target
-from civicflow.onboarding.read import SourceTable
+from civicflow.onboarding.read import ReadOptions, SourceTable
 from civicflow.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -29,6 +31,7 @@ BUNDLED = {
     "lax_passenger_traffic": "lax_passenger_traffic_by_terminal.csv",
     "neighborhood_councils": "la_neighborhood_councils_certified.geojson",
     "parking_citations": "la_parking_citations_subset.csv",
+    "lax_passenger_workbook": "lax_passenger_traffic_by_year.xlsx",
 }
 
 
@@ -39,21 +42,41 @@ def peak_mib() -> float:
 def kinds(keys: list[str]) -> str:
     """Marks grouped by what they decide: metadata, primary key, enum, privacy, null values."""
     counted = Counter(
-        "privacy" if k.endswith("privacy.reason") else "enum" if k.endswith(".enum") else k
+        "privacy"
+        if k.endswith("privacy.reason")
+        else "enum"
+        if k.endswith(".enum")
+        else "null_values"
+        if k == "source.null_values"
+        else k
         for k in keys
     )
-    meta = sum(n for k, n in counted.items() if k not in ("privacy", "enum", "primary_key"))
-    parts = [f"metadata {meta}"] + [
-        f"{k} {counted[k]}" for k in ("primary_key", "enum", "privacy") if counted[k]
-    ]
+    decided = ("primary_key", "enum", "privacy", "null_values")
+    meta = sum(n for k, n in counted.items() if k not in decided)
+    parts = [f"metadata {meta}"] + [f"{k} {counted[k]}" for k in decided if counted[k]]
     return ", ".join(parts)
+
+
+def options(name: str) -> ReadOptions:
+    """What `spec init` is told for a workbook (--sheet, --header-row, --footer-rows),
+    as the hand-written spec of the same data reads it."""
+    spec = yaml.safe_load((PROJECT_DIR / "datasets" / f"{name}.yaml").read_text())
+    source = spec["source"]
+    if source["kind"] != "excel":
+        return ReadOptions()
+    return ReadOptions(
+        sheet=source["sheet"],
+        header_row=source.get("header_row", 1),
+        footer_rows=source.get("footer_rows", 0),
+    )
 
 
 def bundled(settings: Settings) -> None:
     print(f"{'dataset':<24} {'rows':>6} {'fields':>6} {'time':>7} {'marks':>5}  what they decide")
     for name, file in BUNDLED.items():
         start = time.perf_counter()
-        source = read_target(f"draft_{name}", str(PROJECT_DIR / "data" / name / file), settings)
+        path = str(PROJECT_DIR / "data" / name / file)
+        source = read_target(f"draft_{name}", path, settings, options(name))
         draft = draft_dataset(f"draft_{name}", source)
         took = time.perf_counter() - start
         keys = [m.key for m in draft.marks]

@@ -1,6 +1,7 @@
 """`civicflow spec init`: specs drafted from the data, marked where a person decides.
 
-For each bundled raw file: the draft has marks and `check` refuses it naming file and key;
+For each bundled raw file (the Excel workbook too, read with its hand-written spec's sheet,
+header row and footer): the draft has marks and `check` refuses it naming file and key;
 filling only the marked items gives a spec that passes `check` and publishes to a real
 Datasette portal. The profiler is tested on small Arrow tables.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,10 @@ BUNDLED = {
     "lax_passenger_traffic": "lax_passenger_traffic_by_terminal.csv",
     "neighborhood_councils": "la_neighborhood_councils_certified.geojson",
     "parking_citations": "la_parking_citations_subset.csv",
+    "lax_passenger_workbook": "lax_passenger_traffic_by_year.xlsx",
 }
+#: the source keys `spec init` takes as options for a workbook (from the hand-written spec)
+EXCEL_KEYS = ("sheet", "header_row", "footer_rows")
 #: marked keys whose suggestion is a value in YAML flow syntax rather than text
 TYPED = {"primary_key", "update_frequency", "enum", "null_values"}
 PLAUSIBLE = {
@@ -73,6 +78,20 @@ def _tmp_project(tmp_path: Path) -> Path:
     return project
 
 
+def _hand_written_source(bundled: str) -> dict[str, Any]:
+    spec = yaml.safe_load((PROJECT / "datasets" / f"{bundled}.yaml").read_text())
+    return dict(spec["source"])
+
+
+def _source_options(bundled: str) -> list[str]:
+    """`--sheet 2013 --header-row 4 --footer-rows 3` for a workbook, nothing otherwise."""
+    source = _hand_written_source(bundled)
+    if source["kind"] != "excel":
+        return []
+    present = [k for k in EXCEL_KEYS if k in source]
+    return [arg for k in present for arg in (f"--{k.replace('_', '-')}", str(source[k]))]
+
+
 def _init(project: Path, dataset_id: str, source: Path | str, *extra: str) -> Any:
     return runner.invoke(app, ["spec", "init", dataset_id, "--source", str(source), *extra])
 
@@ -100,13 +119,16 @@ def test_bundled_file_drafts_a_spec_that_publishes_once_its_marks_are_decided(
     shutil.copy(PROJECT / "data" / bundled / BUNDLED[bundled], raw)
     dataset_id = f"init_{bundled}"
 
-    drafted = _init(tmp_project, dataset_id, raw)
+    drafted = _init(tmp_project, dataset_id, raw, *_source_options(bundled))
     assert drafted.exit_code == 0, drafted.output
     spec_path = tmp_project / "datasets" / f"{dataset_id}.yaml"
     data = yaml.safe_load(spec_path.read_text())
     marks = find_marks(data)
     assert marks and f"{len(marks)} marked items" in drafted.output
     assert data["source"]["path"] == f"data/{bundled}/{BUNDLED[bundled]}"
+    hand = _hand_written_source(bundled)
+    if hand["kind"] == "excel":
+        assert {k: data["source"][k] for k in EXCEL_KEYS} == {k: hand[k] for k in EXCEL_KEYS}
 
     refused = runner.invoke(app, ["check"])
     assert refused.exit_code == 2
@@ -122,23 +144,34 @@ def test_bundled_file_drafts_a_spec_that_publishes_once_its_marks_are_decided(
     settings = load_settings()
     outcome = run_dataset(settings, dataset_id)
     assert outcome.outcome == "published", outcome.reason
-    expected = len(_data_rows(raw))
+    expected = len(_data_rows(raw, hand))
     assert outcome.record.rows_in == outcome.record.rows_out == expected
     assert datasette_server.row_count(dataset_id) == expected
 
 
-def _data_rows(raw: Path) -> list[Any]:
+def _data_rows(raw: Path, source: dict[str, Any]) -> list[Any]:
+    """The data rows as another reader counts them (pandas, or the GeoJSON features)."""
     if raw.suffix == ".geojson":
         return list(json.loads(raw.read_text())["features"])
     import pandas as pd
 
+    if raw.suffix == ".xlsx":
+        sheet = pd.read_excel(
+            raw,
+            sheet_name=source["sheet"],
+            header=source["header_row"] - 1,
+            skipfooter=source["footer_rows"],
+            dtype=str,
+        )
+        assert sheet.notna().all(axis=None)  # no blank or totals row left among the data
+        return list(range(len(sheet)))
     return list(range(len(pd.read_csv(raw, dtype=str))))
 
 
 # -- the profiler on small tables --------------------------------------------------------
 
 
-def _table(**columns: list[str | None]) -> pa.Table:
+def _table(**columns: Sequence[str | None]) -> pa.Table:
     return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
 
 

@@ -36,6 +36,9 @@ def init(
     ),
     sheet: str | None = typer.Option(None, help="Excel: the sheet to read (default: the first)."),
     header_row: int = typer.Option(1, min=1, help="Excel: the 1-based row holding the headers."),
+    footer_rows: int = typer.Option(
+        0, min=0, help="Excel: rows at the bottom of the sheet to skip (totals, notes)."
+    ),
     table: str | None = typer.Option(None, help="PostgreSQL: the table (or schema.table)."),
     query: str | None = typer.Option(None, help="PostgreSQL: a SELECT instead of a table."),
     fmt: str | None = typer.Option(
@@ -59,7 +62,14 @@ def init(
     spec_path = settings.datasets_dir / f"{dataset_id}.yaml"
     suite_path = settings.expectations_dir / f"{dataset_id}.json"
     _refuse_overwrite([spec_path, suite_path], force)
-    options = ReadOptions(sheet=sheet, header_row=header_row, table=table, query=query, format=fmt)
+    options = ReadOptions(
+        sheet=sheet,
+        header_row=header_row,
+        footer_rows=footer_rows,
+        table=table,
+        query=query,
+        format=fmt,
+    )
     try:
         draft = draft_dataset(dataset_id, read_target(dataset_id, source, settings, options))
     except ExtractError as exc:

@@ -36,6 +36,8 @@ class ReadOptions:
 
     sheet: str | None = None
     header_row: int = 1
+    #: Excel: rows at the bottom of the sheet to skip (blank line, totals, notes)
+    footer_rows: int = 0
     table: str | None = None
     query: str | None = None
     format: str | None = None
@@ -113,6 +115,8 @@ def _file_source(path: Path, settings: Settings, options: ReadOptions) -> dict[s
         source["sheet"] = options.sheet or _first_sheet(path)
         if options.header_row != 1:
             source["header_row"] = options.header_row
+        if options.footer_rows:
+            source["footer_rows"] = options.footer_rows
     return source
 
 
