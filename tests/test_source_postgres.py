@@ -386,6 +386,50 @@ def test_a_missing_password_says_it_is_not_set(postgres_db: Database, tmp_path: 
         extract(make_spec({"table": "cases"}), settings_for(tmp_path, env), "run1")
 
 
+def test_a_flow_reads_the_password_from_a_prefect_secret_block(
+    postgres_db: Database, tmp_path: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spec names its own password variable; the worker's environment lacks it, so
+    the flow's settings take it from the Secret block of the same name in kebab case."""
+    import yaml
+    from prefect.blocks.system import Secret
+
+    from flows._common import flow_settings
+
+    password_env = "CIVICFLOW_CASES_DB_PASSWORD"  # noqa: S105  (a variable's name)
+    project = tmp_path / "project"
+    (project / "datasets").mkdir(parents=True)
+    spec = make_spec({"table": "cases", "connection_env": URL_ENV, "password_env": password_env})
+    (project / "datasets" / "pg_cases.yaml").write_text(
+        yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    )
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
+    monkeypatch.setenv("CIVICFLOW_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv(URL_ENV, postgres_db.url)
+    monkeypatch.delenv(password_env, raising=False)
+    load_cases(postgres_db)
+
+    def settings() -> Settings:
+        umask = os.umask(0o077)
+        os.umask(umask)
+        try:
+            return flow_settings()  # sets the process umask to 077: restored after
+        finally:
+            os.umask(umask)
+
+    spec = find_dataset(project / "datasets", "pg_cases")
+    with pytest.raises(ExtractError, match=f"{password_env} is not set"):
+        extract(spec, settings(), "run0")  # no block yet: the variable is named
+
+    Secret(value=postgres_db.password).save("civicflow-cases-db-password", overwrite=True)
+    filled = settings()
+    assert password_env not in os.environ and filled.secret(password_env) == postgres_db.password
+    assert postgres_db.password not in repr(filled)
+    result = extract(spec, filled, "run1")
+    assert list(result.frame["case_id"]) == [1, 2, 3]
+    assert result.frame.loc[1, "note"] == NOTE
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
