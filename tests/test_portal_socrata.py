@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from civicflow import published
-from civicflow.portals import PortalError, RowChanges, get_portal
+from civicflow.portals import PortalConflict, PortalError, RowChanges, get_portal
 from civicflow.portals.socrata import SocrataPortal
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
@@ -501,3 +501,151 @@ def test_a_change_set_beyond_a_chunk_is_a_replace_revision_of_live_rows_and_chan
     assert (plan.rows.added, plan.rows.updated, plan.rows.deleted) == (0, 0, 0)
     live = portal.current_version(table)
     assert live is not None and (live.rows, live.run_id) == (100, "run-2")
+
+
+# -- revisions left open: a failed publish discards the revision it opened ----------------
+
+
+def _open_revisions(server: SocrataServer, portal: SocrataPortal, table: str) -> list[int]:
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    return [r.revision_seq for r in server.app.publishing.open_revisions(fourfour)]
+
+
+def _discarded(server: SocrataServer, portal: SocrataPortal, table: str) -> list[int]:
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    revisions = server.app.publishing.revisions_of(fourfour)
+    return [r.revision_seq for r in revisions if r.discarded]
+
+
+def test_a_publish_refused_for_values_that_do_not_convert_leaves_no_open_revision(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("discard")
+    fields = [*SAMPLE_FIELDS, FieldSpec(name="where", type="geopoint", description="A point.")]
+    _publish(portal, table, sample_frame(10, "first").assign(where="POINT (1 2)"), "run-1", fields)
+    live = portal.current_version(table)
+    bad = sample_frame(10, "second").assign(where="nowhere")
+    with pytest.raises(PortalError, match=r"columns where \(10\)"):
+        _publish(portal, table, bad, "run-2", fields)
+    assert _open_revisions(socrata_tls, portal, table) == []
+    assert _discarded(socrata_tls, portal, table) == [1]  # the refused one, not applied
+    assert portal.current_version(table) == live
+
+
+def test_a_conflict_found_before_the_apply_discards_the_revision(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    """Another run publishes while this one uploads: the check before the apply refuses,
+    and this run's revision is discarded, not left open on the dataset."""
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=_env(socrata_tls))
+    table = unique_table("discard")
+    other = SocrataPortal(settings)
+    _publish(other, table, sample_frame(20, "first"), "run-1")
+
+    def another_run_publishes(step: str) -> None:
+        if step == "uploaded":
+            _publish(other, table, sample_frame(15, "other", seed=2), "run-other")
+
+    portal = SocrataPortal(settings, on_step=another_run_publishes)
+    with pytest.raises(PortalConflict, match="run-other") as refused:
+        _publish(portal, table, sample_frame(30, "mine", seed=1), "run-2")
+    assert refused.value.other_run == "run-other"
+    assert _open_revisions(socrata_tls, portal, table) == []
+    assert _discarded(socrata_tls, portal, table) == [1]  # seq 2 is the other run's, applied
+    live = portal.current_version(table)
+    fourfour = portal.fourfour(table)
+    assert live is not None and (live.run_id, live.rows) == ("run-other", 15)
+    assert fourfour is not None and set(_statuses(socrata_tls, fourfour)) == {"other"}
+
+
+def test_a_discard_that_fails_is_a_warning_and_the_first_error_stands(
+    socrata_tls: SocrataServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("discard")
+    fields = [*SAMPLE_FIELDS, FieldSpec(name="where", type="geopoint", description="A point.")]
+    _publish(portal, table, sample_frame(10, "first").assign(where="POINT (1 2)"), "run-1", fields)
+    socrata_tls.throttle(1, status=500, path="/api/publishing/v1/revision/", method="DELETE")
+    bad = sample_frame(10, "second").assign(where="nowhere")
+    with caplog.at_level(logging.DEBUG), pytest.raises(PortalError) as refused:
+        _publish(portal, table, bad, "run-2", fields)
+    assert "could not convert values in columns where (10)" in str(refused.value)
+    assert socrata_tls.app.throttle.matched == 1  # one DELETE, refused
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("could not discard Socrata revision 1" in w and "HTTP 500" in w for w in warnings)
+    assert KEY_SECRET not in caplog.text
+    assert _open_revisions(socrata_tls, portal, table) == [1]  # said, not hidden
+
+
+# -- retries: Retry-After through socrata-py, no second send of a refusal or an apply -----
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "message"),
+    [
+        ("/api/views/", "GET", "could not read the dataset: HTTP 400"),  # sodapy
+        ("/api/publishing/v1/revision/", "POST", "refused a publishing request: HTTP 400"),
+    ],
+    ids=["sodapy", "socrata-py"],
+)
+def test_a_refusal_other_than_429_is_not_sent_again(
+    socrata_tls: SocrataServer, tmp_path: Path, path: str, method: str, message: str
+) -> None:
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("refused")
+    _publish(portal, table, sample_frame(10, "first"), "run-1")
+    live = portal.current_version(table)
+    socrata_tls.throttle(1_000, status=400, path=path, method=method)
+    try:
+        with pytest.raises(PortalError, match=message):
+            _publish(portal, table, sample_frame(10, "second", seed=1), "run-2")
+        assert socrata_tls.app.throttle.matched == 1
+    finally:
+        socrata_tls.throttle(0)
+    assert portal.current_version(table) == live
+    assert _open_revisions(socrata_tls, portal, table) == []
+
+
+def test_a_429_to_socrata_py_waits_as_retry_after_asks(
+    socrata_tls: SocrataServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """socrata-py keeps only a refusal's JSON body: its Retry-After is read from the answer."""
+    settings = Settings(project_dir=PROJECT_DIR, var_dir=tmp_path / "var", env=_env(socrata_tls))
+    portal = SocrataPortal(settings, first_backoff=0.01)
+    table = unique_table("retry-after")
+    socrata_tls.throttle(2, retry_after=1, path="/api/publishing/v1/")
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="civicflow.portals.socrata"):
+        result = _publish(portal, table, sample_frame(10, "first"), "run-1")
+    assert result.changed is True
+    assert socrata_tls.app.throttle.remaining == 0
+    pauses = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert pauses == ["Socrata busy or unreachable; retrying in 1.0 s"] * 2
+    assert time.monotonic() - started >= 2.0
+
+
+def test_an_apply_whose_answer_is_lost_is_followed_not_sent_twice(
+    socrata_tls: SocrataServer, tmp_path: Path
+) -> None:
+    """The apply starts its job but the answer is a 502: the revision shows the job, so
+    the adapter follows it rather than applying again (which Socrata refuses)."""
+    portal = _portal(socrata_tls, tmp_path / "var")
+    table = unique_table("lost")
+    _publish(portal, table, sample_frame(10, "first"), "run-1")
+    socrata_tls.app.publishing.lose_apply_answers = 1
+    try:
+        result = _publish(portal, table, sample_frame(12, "second", seed=1), "run-2")
+    finally:
+        socrata_tls.app.publishing.lose_apply_answers = 0
+    assert result.changed is True
+    fourfour = portal.fourfour(table)
+    assert fourfour is not None
+    revisions = socrata_tls.app.publishing.revisions_of(fourfour)
+    assert [len(r.task_sets) for r in revisions] == [1, 1]  # each applied once
+    assert [j.status for j in revisions[1].task_sets] == ["successful"]
+    live = portal.current_version(table)
+    assert live is not None and (live.run_id, live.rows) == ("run-2", 12)
+    assert _statuses(socrata_tls, fourfour) == ["second"] * 12

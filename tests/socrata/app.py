@@ -22,7 +22,9 @@ page of 1,000 rows and ``calendar_date`` showing as ``floating_timestamp`` in he
 - Publishing: the Dataset Management API socrata-py calls (``/api/publishing/v1/...``),
   in ``dsmapi.py`` over the state in ``publishing.py``.
 - Throttling: ``throttle(n, retry_after)`` (or ``POST /__test__/throttle``) makes the next
-  ``n`` requests answer 429 with ``Retry-After``.
+  ``n`` requests answer 429 with ``Retry-After``; ``throttle(n, status=400, path=...,
+  method=...)`` refuses or fails the next ``n`` requests to one route instead (a test
+  counts ``throttle.matched`` to see whether a client sent one again).
 """
 
 from __future__ import annotations
@@ -69,25 +71,57 @@ def error(
 
 
 class Throttle:
-    """The next ``remaining`` requests get 429 with ``Retry-After: retry_after``."""
+    """The next ``remaining`` requests get 429 with ``Retry-After: retry_after``.
+
+    ``status`` other than 429 makes them a plain refusal or failure instead (a 400, a 503:
+    no ``Retry-After``); ``path`` (a prefix) and ``method`` limit which requests count.
+    ``seen`` counts every request, ``matched`` those ``path`` and ``method`` picked since
+    the last ``set``: what a test counts to see whether a refusal was sent again.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.remaining = 0
         self.retry_after = 1
+        self.status = 429
+        self.path = "/"
+        self.method: str | None = None
         self.seen = 0
+        self.matched = 0
 
-    def set(self, requests: int, retry_after: int = 1) -> None:
+    def set(
+        self,
+        requests: int,
+        retry_after: int = 1,
+        *,
+        status: int = 429,
+        path: str = "/",
+        method: str | None = None,
+    ) -> None:
         with self.lock:
             self.remaining, self.retry_after = requests, retry_after
+            self.status, self.path, self.method, self.matched = status, path, method, 0
 
-    def take(self) -> int | None:
+    def take(self, path: str = "/", method: str = "GET") -> int | None:
+        """The seconds of ``Retry-After`` when this request is to be refused, else None."""
         with self.lock:
             self.seen += 1
+            if not path.startswith(self.path) or self.method not in (None, method):
+                return None
+            self.matched += 1
             if self.remaining <= 0:
                 return None
             self.remaining -= 1
             return self.retry_after
+
+    def refusal(self, retry_after: int) -> Response:
+        if self.status == 429:
+            response = error(429, "too_many_requests", "Too many requests")
+            response.headers["Retry-After"] = str(retry_after)
+            return response
+        if self.status >= 500:
+            return error(self.status, "internal_error", "The server is unavailable")
+        return error(self.status, "invalid_request", "Refused by the test server's switch")
 
 
 class SocrataApp:
@@ -136,11 +170,9 @@ class SocrataApp:
 
     def guard(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            retry_after = self.throttle.take()
+            retry_after = self.throttle.take(request.url.path, request.method)
             if retry_after is not None:
-                response = error(429, "too_many_requests", "Too many requests")
-                response.headers["Retry-After"] = str(retry_after)
-                return response
+                return self.throttle.refusal(retry_after)
             # https://dev.socrata.com/docs/app-tokens: a header, or the $$app_token parameter.
             token = request.headers.get("x-app-token") or request.query_params.get("$$app_token")
             if token is not None and token not in self.app_tokens:

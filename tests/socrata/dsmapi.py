@@ -278,7 +278,7 @@ class Dsmapi:
         if request.method == "PUT":
             self.publishing.update_revision(revision, await _object(request))
         elif request.method == "DELETE":
-            revision.closed_at = revision.closed_at or "discarded"
+            self.publishing.discard(revision)
         return respond(revision_doc(revision))
 
     async def apply(self, request: Request) -> Response:
@@ -287,6 +287,11 @@ class Dsmapi:
             return not_found("revision")
         body = await _object(request)
         job = self.publishing.apply(revision, body.get("output_schema_id"))
+        with self.publishing.lock:
+            lose = self.publishing.lose_apply_answers > 0
+            self.publishing.lose_apply_answers -= lose
+        if lose:
+            return error(502, "bad_gateway", "The apply answer was lost on the way")
         return respond(job_doc(job))
 
     async def job(self, request: Request) -> Response:

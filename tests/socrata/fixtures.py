@@ -101,8 +101,9 @@ class SocrataServer:
             self.app.store.replace(dataset, rows)
         return dataset
 
-    def throttle(self, requests: int, retry_after: int = 1) -> None:
-        self.app.throttle.set(requests, retry_after)
+    def throttle(self, requests: int, retry_after: int = 1, **which: Any) -> None:
+        """The next ``requests`` answer 429 (``status``, ``path``, ``method``: see Throttle)."""
+        self.app.throttle.set(requests, retry_after, **which)
 
     def start(self) -> SocrataServer:
         self.server, self.thread, self.port = serve(self.app, self.port, tls=self.tls)

@@ -98,9 +98,15 @@ class Revision:
     creates_dataset: bool = False
     output_schema_id: int | None = None
     closed_at: str | None = None
+    discarded: bool = False
     task_sets: list[TaskSet] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     created_at: str = field(default_factory=now_iso)
+
+    @property
+    def is_open(self) -> bool:
+        """Neither applied nor discarded: still waiting on the dataset."""
+        return self.closed_at is None
 
 
 class PublishingError(ValueError):
@@ -118,6 +124,9 @@ class Publishing:
         self.chunk_size = chunk_size  # "preferred_chunk_size" answered on initiate
         self.parallelism = 4  # "preferred_upload_parallelism"
         self.apply_delay = 0.05  # seconds an apply job stays in progress
+        #: the next this many applies start their job but answer 502, as a gateway that
+        #: lost the answer would: the client cannot tell from the answer that it applied
+        self.lose_apply_answers = 0
 
     # -- revisions --------------------------------------------------------------------
 
@@ -141,6 +150,22 @@ class Publishing:
     def revision(self, fourfour: str, seq: int) -> Revision | None:
         with self.lock:
             return self.revisions.get((fourfour, seq))
+
+    def revisions_of(self, fourfour: str) -> list[Revision]:
+        """Every revision opened on ``fourfour``, in order."""
+        with self.lock:
+            found = [r for (f, _), r in self.revisions.items() if f == fourfour]
+        return sorted(found, key=lambda r: r.revision_seq)
+
+    def open_revisions(self, fourfour: str) -> list[Revision]:
+        """The revisions on ``fourfour`` neither applied nor discarded."""
+        return [r for r in self.revisions_of(fourfour) if r.is_open]
+
+    def discard(self, revision: Revision) -> None:
+        """DELETE of a revision: an open one is closed unapplied; an applied one stays."""
+        with self.lock:
+            if revision.closed_at is None:
+                revision.closed_at, revision.discarded = now_iso(), True
 
     def update_revision(self, revision: Revision, body: dict[str, Any]) -> None:
         if isinstance(body.get("metadata"), dict):
@@ -239,6 +264,8 @@ class Publishing:
     # -- apply --------------------------------------------------------------------------
 
     def apply(self, revision: Revision, output_schema_id: int | None) -> TaskSet:
+        if revision.discarded:
+            raise PublishingError(f"revision {revision.revision_seq} was discarded")
         if revision.closed_at is not None:
             raise PublishingError(f"revision {revision.revision_seq} is already applied")
         chosen = output_schema_id or revision.output_schema_id

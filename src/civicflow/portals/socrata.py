@@ -3,7 +3,9 @@
 Every new version (rows or metadata) goes out as one socrata-py revision: the CSV is
 written here (Arrow, vectorised), uploaded, typed by an output schema built from the
 spec, refused while the schema counts conversion errors, then applied; the apply job
-swaps rows and metadata in together, so a reader never sees a replace half done.
+swaps rows and metadata in together, so a reader never sees a replace half done. A
+revision that fails before its apply job succeeds is discarded (best effort), so none is
+left open on the dataset; the apply itself is sent once (:meth:`SocrataPortal._apply`).
 
 The version record (version, data version, run id, rows, serial) travels in the
 revision's view metadata (``metadata.civicflow``), so :meth:`current_version` reads
@@ -42,6 +44,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pyarrow as pa
 import requests
+from requests.auth import HTTPBasicAuth
 
 from civicflow.http_retry import retry_after
 from civicflow.portals.base import (
@@ -516,41 +519,138 @@ class SocrataPortal:
     ) -> None:
         """One revision: upload, type, check, apply, wait. Rows and metadata go live together.
 
-        ``data`` (the upload CSV) None: a metadata-only revision (the rows stay)."""
+        ``data`` (the upload CSV) None: a metadata-only revision (the rows stay). A revision
+        that fails before its apply job succeeded (a conflict, values that do not convert, a
+        refusal, an outage, a failed job) is discarded, so none is left open on the portal;
+        if the discard fails too, a warning says so and the first error is raised."""
         from socrata import Socrata
         from socrata.http import UnexpectedResponseException
 
         publisher = Socrata(self._authorization())
-        retry = self.retry
+        opened = _Opened()
         try:
-            fourfour = self.fourfour(table)
-            created = fourfour is None
-            if fourfour is None:
-                revision = retry(lambda: publisher.new(view_metadata))
-                fourfour = str(revision.attributes["fourfour"])
-                self._remember(table, fourfour)
-            else:
-                revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
-                revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
-            self.on_step("revision")
-            output = None
-            if data is not None:
-                output = self._upload(revision, table, data, fields, primary_key)
-            self.on_step("uploaded")
-            # The last moment to notice another run: right before the swap.
-            _check_base(table, self.current_version(table), live if base is ... else base)
-            # Applied once; only the polling is retried (a second apply would be refused).
-            job = retry(lambda: revision.apply(output_schema=output))
-            _check_job(table, retry(lambda: job.wait_for_finish(**POLL)))
-            self.on_step("applied")
-            if created:
-                # A dataset made by a revision is private; residents read it from now on.
-                made = str(fourfour)
-                self._soda(lambda c: c.set_permission(made, "public"), "make the dataset public")
+            try:
+                self._revise_steps(
+                    publisher, opened, table, data, fields, primary_key, view_metadata, base, live
+                )
+            except UnexpectedResponseException as exc:
+                raise _refusal(exc) from None
+            except requests.RequestException as exc:
+                raise PortalError(
+                    f"{self.url}: portal unreachable ({type(exc).__name__})"
+                ) from None
+        except BaseException:
+            if opened.revision is not None and not opened.applied:
+                self._discard(table, opened.revision)
+            raise
+
+    def _revise_steps(
+        self,
+        publisher: Any,
+        opened: _Opened,
+        table: str,
+        data: bytes | None,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        view_metadata: dict[str, Any],
+        base: PublishedVersion | None | EllipsisType,
+        live: PublishedVersion | None,
+    ) -> None:
+        retry = self.retry
+        fourfour = self.fourfour(table)
+        created = fourfour is None
+        if fourfour is None:
+            revision = retry(lambda: publisher.new(view_metadata))
+            opened.revision = revision
+            fourfour = str(revision.attributes["fourfour"])
+            self._remember(table, fourfour)
+        else:
+            revisions = retry(lambda: publisher.views.lookup(fourfour).revisions)
+            revision = retry(lambda: revisions.create_replace_revision(metadata=view_metadata))
+            opened.revision = revision
+        self.on_step("revision")
+        output = None
+        if data is not None:
+            output = self._upload(revision, table, data, fields, primary_key)
+        self.on_step("uploaded")
+        # The last moment to notice another run: right before the swap.
+        _check_base(table, self.current_version(table), live if base is ... else base)
+        _check_job(table, self._apply(revision, output))
+        opened.applied = True
+        self.on_step("applied")
+        if created:
+            # A dataset made by a revision is private; residents read it from now on.
+            made = str(fourfour)
+            self._soda(lambda c: c.set_permission(made, "public"), "make the dataset public")
+
+    def _apply(self, revision: Any, output: Any) -> str | None:
+        """The revision applied once; the final status of its apply job.
+
+        socrata-py's ``apply`` is two requests: the PUT that starts the job, then a read of
+        the revision. A 429, a 5xx or a dropped connection in either does not say whether
+        Socrata started the job, and a second apply of an applied revision is refused: so
+        before sending it again the revision is read (retried like any read), and if it
+        holds an apply job that job is followed instead. The window left is a PUT still
+        being processed when the revision is read (it is then refused as applied)."""
+        from socrata.http import UnexpectedResponseException
+
+        def send() -> Any:
+            try:
+                return revision.apply(output_schema=output)
+            except UnexpectedResponseException as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise  # refused: nothing was applied
+                failure: Exception = exc
+            except (Busy, requests.ConnectionError, requests.Timeout) as exc:
+                failure = exc
+            if _apply_jobs(self.retry(lambda: revision.show())):
+                return None  # applied after all: followed through the revision below
+            raise failure
+
+        job = self.retry(send)
+        if job is not None:
+            # Only the polling is retried: reading a job's status twice changes nothing.
+            return str(self.retry(lambda: job.wait_for_finish(**POLL)).attributes.get("status"))
+        return self._wait_for_apply(revision)
+
+    def _wait_for_apply(self, revision: Any) -> str | None:
+        """The status of the revision's apply job once it ended, read from the revision."""
+        deadline = time.monotonic() + POLL["timeout"]
+        while True:
+            job = _apply_jobs(revision)[-1]
+            if job.get("finished_at") or job.get("status") in ("successful", "failure"):
+                return str(job.get("status"))
+            if time.monotonic() > deadline:
+                return str(job.get("status"))
+            time.sleep(POLL["sleeptime"])
+            self.retry(lambda: revision.show())
+
+    def _discard(self, table: str, revision: Any) -> None:
+        """Best effort: one DELETE of the open revision; a failure is logged, never raised
+        (the caller raises the error that made the revision useless)."""
+        from socrata.http import UnexpectedResponseException
+
+        seq = revision.attributes.get("revision_seq")
+        try:
+            revision.discard()
         except UnexpectedResponseException as exc:
-            raise _refusal(exc) from None
-        except requests.RequestException as exc:
-            raise PortalError(f"{self.url}: portal unreachable ({type(exc).__name__})") from None
+            failure = f"HTTP {exc.status}"
+        except Busy as exc:
+            failure = f"HTTP {exc.status}"
+        except Exception as exc:  # noqa: BLE001  (best effort: any failure is only logged)
+            failure = type(exc).__name__
+        else:
+            log.info("%s: revision %s discarded; nothing was applied", table, seq)
+            return
+        # Status or exception type only: messages may quote the request or the portal's body.
+        log.warning(
+            "%s: could not discard Socrata revision %s of %s (%s); it stays open until "
+            "discarded on the portal",
+            table,
+            seq,
+            revision.attributes.get("fourfour"),
+            failure,
+        )
 
     def _upload(
         self,
@@ -584,7 +684,10 @@ class SocrataPortal:
                 if exc.status != 429 and exc.status < 500:
                     raise
                 failure: Exception = exc
-                pause = wait
+                # A JSON answer's headers are gone (socrata-py keeps only the body); a JSON
+                # 429 is raised as Busy by the authorization's hook (_Answers), with them.
+                asked = retry_after(exc.body) if hasattr(exc.body, "headers") else None
+                pause = asked if asked is not None else wait
             except Busy as exc:
                 failure = PortalError(f"{self.url}: HTTP {exc.status}: still refused after retries")
                 pause = exc.retry_after if exc.retry_after is not None else wait
@@ -609,10 +712,44 @@ class SocrataPortal:
         key_id, secret = self._keys()
         auth = Authorization(self.host, username=key_id, password=secret)
         auth.verify = self.verify
+        auth.basic = _Answers(key_id, secret)
         return auth
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+class _Answers(HTTPBasicAuth):
+    """socrata-py's HTTP Basic auth, plus a look at every answer: a 429 is raised as
+    :class:`Busy` with its ``Retry-After``, which socrata-py would drop (it keeps only the
+    JSON body of a refusal). socrata-py retries nothing on a 429 itself, so nothing of its
+    own is skipped; the adapter's ``retry`` waits as asked."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request = super().__call__(request)
+        request.register_hook("response", _raise_throttled)
+        return request
+
+
+def _raise_throttled(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    if response.status_code == 429:
+        response.close()
+        raise Busy(429, retry_after(response))
+    return response
+
+
+@dataclass
+class _Opened:
+    """The revision a publish opened, and whether its apply job succeeded."""
+
+    revision: Any = None
+    applied: bool = False
+
+
+def _apply_jobs(revision: Any) -> list[dict[str, Any]]:
+    """The apply jobs (task sets) the revision shows."""
+    jobs = revision.attributes.get("task_sets") or []
+    return [j for j in jobs if isinstance(j, dict)]
 
 
 @dataclass(frozen=True)
@@ -668,8 +805,7 @@ def _refusal(exc: Any) -> PortalError:
     return PortalError(f"Socrata refused a publishing request: HTTP {exc.status} {code}")
 
 
-def _check_job(table: str, job: Any) -> None:
-    status = job.attributes.get("status")
+def _check_job(table: str, status: str | None) -> None:
     if status != "successful":
         raise PortalError(f"{table}: the Socrata apply job ended {status!r}; the old version stays")
 
