@@ -7,6 +7,28 @@ column's ``transform`` (the fields socrata-py 1.2.0 reads: ``OutputSchema.any_er
 ``any_failed``, ``wait_for_finish``). A new dataset's types are guessed from the values, as
 the DSMAPI does for an upload with no target; a revision on an existing dataset keeps that
 dataset's column types, so a value that no longer parses is an error, not a retype.
+
+Socrata's own pages for what is implemented here:
+
+- Revisions, sources, input and output schemas, transforms:
+  https://dev.socrata.com/publishers/dsmapi ("you cannot update a dataset via this API
+  without routing through a revision"; the data transformation functions).
+- The transform functions, one page each: https://dev.socrata.com/docs/transforms/to_number,
+  .../to_boolean, .../to_floating_timestamp, .../to_point (WKT ``POINT (x y)`` converts;
+  ``'(2, 2)'`` is a ``type_conversion_failed``, the error civicflow met with LA's
+  ``(lat, lon)`` text). Not modelled: ``to_boolean('1')``/``('0')`` (true/false on its
+  page; this server takes ``true``/``false`` only, which is what civicflow sends) and
+  ``to_floating_timestamp``'s format-string argument.
+- What each type accepts (numbers as numeric strings, checkbox ``true``/``false``, a
+  floating timestamp as ISO 8601 without a zone, null as an absent value):
+  https://support.socrata.com/hc/en-us/articles/360024040594-Dataset-Validation-for-Column-Data-Type-Values
+  (the checks are :func:`tests.socrata.store.normalize`, shared with SODA writes).
+- A new upload's types guessed ("the Socrata platform is designed to make its best guess
+  as to what data type each column should be"):
+  https://support.socrata.com/hc/en-us/articles/360015497374-Which-is-which-Unformatted-Data-Data-Types-Data-Transforms-and-Column-Formatting;
+  the order of the guesses (:data:`_GUESS_ORDER`) is this server's.
+- Field names from headers (:func:`field_name`: lower case, ``_`` for the rest): no
+  Socrata page states the rule; this is the server's own reading.
 """
 
 from __future__ import annotations

@@ -8,6 +8,23 @@ attachments are listed as recorded and served from ``/api/views/{id}/files/{asse
 not modelled: a column's display ``width`` (absent on some recorded columns too), approvals
 history. Creation follows sodapy 2.2.0's ``create`` (``POST /api/views.json``
 with ``name``, ``columns`` and ``metadata.rowIdentifier`` as a field name).
+
+Socrata's own pages for what is implemented here:
+
+- The view document itself ("a View includes all of the metadata about a table or view,
+  including descriptive values such as name, description, and tags, as well as structural
+  data like the ViewColumns it contains"): Socrata's API type reference, served by its
+  portals at ``/api/docs/types`` (e.g. http://explore.data.gov/api/docs/types); the recorded
+  view decides the fields that reference does not list.
+- ``dataTypeName`` values (``text``, ``number``, ``checkbox``, ``calendar_date``,
+  ``point``, ``url``, ...): https://dev.socrata.com/docs/datatypes/.
+- The row identifier, a publisher-specified column of unique values used in place of the
+  internal ``:id`` (``rowIdentifierColumnId``; upserts match rows by it):
+  https://dev.socrata.com/docs/row-identifiers.html and
+  https://dev.socrata.com/publishers/soda-producer/soda-producer-basics ("Row Identifiers").
+- ``publicationStage`` and ``grants``: a revision's changes stay staged until it is
+  applied (https://dev.socrata.com/publishers/dsmapi); that a dataset created through a
+  revision is private until then is this server's choice (see publishing.py), no page says.
 """
 
 from __future__ import annotations
