@@ -1,23 +1,29 @@
 """Incremental runs end to end: a real PostgreSQL source, the real Datasette portal.
 
 Only rows changed since the last good run are extracted and upserted; a rejected run
-never advances the watermark; ``full`` reads everything again; nothing new writes nothing.
+never advances the watermark; ``full`` reads everything again (also as
+``civicflow publish ID --full``, through the real Prefect flow); nothing new writes nothing.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from civicflow import published
+from civicflow.cli import app
 from civicflow.ledger import Ledger
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings
 from civicflow.spec import DatasetSpec, find_dataset
 from civicflow.spec.models import PortalTarget
-from tests.fixtures.portal import DatasetteServer, point_civicflow_at, unique_table
+from tests.fixtures.portal import PROJECT_DIR, DatasetteServer, point_civicflow_at, unique_table
 from tests.fixtures.postgres import Database
 
 DATASET = "code_enforcement_case_status"  # the bundled incremental PostgreSQL example
@@ -153,3 +159,58 @@ def test_full_reads_every_row_and_replaces_the_table(
     assert full.outcome == "published", full.reason
     assert full.record.rows_in == ROWS - 1
     assert "CE-2025-000001" not in _live(datasette_server, spec.table)
+
+
+def test_publish_full_on_the_command_line_reads_the_whole_source_again(
+    setup: tuple[Settings, DatasetSpec, Database],
+    datasette_server: DatasetteServer,
+    prefect_harness: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, spec, db = setup
+    # The bundled spec, publishing to this test's own portal table.
+    project = tmp_path / "project"
+    (project / "expectations").mkdir(parents=True)
+    (project / "datasets").mkdir()
+    shutil.copy(PROJECT_DIR / "pyproject.toml", project / "pyproject.toml")
+    suite = f"{spec.expectation_suite}.json"
+    shutil.copy(PROJECT_DIR / "expectations" / suite, project / "expectations" / suite)
+    data = yaml.safe_load((PROJECT_DIR / "datasets" / f"{DATASET}.yaml").read_text())
+    data["portal"] = {"kind": "datasette", "table": spec.table}
+    (project / "datasets" / f"{DATASET}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("CIVICFLOW_PROJECT_DIR", str(project))
+    ledger = Ledger(settings.ledger_path)
+    runner = CliRunner()
+    umask = os.umask(0o077)
+    os.umask(umask)
+
+    def publish(*args: str) -> tuple[str, int | None]:
+        try:
+            result = runner.invoke(app, ["publish", DATASET, *args])
+        finally:
+            os.umask(umask)  # the flow makes the process private (077): undone for the session
+        assert result.exit_code == 0, result.output
+        last = ledger.last(DATASET)
+        assert last is not None
+        return result.output, last.rows_in
+
+    output, rows_in = publish()
+    assert f"{DATASET}: PUBLISHED" in output and rows_in == ROWS
+    # A deleted row is invisible to the cursor; one changed row is all an incremental reads.
+    _sql(
+        db,
+        """DELETE FROM case_status WHERE case_number = 'CE-2025-000001';
+           UPDATE case_status SET status = 'Closed', is_open = false, updated_at = now()
+           WHERE case_number = 'CE-2025-000005';""",
+    )
+    output, rows_in = publish()
+    assert f"{DATASET}: PUBLISHED" in output and rows_in == 1
+    live = _live(datasette_server, spec.table)
+    assert live["CE-2025-000005"] == "Closed" and "CE-2025-000001" in live
+
+    output, rows_in = publish("--full")
+    assert f"{DATASET}: PUBLISHED" in output and rows_in == ROWS - 1
+    live = _live(datasette_server, spec.table)
+    assert len(live) == ROWS - 1 and "CE-2025-000001" not in live
+    assert live["CE-2025-000005"] == "Closed"
