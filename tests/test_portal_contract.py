@@ -256,10 +256,6 @@ def test_a_publish_with_a_wrong_secret_names_the_setting_never_the_secret(
     assert caplog.records and wrong_credentials.secret not in caplog.text
     assert under_test.portal.current_version(table) == before
     assert under_test.row_count(table) == 20
-    if wrong_credentials.setting not in message and under_test.portal.kind == "datasette":
-        # Everything above holds; the adapter's 401 says "Invalid token signature" without
-        # naming the setting. The fix is in civicflow/portals/datasette.py (_send), not here.
-        pytest.xfail(f"datasette's refusal does not name {wrong_credentials.setting}: {message}")
     assert wrong_credentials.setting in message, message
 
 

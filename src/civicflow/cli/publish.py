@@ -125,12 +125,13 @@ def register(app: typer.Typer) -> None:
                 if all_
                 else [find_dataset(settings.datasets_dir, i) for i in ids]
             )
-            from civicflow.quality import load_suite
+            from civicflow.quality import check_suite
             from civicflow.spec.loader import require_suite
 
             # A missing or unparsable suite is a bad spec (exit 2), caught before any run.
             for spec in specs:
-                load_suite(require_suite(spec, settings.expectations_dir), spec)
+                suite = require_suite(spec, settings.expectations_dir)
+                check_suite(suite, spec, settings.var_dir / "cache" / "suites")
             specs = [spec.targeting(portal) for spec in specs]
         except SpecError as exc:
             print_problems(exc.problems)

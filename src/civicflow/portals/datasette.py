@@ -670,8 +670,16 @@ def _send(
         if response.status_code == 409 and _field(response, "conflict"):
             # The plugin's message names the run that published in between.
             raise PortalConflict(text, _field(response, "other_run"))
+        hint = ""
+        if response.status_code in (401, 403):
+            # Datasette says only "Invalid token signature": say which setting to check.
+            hint = (
+                f" (check {server.SECRET_ENV}: it must be the portal's signing secret; or "
+                f"{server.TOKEN_ENV}: a token for this table with civicflow-publish)"
+            )
         raise PortalError(
-            f"{method} {path}: HTTP {response.status_code}: {text}", status=response.status_code
+            f"{method} {path}: HTTP {response.status_code}: {text}{hint}",
+            status=response.status_code,
         )
     return response
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from civicflow.quality.drift import SchemaDrift, schema_drift
-from civicflow.quality.expectations import load_suite, run_suite, without_covered
+from civicflow.quality.expectations import check_suite, load_suite, run_suite, without_covered
 from civicflow.quality.quarantine import Held, quarantine_bad_rows
 from civicflow.quality.report import Check, QualityReport
 from civicflow.quality.structure import check_structure, table_schema, unique_sets
@@ -25,6 +25,7 @@ __all__ = [
     "Held",
     "QualityReport",
     "SchemaDrift",
+    "check_suite",
     "load_suite",
     "quarantine_bad_rows",
     "schema_drift",

@@ -9,6 +9,7 @@ imported inside the functions that need it, never at module import.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -262,6 +263,33 @@ def load_suite(path: Path | str, spec: DatasetSpec | None = None) -> Expectation
     return gx.ExpectationSuite(
         name=path.stem, expectations=[e for e in built if e is not None], meta=data.get("meta")
     )
+
+
+def check_suite(path: Path | str, spec: DatasetSpec, cache_dir: Path | None = None) -> None:
+    """``load_suite``'s checks, remembered: SpecError on any problem, else nothing.
+
+    Importing GX to build a suite costs seconds, more than a whole unchanged run; a CLI
+    call checks each suite before its run starts. With ``cache_dir`` a suite that passed
+    is remembered by the hash of its bytes, its spec and the GX version, so an unchanged
+    pair is not checked again (the run's validate stage still builds the suite itself).
+    """
+    from importlib import metadata
+
+    from civicflow.privatefs import private_dir, write_private
+
+    path = Path(path)
+    key = None
+    if cache_dir is not None and path.is_file():
+        digest = hashlib.sha256(path.read_bytes())
+        digest.update(spec.model_dump_json().encode())
+        digest.update(metadata.version("great_expectations").encode())
+        key = cache_dir / f"{path.stem}-{digest.hexdigest()[:32]}"
+        if key.is_file():
+            return
+    load_suite(path, spec)
+    if key is not None:
+        private_dir(key.parent)
+        write_private(key, "checked\n")
 
 
 def _columns_of(expectation: Expectation) -> list[str]:

@@ -40,6 +40,11 @@ def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | 
     return lines.get(())
 
 
+#: libyaml's safe loader where PyYAML was built with it: parsing every spec is on each
+#: CLI call's path, and the pure-Python parser takes most of a second for the bundled set
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse a YAML file; syntax errors become a SpecError with the line."""
     try:
@@ -49,8 +54,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
             [SpecProblem(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
         ) from exc
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_SAFE_LOADER)
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
