@@ -183,6 +183,8 @@ def register(app: typer.Typer) -> None:
             raise KeyboardInterrupt  # so everything we started is stopped too
 
         signal.signal(signal.SIGTERM, on_term)
+        # Also when started from a script's background job, which inherits SIGINT ignored.
+        signal.signal(signal.SIGINT, on_term)
         settings = load_settings()
         # Prefect's state stays with the project's (as `make run` sets it).
         os.environ.setdefault("PREFECT_HOME", str(settings.var_dir / "prefect"))
