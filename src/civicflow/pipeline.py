@@ -87,6 +87,34 @@ def report_paths(settings: Settings, dataset_id: str, run_id: str) -> tuple[Path
     return folder / f"{run_id}.json", folder / f"{run_id}.privacy.json"
 
 
+def dictionary(spec: DatasetSpec) -> list[dict[str, Any]]:
+    """The published fields in the spec's order, structured for the catalog's data
+    dictionary: name, type, unit, description and the privacy rule with its reason."""
+    return [
+        {
+            "name": f.name,
+            "type": f.type,
+            "unit": f.unit,
+            "description": f.description,
+            "privacy": (
+                {"rule": f.privacy.rule, "method": f.privacy.method, "reason": f.privacy.reason}
+                if f.privacy
+                else None
+            ),
+        }
+        for f in spec.published_fields()
+    ]
+
+
+def dropped_fields(spec: DatasetSpec) -> list[dict[str, str]]:
+    """Fields the privacy rules keep off the portal, with why (the catalog's privacy note)."""
+    return [
+        {"name": f.name, "reason": f.privacy.reason}
+        for f in spec.fields
+        if f.privacy and f.privacy.rule == "drop"
+    ]
+
+
 def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None) -> TableMetadata:
     """Portal metadata from the spec: the dataset page and its data dictionary."""
     column_notes = column_notes or {}
@@ -113,6 +141,13 @@ def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None
             "tags": list(spec.tags),
             "provenance": spec.provenance,
             "privacy_review": review.model_dump() if review else None,
+            "department": spec.department,
+            "access_level": spec.access_level,
+            "record_date": spec.record_date,
+            "title_es": spec.title_es,
+            "description_es": spec.description_es,
+            "dictionary": dictionary(spec),
+            "dropped_fields": dropped_fields(spec),
         },
     )
 

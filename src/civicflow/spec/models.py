@@ -594,6 +594,12 @@ class DatasetSpec(StrictModel):
     description: str = Field(
         min_length=10, description="What the dataset holds and how it is collected."
     )
+    title_es: str | None = Field(
+        None, description="Spanish title for the catalog (English is shown, with a note, without)."
+    )
+    description_es: str | None = Field(
+        None, description="Spanish description for the catalog (falls back to English)."
+    )
     department: str = Field(description="Owning department.")
     steward: Steward = Field(description="Who answers questions about the data.")
     license: str = Field(description="SPDX license identifier, e.g. CC0-1.0.")

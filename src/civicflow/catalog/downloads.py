@@ -1,0 +1,7 @@
+"""downloads (being built)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[tuple[str, Any]] = []

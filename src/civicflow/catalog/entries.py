@@ -1,0 +1,123 @@
+"""Catalog entries: one per live table, from the portal's own bookkeeping tables.
+
+``_civicflow_metadata`` holds the metadata a publish sent (``pipeline.table_metadata``:
+title, description, license, source = department, column descriptions, and ``extra``
+with steward, update frequency, category, tags, provenance, the structured data
+dictionary and the privacy notes); ``_civicflow_versions`` holds one row per published
+version. Both are public (Datasette serves them to anyone); staging tables are not read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from civicflow.portals.publish_store import METADATA, VERSIONS
+
+
+@dataclass(frozen=True)
+class Version:
+    """One published version of a table (newest first in ``Entry.versions``)."""
+
+    version: str
+    rows: int
+    run_id: str | None
+    published_at: str
+    data_version: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the catalog knows about one live dataset."""
+
+    table: str
+    title: str
+    description: str
+    license: str | None
+    department: str | None
+    columns: dict[str, str]
+    extra: dict[str, Any]
+    versions: list[Version] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An ``extra`` value (steward, update_frequency, category, tags, ...)."""
+        value = self.extra.get(key)
+        return default if value is None else value
+
+    @property
+    def live(self) -> Version:
+        return self.versions[0]
+
+    @property
+    def rows(self) -> int:
+        return self.live.rows
+
+    @property
+    def last_updated(self) -> str:
+        """When the live version was published (ISO 8601, UTC)."""
+        return self.live.published_at
+
+    @property
+    def dictionary(self) -> list[dict[str, Any]]:
+        """Published fields in the spec's order (name, type, unit, description, privacy);
+        a table published before the dictionary existed falls back to its columns."""
+        fields = self.extra.get("dictionary")
+        if isinstance(fields, list) and fields:
+            return fields
+        return [
+            {"name": n, "type": None, "unit": None, "description": d, "privacy": None}
+            for n, d in self.columns.items()
+        ]
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    found = conn.execute(
+        "select 1 from sqlite_master where type = 'table' and name = ?", [table]
+    ).fetchone()
+    return found is not None
+
+
+def _versions(conn: sqlite3.Connection) -> dict[str, list[Version]]:
+    out: dict[str, list[Version]] = {}
+    rows = conn.execute(
+        f"select table_name, version, rows, run_id, published_at, data_version from {VERSIONS}"
+        " order by id desc"
+    )
+    for table, version, count, run_id, published_at, data_version in rows:
+        out.setdefault(table, []).append(
+            Version(version, int(count), run_id, published_at, data_version)
+        )
+    return out
+
+
+def _entry(table: str, metadata: dict[str, Any], versions: list[Version]) -> Entry:
+    extra = metadata.get("extra") or {}
+    return Entry(
+        table=table,
+        title=str(metadata.get("title") or table),
+        description=str(metadata.get("description") or ""),
+        license=metadata.get("license"),
+        department=extra.get("department") or metadata.get("source"),
+        columns=dict(metadata.get("columns") or {}),
+        extra=dict(extra),
+        versions=versions,
+    )
+
+
+def read_entries(conn: sqlite3.Connection) -> list[Entry]:
+    """Every table with a published version and its metadata, by title."""
+    if not (_exists(conn, VERSIONS) and _exists(conn, METADATA)):
+        return []
+    versions = _versions(conn)
+    entries = []
+    for table, text in conn.execute(f"select table_name, metadata from {METADATA}"):
+        if table in versions and _exists(conn, table):
+            entries.append(_entry(table, json.loads(text), versions[table]))
+    return sorted(entries, key=lambda e: e.title.lower())
+
+
+def read_entry(conn: sqlite3.Connection, table: str) -> Entry | None:
+    """One table's entry, or None when it has no published version."""
+    return next((e for e in read_entries(conn) if e.table == table), None)

@@ -1,0 +1,7 @@
+"""pages (being built)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[tuple[str, Any]] = []
