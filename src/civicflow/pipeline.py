@@ -115,8 +115,16 @@ def dropped_fields(spec: DatasetSpec) -> list[dict[str, str]]:
     ]
 
 
-def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None) -> TableMetadata:
-    """Portal metadata from the spec: the dataset page and its data dictionary."""
+def table_metadata(
+    spec: DatasetSpec,
+    column_notes: dict[str, str] | None = None,
+    quality: dict[str, int] | None = None,
+) -> TableMetadata:
+    """Portal metadata from the spec: the dataset page and its data dictionary.
+
+    ``quality``: the validation counts of the run that publishes (``_counts``: passed and
+    failed checks per severity, counts only), shown as the catalog's quality status.
+    """
     column_notes = column_notes or {}
     columns = {}
     for f in spec.published_fields():
@@ -148,6 +156,7 @@ def table_metadata(spec: DatasetSpec, column_notes: dict[str, str] | None = None
             "description_es": spec.description_es,
             "dictionary": dictionary(spec),
             "dropped_fields": dropped_fields(spec),
+            **({"quality": dict(quality)} if quality is not None else {}),
         },
     )
 
@@ -252,6 +261,7 @@ def publish_stage(
     run_id: str,
     column_notes: dict[str, str],
     since: str | None = None,
+    quality: dict[str, int] | None = None,
 ) -> PublishResult:
     """Publish the rows and metadata as one version; keep the Parquet copy in step.
 
@@ -260,7 +270,7 @@ def publish_stage(
     when another run published this table after this run began.
     """
     portal = get_portal(spec.portal.kind, settings)
-    metadata = table_metadata(spec, column_notes)
+    metadata = table_metadata(spec, column_notes, quality)
     base = portal.current_version(spec.table)
     if since is not None and base is not None and base.data_version is not None:
         return _upsert(spec, frame, settings, run_id, metadata, base)
@@ -432,6 +442,10 @@ def _check_ready(spec: DatasetSpec, settings: Settings) -> None:
     from civicflow.privacy import check_ready
 
     check_ready(spec, settings)
+
+
+#: the validation counts a publish carries into the catalog's quality status
+_QUALITY_KEYS = ("critical_passed", "critical_failed", "warning_passed", "warning_failed")
 
 
 def _counts(report: Any) -> dict[str, int]:
@@ -680,8 +694,15 @@ class _Run:
         if protected.report.blocked:
             return self.finish("rejected", f"privacy: {protected.report.summary()}")
 
+        quality = {k: int(self.stats[k]) for k in _QUALITY_KEYS if k in self.stats}
         result = wrap("publish", publish_stage)(
-            spec, protected.frame, settings, self.run_id, protected.report.metadata_notes(), since
+            spec,
+            protected.frame,
+            settings,
+            self.run_id,
+            protected.report.metadata_notes(),
+            since,
+            quality,
         )
         self.stats["rows_out"] = result.rows
         held = ext.frame[~ext.frame.index.isin(frame.index)]
@@ -787,7 +808,7 @@ def dry_run_dataset(
             fields=spec.published_fields(),
             primary_key=[k for k in spec.primary_key if k in frame.columns],
             version=published.content_version(frame),
-            metadata=table_metadata(spec, protected.report.metadata_notes()),
+            metadata=table_metadata(spec, protected.report.metadata_notes(), _counts(report)),
         )
         log.info("%s: dry run: %s", spec.id, "; ".join(line.strip() for line in plan.lines()))
         return DryRun(spec.id, run_id, plan, "", report_path, privacy_path)
