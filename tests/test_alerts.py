@@ -540,3 +540,58 @@ def test_the_password_is_never_sent_unencrypted_off_loopback(
         plain.stop()
     assert box.logins == [] and box.raw == []
     assert "offers no STARTTLS: the password is not sent unencrypted" in caplog.text
+
+
+def test_the_scheduled_check_alerts_once_when_data_goes_stale_and_once_when_fresh(
+    tmp_path: Path, smtp: Smtp, webhook: Webhook
+) -> None:
+    """What the freshness-hourly deployment runs, over a real published Parquet copy,
+    a controllable clock, a real SMTP server and a real webhook receiver."""
+    from datetime import timedelta
+
+    from civicflow import published
+    from civicflow.alerts.freshness_watch import check_freshness
+    from civicflow.freshness import allowance
+    from tests.test_freshness import NEWEST, make_spec, publish_copy
+
+    settings = Settings(project_dir=PROJECT, var_dir=tmp_path / "var", env=_env(smtp, webhook))
+    spec = make_spec("daily")
+    never = make_spec("daily").model_copy(update={"id": "never_published"})
+    publish_copy(settings, spec, published_at=NEWEST.isoformat())
+    assert published.latest(settings, spec.id) is not None
+    specs = {spec.id: spec, never.id: never}
+    limit = allowance("daily")
+    assert limit is not None
+
+    fresh = check_freshness(settings, specs, now=NEWEST + timedelta(hours=6))
+    assert [(c.dataset_id, c.state, c.sent) for c in fresh] == [
+        ("cases", "fresh", []),
+        ("never_published", "unknown", []),  # nothing to judge: no alert either way
+    ]
+    later = NEWEST + limit + timedelta(hours=1)
+    stale = check_freshness(settings, specs, now=later)
+    assert stale[0].state == "stale"
+    assert stale[0].sent == ["e-mail to 2 recipients: stale", "webhook: stale"]
+    assert "cases is stale" in smtp.box.messages[0]["Subject"]
+    assert "daily" in smtp.box.messages[0].get_content()
+    # the next hourly check finds it still stale: nothing new to say
+    again = check_freshness(settings, specs, now=later + timedelta(hours=1))
+    assert again[0].state == "stale" and again[0].sent == []
+    assert len(smtp.box.messages) == 1 and len(webhook.payloads) == 1
+    # new data arrives (its newest record is from the hour before): fresh again, said once
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": pd.array([5], dtype="Int64"),
+            "opened": pd.Series([later - timedelta(hours=1)], dtype="datetime64[us, UTC]"),
+        }
+    )
+    published.write_version(
+        settings, spec.id, frame, "w" * 64, "run-2", published_at=later.isoformat()
+    )
+    recovered = check_freshness(settings, specs, now=later + timedelta(hours=2))
+    assert recovered[0].state == "fresh"
+    assert recovered[0].sent == ["e-mail to 2 recipients: fresh", "webhook: fresh"]
+    assert "is fresh again" in smtp.box.messages[-1]["Subject"]
+    assert len(smtp.box.messages) == 2

@@ -24,6 +24,7 @@ DEFAULT_POOL = "civicflow"
 PUBLISH_DATASET = "flows/publish.py:publish_dataset"
 PUBLISH_ALL = "flows/publish.py:publish_all"
 SCORECARD = "flows/scorecard.py:scorecard"
+FRESHNESS = "flows/freshness.py:freshness"
 
 #: a run that finds the previous one of its deployment still going waits, never doubles up
 ONE_AT_A_TIME = {"limit": 1, "collision_strategy": "ENQUEUE"}
@@ -43,6 +44,14 @@ _FIXED: list[dict[str, Any]] = [
         "description": "Compute KPIs and certification, render the leadership scorecard, "
         "publish performance_metrics.",
         "schedules": [{"cron": "0 6 * * *", "timezone": "America/Los_Angeles"}],
+    },
+    {
+        "name": "freshness-hourly",
+        "entrypoint": FRESHNESS,
+        "description": "Judge every dataset's data age against its update frequency; "
+        "alert its stewards when it goes stale or is fresh again (once per change).",
+        "concurrency_limit": dict(ONE_AT_A_TIME),
+        "schedules": [{"cron": "15 * * * *", "timezone": "America/Los_Angeles"}],
     },
 ]
 
