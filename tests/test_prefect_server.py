@@ -255,7 +255,12 @@ def test_a_cli_call_finds_the_projects_running_server(
     record_server(settings, stack.api_url, pid=0)
     assert project_server_url(settings) == stack.api_url
     # A fresh CLI process: found before Prefect is imported, so Prefect talks to it.
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # (conftest turns detection off for every other test: on here)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "CIVICFLOW_PROJECT_SERVER")
+    }
     env.update(CIVICFLOW_PROJECT_DIR=str(stack.project), CIVICFLOW_VAR_DIR=str(tmp_path / "var"))
     script = (
         "from civicflow.settings import load_settings\n"
@@ -269,3 +274,37 @@ def test_a_cli_call_finds_the_projects_running_server(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [stack.api_url, stack.api_url]
+
+
+def test_each_deployment_run_carries_its_validation_artifacts(
+    stack: Stack, runs: dict[str, tuple[Any, list[str]]]
+) -> None:
+    """The Prefect UI shows the checks on the run that published and the reason on the
+    run that stopped (public artifacts: counts and check names, no values)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.artifacts import artifact_key
+
+    def of(name: str) -> dict[str, Any]:
+        flow_run, _ = runs[name]
+        with (
+            temporary_settings({PREFECT_API_URL: stack.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])
+                )
+            )
+        return {a.key: a for a in found}
+
+    good = of(f"publish-{LA311}")
+    key = artifact_key(LA311)
+    assert {key, f"{key}-summary"} <= set(good), good
+    assert good[key].type == "table" and "primary-key" in str(good[key].data)
+    assert "Verdict: passed" in str(good[f"{key}-summary"].data)
+    broken = of(f"publish-{BROKEN}")
+    summary = broken[f"{artifact_key(BROKEN)}-summary"]
+    assert "Stopped at extract" in str(summary.data) and "empty" in str(summary.data)
