@@ -83,3 +83,10 @@ def publish_validation_artifact(dataset_id: str, report_path: Path | str) -> Non
         key=f"{key}-summary",
         description=f"Validation verdict of {dataset_id} (public)",
     )
+
+
+def attach_run_report(dataset_id: str, report_path: Path | str | None) -> None:
+    """``publish_validation_artifact`` for a run that wrote a report (every flow that
+    runs the pipeline calls this, so each run shows its checks in the Prefect UI)."""
+    if report_path is not None and Path(report_path).is_file():
+        publish_validation_artifact(dataset_id, report_path)

@@ -30,7 +30,7 @@ from prefect.states import Completed, Failed, State
 from civicflow import pipeline
 from civicflow.spec import load_all
 from flows._common import as_task, flow_settings
-from flows.artifacts import publish_validation_artifact
+from flows.artifacts import attach_run_report
 
 #: how long a run waits for another run of the same dataset before it gives up
 QUEUE_TIMEOUT_S = 6 * 3600.0
@@ -107,9 +107,7 @@ def publish_dataset(
             flow_settings(), dataset_id, source_path, wrap=as_task, portal=portal, full=full
         )
     summary = summarize(outcome)
-    if outcome.report_path is not None and outcome.report_path.is_file():
-        # the checks as the Prefect UI shows them on this run (public: no values)
-        publish_validation_artifact(dataset_id, outcome.report_path)
+    attach_run_report(dataset_id, outcome.report_path)  # public: checks, counts, no values
     if not outcome.ok:
         logger.error("%s rejected: %s", dataset_id, outcome.reason)
         return Failed(message=f"{dataset_id} rejected: {outcome.reason}", data=summary)

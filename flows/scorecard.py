@@ -18,6 +18,7 @@ from civicflow import pipeline
 from civicflow.metrics import scorecard as sc
 from civicflow.metrics.compute import PERFORMANCE_DATASET, small_count_threshold
 from flows._common import as_task, flow_settings
+from flows.artifacts import attach_run_report
 
 
 @flow(name="scorecard")
@@ -45,6 +46,7 @@ def scorecard(publish: bool = True) -> State:
         t = time.perf_counter()
         try:
             outcome = pipeline.run_dataset(settings, PERFORMANCE_DATASET, wrap=as_task)
+            attach_run_report(PERFORMANCE_DATASET, outcome.report_path)
             publish_summary = {
                 "outcome": outcome.outcome,
                 "reason": outcome.reason,

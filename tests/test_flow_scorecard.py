@@ -97,6 +97,18 @@ def test_scorecard_flow_publishes_performance_metrics_to_the_portal(
         "certify",
         "write-site",
     } <= names
+    # performance_metrics' checks on this run in the Prefect UI, like any publish
+    from prefect.client.orchestration import get_client
+
+    from flows.artifacts import artifact_key
+
+    with get_client(sync_client=True) as client:
+        keys = {
+            a.key
+            for a in client.read_artifacts()
+            if a.flow_run_id == state.state_details.flow_run_id
+        }
+    assert artifact_key("performance_metrics") in keys
 
     rows = list(csv.DictReader(Path(summary["performance_csv"]).read_text().splitlines()))
     assert datasette_server.row_count("performance_metrics") == len(rows) > 0
