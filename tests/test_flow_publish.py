@@ -201,8 +201,12 @@ def test_flows_read_missing_secrets_from_prefect_secret_blocks(
     monkeypatch.setenv("CIVICFLOW_SOCRATA_KEY_ID", "from-the-environment")
     Secret(value="from-a-block").save("civicflow-socrata-key-secret", overwrite=True)
     Secret(value="ignored-block").save("civicflow-socrata-key-id", overwrite=True)
+    # the domain is configuration, not a secret, but a worker reads it from a block too
+    monkeypatch.delenv("CIVICFLOW_SOCRATA_DOMAIN", raising=False)
+    Secret(value="https://data.city.example").save("civicflow-socrata-domain", overwrite=True)
 
     settings = with_block_secrets(load_settings())
+    assert settings.env["CIVICFLOW_SOCRATA_DOMAIN"] == "https://data.city.example"
 
     assert settings.secret("CIVICFLOW_SOCRATA_KEY_SECRET") == "from-a-block"
     # the environment wins over a block; a secret with no block stays unset

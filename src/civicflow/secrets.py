@@ -12,8 +12,10 @@ from collections.abc import Iterable
 
 from civicflow.spec.models import DatasetSpec
 
-#: secrets every project may use, whatever its specs say
+#: secrets every project may use, whatever its specs say (plus the Socrata domain: not a
+#: secret, but a deployment's worker reads it from its block like the credentials)
 CORE_SECRETS = (
+    "CIVICFLOW_SOCRATA_DOMAIN",
     "CIVICFLOW_SOCRATA_APP_TOKEN",
     "CIVICFLOW_SOCRATA_KEY_ID",
     "CIVICFLOW_SOCRATA_KEY_SECRET",
