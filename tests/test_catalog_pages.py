@@ -6,6 +6,7 @@ preview) and the 404 for an unknown table."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import secrets
 from collections.abc import Iterator
@@ -13,13 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
+from civicflow.ledger import Ledger
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings, load_settings
 from civicflow.spec import DatasetSpec, find_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
+LA311_CSV = (
+    PROJECT / "data" / "la311_service_requests" / "MyLA311_Service_Request_Data_2017_Subset.csv"
+)
 #: bundled datasets from four departments and three categories; neighborhood_councils
 #: has no Spanish title (the fallback note) and no update schedule
 CATALOG = ("la311_service_requests", "parking_citations", "neighborhood_councils")
@@ -243,3 +249,52 @@ def test_unknown_table_is_a_404_page(catalog) -> None:
     assert '<html lang="en">' in response.text
     # a bookkeeping table is not a dataset
     assert catalog.get("/datasets/_civicflow_versions").status_code == 404
+
+
+def _portal_rows(catalog: Catalog, sql: str) -> list[dict]:
+    response = httpx.get(
+        f"{catalog.url}/portal/-/query.json", params={"sql": sql, "_shape": "objects"}, timeout=30
+    )
+    response.raise_for_status()
+    rows: list[dict] = response.json()["rows"]
+    return rows
+
+
+def test_quality_status_is_the_publishing_runs_counts_only(catalog) -> None:
+    (row,) = _portal_rows(
+        catalog,
+        "select metadata from _civicflow_metadata where table_name = 'la311_service_requests'",
+    )
+    quality = json.loads(row["metadata"])["extra"]["quality"]
+    assert set(quality) == {
+        "critical_passed",
+        "critical_failed",
+        "warning_passed",
+        "warning_failed",
+    }
+    assert all(isinstance(v, int) for v in quality.values())
+    published = Ledger(catalog.settings.ledger_path).last("la311_service_requests", "published")
+    assert published is not None
+    assert quality == {k: getattr(published, k) for k in quality}
+    shown = text_of(section(catalog.page("/datasets/la311_service_requests"), "quality"))
+    assert f"passed all {quality['critical_passed']} critical checks" in shown
+    assert f"Warnings: {quality['warning_passed']} passed, {quality['warning_failed']} failed" in (
+        shown
+    )
+
+
+def test_a_rejected_run_shows_none_of_its_values(catalog, tmp_path) -> None:
+    before = catalog.page("/datasets/la311_service_requests")
+    frame = pd.read_csv(LA311_CSV, dtype=str, keep_default_na=False)
+    frame.loc[[9, 19], "Status"] = "Lost-RAWVALUE-7731"  # outside the observed set: critical
+    frame.loc[5, "RequestType"] = "Secret-RAWVALUE-7731"
+    variant = tmp_path / "variant.csv"
+    frame.to_csv(variant, index=False)
+    outcome = run_dataset(catalog.settings, "la311_service_requests", variant)
+    assert outcome.outcome == "rejected", outcome.reason
+    after = catalog.page("/datasets/la311_service_requests")
+    assert "RAWVALUE" not in after
+    assert "RAWVALUE" not in catalog.page("/")
+    assert 'href="/datasets/' not in catalog.page("/", q="RAWVALUE-7731")  # echoes the query only
+    assert section(after, "history") == section(before, "history")
+    assert section(after, "quality") == section(before, "quality")

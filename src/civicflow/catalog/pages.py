@@ -42,6 +42,11 @@ FREQUENCIES = {
     "irregular": N_("irregular"),
     "static": N_("static (not updated)"),
 }
+ACCESS_LEVELS = {
+    "public": N_("public"),
+    "restricted public": N_("restricted public"),
+    "non-public": N_("non-public"),
+}
 TYPES = {
     "string": N_("text"),
     "integer": N_("whole number"),
@@ -408,6 +413,7 @@ async def dataset_view(datasette: Any, request: Any) -> Response:
         dropped=entry.get("dropped_fields", []),
         table_url=datasette.urls.table(db.name, entry.table),
         frequencies=FREQUENCIES,
+        access_levels=ACCESS_LEVELS,
         types=TYPES,
         rules=RULES,
         methods=METHODS,
