@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from babel.dates import format_datetime
 from babel.numbers import format_decimal, format_percent
+from datasette.resources import TableResource
 from datasette.utils.asgi import Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -29,6 +30,8 @@ from civicflow.freshness import allowance
 
 #: example values shown per column in the data dictionary
 EXAMPLES = 3
+#: example values are taken from this many first rows of the table
+EXAMPLE_SCAN = 1000
 #: longest example value shown (longer ones are cut, with an ellipsis)
 EXAMPLE_CHARS = 60
 PREVIEW_ROWS = 10
@@ -168,12 +171,18 @@ def _database(datasette: Any) -> Any:
     return None
 
 
-async def _entries(datasette: Any) -> tuple[Any, list[Entry]]:
+async def _entries(datasette: Any, request: Any) -> tuple[Any, list[Entry]]:
+    """The portal database and the entries the visitor may see (Datasette's view-table)."""
     db = _database(datasette)
     if db is None:
         return None, []
     entries: list[Entry] = await db.execute_fn(read_entries)
-    return db, entries
+    visible = []
+    for entry in entries:
+        resource = TableResource(database=db.name, table=entry.table)
+        if await datasette.allowed(action="view-table", resource=resource, actor=request.actor):
+            visible.append(entry)
+    return db, visible
 
 
 # -- what a page says about an entry -------------------------------------------------
@@ -337,9 +346,12 @@ def profile(conn: sqlite3.Connection, table: str, names: list[str]) -> Profile:
     empty = {c: int(counts[i + 1] or 0) for i, c in enumerate(columns)}
     examples = {}
     for c in columns:
+        # from the first rows only: a column with fewer distinct values than EXAMPLES
+        # would otherwise be scanned whole (seconds on a million rows)
         rows = conn.execute(
-            f"select distinct {_quote(c)} from {_quote(table)}"
-            f" where {_quote(c)} is not null and {_quote(c)} != '' limit {EXAMPLES}"
+            f"select distinct v from (select {_quote(c)} as v from {_quote(table)}"
+            f" order by rowid limit {EXAMPLE_SCAN}) where v is not null and v != ''"
+            f" limit {EXAMPLES}"
         ).fetchall()
         examples[c] = [_example(r[0]) for r in rows]
     preview: list[tuple[Any, ...]] = []
@@ -367,7 +379,7 @@ async def _profile(db: Any, entry: Entry) -> Profile:
 
 async def home_view(datasette: Any, request: Any) -> Response:
     page = _page(datasette, request)
-    _db, entries = await _entries(datasette)
+    _db, entries = await _entries(datasette, request)
     query = (request.args.get("q") or "").strip()
     found = search(entries, query)
     return page.render(
@@ -384,7 +396,7 @@ async def home_view(datasette: Any, request: Any) -> Response:
 async def dataset_view(datasette: Any, request: Any) -> Response:
     page = _page(datasette, request)
     table = request.url_vars["table"]
-    db, entries = await _entries(datasette)
+    db, entries = await _entries(datasette, request)
     entry = next((e for e in entries if e.table == table), None)
     if db is None or entry is None:
         return page.render("not_found.html", status=404, table=table)
