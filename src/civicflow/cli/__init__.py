@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "status",
     "versions",
     "deploy",
+    "bench",
 ]
 
 for _name in COMMAND_MODULES:
