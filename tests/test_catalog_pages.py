@@ -298,3 +298,14 @@ def test_a_rejected_run_shows_none_of_its_values(catalog, tmp_path) -> None:
     assert 'href="/datasets/' not in catalog.page("/", q="RAWVALUE-7731")  # echoes the query only
     assert section(after, "history") == section(before, "history")
     assert section(after, "quality") == section(before, "quality")
+
+
+def test_every_download_link_on_the_page_answers(catalog) -> None:
+    downloads = section(catalog.page("/datasets/parking_citations"), "downloads")
+    links = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', downloads)]
+    served = [h for h in links if h.startswith("/-/download/")]
+    assert len(served) == 6  # CSV, CSV with BOM, JSON, GeoJSON, Parquet, Data Package
+    for href in served:
+        with httpx.stream("GET", catalog.url + href, timeout=120) as response:
+            assert response.status_code == 200, href
+            assert next(response.iter_bytes(), b""), href
