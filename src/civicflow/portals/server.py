@@ -229,10 +229,17 @@ def _prepare_database(path: Path) -> None:
 
 
 def serve_command(settings: Settings, port: int) -> list[str]:
-    """The ``datasette serve`` command line (the secret travels in the environment)."""
+    """The ``datasette serve`` command line (the secret travels in the environment).
+
+    ``--template-dir`` loads civicflow's copies of the Datasette templates it makes
+    accessible (labels, landmarks, contrast): civicflow/catalog/datasette_templates/.
+    """
+    import civicflow.catalog
+
     config = write_config(settings)
     scorecard = scorecard_dir(settings)
     scorecard.mkdir(parents=True, exist_ok=True)
+    templates = Path(civicflow.catalog.__file__).parent / "datasette_templates"
     return [
         sys.executable,
         "-m",
@@ -251,6 +258,8 @@ def serve_command(settings: Settings, port: int) -> list[str]:
         str(internal_path(settings)),
         "--static",
         f"scorecard:{scorecard}",
+        "--template-dir",
+        str(templates),
     ]
 
 
