@@ -9,7 +9,7 @@ overflow horizontally, and ``<html lang>`` names the language shown. A keyboard-
 visible focus indicator. Screenshots and each page's full axe result are written under
 test-artifacts/accessibility/ (git-ignored).
 
-Datasette's own pages (database and table) are served through civicflow's template
+Datasette's own pages (database, table, row and query) are served through civicflow's template
 overrides in civicflow/catalog/datasette_templates/ (labels, landmarks, contrast).
 """
 
@@ -58,6 +58,14 @@ PAGES = (
     ("catalog-dataset", f"/datasets/{DATASET}", ("en", "es")),
     ("datasette-database", "/portal", ("en",)),
     ("datasette-table", f"/portal/{DATASET}", ("en",)),
+    # filter rows, a selected facet value and sorting each add controls of their own
+    (
+        "datasette-table-filtered",
+        f"/portal/{DATASET}?cd=13&_sort=created_date&_facet=status&status=Closed",
+        ("en",),
+    ),
+    ("datasette-row", f"/portal/{DATASET}/1-870704831", ("en",)),
+    ("datasette-query", f"/portal/-/query?sql=select+*+from+{DATASET}+limit+5", ("en",)),
     ("scorecard", "/scorecard/index.html", ("en",)),
 )
 CASES = [
