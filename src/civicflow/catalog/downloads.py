@@ -442,10 +442,22 @@ def stream(snapshot: Snapshot, encoder: Encoder, kind: str, filename: str) -> St
             return encoder.end()
         return encoder.chunk(batch)
 
+    # One chunk is read and encoded ahead while the one before is sent (never more: the
+    # next read starts only when a part is taken, so at most two are in memory).
+    pending: list[asyncio.Future[bytes | None]] = []
+
     async def parts() -> bytes | None:
-        return await asyncio.to_thread(step)
+        if not pending:
+            pending.append(asyncio.ensure_future(asyncio.to_thread(step)))
+        part = await pending.pop()
+        if part is not None:
+            pending.append(asyncio.ensure_future(asyncio.to_thread(step)))
+        return part
 
     async def close() -> None:
+        for ahead in pending:  # let a read in flight finish before the connection closes
+            with contextlib.suppress(Exception):
+                await ahead
         await asyncio.to_thread(snapshot.close)
 
     return StreamingResponse(
