@@ -40,8 +40,16 @@ run: install
 system-deps:
 	@bash scripts/system-deps.sh
 
+# axe-core for the accessibility tests, from the npm registry (the PyPI bundles are older)
+AXE_CORE  := 4.14.1
+AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_CORE)
+
+$(AXE_STAMP): | $(VENV)/.installed system-deps
+	npm install --prefix $(VENV)/node --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_CORE)
+	@touch $@
+
 ## set up and pass the tests
-test: install system-deps
+test: install system-deps $(AXE_STAMP)
 	$(BIN)/python -m pytest
 
 lint: install

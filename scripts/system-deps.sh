@@ -14,6 +14,8 @@ PACKAGES=(
   # The PostgreSQL source's tests start their own server (tests/fixtures/postgres.py);
   # Debian's service is not used, only the server binaries.
   "postgresql:${CIVICFLOW_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb"
+  # npm fetches axe-core (the accessibility tests' checker) from the npm registry.
+  "npm:/usr/bin/npm"
 )
 
 missing=()

@@ -623,8 +623,9 @@ def test_metadata_survives_restarts_even_without_the_internal_database(
 def test_instance_title_and_scorecard_link(datasette_server) -> None:
     site = server.scorecard_dir(datasette_server.settings)
     (site / "index.html").write_text("<h1>scorecard test page</h1>")
+    # the home page is the residents' catalog (civicflow.catalog), linking the scorecard
     home = httpx.get(datasette_server.url + "/", timeout=30).text
-    assert server.TITLE in home and 'href="/scorecard/"' in home
+    assert "<h1>City of Los Angeles open data</h1>" in home and 'href="/scorecard/"' in home
     card = httpx.get(datasette_server.url + "/scorecard/", follow_redirects=True, timeout=30)
     assert card.status_code == 200 and "scorecard test page" in card.text
 
