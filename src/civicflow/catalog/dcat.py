@@ -43,17 +43,6 @@ ACCRUAL_PERIODICITY = {
     "annually": "R/P1Y",
     "irregular": "irregular",
 }
-#: SPDX licence ids -> their canonical URL (DCAT-US wants the licence as a URL)
-LICENSES = {
-    "CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
-    "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/",
-    "CC-BY-SA-4.0": "https://creativecommons.org/licenses/by-sa/4.0/",
-    "ODbL-1.0": "https://opendatacommons.org/licenses/odbl/1-0/",
-    "ODC-By-1.0": "https://opendatacommons.org/licenses/by/1-0/",
-    "PDDL-1.0": "https://opendatacommons.org/licenses/pddl/1-0/",
-    "OGL-UK-3.0": "https://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
-    "MIT": "https://opensource.org/licenses/MIT",
-}
 #: how each download is described as a distribution
 FORMAT_NAMES = {
     "csv": ("CSV", "Comma-separated values with a header row"),
@@ -102,17 +91,6 @@ JSONLD_CONTEXT: dict[str, Any] = {
     "mediaType": "dcat:mediaType",
     "format": "dct:format",
 }
-
-
-def license_url(license_id: str | None) -> str | None:
-    """The licence as a URL: an SPDX id mapped, a URL kept, anything else None."""
-    if not license_id:
-        return None
-    if re.match(r"^https?://", license_id):
-        return license_id
-    return LICENSES.get(license_id) or LICENSES.get(
-        next((k for k in LICENSES if k.lower() == license_id.lower()), "")
-    )
 
 
 def accrual_periodicity(frequency: str | None) -> str | None:
@@ -189,7 +167,7 @@ def dataset(
         "describedByType": "application/json",
         "distribution": distributions(entry, base, database),
     }
-    url = license_url(entry.license)
+    url = entries.license_url(entry.license)
     if url:
         out["license"] = url
     if access != "public":

@@ -529,8 +529,6 @@ def table_schema(entry: entries.Entry, names: list[str]) -> dict[str, Any]:
 
 def data_package(entry: entries.Entry, names: list[str], base: str) -> dict[str, Any]:
     """The Data Package of ``entry``: one resource, the CSV download, with its schema."""
-    from civicflow.catalog import dcat
-
     package: dict[str, Any] = {
         "profile": "tabular-data-package",
         "name": re.sub(r"[^a-z0-9._-]", "-", entry.table.lower()),
@@ -555,7 +553,7 @@ def data_package(entry: entries.Entry, names: list[str], base: str) -> dict[str,
     }
     if entry.license:
         package["licenses"] = [
-            {"name": entry.license, "path": dcat.license_url(entry.license) or entry.license}
+            {"name": entry.license, "path": entries.license_url(entry.license) or entry.license}
         ]
     if entry.department:
         package["sources"] = [{"title": str(entry.department)}]

@@ -10,11 +10,35 @@ version. Both are public (Datasette serves them to anyone); staging tables are n
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from civicflow.portals.publish_store import METADATA, VERSIONS
+
+#: SPDX licence ids -> their canonical URL (DCAT-US wants the licence as a URL)
+LICENSES = {
+    "CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
+    "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/",
+    "CC-BY-SA-4.0": "https://creativecommons.org/licenses/by-sa/4.0/",
+    "ODbL-1.0": "https://opendatacommons.org/licenses/odbl/1-0/",
+    "ODC-By-1.0": "https://opendatacommons.org/licenses/by/1-0/",
+    "PDDL-1.0": "https://opendatacommons.org/licenses/pddl/1-0/",
+    "OGL-UK-3.0": "https://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
+    "MIT": "https://opensource.org/licenses/MIT",
+}
+
+
+def license_url(license_id: str | None) -> str | None:
+    """The licence as a URL: an SPDX id mapped, a URL kept, anything else None."""
+    if not license_id:
+        return None
+    if re.match(r"^https?://", license_id):
+        return license_id
+    return LICENSES.get(license_id) or LICENSES.get(
+        next((k for k in LICENSES if k.lower() == license_id.lower()), "")
+    )
 
 
 @dataclass(frozen=True)
