@@ -273,9 +273,11 @@ def test_quality_status_is_the_publishing_runs_counts_only(catalog) -> None:
         "warning_failed",
     }
     assert all(isinstance(v, int) for v in quality.values())
-    published = Ledger(catalog.settings.ledger_path).last("la311_service_requests", "published")
-    assert published is not None
-    assert quality == {k: getattr(published, k) for k in quality}
+    # The session's portal is shared: another module may have published these same rows
+    # first, and this module's run then ended "unchanged" with the same checks counted.
+    last = Ledger(catalog.settings.ledger_path).last("la311_service_requests")
+    assert last is not None and last.outcome in ("published", "unchanged")
+    assert quality == {k: getattr(last, k) for k in quality}
     shown = text_of(section(catalog.page("/datasets/la311_service_requests"), "quality"))
     assert f"passed all {quality['critical_passed']} critical checks" in shown
     assert f"Warnings: {quality['warning_passed']} passed, {quality['warning_failed']} failed" in (
