@@ -29,6 +29,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("CIVICFLOW_PROJECT_SERVER", "0")
 
 pytest_plugins = [
+    "tests.fixtures.browser",
     "tests.fixtures.portal",
     "tests.fixtures.prefect",
     "tests.fixtures.postgres",

@@ -28,7 +28,6 @@ from civicflow.metrics import scorecard as sc
 from civicflow.pipeline import run_dataset
 from civicflow.settings import load_settings
 from tests.fixtures.portal import DatasetteServer
-from tests.test_scorecard_browser import ARGS, CHROMIUM
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts" / "accessibility"
@@ -108,21 +107,6 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatasetteServer
 def axe_source() -> str:
     assert AXE_JS.is_file(), f"axe-core is needed: {AXE_INSTALL}"
     return AXE_JS.read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    assert CHROMIUM.exists(), (
-        "Debian's chromium is needed: apt-get install -y --no-install-recommends chromium"
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _url(portal: DatasetteServer, path: str, lang: str) -> str:

@@ -23,16 +23,6 @@ from tests.test_metrics_kpis import SOURCES, publish_parquet
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -60,21 +50,6 @@ def site(tmp_path_factory) -> Iterator[tuple[str, sc.Scorecard]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    assert CHROMIUM.exists(), (
-        "Debian's chromium is needed: apt-get install -y --no-install-recommends chromium"
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[str]]:
