@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -58,25 +59,39 @@ def flow_settings() -> Settings:
 def with_block_secrets(settings: Settings) -> Settings:
     """``settings`` with each unset secret variable filled from its Secret block, if any.
 
-    A block that does not exist is skipped (the stage that needs the secret names the
-    variable and the block when it is missing); values are never logged.
+    One request reads the Secret blocks (a CLI call should not pay a round trip per
+    variable); a block that does not exist is skipped (the stage that needs the secret
+    names the variable and the block when it is missing); values are never logged.
     """
-    from prefect.blocks.system import Secret
-
-    names = secret_env_names(_readable_specs(settings))
-    found: dict[str, str] = {}
-    for name in names:
-        if settings.env.get(name):
-            continue
-        try:
-            # _sync: the sync path even when called from inside a running event loop.
-            block: Any = Secret.load(block_name(name), _sync=True)  # type: ignore[call-arg]
-            value = block.get()
-        except ValueError:  # Prefect's "Unable to find block document named ..."
-            continue
-        if value:
-            found[name] = str(value)
+    wanted = {
+        block_name(n): n
+        for n in secret_env_names(_readable_specs(settings))
+        if not settings.env.get(n)
+    }
+    found = {
+        wanted[name]: value for name, value in _secret_blocks().items() if name in wanted and value
+    }
     return dataclasses.replace(settings, env={**settings.env, **found}) if found else settings
+
+
+def _secret_blocks(page: int = 200) -> dict[str, str]:
+    """Every Secret block's name and value, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+
+    values: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            docs = client.read_block_documents_by_type(
+                "secret", offset=offset, limit=page, include_secrets=True
+            )
+            for doc in docs:
+                value = (doc.data or {}).get("value")
+                if doc.name and value is not None:
+                    values[doc.name] = value if isinstance(value, str) else json.dumps(value)
+            if len(docs) < page:
+                return values
+            offset += page
 
 
 def _readable_specs(settings: Settings) -> list[Any]:

@@ -1,7 +1,5 @@
-"""Portals: where published datasets go. Importing this registers every adapter."""
+"""Portals: where published datasets go. ``get_portal`` imports an adapter on first use."""
 
-from civicflow.portals import datasette as _datasette  # noqa: F401  (registers "datasette")
-from civicflow.portals import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.portals.base import (
     Portal,
     PortalConflict,

@@ -8,6 +8,7 @@ in the dataset spec and call the protocol. Every adapter implements all of it
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -240,6 +241,9 @@ class Portal(Protocol):
 
 PortalFactory = Callable[[Settings], Portal]
 _REGISTRY: dict[str, PortalFactory] = {}
+#: the built-in kinds, imported on first use (each module registers itself): a command
+#: that publishes to Datasette never imports the Socrata clients
+_BUILTIN = {kind: f"civicflow.portals.{kind}" for kind in ("datasette", "socrata")}
 
 
 def register_portal(kind: str) -> Callable[[PortalFactory], PortalFactory]:
@@ -251,14 +255,16 @@ def register_portal(kind: str) -> Callable[[PortalFactory], PortalFactory]:
 
 
 def get_portal(kind: str, settings: Settings) -> Portal:
+    if kind not in _REGISTRY and kind in _BUILTIN:
+        importlib.import_module(_BUILTIN[kind])
     try:
         factory = _REGISTRY[kind]
     except KeyError:
         raise PortalError(
-            f"no portal kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})"
+            f"no portal kind {kind!r} (registered: {', '.join(registered_portals())})"
         ) from None
     return factory(settings)
 
 
 def registered_portals() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_BUILTIN))

@@ -1,7 +1,7 @@
 """Extract: copy the raw input untouched, read it with its source kind, apply types.
 
 ``extract()`` is the one entry point; source kinds register themselves by name in
-``base.py``. Importing this package registers the built-in kinds.
+``base.py``; a built-in kind's module is imported when first asked for.
 """
 
 from __future__ import annotations
@@ -12,12 +12,6 @@ from pathlib import Path
 
 from civicflow.privatefs import READ_ONLY_MODE, private_file
 from civicflow.settings import Settings
-from civicflow.sources import csv as _csv  # noqa: F401  (registers "csv")
-from civicflow.sources import excel as _excel  # noqa: F401  (registers "excel")
-from civicflow.sources import geojson as _geojson  # noqa: F401  (registers "geojson")
-from civicflow.sources import http as _http  # noqa: F401  (registers "http")
-from civicflow.sources import postgres as _postgres  # noqa: F401  (registers "postgres")
-from civicflow.sources import socrata as _socrata  # noqa: F401  (registers "socrata")
 from civicflow.sources.base import (
     Extract,
     ExtractError,
@@ -29,7 +23,6 @@ from civicflow.sources.base import (
     registered_sources,
 )
 from civicflow.sources.cast import cast_frame
-from civicflow.sources.http import public_url
 from civicflow.spec.models import DatasetSpec, FileSource, HttpSource
 
 __all__ = [
@@ -124,6 +117,8 @@ def extract(
     if source_path is None and isinstance(source, RemoteSource):
         settings.private_dir(raw_path.parent)
         sha256 = _write_immutable(source.pull(spec, settings, since), raw_path)
+        from civicflow.sources.http import public_url
+
         given = (
             public_url(spec.source.url)
             if isinstance(spec.source, HttpSource)

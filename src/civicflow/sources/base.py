@@ -8,6 +8,7 @@ null). Typing, renaming and validation are shared by every kind (``cast.py``,
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,12 @@ class RemoteSource(Source, Protocol):
 
 
 _REGISTRY: dict[str, Source] = {}
+#: the built-in kinds, imported on first use: a CLI call that reads a CSV never pays for
+#: the Excel and PostgreSQL drivers (each module registers itself when imported)
+_BUILTIN = {
+    kind: f"civicflow.sources.{kind}"
+    for kind in ("csv", "excel", "geojson", "http", "postgres", "socrata")
+}
 
 
 def register_source(kind: str) -> Callable[[type], type]:
@@ -88,16 +95,18 @@ def register_source(kind: str) -> Callable[[type], type]:
 
 
 def get_source(kind: str) -> Source:
+    if kind not in _REGISTRY and kind in _BUILTIN:
+        importlib.import_module(_BUILTIN[kind])
     try:
         return _REGISTRY[kind]
     except KeyError:
         raise ExtractError(
-            f"no source kind {kind!r} (registered: {', '.join(sorted(_REGISTRY))})"
+            f"no source kind {kind!r} (registered: {', '.join(registered_sources())})"
         ) from None
 
 
 def registered_sources() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
 
 
 @dataclass
