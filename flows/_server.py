@@ -154,11 +154,23 @@ def start_server(
 
 
 def start_worker(
-    pool: str, api_url: str, env: Mapping[str, str], log_path: Path
+    pool: str,
+    api_url: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    name: str | None = None,
+    limit: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """A process worker on ``pool``; each flow run it starts inherits ``env`` (the
-    project's portal, secrets and folders)."""
+    project's portal, secrets and folders). Several workers on one pool share its runs
+    (on this machine or others pointed at the same API); ``limit`` caps how many flow
+    runs this one runs at once, so the rest wait for a worker with room."""
     args = [prefect_command(), "worker", "start", "--pool", pool]
+    if name:
+        args += ["--name", name]
+    if limit:
+        args += ["--limit", str(limit)]
     return spawn(args, {**env, "PREFECT_API_URL": api_url}, log_path)
 
 

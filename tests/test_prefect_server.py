@@ -36,6 +36,7 @@ BROKEN = "la311_broken"
 START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
 #: how flows/publish.py's last log line of a run begins
+WORKERS = ("worker-a", "worker-b")
 END_MESSAGES = (f"{LA311} published:", f"{LA311} unchanged:", f"{BROKEN} rejected:")
 
 
@@ -124,7 +125,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _server.wait_healthy(server, api_url, logs / "server.log", START_TIMEOUT_S)
         log.info("prefect server healthy in %.1f s", time.monotonic() - clock)
         pool_created = _create_pool(api_url)
-        procs.append(_server.start_worker("civicflow", api_url, env, logs / "worker.log"))
+        # Two workers share the pool; one run at a time each, so two runs at once need both.
+        for name in WORKERS:
+            procs.append(
+                _server.start_worker(
+                    "civicflow", api_url, env, logs / f"{name}.log", name=name, limit=1
+                )
+            )
         clock = time.monotonic()
         deploy = subprocess.run(
             [str(BIN / "civicflow"), "deploy"],
@@ -186,7 +193,20 @@ def _wait(client: Any, flow_run_id: Any) -> tuple[Any, list[str]]:
 
 
 def _worker_log(stack: Stack) -> str:
-    return (stack.logs / "worker.log").read_text(errors="replace")[-4000:]
+    return "".join(
+        (stack.logs / f"{name}.log").read_text(errors="replace")[-2000:] for name in WORKERS
+    )
+
+
+def _ran_by(stack: Stack, flow_run_id: Any) -> list[str]:
+    """The workers that took ``flow_run_id``: their log has Prefect's "submitting" line for
+    it and no "Aborted submission" (the server refuses a second claim of one run)."""
+    took, aborted = (
+        f"submitting flow run '{flow_run_id}'",
+        f"submission of flow run '{flow_run_id}'",
+    )
+    logs = {n: (stack.logs / f"{n}.log").read_text(errors="replace") for n in WORKERS}
+    return [n for n, text in logs.items() if took in text and f"Aborted {aborted}" not in text]
 
 
 def test_civicflow_deploy_registers_one_deployment_per_scheduled_dataset(stack: Stack) -> None:
@@ -238,6 +258,26 @@ def test_a_broken_source_ends_failed_with_the_reason_in_the_logs(
     assert rejected and "empty" in rejected[0], messages
     assert "empty" in (flow_run.state.message or "")
     assert BROKEN not in stack.portal.tables()
+
+
+def test_two_workers_on_one_pool_share_the_runs(
+    stack: Stack, runs: dict[str, tuple[Any, list[str]]]
+) -> None:
+    """Both workers are online on the pool; each run was taken by exactly one of them (a
+    second claim is refused by the server), and with one run at a time each, the two runs
+    triggered together went one to each."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        online = {w.name for w in client.read_workers_for_work_pool("civicflow")}
+    assert set(WORKERS) <= online, online
+    takers = {name: _ran_by(stack, flow_run.id) for name, (flow_run, _) in runs.items()}
+    assert all(len(t) == 1 for t in takers.values()), (takers, _worker_log(stack))
+    assert sorted(t[0] for t in takers.values()) == sorted(WORKERS), takers
 
 
 def test_a_cli_call_finds_the_projects_running_server(

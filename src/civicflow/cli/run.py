@@ -83,10 +83,11 @@ def _skip_unconfigured(settings: Settings) -> list[str]:
 
 
 def _start_orchestration(
-    settings: Settings, prefect_port: int
+    settings: Settings, prefect_port: int, workers: int = 1
 ) -> tuple[dict[str, subprocess.Popen[bytes]], str]:
     """The project's Prefect server (reused when one already answers on the port), every
-    deployment registered on it, and a process worker: (processes started, API URL).
+    deployment registered on it, and ``workers`` process workers on the pool: (processes
+    started, API URL).
 
     Must run before this process first imports Prefect, which reads PREFECT_API_URL once.
     """
@@ -112,9 +113,12 @@ def _start_orchestration(
         from civicflow.deployments import deployment_specs
 
         deploy_all(settings, api_url, deployment_specs(settings, POOL), POOL)
-        procs["prefect worker"] = _server.start_worker(
-            POOL, api_url, os.environ, logs / "prefect-worker.log"
-        )
+        for n in range(1, workers + 1):
+            name = "prefect worker" if workers == 1 else f"prefect worker {n}"
+            log_name = "prefect-worker.log" if workers == 1 else f"prefect-worker-{n}.log"
+            procs[name] = _server.start_worker(
+                POOL, api_url, os.environ, logs / log_name, name=f"civicflow-{n}"
+            )
     except BaseException:
         _stop_all(procs)
         raise
@@ -173,6 +177,13 @@ def register(app: typer.Typer) -> None:
         prefect_port: int = typer.Option(
             4200, "--prefect-port", help="Prefect server (UI and API) port, with --serve."
         ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            help="Process workers to start on the civicflow pool, with --serve (they share "
+            "the deployments' runs; more workers can join from other machines).",
+        ),
     ) -> None:
         """Start the portal, publish all datasets, build the scorecard; then serve."""
         import signal
@@ -203,7 +214,7 @@ def register(app: typer.Typer) -> None:
                 server.wait_until_up(url, timeout=60)
             api_url = None
             if serve:
-                procs, api_url = _start_orchestration(settings, prefect_port)
+                procs, api_url = _start_orchestration(settings, prefect_port, workers)
                 started.update(procs)
             code = _publish_and_score(settings, url)
             if serve:
