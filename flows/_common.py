@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.states import Failed, State
 
 from civicflow.privatefs import private_umask
 from civicflow.secrets import block_name, secret_env_names
@@ -47,6 +47,34 @@ def as_task(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         retry_delay_seconds=_BACKOFF_S,
         retry_condition_fn=_retry_if_transient,
     )
+
+
+class RunFailed(Exception):
+    """A failed flow run's summary as its Failed state's data.
+
+    Prefect raises a failed run's data when a deployment run ends, so the data must be an
+    exception: this one reads as the steward's reason, not "dict cannot be resolved into
+    an exception"; callers get the summary back with :func:`summary_of`.
+    """
+
+    def __init__(self, message: str, summary: Any) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.summary))
+
+
+def failed(message: str, summary: Any) -> State:
+    """A Failed state carrying ``summary`` (see :class:`RunFailed`)."""
+    return Failed(message=message, data=RunFailed(message, summary))
+
+
+def summary_of(state: State) -> Any:
+    """What a flow run returned: its summary whether it completed or failed (an
+    unexpected exception comes back as itself)."""
+    result = state.result(raise_on_failure=False)
+    return result.summary if isinstance(result, RunFailed) else result
 
 
 def flow_settings() -> Settings:

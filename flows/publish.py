@@ -25,11 +25,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 
 from civicflow import pipeline
 from civicflow.spec import load_all
-from flows._common import as_task, flow_settings
+from flows._common import as_task, failed, flow_settings, summary_of
 from flows.artifacts import attach_run_report
 
 #: how long a run waits for another run of the same dataset before it gives up
@@ -110,7 +110,7 @@ def publish_dataset(
     attach_run_report(dataset_id, outcome.report_path)  # public: checks, counts, no values
     if not outcome.ok:
         logger.error("%s rejected: %s", dataset_id, outcome.reason)
-        return Failed(message=f"{dataset_id} rejected: {outcome.reason}", data=summary)
+        return failed(f"{dataset_id} rejected: {outcome.reason}", summary)
     logger.info("%s %s: %s", dataset_id, outcome.outcome, outcome.reason)
     return Completed(message=f"{dataset_id} {outcome.outcome}", data=summary)
 
@@ -127,7 +127,7 @@ def publish_all(
 
     def one(dataset_id: str) -> dict[str, Any]:
         state = publish_dataset(dataset_id, portal=portal, full=full, return_state=True)
-        result = state.result(raise_on_failure=False)
+        result = summary_of(state)
         if isinstance(result, dict):
             return result
         return {"dataset_id": dataset_id, "outcome": "failed", "reason": str(result)}
@@ -140,5 +140,5 @@ def publish_all(
         summaries = [f.result() for f in futures]
     bad = [s["dataset_id"] for s in summaries if s["outcome"] not in ("published", "unchanged")]
     if bad:
-        return Failed(message=f"not published: {', '.join(bad)}", data=summaries)
+        return failed(f"not published: {', '.join(bad)}", summaries)
     return Completed(message=f"{len(summaries)} datasets published or unchanged", data=summaries)

@@ -12,12 +12,12 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 
 from civicflow import pipeline
 from civicflow.metrics import scorecard as sc
 from civicflow.metrics.compute import PERFORMANCE_DATASET, small_count_threshold
-from flows._common import as_task, flow_settings
+from flows._common import as_task, failed, flow_settings
 from flows.artifacts import attach_run_report
 
 
@@ -95,8 +95,8 @@ def scorecard(publish: bool = True) -> State:
     if publish_error is not None:
         raise publish_error
     if publish_summary is not None and publish_summary["outcome"] not in ("published", "unchanged"):
-        return Failed(
-            message=f"{PERFORMANCE_DATASET} {publish_summary['outcome']}: {publish_summary['reason']}",
-            data=summary,
+        return failed(
+            f"{PERFORMANCE_DATASET} {publish_summary['outcome']}: {publish_summary['reason']}",
+            summary,
         )
     return Completed(message=f"scorecard written: {cert.level}, {len(results)} KPIs", data=summary)

@@ -47,6 +47,7 @@ def test_publish_dataset_flow_runs_its_stages_as_tasks(flow_env: Path) -> None:
 
 
 def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
+    from flows._common import summary_of
     from flows.publish import publish_dataset
 
     empty = flow_env / "empty.csv"
@@ -54,7 +55,7 @@ def test_rejected_run_ends_failed_with_the_reason(flow_env: Path) -> None:
     state = publish_dataset("la311_service_requests", str(empty), return_state=True)
     assert state.is_failed()
     assert "empty" in state.message
-    summary = state.result(raise_on_failure=False)
+    summary = summary_of(state)
     assert summary["outcome"] == "rejected"
     # the steward's page beside the JSON report, and the verdict on the flow run in the UI
     assert Path(summary["report"]).with_suffix(".html").is_file()

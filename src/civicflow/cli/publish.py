@@ -146,13 +146,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_OK if _dry_run(settings, specs, source) else EXIT_REJECTED)
 
         use_project_prefect(settings)
+        from flows._common import summary_of
         from flows.publish import publish_all, publish_dataset
 
         summaries: list[dict[str, Any]] = []
         if all_:
-            result = publish_all(portal=portal, full=full, return_state=True).result(
-                raise_on_failure=False
-            )
+            result = summary_of(publish_all(portal=portal, full=full, return_state=True))
             summaries = (
                 result
                 if isinstance(result, list)
@@ -167,7 +166,7 @@ def register(app: typer.Typer) -> None:
                     full=full,
                     return_state=True,
                 )
-                result = state.result(raise_on_failure=False)
+                result = summary_of(state)
                 summaries.append(
                     result
                     if isinstance(result, dict)

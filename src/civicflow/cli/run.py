@@ -127,13 +127,12 @@ def _start_orchestration(
 
 def _publish_and_score(settings: Settings, url: str) -> int:
     """publish-all then the scorecard, in this process; the exit code they earn."""
+    from flows._common import summary_of
     from flows.publish import publish_all
     from flows.scorecard import scorecard
 
     code = EXIT_OK
-    result = publish_all(skip=_skip_unconfigured(settings), return_state=True).result(
-        raise_on_failure=False
-    )
+    result = summary_of(publish_all(skip=_skip_unconfigured(settings), return_state=True))
     summaries = (
         result
         if isinstance(result, list)

@@ -61,10 +61,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_USAGE) from None
 
         use_project_prefect(load_settings())
+        from flows._common import summary_of
         from flows.scorecard import scorecard as scorecard_flow
 
         state = scorecard_flow(publish=publish, return_state=True)
-        result = state.result(raise_on_failure=False)
+        result = summary_of(state)
         if isinstance(result, dict):
             _print(result)
         else:
