@@ -1,7 +1,8 @@
 """Accessibility of the resident-facing pages, in real headless Chromium (Debian's package)
 over a real Datasette portal with the bundled datasets published and the scorecard built.
 
-For every page, in each language it offers (English, and Spanish via ``?lang=es``), at
+For every page, in each language it offers (English, and Spanish via ``?lang=es``; the
+static scorecard has a file per language, ``index.html`` and ``index.es.html``), at
 1280 px and at 375 px wide: axe-core (the npm registry's package, installed into the
 venv by ``make test``'s setup) finds no serious or critical violation, the page does not
 overflow horizontally, and ``<html lang>`` names the language shown. A keyboard-only walk
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ DATASET = "la311_service_requests"
 WIDTHS = (1280, 375)
 #: screenshots stop here (a 100-row Datasette table at 375 px is ~150,000 px tall)
 MAX_SHOT_PX = 8000
-#: (name, path, languages the page offers)
-PAGES = (
+#: (name, path, languages the page offers); a path per language where the language is in
+#: the file name rather than in ``?lang=``
+PAGES: tuple[tuple[str, str | Mapping[str, str], tuple[str, ...]], ...] = (
     ("catalog-home", "/", ("en", "es")),
     ("catalog-dataset", f"/datasets/{DATASET}", ("en", "es")),
     ("datasette-database", "/portal", ("en",)),
@@ -67,7 +69,11 @@ PAGES = (
     ),
     ("datasette-row", f"/portal/{DATASET}/1-870704831", ("en",)),
     ("datasette-query", f"/portal/-/query?sql=select+*+from+{DATASET}+limit+5", ("en",)),
-    ("scorecard", "/scorecard/index.html", ("en",)),
+    (
+        "scorecard",
+        {"en": "/scorecard/index.html", "es": "/scorecard/index.es.html"},
+        ("en", "es"),
+    ),
 )
 CASES = [
     pytest.param(path, lang, width, id=f"{name}-{lang}-{width}")
@@ -109,7 +115,9 @@ def axe_source() -> str:
     return AXE_JS.read_text(encoding="utf-8")
 
 
-def _url(portal: DatasetteServer, path: str, lang: str) -> str:
+def _url(portal: DatasetteServer, path: str | Mapping[str, str], lang: str) -> str:
+    if not isinstance(path, str):
+        return portal.url + path[lang]
     if lang == "en":
         return portal.url + path
     return f"{portal.url}{path}{'&' if '?' in path else '?'}lang={lang}"
@@ -149,7 +157,7 @@ def _artifact(name: str) -> Path:
 
 @pytest.mark.parametrize(("path", "lang", "width"), CASES)
 def test_no_serious_or_critical_axe_violation(
-    portal, browser, axe_source, request, path: str, lang: str, width: int
+    portal, browser, axe_source, request, path: str | Mapping[str, str], lang: str, width: int
 ) -> None:
     url = _url(portal, path, lang)
     page, errors = _open(browser, url, width)

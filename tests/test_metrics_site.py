@@ -6,13 +6,23 @@ import csv
 import json
 import re
 import xml.etree.ElementTree as ET
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from civicflow.metrics import scorecard as sc
-from civicflow.metrics.charts import Bar, LinePoint, bar_chart, line_chart, nice_ticks
+from civicflow.metrics.charts import (
+    CHAR_WIDTH,
+    Bar,
+    LinePoint,
+    bar_chart,
+    fmt,
+    line_chart,
+    nice_ticks,
+)
 from civicflow.metrics.compute import small_count_threshold
+from civicflow.metrics.i18n import Tr
 from civicflow.settings import Settings
 from tests.test_metrics_kpis import SOURCES, publish_parquet
 
@@ -55,6 +65,48 @@ def test_charts_are_wellformed_svg_with_title_desc_and_escaped_labels() -> None:
     assert "1 of 2 miss the target" in root.find(f"{SVG}desc").text
 
 
+def test_chart_text_in_spanish() -> None:
+    es = Tr("es")
+    line = line_chart(
+        "t1",
+        "Evolución",
+        [LinePoint("27 dic 2017", 1234.5), LinePoint("28 dic 2017", 3.25)],
+        "días",
+        1,
+        target=2.0,
+        tr=es,
+    )
+    desc = ET.fromstring(line).find(f"{SVG}desc").text
+    assert desc == "2 de 2 períodos tienen valor; último 3,2 días; intervalo de 3,2 a 1.234,5 días"
+    assert ">meta 2,0</text>" in line and ">1,5\u00a0mil</text>" in line
+    bars = bar_chart(
+        "b1", "Por grupo", [Bar("A", 4.0), Bar("B", None)], "días", 1, 2.0, True, tr=es
+    )
+    desc = ET.fromstring(bars).find(f"{SVG}desc").text
+    assert desc == "Grupos: 2; de 4,0 a 4,0 días; 1 de 1 no alcanzan la meta de 2,0 días"
+    assert ">sin datos</text>" in bars
+    # English keeps its forms
+    assert fmt(1234.5, 1) == "1,234.5" and fmt(1234.5, 1, "es") == "1.234,5"
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+@pytest.mark.parametrize("periods", [1, 2, 5, 7, 31, 98])
+def test_period_labels_on_the_axis_never_collide(lang: str, periods: int) -> None:
+    tr = Tr(lang)
+    months = [date(2006 + m // 12, m % 12 + 1, 1) for m in range(periods)]
+    points = [LinePoint(tr.period(d, "month"), 1.0, tr.axis(d, "month")) for d in months]
+    root = ET.fromstring(line_chart("m", "Months", points, "x", 0, tr=tr))
+    axis = [t for t in root.findall(f"{SVG}text") if t.get("y") == "198"]  # below the plot
+    assert axis[0].text == points[0].short and axis[-1].text == points[-1].short
+    assert len(axis) <= 5
+    spans = []
+    for t in axis:
+        x, width = float(t.get("x")), len(t.text) * CHAR_WIDTH
+        start = {"start": x, "middle": x - width / 2, "end": x - width}[t.get("text-anchor")]
+        spans.append((start, start + width))
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+
 @pytest.mark.parametrize(
     ("lo", "hi"), [(0, 8.6), (0, 100), (0, 5_785_094), (0, 0.3), (-3, 7), (2, 2)]
 )
@@ -77,10 +129,16 @@ def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
     return settings, card, sc.write_site(settings, card)
 
 
-def test_site_files_and_page_content(written) -> None:
+@pytest.mark.parametrize("page", ["html", "html_es"])
+def test_site_files_and_page_content(written, page: str) -> None:
     settings, card, paths = written
-    assert {p.name for p in paths.values()} == {"scorecard.json", "scorecard.csv", "index.html"}
-    html = paths["html"].read_text()
+    assert {p.name for p in paths.values()} == {
+        "scorecard.json",
+        "scorecard.csv",
+        "index.html",
+        "index.es.html",
+    }
+    html = paths[page].read_text()
     # no resource from any other host: every src/href is relative, a fragment or the portal on this host
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert not re.match(r"^[a-z]+://", ref) and not ref.startswith("//"), ref
@@ -97,6 +155,10 @@ def test_site_files_and_page_content(written) -> None:
         "<svg" in f and "<table>" in f
         for f in re.findall(r'<figure class="chart".*?</figure>', html, flags=re.S)
     )
+    # every SVG is well-formed with its text alternative, in the page's language
+    for svg in re.findall(r"<svg.*?</svg>", html, flags=re.S):
+        root = ET.fromstring(svg)
+        assert root.get("role") == "img" and root.find(f"{SVG}title") is not None
 
 
 def test_scorecard_json_and_csv_agree_with_the_results(written) -> None:

@@ -2,7 +2,9 @@
 
 No console errors, no request to any other host, every chart present with its text
 table, readable at 375 px wide (no horizontal overflow, chart text not shrunk below
-legibility). Screenshots are saved under test-artifacts/ (git-ignored).
+legibility), in English (``index.html``) and Spanish (``index.es.html``), and the language
+switch leads from each to the other. Screenshots are saved under test-artifacts/
+(git-ignored).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from tests.test_metrics_kpis import SOURCES, publish_parquet
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"
+#: each language's page, its h1, and how a screenshot is named
+PAGES = {
+    "en": ("index.html", "Performance scorecard"),
+    "es": ("index.es.html", "Indicadores de desempeño"),
+}
+SHOT = {"en": "scorecard-{width}.png", "es": "scorecard-es-{width}.png"}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -68,15 +76,22 @@ def _expected_charts(card: sc.Scorecard) -> int:
     return sum(1 + len(r.breakdowns) for r in card.results if r.series)
 
 
-def test_page_loads_clean_with_every_chart_and_its_table(site, browser) -> None:
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_page_loads_clean_with_every_chart_and_its_table(site, browser, lang: str) -> None:
     url, card = site
-    page, errors, requests = _open(browser, url, 1280)
+    name, h1 = PAGES[lang]
+    # the folder's own URL serves the English page
+    page, errors, requests = _open(browser, url if lang == "en" else url + name, 1280)
     try:
         assert errors == []
         origin = url.split("/scorecard/")[0]
         assert requests and all(r.startswith(origin) for r in requests), requests
-        assert page.locator("h1").inner_text() == "Performance scorecard"
-        assert page.locator(".level-name").inner_text() == card.certification.level
+        assert page.evaluate("document.documentElement.lang") == lang
+        assert page.locator("h1").inner_text() == h1
+        level = page.locator(".level-name")
+        assert level.get_attribute("data-level") == card.certification.level
+        if lang == "en":
+            assert level.inner_text() == card.certification.level
         figures = page.locator("figure.chart")
         assert figures.count() == _expected_charts(card) >= 5
         for i in range(figures.count()):
@@ -98,14 +113,15 @@ def test_page_loads_clean_with_every_chart_and_its_table(site, browser) -> None:
             if r.source is not None:
                 assert article.locator(f'a[href="/portal/{r.kpi.dataset}"]').count() == 1
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "scorecard-1280.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / SHOT[lang].format(width=1280)), full_page=True)
     finally:
         page.close()
 
 
-def test_readable_at_375_px(site, browser) -> None:
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_readable_at_375_px(site, browser, lang: str) -> None:
     url, card = site
-    page, errors, _ = _open(browser, url, 375)
+    page, errors, _ = _open(browser, url + PAGES[lang][0], 375)
     try:
         assert errors == []
         scroll_width = page.evaluate("document.documentElement.scrollWidth")
@@ -127,6 +143,31 @@ def test_readable_at_375_px(site, browser) -> None:
             f"chart text renders at {min(widths) * FONT / WIDTH:.1f}px"
         )
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "scorecard-375.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / SHOT[lang].format(width=375)), full_page=True)
+    finally:
+        page.close()
+
+
+def test_the_language_switch_leads_both_ways(site, browser) -> None:
+    url, _ = site
+    page, errors, _ = _open(browser, url, 1280)
+    try:
+        switch = page.get_by_role("navigation", name="Language").get_by_role("link", name="Español")
+        assert switch.get_attribute("hreflang") == "es" and switch.get_attribute("lang") == "es"
+        switch.click()
+        page.wait_for_load_state("networkidle")
+        assert page.url == url + "index.es.html"
+        assert page.evaluate("document.documentElement.lang") == "es"
+        assert page.locator("h1").inner_text() == PAGES["es"][1]
+        current = page.get_by_role("navigation", name="Idioma").locator("[aria-current=true]")
+        assert current.inner_text() == "Español"
+        back = page.get_by_role("navigation", name="Idioma").get_by_role("link", name="English")
+        assert back.get_attribute("hreflang") == "en"
+        back.click()
+        page.wait_for_load_state("networkidle")
+        assert page.url == url + "index.html"
+        assert page.evaluate("document.documentElement.lang") == "en"
+        assert page.locator("h1").inner_text() == PAGES["en"][1]
+        assert errors == []
     finally:
         page.close()

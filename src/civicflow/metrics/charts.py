@@ -2,7 +2,9 @@
 
 Plain SVG strings with a title and description for screen readers; the page puts a
 data table next to each, so nothing needs a script or the network at view time.
-Coordinates are in viewBox units, so charts scale to the width of a phone.
+Coordinates are in viewBox units, so charts scale to the width of a phone. Text drawn
+or read out (description, target, axis numbers, "no data") is in the page's language
+(``tr``, English by default).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from civicflow.metrics.i18n import Tr, number
+
 WIDTH = 400
 FONT = 15
 ON_COLOUR = "#1d5fa8"  # on target / neutral
 OFF_COLOUR = "#b4480c"  # off target (orange-brown, distinct from blue for colour-blind readers)
 MUTED = "#5f6b76"
+#: an axis label's width per character, in viewBox units (a generous average at FONT)
+CHAR_WIDTH = FONT * 0.6
 
 
 @dataclass(frozen=True)
@@ -49,20 +55,23 @@ def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     return ticks
 
 
-def fmt(value: float, decimals: int) -> str:
-    if abs(value) >= 1000 and decimals == 0:
-        return f"{value:,.0f}"
-    text = f"{value:,.{decimals}f}"
-    return text
+def fmt(value: float, decimals: int, lang: str = "en") -> str:
+    """``value`` as the page shows it: 1,234.5 (Spanish 1.234,5)."""
+    return number(value, decimals, lang)
 
 
-def _axis_label(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 1_000_000:
-        return f"{value / 1_000_000:g}M"
-    if magnitude >= 1_000:
-        return f"{value / 1_000:g}k"
-    return f"{value:g}"
+def _label_indexes(labels: Sequence[str], plot_w: float) -> list[int]:
+    """The periods the x axis names: the first, the last and up to 3 evenly between, never
+    two closer than one and a half times the longest label (the end ones are anchored at
+    the edges, the others centred), so they do not collide, in any language."""
+    n = len(labels)
+    if n <= 1:
+        return list(range(n))
+    gap = 1.5 * max(len(label) for label in labels) * CHAR_WIDTH
+    most = max(1, min(4, n - 1, math.floor(plot_w / gap)))
+    # an interval count that divides the periods evenly, unless that halves the labels
+    k = next((k for k in range(most, 0, -1) if (n - 1) % k == 0 and 2 * k > most), most)
+    return sorted({round(i * (n - 1) / k) for i in range(k + 1)})
 
 
 def _open(chart_id: str, height: float, title: str, desc: str) -> str:
@@ -81,6 +90,7 @@ def line_chart(
     unit: str,
     decimals: int,
     target: float | None = None,
+    tr: Tr = Tr(),
 ) -> str:
     """Trend over periods; missing values leave a gap; the target is a dashed line."""
     height = 220
@@ -99,21 +109,26 @@ def line_chart(
     def y(v: float) -> float:
         return top + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h
 
-    desc = f"{len(values)} of {len(points)} periods have a value"
+    desc = tr._("%(n)s of %(total)s periods have a value") % {
+        "n": tr.integer(len(values)),
+        "total": tr.integer(len(points)),
+    }
     if values:
-        desc += f"; latest {fmt(values[-1], decimals)} {unit}; range {fmt(min(values), decimals)} to {fmt(max(values), decimals)} {unit}"
+        desc += tr._("; latest %(latest)s %(unit)s; range %(low)s to %(high)s %(unit)s") % {
+            "latest": tr.number(values[-1], decimals),
+            "low": tr.number(min(values), decimals),
+            "high": tr.number(max(values), decimals),
+            "unit": unit,
+        }
     parts = [_open(chart_id, height, title, desc)]
     for t in ticks:
         parts.append(
             f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#d8dee4" stroke-width="1"/>'
         )
         parts.append(
-            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(_axis_label(t))}</text>'
+            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(tr.compact(t))}</text>'
         )
-    # At most ~5 period labels so they never collide on a phone.
-    step = max(1, math.ceil(len(points) / 5))
-    label_idx = set(range(0, len(points), step)) | {len(points) - 1}
-    for i in sorted(label_idx):
+    for i in _label_indexes([p.short or p.label for p in points], plot_w):
         anchor = (
             "middle"
             if 0 < i < len(points) - 1 or len(points) == 1
@@ -127,7 +142,7 @@ def line_chart(
             f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" stroke="{OFF_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
         )
         parts.append(
-            f'<text x="{WIDTH - right}" y="{y(target) - 5:.1f}" text-anchor="end" fill="{OFF_COLOUR}">target {escape(fmt(target, decimals))}</text>'
+            f'<text x="{WIDTH - right}" y="{y(target) - 5:.1f}" text-anchor="end" fill="{OFF_COLOUR}">{escape(tr._("target %(value)s") % {"value": tr.number(target, decimals)})}</text>'
         )
     segment: list[str] = []
     segments: list[list[str]] = []
@@ -175,6 +190,7 @@ def bar_chart(
     decimals: int,
     target: float | None = None,
     lower_is_better: bool | None = None,
+    tr: Tr = Tr(),
 ) -> str:
     """Horizontal bars, one per group, each under its label (long names stay readable on a
     phone); bars missing the target are drawn in a second colour, the target is dashed."""
@@ -200,7 +216,7 @@ def bar_chart(
         )
         if b.value is None:
             parts.append(
-                f'<text x="{left}" y="{y0 + 32}" fill="{MUTED}" font-style="italic">{escape(b.note or "no data")}</text>'
+                f'<text x="{left}" y="{y0 + 32}" fill="{MUTED}" font-style="italic">{escape(b.note or tr._("no data"))}</text>'
             )
             continue
         missed = (
@@ -214,21 +230,30 @@ def bar_chart(
             f'<rect x="{x0:.1f}" y="{y0 + 19}" width="{max(x1 - x0, 1):.1f}" height="15" fill="{OFF_COLOUR if missed else ON_COLOUR}"/>'
         )
         parts.append(
-            f'<text x="{x1 + 4:.1f}" y="{y0 + 31}" fill="#1b1f24">{escape(fmt(b.value, decimals))}</text>'
+            f'<text x="{x1 + 4:.1f}" y="{y0 + 31}" fill="#1b1f24">{escape(tr.number(b.value, decimals))}</text>'
         )
     axis_y = top + row * max(1, len(bars))
     for t in ticks:
         parts.append(
-            f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="middle" fill="{MUTED}">{escape(_axis_label(t))}</text>'
+            f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="middle" fill="{MUTED}">{escape(tr.compact(t))}</text>'
         )
     if target is not None:
         tx = x(target)
         parts.append(
             f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top + 17}" y2="{axis_y}" stroke="#1b1f24" stroke-width="1.5" stroke-dasharray="4 3"/>'
         )
-    desc = f"{len(bars)} groups"
+    desc = tr._("%(n)s groups") % {"n": tr.integer(len(bars))}
     if values:
-        desc += f"; from {fmt(min(values), decimals)} to {fmt(max(values), decimals)} {unit}"
+        desc += tr._("; from %(low)s to %(high)s %(unit)s") % {
+            "low": tr.number(min(values), decimals),
+            "high": tr.number(max(values), decimals),
+            "unit": unit,
+        }
     if target is not None and lower_is_better is not None:
-        desc += f"; {off} of {len(values)} miss the target of {fmt(target, decimals)} {unit}"
+        desc += tr._("; %(off)s of %(n)s miss the target of %(target)s %(unit)s") % {
+            "off": tr.integer(off),
+            "n": tr.integer(len(values)),
+            "target": tr.number(target, decimals),
+            "unit": unit,
+        }
     return _open(chart_id, height, title, desc) + "".join(parts) + "</svg>"

@@ -163,6 +163,11 @@ class Dimension(StrictModel):
     title: str = Field(
         min_length=2, description="Heading for the breakdown, e.g. 'By council district'."
     )
+    title_es: str | None = Field(
+        None,
+        min_length=2,
+        description="Spanish heading for the scorecard in Spanish, e.g. 'Por distrito del concejo' (English is shown without).",
+    )
     equity: bool = Field(
         False,
         description="True when the groups are communities (council districts, neighborhoods) so the breakdown shows who is served worse.",
@@ -196,6 +201,11 @@ class Target(StrictModel):
     source: str = Field(
         min_length=10,
         description="Where the target comes from (policy, budget book, service-level agreement) and whether it is adopted or illustrative.",
+    )
+    source_es: str | None = Field(
+        None,
+        min_length=10,
+        description="Where the target comes from, in Spanish, for the scorecard in Spanish (English is shown without).",
     )
 
 
@@ -231,7 +241,17 @@ class Kpi(StrictModel):
 
     id: str = Field(description="snake_case identifier; must match the file name.")
     title: str = Field(min_length=3, description="Short title shown to leadership.")
+    title_es: str | None = Field(
+        None,
+        min_length=3,
+        description="Spanish title for the scorecard in Spanish (English is shown, with a note, without).",
+    )
     description: str = Field(min_length=20, description="What the number means, in plain language.")
+    description_es: str | None = Field(
+        None,
+        min_length=20,
+        description="Spanish description for the scorecard in Spanish (falls back to English, with a note).",
+    )
     department: str = Field(description="Department accountable for the result.")
     owner: Steward = Field(description="Person or role who answers for the KPI.")
     dataset: str = Field(
@@ -260,6 +280,10 @@ class Kpi(StrictModel):
         description="Breakdowns (council district, neighborhood council, type, ...).",
     )
     unit: str = Field(description="Unit of the value as shown, e.g. days, %, requests, passengers.")
+    unit_es: str | None = Field(
+        None,
+        description="Spanish unit for the scorecard in Spanish, e.g. días (not needed for a symbol such as %).",
+    )
     decimals: int = Field(1, ge=0, le=4, description="Decimals shown.")
     target: Target | None = Field(
         None, description="Target and direction; without one the KPI shows no on/off-track status."
@@ -433,15 +457,26 @@ class Criterion(StrictModel):
     practice: str = Field(
         description="Foundational practice of the standard, e.g. Data Management, Open Data, Performance & Analytics."
     )
+    practice_es: str | None = Field(
+        None, description="Spanish name of the practice for the scorecard in Spanish."
+    )
     practice_area: str | None = Field(
         None,
         description="The practice's sub-area, e.g. Protecting Data Privacy and Confidentiality.",
+    )
+    practice_area_es: str | None = Field(
+        None, description="Spanish name of the practice area for the scorecard in Spanish."
     )
     standard: StandardRef | None = Field(
         None,
         description="The standard's code for the corresponding criterion, only where one was found.",
     )
     text: str = Field(min_length=10, description="What the city must do, in plain language.")
+    text_es: str | None = Field(
+        None,
+        min_length=10,
+        description="Spanish text for the scorecard in Spanish (falls back to English, with a note).",
+    )
     weight: float = Field(
         1.0, gt=0, description="Weight when scoring is weighted (ignored when counted)."
     )
@@ -473,6 +508,9 @@ class Level(StrictModel):
     """A certification level and the share of criteria it needs."""
 
     name: str = Field(description="Level name, e.g. Silver.")
+    name_es: str | None = Field(
+        None, description="Spanish level name for the scorecard in Spanish, e.g. Plata."
+    )
     min_percent: float = Field(
         gt=0, le=100, description="Percent of criteria (or of weight) met needed for this level."
     )
@@ -482,12 +520,19 @@ class CertificationConfig(StrictModel):
     """``metrics/certification.yaml``: the criteria, how they are scored and the levels."""
 
     standard: str = Field(description="Standard the criteria are modelled on, with edition.")
+    standard_es: str | None = Field(
+        None, description="The standard in Spanish, for the scorecard in Spanish."
+    )
     scoring: Literal["counted", "weighted"] = Field(
         "counted",
         description="counted: every criterion is one point; weighted: criteria count by weight.",
     )
     below_levels: str = Field(
         "Not yet certified", description="What the result is called below the lowest level."
+    )
+    below_levels_es: str | None = Field(
+        None,
+        description="Spanish for below_levels (default: the scorecard's own Spanish for 'Not yet certified').",
     )
     levels: list[Level] = Field(min_length=1, description="Levels, lowest first.")
     criteria: list[Criterion] = Field(min_length=1, description="The criteria.")

@@ -6,7 +6,8 @@ already suppressed, staged privately under ``var/scorecard/`` (the pipeline then
 validates, scans and publishes it as ``performance_metrics``);
 ``export_performance_csv`` then puts the published version next to the page;
 4. ``certify`` from catalog, ledger and published data; 5. ``write_site`` —
-``index.html`` (self-contained), ``scorecard.json`` and ``scorecard.csv``.
+``index.html`` (self-contained, English), ``index.es.html`` (the same in Spanish),
+``scorecard.json`` and ``scorecard.csv``.
 Files are written under a temporary name and renamed, ``index.html`` last, so a
 reader never sees a half-written scorecard.
 """
@@ -35,8 +36,9 @@ from civicflow.metrics.compute import (
     compute_all,
     small_count_threshold,
 )
+from civicflow.metrics.i18n import PAGES
 from civicflow.metrics.loader import MetricsConfig, load_metrics
-from civicflow.metrics.site import render_page
+from civicflow.metrics.site import PageText, render_page
 from civicflow.privatefs import write_private
 from civicflow.settings import Settings
 from civicflow.spec import load_all
@@ -265,18 +267,36 @@ def scorecard_rows(results: list[KpiResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_site(settings: Settings, card: Scorecard) -> dict[str, Path]:
-    """Write scorecard.json, scorecard.csv and index.html (last)."""
+def page_text(loaded: Loaded) -> PageText:
+    """The Spanish the result does not carry: catalog titles, certification.yaml's own."""
+    cert = loaded.metrics.certification
+    return PageText(
+        dataset_titles_es={i: s.title_es for i, s in loaded.catalog.items() if s.title_es},
+        standard_es=cert.standard_es,
+        below_levels_es=cert.below_levels_es,
+    )
+
+
+def write_site(
+    settings: Settings, card: Scorecard, text: PageText | None = None
+) -> dict[str, Path]:
+    """Write scorecard.json, scorecard.csv, index.es.html (Spanish) and index.html (English,
+    last). ``text``: the Spanish of dataset titles and certification.yaml (read from the
+    project when not given)."""
 
     folder = site_dir(settings)
     paths = {
         "json": folder / "scorecard.json",
         "csv": folder / "scorecard.csv",
-        "html": folder / "index.html",
+        "html_es": folder / PAGES["es"],
+        "html": folder / PAGES["en"],
     }
+    if text is None:
+        text = page_text(load(settings))
     write_private(paths["json"], json.dumps(card.to_dict(), indent=2, default=str) + "\n")
     write_private(paths["csv"], _csv_text(SCORECARD_COLUMNS, scorecard_rows(card.results)))
-    write_private(paths["html"], render_page(card))
+    write_private(paths["html_es"], render_page(card, "es", text))
+    write_private(paths["html"], render_page(card, "en", text))
     return paths
 
 
@@ -302,6 +322,7 @@ __all__ = [
     "compute_kpis",
     "load",
     "export_performance_csv",
+    "page_text",
     "performance_csv_path",
     "public_performance_csv_path",
     "site_dir",
