@@ -17,15 +17,19 @@ from pathlib import Path
 
 import httpx
 import itsdangerous
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from civicflow import published
-from civicflow.portals import PortalError, get_portal, live_read, server
+from civicflow.portals import PortalError, RowChanges, get_portal, live_read, server
+from civicflow.portals import datasette as datasette_module
 from civicflow.portals import publish_store as store
-from civicflow.portals.datasette import SQL_TYPES, DatasettePortal
+from civicflow.portals.datasette import ARROW_STREAM, SQL_TYPES, DatasettePortal
 from civicflow.settings import Settings, load_settings
+from civicflow.spec.models import FieldSpec
 from tests.fixtures.portal import (
     SAMPLE_FIELDS,
     DatasetteServer,
@@ -255,6 +259,7 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
             },
         ),
         (f"{base}/discard", {"table": table, "staging": staging, "run_id": "test"}),
+        (f"{base}/reindex", {"table": table, "indexes": [["label"]]}),
         (
             f"{datasette_server.url}/portal/-/create",
             {"table": "intruder", "columns": [{"name": "a"}]},
@@ -264,12 +269,19 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
             {"rows": [{"id": 999_999, "label": "intruder"}]},
         ),
         (f"{datasette_server.url}/portal/{table}/-/drop", {"confirm": True}),
-        (f"{base}/load", load_body(table, staging, [[999_999, "intruder"]])),
+    ]
+    loads = [
+        load_request(table, staging, [[999_999, "intruder"]]),
+        # The token is checked before the body is read: a broken body changes nothing.
+        {**load_request(table, staging, [[999_999, "intruder"]]), "content": b"not arrow"},
     ]
     try:
         for url, body in attempts:
             response = httpx.post(url, json=body, headers=headers, timeout=30)
             assert response.status_code in (401, 403), (url, response.status_code, response.text)
+        for request in loads:
+            response = post_load(datasette_server, request, headers)
+            assert response.status_code in (401, 403), (response.status_code, response.text)
         after = (
             live_state(datasette_server, table),
             get_portal("datasette", portal_env).current_version(table),
@@ -281,20 +293,43 @@ def test_writes_without_a_valid_token_are_refused(portal_env, datasette_server, 
         drop_staging(datasette_server, table, staging)
 
 
-def load_body(
+def arrow_body(columns: tuple[str, ...], rows: list[list]) -> bytes:
+    """One Arrow IPC stream of ``rows``, as a publish sends a batch."""
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data = pa.table({c: list(v) for c, v in zip(columns, values, strict=True)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write_table(data)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def load_request(
     table: str,
     staging: str,
     rows: list[list],
     columns: tuple[str, ...] = ("id", "label"),
     run_id: str = "test",
 ) -> dict:
+    """The query and body of one load request."""
     return {
-        "table": table,
-        "staging": staging,
-        "run_id": run_id,
-        "columns": list(columns),
-        "rows": rows,
+        "params": {"table": table, "staging": staging, "run_id": run_id, "rows": str(len(rows))},
+        "content": arrow_body(columns, rows),
     }
+
+
+def post_load(
+    server_: DatasetteServer,
+    request: dict,
+    headers: dict[str, str],
+    content_type: str = ARROW_STREAM,
+) -> httpx.Response:
+    return httpx.post(
+        f"{server_.url}/-/civicflow/portal/load",
+        params=request["params"],
+        content=request["content"],
+        headers={**headers, "content-type": content_type},
+        timeout=30,
+    )
 
 
 def publisher_headers(server_: DatasetteServer, table: str) -> dict[str, str]:
@@ -346,7 +381,6 @@ def test_load_writes_only_this_runs_staging_tables(portal, datasette_server) -> 
     publish(portal, table, sample_frame(30, "first"))
     before = live_state(datasette_server, table)
     headers = publisher_headers(datasette_server, table)
-    url = f"{datasette_server.url}/-/civicflow/portal/load"
     intruder = [[999_999, "intruder"]]
     mine = registered_staging(datasette_server, table)
     theirs = registered_staging(datasette_server, table, run_id="other-run")
@@ -359,13 +393,13 @@ def test_load_writes_only_this_runs_staging_tables(portal, datasette_server) -> 
     }
     try:
         for what, (target, run_id, status) in refused.items():
-            body = load_body(table, target, intruder, run_id=run_id)
-            response = httpx.post(url, json=body, headers=headers, timeout=30)
+            request = load_request(table, target, intruder, run_id=run_id)
+            response = post_load(datasette_server, request, headers)
             assert response.status_code == status, (what, response.text)
             assert target in response.json()["errors"][0], (what, response.text)
         assert live_state(datasette_server, table) == before
         assert portal.current_version(table) is not None
-        check_staging_loads(datasette_server, table, mine, url, headers)
+        check_staging_loads(datasette_server, table, mine, headers)
         assert staging_rows(datasette_server, table)[theirs] == 0
     finally:
         drop_staging(datasette_server, table, mine)
@@ -374,32 +408,73 @@ def test_load_writes_only_this_runs_staging_tables(portal, datasette_server) -> 
 
 
 def check_staging_loads(
-    datasette_server: DatasetteServer, table: str, staging: str, url: str, headers: dict[str, str]
+    datasette_server: DatasetteServer, table: str, staging: str, headers: dict[str, str]
 ) -> None:
-    """A registered staging table takes a batch; a bad batch is refused whole, naming the row."""
-    good = httpx.post(
-        url, json=load_body(table, staging, [[1, "a"], [2, None]]), headers=headers, timeout=30
-    )
+    """A registered staging table takes a batch; a bad batch is refused whole, naming
+    the row or the column."""
+    good = post_load(datasette_server, load_request(table, staging, [[1, "a"], [2, None]]), headers)
     assert good.status_code == 200, good.text
     bad_rows = {
-        "wrong number of values": [[3, "b"], [4]],
-        "duplicate key": [[5, "c"], [1, "again"]],
-        "nested value": [[6, "d"], [7, ["not", "a", "scalar"]]],
+        "duplicate key": ([[5, "c"], [1, "again"]], ("id", "label"), "row 1 of this batch"),
+        "text in the integer column": ([["6", "d"]], ("id", "label"), "id (string cannot go"),
+        "a nested value": ([[7, ["not", "a", "scalar"]]], ("id", "label"), "label (list<item"),
+        "an unknown column": ([[8, "e"]], ("id", "nope"), "'nope'"),
     }
-    for what, rows in bad_rows.items():
-        response = httpx.post(
-            url, json=load_body(table, staging, rows), headers=headers, timeout=30
-        )
+    for what, (rows, columns, message) in bad_rows.items():
+        request = load_request(table, staging, rows, columns)
+        response = post_load(datasette_server, request, headers)
         assert response.status_code == 400, (what, response.text)
-        assert "row 1 of this batch" in response.json()["errors"][0], (what, response.text)
-    unknown = httpx.post(
-        url,
-        json=load_body(table, staging, [[8, "e"]], ("id", "nope")),
-        headers=headers,
-        timeout=30,
-    )
-    assert unknown.status_code == 400 and "'nope'" in unknown.json()["errors"][0], unknown.text
+        assert message in response.json()["errors"][0], (what, response.text)
     assert staging_rows(datasette_server, table)[staging] == 2
+
+
+def test_a_corrupt_truncated_or_json_body_is_refused_and_the_live_table_is_untouched(
+    portal, datasette_server
+) -> None:
+    table = unique_table()
+    publish(portal, table, sample_frame(40, "first"))
+    before = (live_state(datasette_server, table), portal.current_version(table))
+    headers = publisher_headers(datasette_server, table)
+    staging = registered_staging(datasette_server, table)
+    rows = [[i, f"row {i}"] for i in range(1, 2_001)]
+    good = load_request(table, staging, rows)
+    # Cut at a batch boundary, a stream reads as a shorter one: the row count tells.
+    first_batch_only = arrow_body(("id", "label"), rows[:1_000])[:-8]  # no end marker
+    not_utf8 = pa.table(
+        {"id": [1], "label": pa.array([b"\xff\xfe"], pa.binary()).view(pa.string())}
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, not_utf8.schema) as writer:
+        writer.write_table(not_utf8)
+    bodies = {
+        "cut in the middle": (
+            good["content"][: len(good["content"]) // 2],
+            400,
+            "not a valid Arrow",
+        ),
+        "cut after a whole batch": (
+            first_batch_only,
+            400,
+            "holds 1000 rows, the request says 2000",
+        ),
+        "not Arrow at all": (b"\x00garbage" * 100, 400, "not a valid Arrow IPC stream"),
+        "empty": (b"", 400, "not a valid Arrow IPC stream"),
+        "text that is not UTF-8": (sink.getvalue().to_pybytes(), 400, "not a valid Arrow IPC"),
+    }
+    try:
+        for what, (content, status, message) in bodies.items():
+            response = post_load(datasette_server, {**good, "content": content}, headers)
+            assert response.status_code == status, (what, response.text)
+            error = response.json()["errors"][0]
+            assert message in error and "batch not stored" in error, (what, error)
+        json_rows = post_load(datasette_server, good, headers, content_type="application/json")
+        assert json_rows.status_code == 415 and ARROW_STREAM in json_rows.text, json_rows.text
+        assert staging_rows(datasette_server, table)[staging] == 0
+        assert (live_state(datasette_server, table), portal.current_version(table)) == before
+    finally:
+        drop_staging(datasette_server, table, staging)
+    result = publish(portal, table, sample_frame(2_500, "second"), "run-2")
+    assert result.changed and live_state(datasette_server, table)[:2] == (2_500, ["second"])
 
 
 def test_a_resident_token_cannot_publish_and_errors_never_show_the_token(
@@ -705,11 +780,10 @@ def test_the_live_route_serves_published_tables_only_never_staging(
     staging = registered_staging(datasette_server, table)
     url = f"{datasette_server.url}/-/civicflow/portal/live"
     try:
-        httpx.post(
-            f"{datasette_server.url}/-/civicflow/portal/load",
-            json=load_body(table, staging, [[1, "staged, unpublished"]]),
-            headers=publisher_headers(datasette_server, table),
-            timeout=30,
+        post_load(
+            datasette_server,
+            load_request(table, staging, [[1, "staged, unpublished"]]),
+            publisher_headers(datasette_server, table),
         ).raise_for_status()
         for private in (staging, "_civicflow_versions", "_civicflow_staging"):
             for headers in ({}, publisher_headers(datasette_server, table)):
@@ -779,7 +853,8 @@ def test_live_read_keeps_one_snapshot_while_a_swap_commits_between_its_statement
         columns = [("id", "integer"), ("label", "text")]
         writer.execute("begin immediate")
         staging = store.prepare(writer, "t", run_id, columns, ["id"], base, 300)["staging"]
-        store.load(writer, "t", staging, run_id, ["id", "label"], rows)
+        batch = pa.table({"id": [r[0] for r in rows], "label": [r[1] for r in rows]})
+        store.load(writer, "t", staging, run_id, batch)
         versions = (f"v-{run_id}", f"d-{run_id}")
         store.swap(writer, "t", staging, run_id, len(rows), versions, base, {"title": run_id})
         writer.execute("commit")
@@ -803,3 +878,195 @@ def test_live_read_keeps_one_snapshot_while_a_swap_commits_between_its_statement
     assert data.column("label").to_pylist() == ["first", "first"]
     again = pa.ipc.open_stream(live_read.live_table(reader, "t", with_rows=True)).read_all()
     assert again.column("label").to_pylist() == ["second"] * 3
+
+
+# -- the Arrow batches a publish sends -----------------------------------------------------
+
+
+def _json_rows_of_earlier_releases(frame: pd.DataFrame, fields: list[FieldSpec]) -> list[list]:
+    """What the JSON load of earlier releases sent for ``frame`` (its code, kept here as
+    the reference): dates as text, booleans as text, pandas ``to_json`` for the rest."""
+    converted, date_unit = {}, "s"
+    for f in fields:
+        column = frame[f.name]
+        if pd.api.types.is_datetime64_any_dtype(column.dtype):
+            if f.type == "date":
+                converted[f.name] = pc.strftime(
+                    pa.array(column, from_pandas=True), format="%Y-%m-%d"
+                ).to_pandas()
+            else:
+                present = column.dropna()
+                if (present != present.dt.floor("s")).any():
+                    date_unit = "ms"
+        elif pd.api.types.is_bool_dtype(column.dtype):
+            converted[f.name] = pa.array(column, from_pandas=True).cast(pa.string()).to_pandas()
+    wire = frame[[f.name for f in fields]]
+    wire = wire.assign(**{n: v.set_axis(wire.index) for n, v in converted.items()})
+    text = wire.to_json(orient="values", date_format="iso", date_unit=date_unit, force_ascii=False)
+    return json.loads(text)
+
+
+def _stored(rows_or_batch, fields: list[FieldSpec]) -> list[tuple]:
+    """Values and SQLite storage classes once loaded into a staging table."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    columns = [(f.name, SQL_TYPES.get(f.type, "text")) for f in fields]
+    staging = store.prepare(conn, "t", "run", columns, [], None, 300)["staging"]
+    names = [f.name for f in fields]
+    if isinstance(rows_or_batch, list):
+        marks = ", ".join("?" * len(names))
+        conn.executemany(f"insert into {staging} values ({marks})", rows_or_batch)
+    else:
+        store.load(conn, "t", staging, "run", rows_or_batch)
+    typed = ", ".join(f"{n}, typeof({n})" for n in names)
+    return conn.execute(f"select {typed} from {staging} order by rowid").fetchall()
+
+
+@pytest.mark.parametrize("fraction", [False, True], ids=["whole-seconds", "sub-second"])
+def test_the_arrow_batches_store_exactly_what_the_json_rows_stored(fraction: bool) -> None:
+    when = pd.Series(
+        pd.to_datetime(
+            ["2024-03-10 01:59:59", None, "1969-12-31 23:59:59.9995", "2024-11-03 01:30:00"],
+            format="ISO8601",
+        )
+    )
+    if not fraction:
+        when = when.dt.floor("s").astype("datetime64[s]")
+    fields = [
+        FieldSpec(name="naive", type="datetime", description="Naive times."),
+        FieldSpec(name="zoned", type="datetime", description="Zoned times."),
+        FieldSpec(name="day", type="date", description="Days of zoned times."),
+        FieldSpec(name="plain_day", type="date", description="Days of naive times."),
+        FieldSpec(name="flag", type="boolean", description="Nullable booleans."),
+        FieldSpec(name="bit", type="boolean", description="Plain booleans."),
+        FieldSpec(name="count", type="integer", description="Nullable integers."),
+        FieldSpec(name="whole", type="integer", description="Integers held as floats."),
+        FieldSpec(name="amount", type="number", description="Floats with NaN."),
+        FieldSpec(name="text", type="string", description="Arrow-backed text."),
+        FieldSpec(name="objects", type="string", description="Python strings."),
+        FieldSpec(name="point", type="geopoint", description="Coordinates as text."),
+    ]
+    frame = pd.DataFrame(
+        {
+            "naive": when,
+            "zoned": when.dt.tz_localize(
+                "America/Los_Angeles", ambiguous="NaT", nonexistent="shift_forward"
+            ),
+            "day": when.dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo"),
+            "plain_day": when,
+            "flag": pd.array([True, None, False, True], dtype="boolean"),
+            "bit": [True, False, True, False],
+            "count": pd.array([1, None, -(2**62), 7], dtype="Int64"),
+            "whole": [1.0, np.nan, 3.0, 4.0],
+            "amount": [1.5, np.nan, -0.25, 1e300],
+            "text": pd.Series(['Él dijo "hola"', None, "", "a,b"], dtype="str"),
+            "objects": pd.Series(["x", None, "ü", "\n"], dtype=object),
+            "point": ["(34.073, -118.267)", None, "(0.0, 0.0)", "(1, 2)"],
+        }
+    )
+    unit = "ms" if fraction else "s"
+    assert datasette_module._date_unit(frame, fields) == unit
+    batch = datasette_module.wire_batch(frame, fields, unit)
+    assert _stored(batch, fields) == _stored(_json_rows_of_earlier_releases(frame, fields), fields)
+
+
+def test_a_batch_over_the_body_limit_is_split_into_bodies_that_fit(monkeypatch) -> None:
+    frame = sample_frame(1_000, "first")
+    whole = [body for _, _, body in datasette_module.load_bodies(frame, SAMPLE_FIELDS, 1_000)]
+    assert len(whole) == 1
+    monkeypatch.setattr(server, "MAX_POST_BODY_BYTES", len(whole[0]) // 5)
+    parts = list(datasette_module.load_bodies(frame, SAMPLE_FIELDS, 1_000))
+    assert len(parts) >= 5 and all(len(b) <= len(whole[0]) // 5 for _, _, b in parts)
+    assert [done for done, _, _ in parts] == list(np.cumsum([rows for _, rows, _ in parts]))
+    tables = [pa.ipc.open_stream(body).read_all() for _, _, body in parts]
+    assert [t.num_rows for t in tables] == [rows for _, rows, _ in parts]
+    assert pa.concat_tables(tables).equals(pa.ipc.open_stream(whole[0]).read_all())
+
+
+# -- indexes for filters and facets ---------------------------------------------------------
+
+INDEXED_FIELDS = [
+    f.model_copy(update={"index": {"label": ["day"], "open": True}.get(f.name, False)})
+    for f in SAMPLE_FIELDS
+]
+
+
+def _publish_indexed(portal, table, frame, run_id, fields=INDEXED_FIELDS):
+    return portal.publish(
+        table,
+        frame,
+        fields=fields,
+        primary_key=["id"],
+        version=published.content_version(frame),
+        run_id=run_id,
+        metadata=sample_metadata(),
+    )
+
+
+def _live_indexes(server_: DatasetteServer, table: str) -> list[list[str]]:
+    response = httpx.get(f"{server_.url}/-/civicflow/portal/versions/{table}", timeout=30)
+    return sorted(response.json()["indexes"])
+
+
+def test_a_publish_indexes_the_fields_marked_for_filters_and_facets(
+    portal, datasette_server
+) -> None:
+    table = unique_table()
+    frame = sample_frame(3_000, "first")
+    _publish_indexed(portal, table, frame, "run-1")
+    assert _live_indexes(datasette_server, table) == [["label", "day"], ["open"]]
+    with sqlite3.connect(f"file:{datasette_server.db_path}?mode=ro", uri=True) as conn:
+        plan = conn.execute(
+            f"explain query plan select * from {table} where label = 'first' and day = '2024-02-01'"
+        ).fetchall()
+    assert f"USING INDEX idx_{table}_label_day (label=? AND day=?)" in plan[-1][-1], plan
+    # A spec marking other fields changes the indexes, not the version (nothing re-sent).
+    version = portal.current_version(table)
+    fewer = [f.model_copy(update={"index": f.name == "open"}) for f in SAMPLE_FIELDS]
+    again = _publish_indexed(portal, table, frame, "run-2", fewer)
+    assert not again.changed and portal.current_version(table) == version
+    assert _live_indexes(datasette_server, table) == [["open"]]
+    # A change set keeps them in step too.
+    changed = frame.iloc[:10].assign(label="changed")
+    changes = RowChanges(upserts=changed, deletes=frame.iloc[:0][["id"]])
+    done = portal.apply_changes(
+        table,
+        changes,
+        fields=INDEXED_FIELDS,
+        primary_key=["id"],
+        version="v-changes",
+        run_id="run-3",
+        metadata=sample_metadata(),
+    )
+    assert done.upserted == 10
+    assert _live_indexes(datasette_server, table) == [["label", "day"], ["open"]]
+
+
+def test_a_reader_never_sees_the_new_table_without_its_indexes(portal, datasette_server) -> None:
+    table = unique_table()
+    _publish_indexed(portal, table, sample_frame(4_000, "first"), "run-1")
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+    sql = (
+        f"select (select count(*) from {table}) as n, (select count(*) from"
+        f" pragma_index_list('{table}') where origin = 'c') as indexes"
+    )
+
+    def poll() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                response = client.get(
+                    f"{datasette_server.url}/portal/-/query.json",
+                    params={"sql": sql, "_shape": "objects"},
+                )
+                assert response.status_code == 200, response.text
+                row = response.json()["rows"][0]
+                seen.append((row["n"], row["indexes"]))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        _publish_indexed(portal, table, sample_frame(9_000, "second", seed=4), "run-2")
+    finally:
+        stop.set()
+        reader.join()
+    assert set(seen) <= {(4_000, 2), (9_000, 2)} and len(seen) > 5, set(seen)

@@ -15,7 +15,7 @@ from civicflow.portals import get_portal, server
 from civicflow.portals.datasette import DatasettePortal
 from civicflow.settings import Settings
 from tests.fixtures.portal import DatasetteServer, sample_frame, unique_table
-from tests.test_portal_datasette import live_state, publish
+from tests.test_portal_datasette import live_state, load_request, post_load, publish
 
 
 def _history(server_: DatasetteServer, table: str) -> list[dict]:
@@ -66,12 +66,8 @@ def test_the_publishers_own_token_cannot_write_a_live_or_bookkeeping_table(
     assert "forged" not in datasette_server.tables()
     # The plugin's own load step never writes a live or bookkeeping table either.
     for target in (table, "_civicflow_versions"):
-        response = httpx.post(
-            f"{datasette_server.url}/-/civicflow/portal/load",
-            json={"table": table, "staging": target, "run_id": "x", "columns": ["id"], "rows": []},
-            headers=headers,
-            timeout=30,
-        )
+        request = load_request(table, target, [[999_999, "forged"]], run_id="x")
+        response = post_load(datasette_server, request, headers)
         assert response.status_code == 400 and target in response.text, response.text
     assert (live_state(datasette_server, table), _history(datasette_server, table)) == before
 
@@ -130,15 +126,19 @@ def _anonymous(server_: DatasetteServer, path: str, **params: str) -> int:
     return response.status_code
 
 
-@pytest.mark.parametrize("step", ["staging", "prepare"])
+@pytest.mark.parametrize("step", ["staging", "prepare", "load", "reindex"])
 def test_anonymous_callers_cannot_use_the_publish_steps(
     datasette_server: DatasetteServer, step: str
 ) -> None:
     url = f"{datasette_server.url}/-/civicflow/portal/{step}"
     if step == "staging":
         response = httpx.get(f"{url}/anything", timeout=30)
+    elif step == "load":
+        request = load_request("anything", "_civicflow_stage_anything_0", [[1, "x"]])
+        response = post_load(datasette_server, request, {})
     else:
-        response = httpx.post(url, json={"table": "anything", "run_id": "x"}, timeout=30)
+        body = {"table": "anything", "run_id": "x", "indexes": [["id"]]}
+        response = httpx.post(url, json=body, timeout=30)
     assert response.status_code == 403, response.text
 
 

@@ -10,11 +10,18 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from civicflow.portals import publish_store as store
 
 COLUMNS = [("id", "integer"), ("label", "text")]
+
+
+def _batch(names: list[str], rows: list[list]) -> pa.Table:
+    """Rows as the plugin hands them to load: an Arrow table, one column per name."""
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    return pa.table({name: list(values) for name, values in zip(names, columns, strict=True)})
 
 
 @pytest.fixture
@@ -26,7 +33,7 @@ def conn(tmp_path: Path):
 
 def _publish(conn: sqlite3.Connection, table: str, run_id: str, rows: list, base=None) -> dict:
     staging = store.prepare(conn, table, run_id, COLUMNS, ["id"], base, 300)["staging"]
-    store.load(conn, table, staging, run_id, ["id", "label"], rows)
+    store.load(conn, table, staging, run_id, _batch(["id", "label"], rows))
     return store.swap(
         conn, table, staging, run_id, len(rows), (f"v-{run_id}", f"d-{run_id}"), base, {}
     )
@@ -78,7 +85,7 @@ def test_a_swap_from_a_stale_base_names_the_run_that_published(conn) -> None:
 def test_load_renews_the_lease(conn) -> None:
     staging = store.prepare(conn, "t", "run-1", COLUMNS, [], None, 300)["staging"]
     conn.execute("update _civicflow_staging set lease_expires_at = '' where name = ?", [staging])
-    store.load(conn, "t", staging, "run-1", ["id"], [[1]])
+    store.load(conn, "t", staging, "run-1", _batch(["id"], [[1]]))
     (expires,) = conn.execute(
         "select lease_expires_at from _civicflow_staging where name = ?", [staging]
     ).fetchone()
@@ -89,7 +96,7 @@ def test_load_renews_the_lease(conn) -> None:
 def _stage(conn, table: str, run_id: str, columns, rows: list, base: int) -> str:
     staging = store.prepare(conn, table, run_id, columns, ["id"], base, 300)["staging"]
     if rows:
-        store.load(conn, table, staging, run_id, [name for name, _ in columns], rows)
+        store.load(conn, table, staging, run_id, _batch([name for name, _ in columns], rows))
     return staging
 
 
@@ -98,7 +105,7 @@ def test_apply_changes_deletes_and_upserts_by_key_in_the_live_table(conn, live_k
     """The live table may lack a unique key (published without one): rows are matched
     by the key columns either way."""
     staging = store.prepare(conn, "t", "run-1", COLUMNS, live_key, None, 300)["staging"]
-    store.load(conn, "t", staging, "run-1", ["id", "label"], [[1, "a"], [2, "b"], [3, "c"]])
+    store.load(conn, "t", staging, "run-1", _batch(["id", "label"], [[1, "a"], [2, "b"], [3, "c"]]))
     first = store.swap(conn, "t", staging, "run-1", 3, ("v1", "d1"), None, {})
     upserts = _stage(conn, "t", "run-2", COLUMNS, [[2, "B"], [4, "d"]], first["serial"])
     deletes = _stage(conn, "t", "run-2", [("id", "integer")], [[3], [9]], first["serial"])
@@ -129,5 +136,107 @@ def test_apply_changes_refuses_what_it_must_not_apply(conn) -> None:
     with pytest.raises(store.Refused, match="publish in full") as schema:
         store.apply_changes(conn, "t", "run-3", (wider, None), ["id"], ("v", "d"), 1, {})
     assert schema.value.status == 409
+    assert conn.execute("select id, label from t").fetchall() == [(1, "a")]
+    assert store.live_version(conn, "t")["run_id"] == "run-1"
+
+
+def test_load_stores_typed_columns_and_refuses_a_bad_batch_whole(conn) -> None:
+    staging = store.prepare(conn, "t", "run-1", [*COLUMNS, ("amount", "float")], ["id"], None, 300)
+    name = staging["staging"]
+    good = pa.table(
+        {
+            "label": pa.array(["a", None, "c"], pa.large_string()),
+            "id": pa.array([1, 2, 3], pa.int32()),
+            "amount": pa.array([1.5, None, 2], pa.float64()),
+        }
+    )
+    assert store.load(conn, "t", name, "run-1", good)["rows"] == 3
+    stored = conn.execute(f"select id, typeof(id), label, amount from {name} order by id")
+    assert stored.fetchall() == [
+        (1, "integer", "a", 1.5),
+        (2, "integer", None, None),
+        (3, "integer", "c", 2.0),
+    ]
+    refused = {
+        "text in an integer column": (pa.table({"id": ["4"]}), "id (string cannot go in a INTEGER"),
+        "a float in an integer column": (
+            pa.table({"id": [4.5]}),
+            "id (double cannot go in a INTEGER",
+        ),
+        "a timestamp in a text column": (
+            pa.table({"id": [4], "label": pa.array([0], pa.timestamp("s"))}),
+            "label (timestamp[s] cannot go in a TEXT",
+        ),
+        "an unknown column": (pa.table({"id": [4], "nope": ["x"]}), "no column(s) 'nope'"),
+        "a duplicate key at row 2": (
+            pa.table({"id": [4, 5, 1], "label": ["d", "e", "again"]}),
+            "(row 2 of this batch of 3; batch not stored)",
+        ),
+        "an integer too large for SQLite": (
+            pa.table({"id": pa.array([6, 2**64 - 1], pa.uint64())}),
+            "row 1 of this batch of 2",
+        ),
+    }
+    for what, (batch, message) in refused.items():
+        conn.execute("begin")  # as the plugin runs each step: one transaction
+        with pytest.raises(store.Refused) as refusal:
+            store.load(conn, "t", name, "run-1", batch)
+        conn.execute("rollback")
+        assert refusal.value.status == 400 and message in str(refusal.value), (what, refusal.value)
+    assert conn.execute(f"select count(*) from {name}").fetchone() == (3,)
+
+
+def _indexes(conn: sqlite3.Connection, table: str) -> dict[str, list[str]]:
+    names = [
+        r[0]
+        for r in conn.execute(
+            "select name from sqlite_master where type = 'index'"
+            " and tbl_name = ? and sql is not null",
+            [table],
+        )
+    ]
+    return {n: [r[2] for r in conn.execute(f"pragma index_info({n})")] for n in names}
+
+
+def test_a_swap_builds_the_indexes_asked_for_on_the_new_live_table(conn) -> None:
+    columns = [*COLUMNS, ("cd", "integer")]
+    rows = [[i, f"type {i % 3}", i % 15] for i in range(300)]
+
+    def publish(run_id: str, indexes: list[list[str]], base=None) -> dict:
+        staging = store.prepare(conn, "t", run_id, columns, ["id"], base, 300)["staging"]
+        store.load(conn, "t", staging, run_id, _batch(["id", "label", "cd"], rows))
+        return store.swap(conn, "t", staging, run_id, 300, (run_id, run_id), base, {}, indexes)
+
+    first = publish("run-1", [["label", "cd"], ["cd"]])
+    assert _indexes(conn, "t") == {"idx_t_cd": ["cd"], "idx_t_label_cd": ["label", "cd"]}
+    assert store.table_indexes(conn, "t") == [["cd"], ["label", "cd"]]
+    plan = conn.execute(
+        "explain query plan select id, label from t where label = 'type 1' and cd = 4"
+    )
+    assert "INDEX idx_t_label_cd (label=? AND cd=?)" in plan.fetchall()[-1][-1]
+    # The next version brings its own indexes; the old table's went with it.
+    second = publish("run-2", [["label"]], base=first["serial"])
+    assert _indexes(conn, "t") == {"idx_t_label": ["label"]}
+    # A change set keeps them in step; reindex fixes them without a new version.
+    staged = _stage(conn, "t", "run-3", columns, [[1, "x", 1]], second["serial"])
+    store.apply_changes(
+        conn, "t", "run-3", (staged, None), ["id"], ("v3", "d3"), second["serial"], {}, [["cd"]]
+    )
+    assert _indexes(conn, "t") == {"idx_t_cd": ["cd"]}
+    done = store.reindex(conn, "t", [["cd"], ["label", "cd"]])
+    assert (done["created"], done["dropped"]) == ([["label", "cd"]], [])
+    assert store.reindex(conn, "t", [])["dropped"] == [["cd"], ["label", "cd"]]
+    assert _indexes(conn, "t") == {} and store.live_version(conn, "t")["run_id"] == "run-3"
+
+
+def test_an_index_on_a_column_the_table_lacks_is_refused_and_nothing_changes(conn) -> None:
+    first = _publish(conn, "t", "run-1", [[1, "a"]])
+    staging = store.prepare(conn, "t", "run-2", COLUMNS, ["id"], first["serial"], 300)["staging"]
+    store.load(conn, "t", staging, "run-2", _batch(["id", "label"], [[2, "b"]]))
+    for bad in ([["nope"]], [[]], [["id", "id"]]):
+        conn.execute("begin")
+        with pytest.raises(store.Refused, match="must name distinct columns of t"):
+            store.swap(conn, "t", staging, "run-2", 1, ("v", "d"), first["serial"], {}, bad)
+        conn.execute("rollback")
     assert conn.execute("select id, label from t").fetchall() == [(1, "a")]
     assert store.live_version(conn, "t")["run_id"] == "run-1"

@@ -19,13 +19,21 @@ upserts into the live table in one transaction, with the same compare-and-swap.
 
 Rows go through ``load`` rather than Datasette's ``/-/insert`` for speed: ``/-/insert``
 (sqlite-utils, Python per value) stored 13-19k rows/s of the 33-column LA 311 table,
-so a 1M-row publish spent 73 s uploading. ``load`` takes each batch as plain JSON
-arrays, written here by pandas in one vectorised ``to_json`` call, and stores it with
-one ``executemany`` (numbers: benchmarks/bench_portal.py).
+and JSON rows to ``load`` some 23-28k rows/s (1M rows: 36-43 s, most of it parsing
+JSON into Python in the portal). Each batch now travels as an Arrow IPC stream
+(``wire_batch``: columns typed as the portal stores them, dates and datetimes as the
+ISO text residents read), made here while the portal stores the batch before, and the
+portal hands the columns to one ``executemany`` (publish_store.load). Numbers:
+benchmarks/bench_portal.py.
+
+The fields a spec marks with ``index`` are indexed on the portal (``index_columns``):
+built in the swap's transaction, kept in step by a change set, and fixed on a live
+table whose spec marks other fields since (``reindex``), without a new version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -65,8 +73,12 @@ log = logging.getLogger("civicflow.portals.datasette")
 
 #: Datasette column type per declared field type; everything else is stored as text
 SQL_TYPES = {"integer": "integer", "number": "float"}
-#: rows per load request (the server's max_insert_rows must allow it)
-DEFAULT_BATCH_ROWS = 5_000
+#: rows per load request (the server's max_insert_rows must allow it); a batch whose
+#: body would pass the server's body limit is split
+DEFAULT_BATCH_ROWS = 50_000
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: Arrow type of each portal column type's values on the wire (text: any string type)
+WIRE_TYPES = {"integer": pa.int64(), "float": pa.float64()}
 PROGRESS_EVERY_S = 5.0
 #: a dead run's staging table is reclaimed this long after its last batch
 DEFAULT_LEASE_S = 300
@@ -102,6 +114,11 @@ class DatasettePortal:
     # -- reading ------------------------------------------------------------------
 
     def current_version(self, table: str) -> PublishedVersion | None:
+        record = self._version_record(table)
+        return None if record is None else _live(record)
+
+    def _version_record(self, table: str) -> dict[str, Any] | None:
+        """The live version as the portal answers it (with its ``indexes``), or None."""
         with self._client() as client:
             response = _send(
                 client,
@@ -111,7 +128,8 @@ class DatasettePortal:
             )
         if response.status_code == 404:
             return None
-        return _live(response.json())
+        record: dict[str, Any] = response.json()
+        return record
 
     def table_url(self, table: str) -> str:
         return f"{self.url}/{self.database}/{tilde_encode(table)}"
@@ -213,13 +231,16 @@ class DatasettePortal:
     ) -> PublishResult:
         _check_frame(table, frame, fields, primary_key)
         target = published_version(version, metadata)
-        live = self.current_version(table)
-        if live is not None and live.version == target:
+        record = self._version_record(table)
+        live = None if record is None else _live(record)
+        indexes = index_columns(fields, primary_key)
+        if record is not None and live is not None and live.version == target:
             log.info("%s: portal already holds version %s…; nothing written", table, target[:12])
+            self._keep_indexes(table, record, indexes)
             return self._result(table, live, changed=False)
         start = live if isinstance(base, EllipsisType) else base
         _check_base(table, run_id, start, live)
-        step = _Upload(table, run_id, frame, fields, primary_key, _serial(start))
+        step = _Upload(table, run_id, frame, fields, primary_key, _serial(start), indexes)
         try:
             return self._write(step, live, (target, version), _metadata_payload(metadata))
         except PortalConflict:
@@ -311,8 +332,7 @@ class DatasettePortal:
                     if len(frame):
                         step = _Upload(table, run_id, frame, side_fields, primary_key, live.serial)
                         staged[side] = (step, self._prepare(client, step))
-                        wire, date_unit = wire_frame(frame, side_fields)
-                        self._upload(client, step, staged[side][1], wire, date_unit)
+                        self._upload(client, step, staged[side][1])
                 body: dict[str, Any] = {
                     "table": table,
                     "run_id": run_id,
@@ -320,6 +340,7 @@ class DatasettePortal:
                     "deletes": staged["deletes"][1] if "deletes" in staged else None,
                     "primary_key": primary_key,
                     "base": live.serial,
+                    "indexes": index_columns(fields, primary_key),
                     **record,
                 }
                 done: dict[str, Any] = _send(client, "POST", self._route("apply"), json=body).json()
@@ -351,10 +372,30 @@ class DatasettePortal:
                 }
                 done = _send(client, "POST", self._route("relabel"), json=body).json()
                 log.info("%s: metadata of version %s… live", step.table, target[:12])
+                record = self._version_record(step.table)
+                if record is not None:
+                    self._keep_indexes(step.table, record, step.indexes)
                 return self._result(step.table, _live(done), changed=True, change="metadata")
             done = self._upload_and_swap(client, step, versions, metadata)
         log.info("%s: version %s… live with %s rows", step.table, target[:12], f"{done['rows']:,}")
         return self._result(step.table, _live(done), changed=True, change="data")
+
+    def _keep_indexes(self, table: str, record: dict[str, Any], indexes: list[list[str]]) -> None:
+        """Make the live table's indexes ``indexes`` when the spec changed them since
+        (no new version: an index changes how fast the portal answers, not what)."""
+        have = record.get("indexes")
+        if have is None or sorted(have) == sorted(indexes):
+            return  # in step (or a portal too old to say)
+        with self._client(auth=self._auth(table)) as client:
+            body = {"table": table, "indexes": indexes}
+            done = _send(client, "POST", self._route("reindex"), json=body).json()
+        log.info(
+            "%s: indexes now %s (built %s, dropped %s)",
+            table,
+            done["indexes"] or "none",
+            done["created"] or "none",
+            done["dropped"] or "none",
+        )
 
     def staging(self, table: str) -> list[dict[str, Any]]:
         """This table's staging tables (run, lease, rows), as only a publisher may see them."""
@@ -370,10 +411,9 @@ class DatasettePortal:
         versions: tuple[str, str],
         metadata: dict[str, Any],
     ) -> dict[str, Any]:
-        wire, date_unit = wire_frame(step.frame, step.fields)
         staging = self._prepare(client, step)
         try:
-            self._upload(client, step, staging, wire, date_unit)
+            self._upload(client, step, staging)
             body: dict[str, Any] = {
                 "table": step.table,
                 "staging": staging,
@@ -383,6 +423,7 @@ class DatasettePortal:
                 "data_version": versions[1],
                 "base": step.base,
                 "metadata": metadata,
+                "indexes": step.indexes,
             }
             swapped: dict[str, Any] = _send(client, "POST", self._route("swap"), json=body).json()
         except BaseException:
@@ -419,29 +460,27 @@ class DatasettePortal:
             )
         return str(prepared["staging"])
 
-    def _upload(
-        self,
-        client: httpx.Client,
-        step: _Upload,
-        staging: str,
-        wire: pd.DataFrame,
-        date_unit: str,
-    ) -> None:
+    def _upload(self, client: httpx.Client, step: _Upload, staging: str) -> None:
         path = self._route("load")
-        total = len(wire)
+        total = len(step.frame)
         started = last_log = time.monotonic()
         # Interim progress for people watching a terminal; CI logs get only the summary.
         show_progress = os.environ.get("CI", "").lower() not in ("1", "true")
-        head = {"table": step.table, "staging": staging, "run_id": step.run_id}
-        batches = _batches(head, wire, self.batch_rows, date_unit)
-        # The next batch is serialised while the portal stores this one (two processes).
+        query = {"table": step.table, "staging": staging, "run_id": step.run_id}
+        batches = load_bodies(step.frame, step.fields, self.batch_rows)
+        # The next batch is converted while the portal stores this one (two processes).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="civicflow-batch") as pool:
             pending = pool.submit(next, batches, None)
             while (batch := pending.result()) is not None:
                 pending = pool.submit(next, batches, None)
-                done, body = batch
+                done, rows, body = batch
                 _send(
-                    client, "POST", path, content=body, headers={"content-type": "application/json"}
+                    client,
+                    "POST",
+                    path,
+                    params={**query, "rows": str(rows)},
+                    content=body,
+                    headers={"content-type": ARROW_STREAM},
                 )
                 if self.on_batch is not None:
                     self.on_batch(done, total)
@@ -550,6 +589,24 @@ class _Upload:
     fields: list[FieldSpec]
     primary_key: list[str]
     base: int | None
+    #: the indexes the live table should have (index_columns)
+    indexes: list[list[str]] = dataclasses.field(default_factory=list)
+
+
+def index_columns(fields: list[FieldSpec], primary_key: list[str]) -> list[list[str]]:
+    """The indexes the fields ask for (``index: true``: the column alone; a list: the
+    column, then those); one the primary key's own index already serves is left out."""
+    out: list[list[str]] = []
+    for f in fields:
+        if f.index is True:
+            columns = [f.name]
+        elif isinstance(f.index, list) and f.index:
+            columns = [f.name, *f.index]
+        else:
+            continue
+        if columns != primary_key[: len(columns)] and columns not in out:
+            out.append(columns)
+    return out
 
 
 def _serial(version: PublishedVersion | None) -> int | None:
@@ -584,47 +641,111 @@ def _live(data: dict[str, Any]) -> PublishedVersion:
     )
 
 
-def wire_frame(frame: pd.DataFrame, fields: list[FieldSpec]) -> tuple[pd.DataFrame, str]:
-    """The frame as it goes over the wire, and the timestamp unit for ``to_json``.
+def load_bodies(
+    frame: pd.DataFrame, fields: list[FieldSpec], size: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """(rows done, rows in this body, body): Arrow IPC streams of ``size`` rows or fewer,
+    halved until each fits the portal's body limit."""
+    date_unit = _date_unit(frame, fields)
+    for offset in range(0, len(frame), size):
+        chunk = frame.iloc[offset : offset + size]
+        batch = wire_batch(chunk, fields, date_unit)
+        done = offset
+        for body, rows in _fitting(batch):
+            done += rows
+            yield done, rows, body
 
-    Dates become ``YYYY-MM-DD`` and booleans ``true``/``false`` text (Arrow, vectorised);
-    datetimes stay for ``to_json`` to write as ISO 8601, to the second unless some
-    value carries a fraction of a second.
+
+def _fitting(batch: pa.Table) -> Iterator[tuple[bytes, int]]:
+    body = _ipc(batch)
+    if len(body) <= server.MAX_POST_BODY_BYTES or batch.num_rows <= 1:
+        yield body, batch.num_rows
+        return
+    half = batch.num_rows // 2
+    yield from _fitting(batch.slice(0, half))
+    yield from _fitting(batch.slice(half))
+
+
+def _ipc(batch: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_table(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def wire_batch(frame: pd.DataFrame, fields: list[FieldSpec], date_unit: str) -> pa.Table:
+    """The rows as the portal stores them, one Arrow column per field (vectorised).
+
+    Integers go as int64 and numbers as float64 (NaN and NA as null); everything else
+    as text: dates ``YYYY-MM-DD``, datetimes ISO 8601 to the second, or the millisecond
+    when ``date_unit`` is ``ms`` (zoned ones in UTC with ``Z``), booleans
+    ``true``/``false``: exactly what the JSON rows of earlier releases stored.
     """
-    converted: dict[str, Any] = {}
-    date_unit = "s"
+    arrays = [_chunked(wire_array(frame[f.name], f, date_unit)) for f in fields]
+    return pa.Table.from_arrays(arrays, names=[f.name for f in fields])
+
+
+def _chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    # pandas' Arrow-backed columns may come in several chunks
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+
+
+def wire_array(column: pd.Series, field: FieldSpec, date_unit: str) -> pa.Array | pa.ChunkedArray:
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        when = pa.array(column, from_pandas=True)
+        if field.type == "date":
+            return when.cast(pa.date32()).cast(pa.string())  # the day where it happened
+        return _iso_text(when, date_unit)
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return pa.array(column, from_pandas=True).cast(pa.string())
+    try:
+        values = pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python objects: their text
+        values = pa.array(column.map(str).where(column.notna(), None), type=pa.string())
+    kind = values.type
+    target = WIRE_TYPES.get(SQL_TYPES.get(field.type, "text"))
+    if target is not None:
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+            raise PortalError(f"{field.name}: {kind} values in a {field.type} field")
+        try:
+            return values.cast(target)
+        except pa.ArrowInvalid as exc:
+            raise PortalError(f"{field.name}: values that are not {field.type}s: {exc}") from exc
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return values
+    if pa.types.is_timestamp(kind):
+        return _iso_text(values, date_unit)
+    return values.cast(pa.string())
+
+
+def _iso_text(when: pa.Array | pa.ChunkedArray, date_unit: str) -> pa.Array | pa.ChunkedArray:
+    """ISO 8601 text of timestamps, floored to ``date_unit``; zoned ones in UTC with Z."""
+    kind = when.type
+    zone = "UTC" if kind.tz is not None else None
+    if zone is not None:
+        when = when.cast(pa.timestamp(kind.unit, zone))
+    if _UNITS.index(kind.unit) > _UNITS.index(date_unit):
+        when = pc.floor_temporal(when, unit="second" if date_unit == "s" else "millisecond")
+    text = when.cast(pa.timestamp(date_unit, zone)).cast(pa.string())
+    return pc.replace_substring(text, " ", "T", max_replacements=1)
+
+
+_UNITS = ("s", "ms", "us", "ns")
+
+
+def _date_unit(frame: pd.DataFrame, fields: list[FieldSpec]) -> str:
+    """``ms`` when some datetime carries a fraction of a second, else ``s`` (one unit for
+    every column and batch, as earlier releases wrote them)."""
     for f in fields:
         column = frame[f.name]
-        if pd.api.types.is_datetime64_any_dtype(column.dtype):
-            if f.type == "date":
-                converted[f.name] = pc.strftime(
-                    pa.array(column, from_pandas=True), format="%Y-%m-%d"
-                ).to_pandas()
-            else:
-                present = column.dropna()
-                if (present != present.dt.floor("s")).any():
-                    date_unit = "ms"
-        elif pd.api.types.is_bool_dtype(column.dtype):
-            converted[f.name] = pa.array(column, from_pandas=True).cast(pa.string()).to_pandas()
-    wire = frame[[f.name for f in fields]]
-    if converted:
-        wire = wire.assign(
-            **{name: values.set_axis(wire.index) for name, values in converted.items()}
-        )
-    return wire, date_unit
-
-
-def _batches(
-    head: dict[str, Any], wire: pd.DataFrame, size: int, date_unit: str
-) -> Iterator[tuple[int, bytes]]:
-    """Load bodies of ``size`` rows each, as positional arrays; NaN/NaT/NA become null."""
-    start = json.dumps({**head, "columns": list(wire.columns)})[:-1].encode()
-    for offset in range(0, len(wire), size):
-        chunk = wire.iloc[offset : offset + size]
-        rows = chunk.to_json(
-            orient="values", date_format="iso", date_unit=date_unit, force_ascii=False
-        )
-        yield offset + len(chunk), start + b',"rows":' + rows.encode("utf-8") + b"}"
+        if f.type == "date" or not pd.api.types.is_datetime64_any_dtype(column.dtype):
+            continue
+        if column.dt.unit == "s":
+            continue
+        present = column.dropna()
+        if (present != present.dt.floor("s")).any():
+            return "ms"
+    return "s"
 
 
 def _check_frame(

@@ -8,26 +8,36 @@ this plugin writes nothing but staging tables it created and the swap. Each step
 SQL lives in publish_store.py and commits in ONE SQLite transaction; readers see the
 old table or the new one, never a mix.
 
-Routes (all JSON; writes are POST with a token allowed ``civicflow-publish`` on ``table``):
+Routes (JSON but for ``load``; writes are POST with a token allowed ``civicflow-publish``
+on ``table``):
 
 ``prepare``  ``{table, run_id, columns: [[name, type]], primary_key, base, lease_seconds}``
     -> ``{staging, reclaimed, concurrent}``: create this run's leased staging table;
     reclaim only staging tables whose lease expired; refuse if the live serial is not
     ``base`` (another run published since this one began).
-``load``  ``{table, staging, run_id, columns, rows}``: append a batch of positional
-    rows to this run's staging table (never any other table) and renew its lease.
-``swap``  ``{table, staging, run_id, expected_rows, version, data_version, base, metadata}``:
-    compare-and-swap: check the row count and that the live serial is still ``base``,
-    then swap, record the version and metadata.
+``load?table=&staging=&run_id=&rows=``  body: an Arrow IPC stream
+    (``application/vnd.apache.arrow.stream``) of ``rows`` rows whose columns are named
+    after the staging table's and typed as declared (int64, float64, string): append
+    it to this run's staging table (never any other table) and renew its lease. The
+    token is checked before the body is read; a body that is not a complete, valid
+    stream of exactly ``rows`` rows is refused (400) and nothing is stored.
+``swap``  ``{table, staging, run_id, expected_rows, version, data_version, base, metadata,
+    indexes}``: compare-and-swap: check the row count and that the live serial is still
+    ``base``, then swap, build ``indexes`` (lists of column names), record the version
+    and metadata.
 ``apply``  ``{table, run_id, upserts, deletes, primary_key, version, data_version, base,
-    metadata}``: a change set as a new version: ``upserts`` (full rows) and ``deletes``
-    (key columns) name this run's staging tables (or null), loaded as for a swap; in
-    one transaction: check the base serial, delete by key, write the upserts, record.
+    metadata, indexes}``: a change set as a new version: ``upserts`` (full rows) and
+    ``deletes`` (key columns) name this run's staging tables (or null), loaded as for a
+    swap; in one transaction: check the base serial, delete by key, write the upserts,
+    make the indexes ``indexes`` (if given), record.
+``reindex``  ``{table, indexes}``: make the live table's indexes ``indexes`` (a spec
+    marked other fields since the live version went out); no new version.
 ``relabel``  ``{table, run_id, version, data_version, base, metadata}``: a new version
     with the same rows and new metadata (a title or description edit).
 ``discard``  ``{table, staging, run_id}``: drop this run's staging table.
 ``GET staging/<table>``: this table's staging tables with run, lease and rows (publisher).
-``GET versions/<table>``: the live version (anyone who may view the table), or 404.
+``GET versions/<table>``: the live version and its indexes (anyone who may view the
+    table), or 404.
 ``GET live/<table>[?rows=1]``: read-only, for planning a publish (``--dry-run``): the
     version record, columns, stored metadata and (with ``rows=1``) the live rows, from
     one snapshot, as an Arrow IPC stream (live_read.py); anyone who may view the table.
@@ -42,6 +52,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
 from datasette import hookimpl
 from datasette.permissions import Action, PermissionSQL
 from datasette.resources import TableResource
@@ -53,6 +64,8 @@ from civicflow.portals import publish_store as store
 from civicflow.portals.publish_store import Conflict, Refused
 
 PUBLISH_ACTION = "civicflow-publish"
+#: the body of a load request
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RESOURCE_KEYS = ("title", "description", "license", "license_url", "source", "source_url")
 DEFAULT_LEASE_S = 300
 #: deny rows for view-table on every private table Datasette's catalog knows
@@ -85,6 +98,7 @@ def register_routes() -> list[tuple[str, Any]]:
         (base + r"/swap$", swap_view),
         (base + r"/apply$", apply_view),
         (base + r"/relabel$", relabel_view),
+        (base + r"/reindex$", reindex_view),
         (base + r"/discard$", discard_view),
         (base + r"/staging/(?P<table>[^/]+)$", staging_view),
         (base + r"/versions/(?P<table>[^/]+)$", version_view),
@@ -168,21 +182,67 @@ async def prepare_view(datasette: Any, request: Any) -> Response:
 
 
 async def load_view(datasette: Any, request: Any) -> Response:
-    def make(table: str, body: dict[str, Any]) -> Step:
-        staging = _staging_name(body.get("staging"))
-        run_id = _required_str(body, "run_id")
-        columns = _str_list(body.get("columns"), "columns")
-        if not columns or len(set(columns)) != len(columns):
-            raise Refused(400, "columns must be a non-empty list of distinct column names")
-        rows = body.get("rows")
-        if not isinstance(rows, list) or not all(type(row) is list for row in rows):
-            raise Refused(400, "rows must be a list of arrays, one value per column")
-        limit = datasette.setting("max_insert_rows")
-        if len(rows) > limit:
-            raise Refused(400, f"{len(rows)} rows in one batch; the limit is {limit}")
-        return lambda conn: store.load(conn, table, staging, run_id, columns, rows)
+    """One batch into a staging table: the token is checked before the body is read."""
+    try:
+        db = _write_database(datasette, request)
+        table = _table_name(request.args.get("table"))
+        await _authorize(datasette, request, db.name, table)
+        staging = _staging_name(request.args.get("staging"))
+        run_id = _required_str({"run_id": request.args.get("run_id")}, "run_id")
+        rows = _row_count(request.args.get("rows"), datasette.setting("max_insert_rows"))
+        kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if kind != ARROW_STREAM:
+            raise Refused(
+                415,
+                f"load takes an Arrow IPC stream (content-type {ARROW_STREAM}), got "
+                f"{kind or 'no content type'}; nothing stored",
+            )
+        try:
+            body = await request.post_body()
+        except Exception as exc:  # noqa: BLE001 - the body is over max_post_body_bytes
+            raise Refused(getattr(exc, "status", 400), f"{exc}; nothing stored") from exc
 
-    return await _respond(datasette, request, make)
+        def step(conn: sqlite3.Connection) -> dict[str, Any]:
+            # Decoded on the write thread, not the event loop readers share.
+            return store.load(conn, table, staging, run_id, read_batch(body, rows))
+
+        result = await db.execute_write_fn(private_tables.trusted(step), request=request)
+    except Refused as exc:
+        return Response.error([str(exc)], exc.status)
+    except sqlite3.Error as exc:
+        return Response.error([f"failed, the live table is unchanged: {exc}"], 500)
+    return Response.json(result)
+
+
+def read_batch(body: bytes, rows: int) -> pa.Table:
+    """The Arrow IPC stream in ``body``: complete, valid, and exactly ``rows`` rows."""
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
+            data = reader.read_all()
+        data.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise Refused(
+            400,
+            f"the body is not a valid Arrow IPC stream ({exc}); batch not stored, "
+            "the live table is unchanged",
+        ) from exc
+    if data.num_rows != rows:
+        raise Refused(
+            400,
+            f"the body holds {data.num_rows} rows, the request says {rows} (a truncated "
+            "or corrupt upload); batch not stored, the live table is unchanged",
+        )
+    return data
+
+
+def _row_count(value: Any, limit: int) -> int:
+    try:
+        rows = int(value)
+    except (TypeError, ValueError):
+        rows = -1
+    if not 0 <= rows <= limit:
+        raise Refused(400, f"rows must be the batch's row count, 0..{limit}; got {value!r}")
+    return rows
 
 
 async def swap_view(datasette: Any, request: Any) -> Response:
@@ -193,8 +253,9 @@ async def swap_view(datasette: Any, request: Any) -> Response:
         if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
             raise Refused(400, "expected_rows must be a non-negative integer")
         versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
+        indexes = _indexes(body.get("indexes") or [])
         return lambda conn: store.swap(
-            conn, table, staging, run_id, expected, versions, base, metadata
+            conn, table, staging, run_id, expected, versions, base, metadata, indexes
         )
 
     return await _respond(datasette, request, make, publishes=True)
@@ -206,8 +267,10 @@ async def apply_view(datasette: Any, request: Any) -> Response:
         stages = (_optional_staging(body, "upserts"), _optional_staging(body, "deletes"))
         primary_key = _str_list(body.get("primary_key"), "primary_key")
         versions, base, metadata = _versions(body), _serial(body.get("base")), _metadata(body)
+        given = body.get("indexes")
+        indexes = None if given is None else _indexes(given)
         return lambda conn: store.apply_changes(
-            conn, table, run_id, stages, primary_key, versions, base, metadata
+            conn, table, run_id, stages, primary_key, versions, base, metadata, indexes
         )
 
     return await _respond(datasette, request, make, publishes=True)
@@ -220,6 +283,14 @@ async def relabel_view(datasette: Any, request: Any) -> Response:
         return lambda conn: store.relabel(conn, table, run_id, versions, base, metadata)
 
     return await _respond(datasette, request, make, publishes=True)
+
+
+async def reindex_view(datasette: Any, request: Any) -> Response:
+    def make(table: str, body: dict[str, Any]) -> Step:
+        indexes = _indexes(body.get("indexes"))
+        return lambda conn: store.reindex(conn, table, indexes)
+
+    return await _respond(datasette, request, make, refresh=True)
 
 
 async def discard_view(datasette: Any, request: Any) -> Response:
@@ -280,9 +351,14 @@ async def version_view(datasette: Any, request: Any) -> Response:
     resource = TableResource(database=db.name, table=table)
     if not await datasette.allowed(action="view-table", resource=resource, actor=request.actor):
         return Response.error(["Permission denied"], 403)
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        live = store.live_version(conn, table)
+        return None if live is None else {**live, "indexes": store.table_indexes(conn, table)}
+
     live = None
     if await db.table_exists(store.VERSIONS):
-        live = await db.execute_fn(lambda conn: store.live_version(conn, table))
+        live = await db.execute_fn(read)
     if live is None:
         return Response.error([f"{table} has no published version"], 404)
     return Response.json({"ok": True, **live})
@@ -350,7 +426,8 @@ def _database(datasette: Any, request: Any) -> Any | None:
         return None
 
 
-async def _write_request(datasette: Any, request: Any) -> tuple[Any, dict[str, Any]]:
+def _write_database(datasette: Any, request: Any) -> Any:
+    """The database a write request names, once it is a POST by some actor."""
     if request.method != "POST":
         raise Refused(405, "POST required")
     if request.actor is None:
@@ -360,6 +437,11 @@ async def _write_request(datasette: Any, request: Any) -> tuple[Any, dict[str, A
         raise Refused(404, "Database not found")
     if not db.is_mutable:
         raise Refused(403, "Database is immutable")
+    return db
+
+
+async def _write_request(datasette: Any, request: Any) -> tuple[Any, dict[str, Any]]:
+    db = _write_database(datasette, request)
     try:
         body = await request.json()
     except Exception as exc:  # noqa: BLE001 - invalid JSON or a body over the size limit
@@ -419,6 +501,14 @@ def _columns(value: Any) -> list[tuple[str, str]]:
     ):
         raise Refused(400, "columns must be a list of [name, type] pairs")
     return [(name, kind) for name, kind in value]
+
+
+def _indexes(value: Any) -> list[list[str]]:
+    if not isinstance(value, list) or not all(
+        isinstance(i, list) and i and all(isinstance(c, str) for c in i) for i in value
+    ):
+        raise Refused(400, "indexes must be a list of non-empty lists of column names")
+    return value
 
 
 def _serial(value: Any) -> int | None:

@@ -12,19 +12,29 @@ Concurrency model (two publishes of one table at once):
 * each published version has a serial (its row id in the version table); a run names
   the serial it started from (``base``) and ``prepare``, ``swap`` and ``relabel``
   refuse with a :class:`Conflict` naming the other run if the live serial moved.
+
+Rows arrive as Arrow record batches (the plugin reads them from the request body) and
+go in with one ``executemany`` per batch, fed column by column: each column becomes a
+Python list in one call and ``zip`` makes the rows, a slice of ``CONVERT_ROWS`` at a
+time, so no per-row Arrow call and at most one slice of Python objects alive.
+
+Indexes a publish asks for (the fields a spec marks for filtering and facets) are
+built inside the swap's transaction, after the new table took the live name: readers
+see the old indexed table or the new indexed one, never a table without its indexes.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import re
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 from datasette.utils import escape_sqlite
 
 VERSIONS = "_civicflow_versions"
@@ -41,6 +51,19 @@ TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 #: column types a staging table may declare, and the SQLite type each becomes
 COLUMN_TYPES = {"integer": "INTEGER", "float": "REAL", "text": "TEXT"}
 MAX_LEASE_S = 3600
+#: Arrow types each staging column type takes (the client sends exactly these)
+ARROW_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], ...]] = {
+    "INTEGER": (pa.types.is_integer, pa.types.is_null),
+    "REAL": (pa.types.is_floating, pa.types.is_integer, pa.types.is_null),
+    "TEXT": (pa.types.is_string, pa.types.is_large_string, pa.types.is_null),
+}
+#: rows converted to Python objects at once while a batch is stored
+CONVERT_ROWS = 10_000
+#: page cache (KiB) while a batch is stored or indexes are built; the connection's
+#: own size is restored afterwards, so it bounds the portal's memory
+LOAD_CACHE_KIB = 64 * 1024
+#: name prefix of the indexes civicflow builds (idx_<table>_<columns>)
+INDEX_PREFIX = "idx_"
 
 SCHEMA = (
     f"""create table if not exists {VERSIONS} (
@@ -150,34 +173,68 @@ def prepare(
 
 
 def load(
-    conn: sqlite3.Connection,
-    table: str,
-    staging: str,
-    run_id: str,
-    columns: list[str],
-    rows: list[Any],
+    conn: sqlite3.Connection, table: str, staging: str, run_id: str, data: pa.Table
 ) -> dict[str, Any]:
-    """Append one batch to this run's staging table and renew its lease; all or nothing."""
+    """Append one batch to this run's staging table and renew its lease; all or nothing.
+
+    ``data``'s columns are named after staging columns (any subset, any order) and
+    typed as they are declared: integers for INTEGER, floats or integers for REAL,
+    strings for TEXT (null-only columns fit all).
+    """
     _check_lease(conn, table, staging, run_id)
-    known = {r[1] for r in conn.execute(f"pragma table_info({escape_sqlite(staging)})")}
-    unknown = [c for c in columns if c not in known]
+    declared = {r[1]: str(r[2]).upper() for r in conn.execute(_pragma_info(staging))}
+    columns = data.column_names
+    if not columns or len(set(columns)) != len(columns):
+        raise Refused(400, "the batch must name distinct columns")
+    unknown = [c for c in columns if c not in declared]
     if unknown:
         raise Refused(400, f"{staging} has no column(s) {', '.join(map(repr, unknown))}")
+    mistyped = [
+        f"{name} ({kind} cannot go in a {declared[name]} column)"
+        for name, kind in zip(columns, data.schema.types, strict=True)
+        if not any(accepts(kind) for accepts in ARROW_TYPES.get(declared[name], ()))
+    ]
+    if mistyped:
+        raise Refused(400, f"batch not stored: wrong column types: {', '.join(mistyped)}")
     sql = (
         f"insert into {escape_sqlite(staging)} ({', '.join(map(escape_sqlite, columns))})"
         f" values ({', '.join('?' * len(columns))})"
     )
-    # executemany stops at the row it could not store; the iterator says which one.
-    remaining = iter(rows)
+    fed = [0]
     try:
-        conn.executemany(sql, remaining)
-    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
-        failed = len(rows) - operator.length_hint(remaining) - 1
+        with load_pragmas(conn):
+            conn.executemany(sql, _rows(data, fed))
+    except (
+        sqlite3.IntegrityError,
+        sqlite3.ProgrammingError,
+        sqlite3.InterfaceError,
+        OverflowError,
+    ) as exc:
+        # executemany stops at the row it could not store: the last one fed to it.
         raise Refused(
-            400, f"{exc} (row {failed} of this batch of {len(rows)}; batch not stored)"
+            400, f"{exc} (row {fed[0] - 1} of this batch of {data.num_rows}; batch not stored)"
         ) from exc
     _renew(conn, staging)
-    return {"ok": True, "table": staging, "rows": len(rows)}
+    return {"ok": True, "table": staging, "rows": data.num_rows}
+
+
+def _rows(data: pa.Table, fed: list[int]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``data`` as tuples, converted a column (of one slice) at a time."""
+    for batch in data.to_batches(max_chunksize=CONVERT_ROWS):
+        for row in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+            fed[0] += 1
+            yield row
+
+
+@contextmanager
+def load_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
+    """A larger page cache (B-tree and sorter pages) while bulk rows go in."""
+    (before,) = conn.execute("pragma cache_size").fetchone()
+    conn.execute(f"pragma cache_size = -{LOAD_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.execute(f"pragma cache_size = {int(before)}")
 
 
 def swap(
@@ -189,8 +246,10 @@ def swap(
     versions: tuple[str, str],
     base: int | None,
     metadata: dict[str, Any],
+    indexes: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
-    """Make this run's staging table the live table, if nobody published since ``base``."""
+    """Make this run's staging table the live table, if nobody published since ``base``,
+    with ``indexes`` (column lists) built before the transaction commits."""
     ensure_schema(conn)
     _check_lease(conn, table, staging, run_id)
     check_base(conn, table, base, run_id)
@@ -213,6 +272,9 @@ def swap(
             conn.execute(f"drop table {escape_sqlite(old)}")
     finally:
         conn.execute("PRAGMA legacy_alter_table = OFF")
+    # The old table's indexes went with it; the new table gets its own, in this
+    # transaction, so no reader ever sees it without them.
+    sync_indexes(conn, table, indexes)
     conn.execute(f"delete from {STAGING} where name = ?", [staging])
     return {**_record(conn, table, versions, rows, run_id, metadata), "replaced": replaced}
 
@@ -242,9 +304,11 @@ def apply_changes(
     versions: tuple[str, str],
     base: int | None,
     metadata: dict[str, Any],
+    indexes: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Delete by key and write the staged rows into the live table, if nobody published
     since ``base``: one transaction, so readers see the table before or after.
+    ``indexes`` (column lists; None: leave them) are made to match in the same one.
 
     ``stages`` are this run's staging tables of full rows to upsert and of keys to
     delete (None: nothing of that kind). Deletes go first; a staged row replaces the
@@ -280,6 +344,8 @@ def apply_changes(
     for staging in (s for s in stages if s is not None):
         conn.execute(f"drop table {escape_sqlite(staging)}")
         conn.execute(f"delete from {STAGING} where name = ?", [staging])
+    if indexes is not None:
+        sync_indexes(conn, table, indexes)
     rows = conn.execute(f"select count(*) from {escape_sqlite(table)}").fetchone()[0]
     record = _record(conn, table, versions, rows, run_id, metadata)
     return {**record, "replaced": False, "upserted": upserted, "deleted": deleted}
@@ -297,6 +363,92 @@ def _delete_keys(conn: sqlite3.Connection, table: str, staging: str, keys: list[
 
 def _column_names(conn: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f"pragma table_info({escape_sqlite(table)})")]
+
+
+def reindex(
+    conn: sqlite3.Connection, table: str, indexes: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """Make the live table's indexes ``indexes`` (a spec marked other fields since the
+    live version was published); rows and version are untouched."""
+    ensure_schema(conn)
+    if live_version(conn, table) is None:
+        raise Refused(404, f"{table} has no published version")
+    changed = sync_indexes(conn, table, indexes)
+    return {"ok": True, "table": table, "indexes": table_indexes(conn, table), **changed}
+
+
+def table_indexes(conn: sqlite3.Connection, table: str) -> list[list[str]]:
+    """The column lists of the indexes civicflow built on ``table``, in name order."""
+    return [columns for _, columns in _made_indexes(conn, table)]
+
+
+def _made_indexes(conn: sqlite3.Connection, table: str) -> list[tuple[str, list[str]]]:
+    # origin 'c': made by CREATE INDEX (not a primary key or unique constraint's own)
+    made = sorted(
+        str(r[1]) for r in conn.execute(f"pragma index_list({escape_sqlite(table)})") if r[3] == "c"
+    )
+    return [
+        (name, [str(r[2]) for r in conn.execute(f"pragma index_info({escape_sqlite(name)})")])
+        for name in made
+    ]
+
+
+def sync_indexes(
+    conn: sqlite3.Connection, table: str, indexes: Sequence[Sequence[str]]
+) -> dict[str, list[list[str]]]:
+    """Build the missing ``indexes`` on ``table`` and drop the ones no longer asked for,
+    in the caller's transaction; then refresh the planner's statistics for the table."""
+    wanted = _check_indexes(conn, table, indexes)
+    have = _made_indexes(conn, table)
+    dropped = [cols for name, cols in have if cols not in wanted]
+    for name, cols in have:
+        if cols not in wanted:
+            conn.execute(f"drop index {escape_sqlite(name)}")
+    existing = [cols for _, cols in have]
+    # Index names are one namespace for the whole database.
+    taken = {str(r[0]) for r in conn.execute("select name from sqlite_master where type = 'index'")}
+    created = []
+    with load_pragmas(conn):
+        for cols in wanted:
+            if cols in existing:
+                continue
+            name = _index_name(table, cols, taken)
+            taken.add(name)
+            conn.execute(
+                f"create index {escape_sqlite(name)} on {escape_sqlite(table)}"
+                f" ({', '.join(map(escape_sqlite, cols))})"
+            )
+            created.append(cols)
+        if created or dropped:
+            # Statistics let the planner choose between indexes; a sample is enough.
+            conn.execute("pragma analysis_limit = 1000")
+            conn.execute(f"analyze {escape_sqlite(table)}")
+    return {"created": created, "dropped": dropped}
+
+
+def _check_indexes(
+    conn: sqlite3.Connection, table: str, indexes: Sequence[Sequence[str]]
+) -> list[list[str]]:
+    columns = set(_column_names(conn, table))
+    wanted: list[list[str]] = []
+    for index in indexes:
+        cols = list(index)
+        if not cols or len(set(cols)) != len(cols) or any(c not in columns for c in cols):
+            raise Refused(
+                400, f"index {cols} must name distinct columns of {table}; nothing changed"
+            )
+        if cols not in wanted:
+            wanted.append(cols)
+    return wanted
+
+
+def _index_name(table: str, columns: list[str], taken: set[str]) -> str:
+    name = f"{INDEX_PREFIX}{table}_{'_'.join(columns)}"
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
 
 
 def discard(conn: sqlite3.Connection, table: str, staging: str, run_id: str) -> dict[str, Any]:
@@ -461,6 +613,10 @@ def _create_sql(
     if primary_key:
         parts.append(f"primary key ({', '.join(map(escape_sqlite, primary_key))})")
     return f"create table {escape_sqlite(staging)} ({', '.join(parts)})"
+
+
+def _pragma_info(table: str) -> str:
+    return f"pragma table_info({escape_sqlite(table)})"
 
 
 def exists(conn: sqlite3.Connection, table: str) -> bool:

@@ -49,9 +49,10 @@ TOKEN_TTL_S = 900
 #: the server refuses any signed token older than this, whatever it claims
 MAX_TOKEN_TTL_S = 3600
 TITLE = "City of Los Angeles open data (civicflow)"
-#: rows per insert request the server accepts; the publisher's batches must fit
-MAX_INSERT_ROWS = 20_000
-#: one insert body of MAX_INSERT_ROWS wide rows as JSON stays well under this
+#: rows per load request the server accepts; the publisher's batches must fit
+MAX_INSERT_ROWS = 100_000
+#: largest request body: a load batch of 50,000 LA 311 rows as Arrow is about 25 MB, and
+#: the publisher splits any batch that would not fit
 MAX_POST_BODY_BYTES = 64 * 1024 * 1024
 
 

@@ -226,6 +226,17 @@ class FieldSpec(StrictModel):
         default_factory=list,
         description="Scan findings allowed in this column, each with a reason.",
     )
+    index: bool | list[str] = Field(
+        False,
+        description=(
+            "Residents filter and facet on this column: the portal indexes it, so those "
+            "queries and facet counts do not scan the whole table. true indexes the "
+            "column alone; a list of other field names indexes this column followed by "
+            "them, for filters that combine them (request_type with [cd] serves "
+            "request_type=X alone and together with cd=Y). Each index makes a publish "
+            "a little slower and the portal database a little bigger."
+        ),
+    )
 
     @field_validator("name")
     @classmethod
@@ -700,7 +711,26 @@ class DatasetSpec(StrictModel):
         for col in self.privacy.small_count_columns:
             if col not in names:
                 raise ValueError(f"privacy.small_count_columns names {col!r}, which is not a field")
+        self._check_indexes()
         return self
+
+    def _check_indexes(self) -> None:
+        published = [f.name for f in self.published_fields()]
+        for f in self.fields:
+            if f.index is False or f.index == []:
+                continue
+            if f.name not in published:
+                raise ValueError(
+                    f"field {f.name}: index on a field its privacy rule drops (it never reaches the portal)"
+                )
+            also = f.index if isinstance(f.index, list) else []
+            for ref in also:
+                if ref not in published or ref == f.name:
+                    raise ValueError(
+                        f"field {f.name}: index names {ref!r}, which is not another published field"
+                    )
+            if len(set(also)) != len(also):
+                raise ValueError(f"field {f.name}: index names a field twice")
 
     @model_validator(mode="after")
     def _record_date_is_a_published_date(self) -> DatasetSpec:
