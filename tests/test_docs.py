@@ -38,7 +38,8 @@ def test_every_make_target_in_readme_exists(target: str) -> None:
 
 def test_every_env_var_in_readme_is_used_by_the_code() -> None:
     names = set(re.findall(r"`((?:CIVICFLOW|DATASETTE)_[A-Z_]+)`", README))
-    source = "\n".join(p.read_text() for p in (PROJECT / "src").rglob("*.py"))
+    code = [*(PROJECT / "src").rglob("*.py"), *(PROJECT / "flows").glob("*.py")]
+    source = "\n".join(p.read_text() for p in code)
     assert names, "README lists no configuration"
     assert sorted(n for n in names if n not in source) == []
 
