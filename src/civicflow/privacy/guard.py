@@ -88,6 +88,13 @@ def _hashed_fields(spec: DatasetSpec) -> list[str]:
     return [f.name for f in spec.fields if f.privacy and f.privacy.rule == "hash"]
 
 
+def spec_hash_key(spec: DatasetSpec, settings: Settings) -> HashKey | None:
+    """The HMAC key the spec's ``hash`` rules need (None when it has none); PrivacyError
+    naming the fields when it is not set."""
+    hashed = _hashed_fields(spec)
+    return require_hash_key(settings, hashed) if hashed else None
+
+
 def check_ready(spec: DatasetSpec, settings: Settings) -> None:
     """Refuse before any work if the spec cannot be protected (no key, unknown names, wrong types)."""
     problems = _spec_problems(spec)
@@ -119,8 +126,7 @@ def protect(
     missing = [f.name for f in spec.fields if f.name not in frame.columns]
     if missing:
         raise PrivacyError(f"dataset {spec.id}: the frame has no column(s) {', '.join(missing)}")
-    hashed = _hashed_fields(spec)
-    key = hash_key or (require_hash_key(settings, hashed) if hashed else None)
+    key = hash_key or spec_hash_key(spec, settings)
     ctx = RuleContext(frame=frame, hash_key=key)
     report = PrivacyReport(
         dataset_id=spec.id,
@@ -169,16 +175,24 @@ def protect(
     findings = scan(spec, published) + consistency_findings(spec, published)
     report.scan_seconds = round(time.perf_counter() - started, 4)
     report.finest_location = [lv.describe() for lv in finest_locations(spec, published)]
+    report.allowances = allow_findings(spec, findings)
+    report.findings = invalid + findings
+    return ProtectResult(frame=published, report=report)
+
+
+def allow_findings(spec: DatasetSpec, findings: list[Finding]) -> list[Allowance]:
+    """Mark the findings a ``pii_allow`` lets through; one Allowance per written one,
+    with the rows it let through."""
+    allowances = []
     for f in spec.published_fields():
         for allow in f.pii_allow:
             matched = [x for x in findings if x.column == f.name and x.detector == allow.detector]
             for x in matched:
                 x.allowed, x.reason = True, allow.reason
-            report.allowances.append(
+            allowances.append(
                 Allowance(f.name, allow.detector, allow.reason, sum(x.count for x in matched))
             )
-    report.findings = invalid + findings
-    return ProtectResult(frame=published, report=report)
+    return allowances
 
 
 def consistency_findings(spec: DatasetSpec, published: pd.DataFrame) -> list[Finding]:

@@ -15,7 +15,9 @@ across columns are compared in consistency.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,25 +87,85 @@ def coordinate_decimals(values: pd.Series) -> np.ndarray:
     return np.maximum(_decimals(first), _decimals(second))
 
 
-def coordinate_hits(values: pd.Series, field: FieldSpec) -> np.ndarray:
-    """Rows whose coordinates carry more decimals than the spec allows."""
+@dataclass(frozen=True)
+class CoordinateShape:
+    """What decides whether an undeclared float column holds coordinates: nearly all
+    values finely fractional, inside +-180, and not shares between 0 and 1.
+
+    Counts and extremes only, so the shapes of a column's batches ``merge`` into the
+    whole column's.
+    """
+
+    present: int
+    fine: int  # present values with more than UNDECLARED_COORDINATE_DECIMALS decimals
+    out_of_range: int  # present values beyond +-180
+    max_abs: float  # the largest absolute value (-inf when none is present)
+
+    @property
+    def looks_like(self) -> bool:
+        return (
+            self.present > 0
+            and self.fine / self.present >= 0.9
+            and not self.out_of_range
+            and self.max_abs > 1
+        )
+
+    def merge(self, other: CoordinateShape) -> CoordinateShape:
+        return CoordinateShape(
+            self.present + other.present,
+            self.fine + other.fine,
+            self.out_of_range + other.out_of_range,
+            max(self.max_abs, other.max_abs),
+        )
+
+
+def _undeclared_float(values: pd.Series, field: FieldSpec) -> bool:
+    return field.semantic not in _COORD_FIELD_SEMANTICS and pd.api.types.is_float_dtype(
+        values.dtype
+    )
+
+
+def _shape(numbers: np.ndarray, fine: np.ndarray) -> CoordinateShape:
+    present = ~np.isnan(numbers)
+    size = np.abs(numbers[present])
+    return CoordinateShape(
+        int(present.sum()),
+        int(fine[present].sum()),
+        int((size > 180).sum()),
+        float(size.max(initial=-np.inf)),
+    )
+
+
+def coordinate_shape(values: pd.Series, field: FieldSpec) -> CoordinateShape | None:
+    """The shape of an undeclared float column (None for any other column: a declared
+    coordinate column is always held to its precision, other types never are)."""
+    if not _undeclared_float(values, field):
+        return None
+    fine = coordinate_decimals(values) > UNDECLARED_COORDINATE_DECIMALS
+    return _shape(values.to_numpy(dtype="float64", na_value=np.nan), fine)
+
+
+def coordinate_hits(
+    values: pd.Series, field: FieldSpec, looks_like: bool | None = None
+) -> np.ndarray:
+    """Rows whose coordinates carry more decimals than the spec allows.
+
+    ``looks_like``: whether an undeclared float column holds coordinates, when the
+    caller decided it from the whole column's ``CoordinateShape`` (``values`` being a
+    batch of it); None decides from ``values``.
+    """
     declared = field.semantic in _COORD_FIELD_SEMANTICS
     decimals = coordinate_decimals(values)
     if declared:
         # A coordinate column without a declared precision is held to the default, never waved through.
         return decimals > allowed_decimals(field)
-    if not pd.api.types.is_float_dtype(values.dtype):
+    if not _undeclared_float(values, field):
         return np.zeros(len(values), dtype=bool)
-    # An undeclared float column is read as coordinates only when it looks like them:
-    # nearly all values finely fractional, inside +-180, and not shares between 0 and 1.
     numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-    present = ~np.isnan(numbers)
-    if not present.any():
-        return np.zeros(len(values), dtype=bool)
     fine = decimals > UNDECLARED_COORDINATE_DECIMALS
-    in_range = np.abs(numbers[present]) <= 180
-    looks_like = fine[present].mean() >= 0.9 and in_range.all() and np.nanmax(np.abs(numbers)) > 1
-    return fine & present if looks_like else np.zeros(len(values), dtype=bool)
+    if looks_like is None:
+        looks_like = _shape(numbers, fine).looks_like
+    return fine & ~np.isnan(numbers) if looks_like else np.zeros(len(values), dtype=bool)
 
 
 def allowed_decimals(field: FieldSpec) -> int:
@@ -177,8 +239,8 @@ def text_hits(text: pa.Array, detectors: list[Detector]) -> list[Hits]:
     return hits
 
 
-def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
-    """Every detector that fires on one column."""
+def scan_column(values: pd.Series, field: FieldSpec, looks_like: bool | None = None) -> list[Hits]:
+    """Every detector that fires on one column (``looks_like``: see coordinate_hits)."""
     hits: list[Hits] = []
     dtype = values.dtype
     if field.semantic == "birth_date":
@@ -186,7 +248,7 @@ def scan_column(values: pd.Series, field: FieldSpec) -> list[Hits]:
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return hits
     if pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS:
-        found = coordinate_hits(values, field)
+        found = coordinate_hits(values, field, looks_like)
         if found.any():
             shown = [mask(str(v)) for v in values.to_numpy()[np.flatnonzero(found)[:MAX_EXAMPLES]]]
             hits.append(Hits(COORDINATE, found, shown))
@@ -220,22 +282,41 @@ def merge_hits(hits: list[Hits]) -> list[Hits]:
     return merged
 
 
+def detector_rank(dtype: Any, field: FieldSpec) -> dict[str, int]:
+    """The order ``scan`` reports one column's detectors in (what scan_column runs,
+    first appearance kept by merge_hits): the registered text detectors in order, with
+    coordinates first in a number or declared coordinate column and last elsewhere."""
+    coordinates_first = (
+        pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS
+    )
+    names = [n for n in DETECTORS if n != COORDINATE]
+    ordered = [COORDINATE, *names] if coordinates_first else [*names, COORDINATE]
+    return {name: i for i, name in enumerate(ordered)}
+
+
+def column_findings(dataset: str, column: str, hits: list[Hits], rows: np.ndarray) -> list[Finding]:
+    """One Finding per detector name of one column's hits (``rows``: the row numbers)."""
+    findings = []
+    for hit in merge_hits(hits):
+        where = np.flatnonzero(hit.mask)
+        findings.append(
+            Finding(
+                dataset=dataset,
+                column=column,
+                detector=hit.detector,
+                count=int(where.size),
+                example_rows=[int(r) for r in rows[where[:MAX_EXAMPLES]]],
+                examples=hit.examples,
+            )
+        )
+    return findings
+
+
 def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
     """Findings over the published frame (its index is the data row number)."""
     findings: list[Finding] = []
     rows = frame.index.to_numpy()
     for name in frame.columns:
-        field = spec.field(str(name))
-        for hit in merge_hits(scan_column(frame[name], field)):
-            where = np.flatnonzero(hit.mask)
-            findings.append(
-                Finding(
-                    dataset=spec.id,
-                    column=str(name),
-                    detector=hit.detector,
-                    count=int(where.size),
-                    example_rows=[int(r) for r in rows[where[:MAX_EXAMPLES]]],
-                    examples=hit.examples,
-                )
-            )
+        hits = scan_column(frame[name], spec.field(str(name)))
+        findings.extend(column_findings(spec.id, str(name), hits, rows))
     return findings

@@ -491,6 +491,129 @@ def _groups(expectations: list[Expectation]) -> dict[tuple[str, ...] | None, lis
     return groups
 
 
+def skipped_check(expectation: Expectation, absent: list[str]) -> Check:
+    """The check of an expectation not run because columns it names are missing."""
+    return Check(
+        "content",
+        expectation.configuration.type,
+        _columns_of(expectation),
+        expectation.configuration.meta["severity"],
+        "skipped",
+        message=f"not run: column(s) {', '.join(absent)} missing from the source",
+    )
+
+
+def columns_of(expectation: Expectation) -> list[str]:
+    """Every column an expectation reads (its row condition's too), in kwargs order."""
+    return _columns_of(expectation)
+
+
+def split_runnable(
+    expectations: Iterable[Expectation], skip_columns: Iterable[str] = ()
+) -> tuple[list[Expectation], list[Check | None]]:
+    """The expectations that can run, and per suite position its skipped Check, or None
+    where it runs (the next runnable one, in order)."""
+    skip = set(skip_columns)
+    runnable: list[Expectation] = []
+    slots: list[Check | None] = []
+    for exp in expectations:
+        absent = [c for c in _columns_of(exp) if c in skip]
+        if absent:
+            slots.append(skipped_check(exp, absent))
+        else:
+            runnable.append(exp)
+            slots.append(None)
+    return runnable, slots
+
+
+def row_key(frame: pd.DataFrame) -> str:
+    """The name GX gives the row number in its failing-row lists."""
+    return str(frame.index.name or "row")
+
+
+def integer_columns(frame: pd.DataFrame) -> set[str]:
+    return {str(c) for c in frame.columns if pd.api.types.is_integer_dtype(frame[c].dtype)}
+
+
+def expectation_results(
+    suite_name: str, expectations: list[Expectation], frame: pd.DataFrame, all_rows: bool = False
+) -> list[Any]:
+    """GX's validation result of each expectation on ``frame``, in the given order.
+
+    ``all_rows``: map expectations list every failing row (COMPLETE), else the first
+    MAX_EXAMPLES (SUMMARY).
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    if not expectations:
+        return []
+    _silence_gx()
+    key = row_key(frame)
+    if frame.index.name is None:
+        frame = frame.rename_axis(key)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batches = (
+        ctx.data_sources.add_pandas("civicflow")
+        .add_dataframe_asset("extract")
+        .add_batch_definition_whole_dataframe("all")
+    )
+    results: dict[int, Any] = {}
+    for columns, members in _groups(expectations).items():
+        # Each group sees only its own columns: GX hashes the whole batch and filters
+        # every column of it per metric, which over 33 columns x 1M rows costs more
+        # than the checks themselves.
+        view = (
+            frame
+            if columns is None
+            else _vectorisable(frame[list(columns)], [expectations[n] for n in members])
+        )
+        batch = batches.get_batch(batch_parameters={"dataframe": view})
+        # GX does not keep suite order in its results (nor allow ids on unsaved
+        # suites): tag each expectation's meta with its position to pair them back.
+        tagged = []
+        for n in members:
+            config = expectations[n].configuration
+            config.meta = {**config.meta, _POSITION: n}
+            tagged.append(config.to_domain_obj())
+        outcome = batch.validate(
+            gx.ExpectationSuite(name=suite_name, expectations=tagged),
+            result_format=ALL_ROWS_FORMAT if all_rows else RESULT_FORMAT,
+        )
+        for r in outcome.results:
+            position = r.expectation_config.meta.get(_POSITION) if r.expectation_config else None
+            if position is None:
+                raise RuntimeError(
+                    f"suite {suite_name}: GX returned a result without its expectation"
+                )
+            results[position] = r
+    if set(results) != set(range(len(expectations))):
+        raise RuntimeError(
+            f"suite {suite_name}: GX returned results for {len(results)} of {len(expectations)} expectations"
+        )
+    return [results[n] for n in range(len(expectations))]
+
+
+def expectation_check(
+    expectation: Expectation, result: Any, rows: int, row_key: str, integers: set[str]
+) -> Check:
+    """The Check of one GX result (anything with ``success``, ``result`` and
+    ``exception_info``) over a table of ``rows`` rows."""
+    return _to_check(expectation, result, rows, row_key, integers)
+
+
+def raised(exception_info: Any) -> bool:
+    """Whether GX caught an exception while running the expectation."""
+    return _exception_message(exception_info) is not None
+
+
+def checked_columns(expectation: Expectation) -> list[str]:
+    """The columns an expectation checks (not those only its row condition reads)."""
+    only_condition = _condition_only(expectation)
+    return [c for c in dict.fromkeys(_columns_of(expectation)) if c not in only_condition]
+
+
 def run_suite(
     suite: ExpectationSuite,
     frame: pd.DataFrame,
@@ -503,79 +626,13 @@ def run_suite(
     run and come back as skipped checks saying why. ``all_rows``: map expectations keep
     every failing row number in ``Check.rows`` (for quarantine); otherwise it is None.
     """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    _silence_gx()
-    skip = set(skip_columns)
-    runnable: list[Expectation] = []
-    checks: list[Check | None] = []
-    for exp in suite.expectations:
-        absent = [c for c in _columns_of(exp) if c in skip]
-        if absent:
-            checks.append(
-                Check(
-                    "content",
-                    exp.configuration.type,
-                    _columns_of(exp),
-                    exp.configuration.meta["severity"],
-                    "skipped",
-                    message=f"not run: column(s) {', '.join(absent)} missing from the source",
-                )
-            )
-        else:
-            runnable.append(exp)
-            checks.append(None)
-    if runnable:
-        row_key = frame.index.name or "row"
-        if frame.index.name is None:
-            frame = frame.rename_axis(row_key)
-        ctx = gx.get_context(mode="ephemeral")
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        batches = (
-            ctx.data_sources.add_pandas("civicflow")
-            .add_dataframe_asset("extract")
-            .add_batch_definition_whole_dataframe("all")
-        )
-        results: dict[int, Any] = {}
-        integers = {c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c].dtype)}
-        for columns, members in _groups(runnable).items():
-            # Each group sees only its own columns: GX hashes the whole batch and filters
-            # every column of it per metric, which over 33 columns x 1M rows costs more
-            # than the checks themselves.
-            view = (
-                frame
-                if columns is None
-                else _vectorisable(frame[list(columns)], [runnable[n] for n in members])
-            )
-            batch = batches.get_batch(batch_parameters={"dataframe": view})
-            # GX does not keep suite order in its results (nor allow ids on unsaved
-            # suites): tag each expectation's meta with its position to pair them back.
-            tagged = []
-            for n in members:
-                config = runnable[n].configuration
-                config.meta = {**config.meta, _POSITION: n}
-                tagged.append(config.to_domain_obj())
-            outcome = batch.validate(
-                gx.ExpectationSuite(name=suite.name, expectations=tagged),
-                result_format=ALL_ROWS_FORMAT if all_rows else RESULT_FORMAT,
-            )
-            for r in outcome.results:
-                position = (
-                    r.expectation_config.meta.get(_POSITION) if r.expectation_config else None
-                )
-                if position is None:
-                    raise RuntimeError(
-                        f"suite {suite.name}: GX returned a result without its expectation"
-                    )
-                results[position] = r
-        if set(results) != set(range(len(runnable))):
-            raise RuntimeError(
-                f"suite {suite.name}: GX returned results for {len(results)} of {len(runnable)} expectations"
-            )
-        pending = iter(range(len(runnable)))
-        for i, slot in enumerate(checks):
-            if slot is None:
-                n = next(pending)
-                checks[i] = _to_check(runnable[n], results[n], len(frame), row_key, integers)
-    return [c for c in checks if c is not None]
+    runnable, slots = split_runnable(suite.expectations, skip_columns)
+    results = iter(expectation_results(suite.name, runnable, frame, all_rows))
+    key, integers = row_key(frame), integer_columns(frame)
+    pending = iter(runnable)
+    return [
+        slot
+        if slot is not None
+        else expectation_check(next(pending), next(results), len(frame), key, integers)
+        for slot in slots
+    ]

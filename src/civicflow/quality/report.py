@@ -20,6 +20,8 @@ Severity = Literal["critical", "warning"]
 Status = Literal["passed", "failed", "skipped"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
 MAX_EXAMPLES = 20
+#: Check fields kept in memory only, never written to a report
+_IN_MEMORY = frozenset({"rows", "what"})
 
 
 def json_safe(value: Any) -> Any:
@@ -93,6 +95,10 @@ class Check:
     #: column set, aggregates), whose failure no row can be blamed for, and for GX
     #: checks run without ``all_rows`` (a spec that does not quarantine)
     rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: in memory only, never written: what a cell check's message says of its values
+    #: after the count ("do not parse as integer"), so batch results re-count one check
+    #: (``cell_message``); empty for other checks
+    what: str = field(default="", repr=False, compare=False)
 
     @property
     def success(self) -> bool:
@@ -108,7 +114,7 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         # ``rows`` stays out: a report is read by people, the examples say enough
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _IN_MEMORY}
         out["success"] = self.success
         return json_safe(out)
 

@@ -152,29 +152,65 @@ class _Columns:
     def check(
         self, name: str, bad: np.ndarray, what: str, *, raw: bool, details: dict[str, Any]
     ) -> Check:
-        count = int(bad.sum())
         pos = _positions(bad)[:MAX_EXAMPLES]
         values = self.raw_values(pos) if raw else self.typed_values(pos)
-        examples = _examples(self.rows[pos], values)
-        # ``what`` comes from the spec (type, constraint), the rows from the index:
-        # the message is public, the values stay in ``examples``.
-        message = (
-            f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_rows(examples, count)})"
-            if count
-            else f"no value {what}"
-        )
-        return Check(
-            layer="structure",
-            name=name,
-            columns=[self.field.name],
-            severity="critical",
-            status="failed" if count else "passed",
-            unexpected_count=count,
-            examples=examples,
-            message=message,
-            details=details,
-            rows=self.rows[bad],
-        )
+        return cell_check(self.field.name, name, bad, self.rows, values, what, details)
+
+
+def cell_message(count: int, examples: list[dict[str, Any]], what: str) -> str:
+    """The public message of a cell check: ``what`` comes from the spec (type,
+    constraint), the rows from the index; the values stay in ``examples``."""
+    if not count:
+        return f"no value {what}"
+    return (
+        f"{count:,} {'value' if count == 1 else 'values'} {what} ({describe_rows(examples, count)})"
+    )
+
+
+def cell_check(
+    column: str,
+    name: str,
+    bad: np.ndarray,
+    rows: np.ndarray,
+    values: list[Any],
+    what: str,
+    details: dict[str, Any],
+) -> Check:
+    """A cell check on one column: ``bad`` per row, ``rows`` their numbers, ``values``
+    those of the first MAX_EXAMPLES bad rows (the examples)."""
+    count = int(bad.sum())
+    examples = _examples(rows[_positions(bad)[:MAX_EXAMPLES]], values)
+    return Check(
+        layer="structure",
+        name=name,
+        columns=[column],
+        severity="critical",
+        status="failed" if count else "passed",
+        unexpected_count=count,
+        examples=examples,
+        message=cell_message(count, examples, what),
+        details=details,
+        rows=rows[bad],
+        what=what,
+    )
+
+
+def unique_error_check(f: FieldSpec, typed: pd.Series) -> Check:
+    """unique-error on one field: every present value that is repeated (the typed values
+    of the first repeats are the examples). ``typed`` may be any subset of the column
+    holding all its repeats: the row numbers come from its index."""
+    present = typed.notna().to_numpy()
+    dup = typed.duplicated(keep=False).to_numpy() & present
+    pos = _positions(dup)[:MAX_EXAMPLES]
+    return cell_check(
+        f.name,
+        "unique-error",
+        dup,
+        typed.index.to_numpy(),
+        typed.iloc[pos].tolist(),
+        "repeated (unique)",
+        {"constraint": "unique"},
+    )
 
 
 def _header_checks(spec: DatasetSpec, labels: list[str]) -> tuple[list[Check], set[str]]:
@@ -315,22 +351,25 @@ def _constraint_checks(cols: _Columns, primary_key: list[str]) -> list[Check]:
                 f"longer than {c.max_length} characters",
                 raw=True,
             )
-    if c.unique and [f.name] != list(primary_key):
-        # a one-column key is checked by the primary-key check: one report per duplicate
-        dup = cols.typed.duplicated(keep=False).to_numpy() & cols.present
-        out.append(
-            cols.check(
-                "unique-error",
-                dup,
-                "repeated (unique)",
-                raw=False,
-                details={"constraint": "unique"},
-            )
-        )
+    if unique_field(f, primary_key):
+        out.append(unique_error_check(f, cols.typed))
     return out
 
 
-def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: set[str]) -> Check:
+def unique_field(f: FieldSpec, primary_key: list[str]) -> bool:
+    """Whether ``f`` gets its own unique-error check (a one-column key is checked by the
+    primary-key check: one report per duplicate)."""
+    return bool(f.constraints and f.constraints.unique) and [f.name] != list(primary_key)
+
+
+def primary_key_check(
+    spec: DatasetSpec, frame: pd.DataFrame, missing_fields: set[str], rows: int | None = None
+) -> Check:
+    """The primary-key check over ``frame``'s key columns (index = row numbers).
+
+    ``rows``: the table's row count when ``frame`` holds only some of its rows (those
+    whose key may repeat); the passed message counts it. Default ``len(frame)``.
+    """
     key = list(spec.primary_key)
     absent = [k for k in key if k in missing_fields]
     if absent:
@@ -352,7 +391,7 @@ def _primary_key_check(spec: DatasetSpec, frame: pd.DataFrame, missing_fields: s
             key,
             "critical",
             "passed",
-            message=f"{', '.join(key)} unique over {len(frame):,} rows",
+            message=f"{', '.join(key)} unique over {len(frame) if rows is None else rows:,} rows",
             rows=frame.index.to_numpy()[:0],
         )
     # Name every row of a duplicate group together: sort by key, then take whole groups.
@@ -440,5 +479,5 @@ def check_structure(spec: DatasetSpec, extract: Extract) -> StructureResult:
             )
         checks.extend(_constraint_checks(cols, spec.primary_key))
     if spec.primary_key:
-        checks.append(_primary_key_check(spec, extract.frame, missing))
+        checks.append(primary_key_check(spec, extract.frame, missing))
     return StructureResult(checks=checks, missing_fields=missing)
