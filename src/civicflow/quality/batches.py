@@ -480,8 +480,9 @@ def merge_validation(
 def split_extract(extract: Extract, rows: int, *, copy: bool = False) -> list[Extract]:
     """The extract as batches of ``rows`` rows (the last may be shorter), row numbers kept.
 
-    ``copy``: each batch owns its data (to send it to another process: a slice of an
-    Arrow table pickles its whole buffers); otherwise batches are zero-copy views.
+    ``copy``: each batch's Arrow table owns its data, to send it to another process (a
+    slice of an Arrow table pickles the whole table's buffers; a pandas slice pickles
+    its own rows only); otherwise batches are zero-copy views.
     """
     if rows < 1:
         raise ValueError(f"batch size {rows}: at least 1")
@@ -491,7 +492,6 @@ def split_extract(extract: Extract, rows: int, *, copy: bool = False) -> list[Ex
         frame = extract.frame.iloc[start : start + rows]
         if copy:
             raw = raw.take(np.arange(raw.num_rows))
-            frame = frame.copy()
         out.append(dataclasses.replace(extract, raw=raw, frame=frame))
     return out
 
