@@ -1013,18 +1013,18 @@ def test_a_publish_indexes_the_fields_marked_for_filters_and_facets(
     table = unique_table()
     frame = sample_frame(3_000, "first")
     _publish_indexed(portal, table, frame, "run-1")
-    assert _live_indexes(datasette_server, table) == [["label", "day"], ["open"]]
+    assert _live_indexes(datasette_server, table) == [["label", "day", "id"], ["open", "id"]]
     with sqlite3.connect(f"file:{datasette_server.db_path}?mode=ro", uri=True) as conn:
         plan = conn.execute(
             f"explain query plan select * from {table} where label = 'first' and day = '2024-02-01'"
         ).fetchall()
-    assert f"USING INDEX idx_{table}_label_day (label=? AND day=?)" in plan[-1][-1], plan
+    assert f"USING INDEX idx_{table}_label_day_id (label=? AND day=?)" in plan[-1][-1], plan
     # A spec marking other fields changes the indexes, not the version (nothing re-sent).
     version = portal.current_version(table)
     fewer = [f.model_copy(update={"index": f.name == "open"}) for f in SAMPLE_FIELDS]
     again = _publish_indexed(portal, table, frame, "run-2", fewer)
     assert not again.changed and portal.current_version(table) == version
-    assert _live_indexes(datasette_server, table) == [["open"]]
+    assert _live_indexes(datasette_server, table) == [["open", "id"]]
     # A change set keeps them in step too.
     changed = frame.iloc[:10].assign(label="changed")
     changes = RowChanges(upserts=changed, deletes=frame.iloc[:0][["id"]])
@@ -1038,7 +1038,7 @@ def test_a_publish_indexes_the_fields_marked_for_filters_and_facets(
         metadata=sample_metadata(),
     )
     assert done.upserted == 10
-    assert _live_indexes(datasette_server, table) == [["label", "day"], ["open"]]
+    assert _live_indexes(datasette_server, table) == [["label", "day", "id"], ["open", "id"]]
 
 
 def test_a_reader_never_sees_the_new_table_without_its_indexes(portal, datasette_server) -> None:

@@ -240,3 +240,19 @@ def test_an_index_on_a_column_the_table_lacks_is_refused_and_nothing_changes(con
         conn.execute("rollback")
     assert conn.execute("select id, label from t").fetchall() == [(1, "a")]
     assert store.live_version(conn, "t")["run_id"] == "run-1"
+
+
+def test_the_replaced_rows_stay_private_until_dropped_after_the_swap(conn) -> None:
+    first = _publish(conn, "t", "run-1", [[1, "a"]])
+    assert first["old_table"] is None
+    _publish(conn, "t_x", "run-1", [[1, "other table"]])
+    second = _publish(conn, "t", "run-2", [[2, "b"]], base=first["serial"])
+    old = second["old_table"]
+    assert store.is_private(old) and conn.execute(f"select * from {old}").fetchall() == [(1, "a")]
+    assert conn.execute("select * from t").fetchall() == [(2, "b")]
+    # A portal stopped before the drop: the next prepare of the table drops it.
+    store.prepare(conn, "t", "run-3", COLUMNS, ["id"], second["serial"], 300)
+    assert not store.exists(conn, old)
+    third = _publish(conn, "t_x", "run-2", [[3, "c"]], base=2)
+    assert store.drop_old(conn, "t") == []  # another table's old rows are its own
+    assert store.drop_old(conn, "t_x") == [third["old_table"]]

@@ -24,7 +24,7 @@ on ``table``):
 ``swap``  ``{table, staging, run_id, expected_rows, version, data_version, base, metadata,
     indexes}``: compare-and-swap: check the row count and that the live serial is still
     ``base``, then swap, build ``indexes`` (lists of column names), record the version
-    and metadata.
+    and metadata; the replaced rows, private from then on, are dropped after the commit.
 ``apply``  ``{table, run_id, upserts, deletes, primary_key, version, data_version, base,
     metadata, indexes}``: a change set as a new version: ``upserts`` (full rows) and
     ``deletes`` (key columns) name this run's staging tables (or null), loaded as for a
@@ -314,6 +314,10 @@ async def _respond(
     if isinstance(outcome, Response):
         return outcome
     db, table, body, result = outcome
+    if result.pop("old_table", None) is not None:
+        # The replaced rows are private already; dropping them needs no one to wait.
+        drop = private_tables.trusted(lambda conn: store.drop_old(conn, table))
+        await db.execute_write_fn(drop, block=False)
     if publishes:
         # After the commit: the internal database is separate, so metadata follows the
         # swap (a restart restores it from portal.db, the record).

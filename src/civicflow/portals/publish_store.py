@@ -64,6 +64,8 @@ CONVERT_ROWS = 10_000
 LOAD_CACHE_KIB = 64 * 1024
 #: name prefix of the indexes civicflow builds (idx_<table>_<columns>)
 INDEX_PREFIX = "idx_"
+#: helper threads SQLite may sort with while it builds an index
+SORT_THREADS = 2
 
 SCHEMA = (
     f"""create table if not exists {VERSIONS} (
@@ -155,6 +157,7 @@ def prepare(
     ensure_schema(conn)
     check_base(conn, table, base, run_id)
     now = _now()
+    drop_old(conn, table)  # left by a portal stopped between a swap and its clean-up
     reclaimed = _reclaim_expired(conn, table, now)
     others = [
         {"run_id": r[0], "lease_expires_at": r[1]}
@@ -227,14 +230,18 @@ def _rows(data: pa.Table, fed: list[int]) -> Iterator[tuple[Any, ...]]:
 
 
 @contextmanager
-def load_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
-    """A larger page cache (B-tree and sorter pages) while bulk rows go in."""
-    (before,) = conn.execute("pragma cache_size").fetchone()
+def load_pragmas(conn: sqlite3.Connection, *, sort_threads: int = 0) -> Iterator[None]:
+    """A larger page cache (B-tree and sorter pages) while bulk rows go in or indexes
+    are built, and helper threads for the sorts of an index build."""
+    (cache,) = conn.execute("pragma cache_size").fetchone()
+    (threads,) = conn.execute("pragma threads").fetchone()
     conn.execute(f"pragma cache_size = -{LOAD_CACHE_KIB}")
+    conn.execute(f"pragma threads = {sort_threads}")
     try:
         yield
     finally:
-        conn.execute(f"pragma cache_size = {int(before)}")
+        conn.execute(f"pragma cache_size = {int(cache)}")
+        conn.execute(f"pragma threads = {int(threads)}")
 
 
 def swap(
@@ -260,23 +267,43 @@ def swap(
             f"staging table holds {rows} rows, expected {expected}; the live table is unchanged",
         )
     replaced = exists(conn, table)
+    old = f"{OLD_PREFIX}{table}_{secrets.token_hex(6)}"
     # Legacy renames leave views and triggers naming the live table alone, so they
-    # follow the new table instead of the dropped one.
+    # follow the new table instead of the old one.
     conn.execute("PRAGMA legacy_alter_table = ON")
     try:
-        old = f"{OLD_PREFIX}{table}_{secrets.token_hex(6)}"
         if replaced:
             conn.execute(f"alter table {escape_sqlite(table)} rename to {escape_sqlite(old)}")
         conn.execute(f"alter table {escape_sqlite(staging)} rename to {escape_sqlite(table)}")
-        if replaced:
-            conn.execute(f"drop table {escape_sqlite(old)}")
     finally:
         conn.execute("PRAGMA legacy_alter_table = OFF")
-    # The old table's indexes went with it; the new table gets its own, in this
-    # transaction, so no reader ever sees it without them.
+    if replaced:
+        # The old rows stay, private, until drop_old (after this commits: dropping a
+        # million rows takes seconds); their indexes go now, freeing the names.
+        for name, _ in _made_indexes(conn, old):
+            conn.execute(f"drop index {escape_sqlite(name)}")
+    # The new table gets its indexes in this transaction: no reader ever sees it without.
     sync_indexes(conn, table, indexes)
     conn.execute(f"delete from {STAGING} where name = ?", [staging])
-    return {**_record(conn, table, versions, rows, run_id, metadata), "replaced": replaced}
+    record = _record(conn, table, versions, rows, run_id, metadata)
+    return {**record, "replaced": replaced, "old_table": old if replaced else None}
+
+
+def drop_old(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Drop the replaced versions of ``table`` that a swap left behind (after its
+    commit, or a crash right after it); returns their names."""
+    pattern = re.compile(rf"^{re.escape(OLD_PREFIX + table)}_[0-9a-f]{{12}}$")
+    names = [
+        str(r[0])
+        for r in conn.execute(
+            "select name from sqlite_master where type = 'table' and substr(name, 1, ?) = ?",
+            [len(OLD_PREFIX), OLD_PREFIX],
+        )
+        if pattern.match(str(r[0]))
+    ]
+    for name in names:
+        conn.execute(f"drop table {escape_sqlite(name)}")
+    return names
 
 
 def relabel(
@@ -408,7 +435,7 @@ def sync_indexes(
     # Index names are one namespace for the whole database.
     taken = {str(r[0]) for r in conn.execute("select name from sqlite_master where type = 'index'")}
     created = []
-    with load_pragmas(conn):
+    with load_pragmas(conn, sort_threads=SORT_THREADS):
         for cols in wanted:
             if cols in existing:
                 continue

@@ -51,6 +51,8 @@ MAX_TOKEN_TTL_S = 3600
 TITLE = "City of Los Angeles open data (civicflow)"
 #: rows per load request the server accepts; the publisher's batches must fit
 MAX_INSERT_ROWS = 100_000
+#: threads Datasette runs SQL on (see write_config)
+SQL_THREADS = 6
 #: largest request body: a load batch of 50,000 LA 311 rows as Arrow is about 25 MB, and
 #: the publisher splits any batch that would not fit
 MAX_POST_BODY_BYTES = 64 * 1024 * 1024
@@ -202,6 +204,15 @@ def write_config(settings: Settings) -> Path:
             "max_post_body_bytes": MAX_POST_BODY_BYTES,
             # count(*) and digests over a million rows take longer than the 1 s default
             "sql_time_limit_ms": 5000,
+            # Queries wait for a free SQL thread: with 3 (the default) a few slow ones
+            # (an export, a count over many rows) hold up every indexed lookup behind
+            # them. The threads share the GIL, so more than this buys nothing.
+            "num_sql_threads": SQL_THREADS,
+            # Suggested facets try a facet query per column on every table page (up
+            # to 50 ms each): 0.4-1 s per page of a million-row table, most of them
+            # timing out. Facets stay one click away (each column's menu), and facet
+            # counts on the columns a spec indexes come from the index.
+            "suggest_facets": False,
         },
     }
     metadata = {
