@@ -63,18 +63,28 @@ check: install
 portal: install
 	$(BIN)/civicflow portal serve --port $(PORT)
 
-## every benchmark; the output (machine first) also goes to var/bench/latest.txt
+## every benchmark, the scale benchmark first (its table also in bench/results.json); the
+## output (machine first) also goes to var/bench/latest.txt. ROWS="100000" (or BENCH_ROWS)
+## is a quick check: the scale benchmark only, at those sizes. Its progress goes to the
+## terminal (fd 3), not to the file.
+ROWS ?= $(BENCH_ROWS)
 bench: install
 	@install -d -m 700 var/bench
 	@{ echo "machine: $$(nproc) cores, $$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)," \
 	    "$$(free -g | awk '/^Mem:/ {print $$2}') GiB RAM, $$(. /etc/os-release && echo $$PRETTY_NAME)," \
 	    "Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'), $$(date -u +%FT%TZ)"; \
-	  for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done; \
+	  echo "== benchmarks/bench_scale.py $(ROWS)"; \
+	  $(BIN)/python benchmarks/bench_scale.py $(if $(strip $(ROWS)),--rows "$(ROWS)") 2>&3 || exit 1; \
+	  $(if $(strip $(ROWS)),exit 0;) \
+	  for b in benchmarks/bench_*.py; do \
+	    [ "$$b" = benchmarks/bench_scale.py ] && continue; \
+	    echo "== $$b"; $(BIN)/python $$b || exit 1; \
+	  done; \
 	  for kind in datasette socrata; do \
 	    echo "== benchmarks/bench_portal.py 9999 --portal $$kind"; \
 	    $(BIN)/python benchmarks/bench_portal.py 9999 --portal $$kind || exit 1; \
 	  done; \
-	} 2>&1 | tee var/bench/latest.txt
+	} 3>&2 2>&1 | tee var/bench/latest.txt
 
 ## the Prefect UI over this project's run history (var/prefect), at http://127.0.0.1:4200
 prefect-ui: install
