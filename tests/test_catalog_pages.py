@@ -16,11 +16,13 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from babel.numbers import format_decimal
 
 from civicflow.ledger import Ledger
 from civicflow.pipeline import run_dataset
 from civicflow.settings import Settings, load_settings
 from civicflow.spec import DatasetSpec, find_dataset
+from tests.fixtures.portal import point_civicflow_at
 
 PROJECT = Path(__file__).resolve().parents[1]
 LA311_CSV = (
@@ -311,3 +313,274 @@ def test_every_download_link_on_the_page_answers(catalog) -> None:
         with httpx.stream("GET", catalog.url + href, timeout=120) as response:
             assert response.status_code == 200, href
             assert next(response.iter_bytes(), b""), href
+
+
+# -- the version history's changes and checks, and empty shares counted at publish -----
+
+
+def _history_rows(page: str) -> list[list[str]]:
+    """The history table's rows as cell texts: published, rows, change in rows, added,
+    changed, deleted, checks passed, version."""
+    history = section(page, "history")
+    body = history[history.index("<tbody>") : history.index("</tbody>")]
+    return [
+        [text_of(cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr, re.S)]
+        for tr in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    ]
+
+
+def _checks(record) -> str:
+    passed = record.critical_passed + record.warning_passed
+    total = passed + record.critical_failed + record.warning_failed
+    assert total > 0
+    return f"{passed:,} of {total:,}"
+
+
+def _live_metadata(portal) -> dict:
+    (row,) = portal.query(
+        "select metadata from _civicflow_metadata where table_name = 'la311_service_requests'"
+    )
+    return json.loads(row["metadata"])
+
+
+def _versions(portal) -> list[dict]:
+    return portal.query(
+        "select version, run_id, data_version from _civicflow_versions"
+        " where table_name = 'la311_service_requests' order by id desc"
+    )
+
+
+def _legacy_publish(settings: Settings, spec: DatasetSpec) -> None:
+    """Publish the bundled rows as a civicflow from before the history did: no summaries
+    and no empty counts in the metadata (the portal adapter's own publish)."""
+    from civicflow.pipeline import dictionary, extract_stage, protect_stage
+    from civicflow.portals import TableMetadata, get_portal
+    from civicflow.published import content_version
+
+    ext = extract_stage(spec, settings, "20200101T000000Z-legacy", None)
+    frame = protect_stage(spec, ext.frame, settings, "20200101T000000Z-legacy").frame
+    get_portal("datasette", settings).publish(
+        spec.table,
+        frame,
+        fields=spec.published_fields(),
+        primary_key=list(spec.primary_key),
+        version=content_version(frame),
+        run_id="20200101T000000Z-legacy",
+        metadata=TableMetadata(
+            title=spec.title, description=spec.description, extra={"dictionary": dictionary(spec)}
+        ),
+    )
+
+
+def _edit(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The 311 rows with 5 deleted, some statuses changed and 3 added; the exact counts."""
+    rows = pd.read_csv(LA311_CSV, dtype=str, keep_default_na=False)
+    added = rows.iloc[20:23].assign(SRNumber=[f"1-99999999{i}" for i in range(3)])
+    status = rows["Status"].iloc[10:17]
+    rows.loc[rows.index[10:17], "Status"] = "Cancelled"
+    edited = pd.concat([rows.iloc[5:], added], ignore_index=True)
+    edited.to_csv(path, index=False)
+    counts = {"added": 3, "changed": int((status != "Cancelled").sum()), "deleted": 5}
+    assert counts["changed"] > 0
+    return edited, counts
+
+
+def test_history_shows_rows_added_changed_deleted_and_checks_per_version(
+    datasette_factory, tmp_path, monkeypatch
+) -> None:
+    portal = datasette_factory()
+    settings = point_civicflow_at(portal, tmp_path / "var", monkeypatch)
+    spec = find_dataset(settings.datasets_dir, "la311_service_requests")
+    url = f"{portal.url}/datasets/la311_service_requests"
+
+    # 1. a version published before summaries existed: "—", and the scan for empties
+    _legacy_publish(settings, spec)
+    page = httpx.get(url, timeout=60).text
+    (legacy,) = _history_rows(page)
+    assert legacy[3:7] == ["— not recorded"] * 4
+    assert "A dash (—) means not recorded" in text_of(section(page, "history"))
+    scanned = _dictionary_empties(page)
+
+    # 2. the same rows through the pipeline: a new version (summaries and empty counts
+    # are new metadata) that changed no row; its checks are the run's
+    first = run_dataset(settings, "la311_service_requests")
+    assert first.outcome == "published" and first.result is not None, first.reason
+    assert first.result.change == "metadata"
+    page = httpx.get(url, timeout=60).text
+    now, legacy = _history_rows(page)
+    assert now[3:7] == ["0", "0", "0", _checks(first.record)]
+    assert legacy[3:7] == ["— not recorded"] * 4
+    # the dictionary's empty counts came with the metadata, and agree with the table
+    fields = _live_metadata(portal)["extra"]["dictionary"]
+    for f in fields:
+        (row,) = portal.query(
+            f'select sum("{f["name"]}" is null or "{f["name"]}" = \'\') as e'
+            " from la311_service_requests"
+        )
+        assert f["empty"] == row["e"], f["name"]
+    assert _dictionary_empties(page) == scanned
+
+    # 3. rows deleted, changed and added: counted exactly, against the kept copy
+    edited_csv = tmp_path / "edited.csv"
+    edited, counts = _edit(edited_csv)
+    second = run_dataset(settings, "la311_service_requests", edited_csv)
+    assert second.outcome == "published" and second.result is not None, second.reason
+    assert second.result.change == "data"
+    page = httpx.get(url, timeout=60).text
+    rows = _history_rows(page)
+    assert len(rows) == 3 == len(_versions(portal))
+    assert rows[0][1] == f"{len(edited):,}" and rows[0][2] == "−2"
+    assert rows[0][3:7] == [
+        str(counts["added"]),
+        str(counts["changed"]),
+        str(counts["deleted"]),
+        _checks(second.record),
+    ]
+    assert rows[1][3:7] == ["0", "0", "0", _checks(first.record)]  # kept in the history
+    assert "(live)" in rows[0][7]
+    summaries = Ledger(settings.ledger_path).versions("la311_service_requests")
+    assert [(s.run_id, s.added, s.changed, s.deleted) for s in summaries] == [
+        (second.record.run_id, counts["added"], counts["changed"], counts["deleted"]),
+        (first.record.run_id, 0, 0, 0),
+    ]
+    assert summaries[0].portal_version == _versions(portal)[0]["version"]
+
+    # 4. the same rows again, from a file with other bytes (so the run reaches the
+    # portal): unchanged, the live version and its metadata exactly as they were
+    metadata, versions = _live_metadata(portal), _versions(portal)
+    crlf = tmp_path / "edited-crlf.csv"
+    edited.to_csv(crlf, index=False, lineterminator="\r\n")
+    again = run_dataset(settings, "la311_service_requests", crlf)
+    assert again.outcome == "unchanged", again.reason
+    assert again.reason == "portal already holds this exact version"  # not the input key
+    assert (_live_metadata(portal), _versions(portal)) == (metadata, versions)
+    assert len(Ledger(settings.ledger_path).versions("la311_service_requests")) == 2
+
+    # 5. from another machine's var dir (no ledger, no kept copies): still unchanged,
+    # the live metadata is read from the portal
+    elsewhere = point_civicflow_at(portal, tmp_path / "elsewhere", monkeypatch)
+    there = run_dataset(elsewhere, "la311_service_requests", crlf)
+    assert there.outcome == "unchanged", there.reason
+    assert there.reason == "portal already holds this exact version"
+    assert (_live_metadata(portal), _versions(portal)) == (metadata, versions)
+
+    # the page in Spanish says the same
+    es = _history_rows(httpx.get(url, params={"lang": "es"}, timeout=60).text)
+    passed, total = _checks(second.record).split(" of ")
+    assert es[0][6] == f"{format_decimal(int(passed.replace(',', '')), locale='es')} de " + (
+        format_decimal(int(total.replace(",", "")), locale="es")
+    )
+    assert es[-1][3] == "— no registrado"
+
+
+def _dictionary_empties(page: str) -> dict[str, str]:
+    dictionary = section(page, "dictionary")
+    return {
+        name: cells[-1]
+        for name, cells in (
+            (m.group(1), re.findall(r'<td class="num">([^<]*)</td>', m.group(2)))
+            for m in re.finditer(r"<code>([^<]+)</code></th>(.*?)</tr>", dictionary, re.S)
+        )
+    }
+
+
+def test_empty_shares_come_from_the_metadata_without_a_scan(tmp_path) -> None:
+    """The profile reads only the first rows when the publish counted the empty values;
+    a table published before that is scanned once, in one query."""
+    import sqlite3
+
+    from civicflow.catalog.pages import profile
+
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("create table t (a text, b integer)")
+    conn.executemany("insert into t values (?, ?)", [("x", 1), ("", None), (None, 3)] * 500)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+
+    counted = profile(conn, "t", ["a", "b"], (1_500, {"a": 1_000, "b": 500}))
+    assert (counted.total, counted.empty) == (1_500, {"a": 1_000, "b": 500})
+    assert counted.examples == {"a": ["x"], "b": ["1", "3"]} and len(counted.preview) == 10
+    assert not [s for s in statements if "sum(" in s]  # no scan of the table
+
+    scanned = profile(conn, "t", ["a", "b"])
+    assert (scanned.total, scanned.empty) == (1_500, {"a": 1_000, "b": 500})
+    assert len([s for s in statements if "sum(" in s]) == 1
+
+
+def test_versions_join_their_summaries_by_run_and_rows() -> None:
+    from civicflow.catalog.entries import Changes, Version, with_changes
+
+    versions = [
+        Version("v4", 10, "run-rollback", "2026-11-04", "d1"),  # restores d1: not its summary
+        Version("v3", 10, "run-3", "2026-11-03", "d3"),
+        Version("v2", 12, "run-2", "2026-11-02", "d2"),
+        Version("v1", 10, "run-1", "2026-11-01", "d1"),
+        Version("v0", 10, None, "2026-10-01", None),  # before run ids were recorded
+    ]
+    history = [
+        {
+            "run_id": "run-3",
+            "data_version": "d3",
+            "added": 2,
+            "changed": None,
+            "deleted": 4,
+            "checks_passed": 5,
+            "checks_total": 6,
+        },
+        {
+            "run_id": "run-2",
+            "data_version": "d2",
+            "added": None,
+            "changed": None,
+            "deleted": None,
+            "checks_passed": 6,
+            "checks_total": 6,
+        },
+        {
+            "run_id": "run-1",
+            "data_version": "d1",
+            "added": 10,
+            "changed": 0,
+            "deleted": 0,
+            "checks_passed": 6,
+            "checks_total": 6,
+        },
+        {"run_id": "run-x", "data_version": "dx", "added": "3", "changed": -1},  # ignored
+        "not a summary",
+    ]
+    joined = {v.version: v.changes for v in with_changes(versions, history)}
+    assert joined["v4"] is None and joined["v0"] is None
+    assert joined["v3"] == Changes(2, None, 4, 5, 6)
+    assert joined["v3"].keyless and joined["v3"].complete  # no key: "changed" is not counted
+    assert joined["v2"] is not None and not joined["v2"].keyless and not joined["v2"].complete
+    assert joined["v1"] == Changes(10, 0, 0, 6, 6) and joined["v1"].complete
+    assert with_changes(versions, None) == versions  # published before summaries
+
+
+def test_history_of_a_table_without_a_key_counts_rows_in_and_out(
+    datasette_factory, tmp_path, monkeypatch
+) -> None:
+    portal = datasette_factory()
+    settings = point_civicflow_at(portal, tmp_path / "var", monkeypatch)
+    spec = find_dataset(settings.datasets_dir, "lax_passenger_traffic")
+    keyless = spec.model_copy(update={"primary_key": []})
+    assert run_dataset(settings, spec.id, spec=keyless).outcome == "published"
+
+    source = PROJECT / "data" / "lax_passenger_traffic" / "lax_passenger_traffic_by_terminal.csv"
+    rows = pd.read_csv(source, dtype=str, keep_default_na=False)
+    rows.loc[rows.index[100:104], "Passenger_Count"] = "12345"  # 4 rows changed
+    added = rows.iloc[200:202].assign(Passenger_Count="7")  # 2 more rows
+    edited = pd.concat([rows.drop(index=rows.index[300:303]), added], ignore_index=True)
+    path = tmp_path / "lax.csv"
+    edited.to_csv(path, index=False)
+    outcome = run_dataset(settings, spec.id, path, spec=keyless)
+    assert outcome.outcome == "published", outcome.reason
+
+    page = httpx.get(f"{portal.url}/datasets/{spec.id}", timeout=60).text
+    newest, first = _history_rows(page)
+    # without a key a changed row is one deleted and one added; "changed" is not counted
+    assert newest[3:7] == ["6", "— not counted: no primary key", "7", _checks(outcome.record)]
+    assert first[3:6] == ["3,630", "— not counted: no primary key", "0"]
+    history = text_of(section(page, "history"))
+    assert "a row that changed counts as one deleted and one added" in history
+    assert "A dash (—) means not recorded" not in history  # every count is known

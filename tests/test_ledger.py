@@ -72,3 +72,68 @@ def test_reasons_from_before_public_reasons_are_withheld(tmp_path) -> None:
     # a run recorded now keeps its (public-safe) reason when the ledger is opened again
     ledger.record(_run("a", 5, "rejected"))
     assert Ledger(path).last("a").reason == "why"
+
+
+def _summary(run_id: str, published_at: str, portal: str = "datasette", **counts: int | None):
+    from civicflow.ledger import VersionSummary
+
+    values = {"added": 1, "changed": 2, "deleted": 3, "checks_passed": 9, "checks_total": 10}
+    return VersionSummary(
+        dataset_id="a",
+        portal=portal,
+        run_id=run_id,
+        data_version=f"data-{run_id}",
+        portal_version=f"version-{run_id}",
+        published_at=published_at,
+        rows=100,
+        **{**values, **counts},
+    )
+
+
+def test_version_summaries_are_kept_newest_first_per_portal(tmp_path) -> None:
+    ledger = Ledger(tmp_path / "ledger.db")
+    assert ledger.versions("a") == []
+    ledger.record_version(_summary("r1", "2026-11-01T12:00:00+00:00"))
+    ledger.record_version(_summary("r3", "2026-11-03T12:00:00+00:00", changed=None))
+    ledger.record_version(_summary("r2", "2026-11-02T12:00:00+00:00", added=None))
+    ledger.record_version(_summary("s1", "2026-11-04T12:00:00+00:00", portal="socrata"))
+    assert [s.run_id for s in ledger.versions("a", "datasette")] == ["r3", "r2", "r1"]
+    assert [s.run_id for s in ledger.versions("a")] == ["s1", "r3", "r2", "r1"]
+    assert [s.run_id for s in ledger.versions("a", "datasette", limit=2)] == ["r3", "r2"]
+    assert ledger.versions("b") == []
+    # unknown counts stay unknown (None), never zero
+    by_run = {s.run_id: s for s in ledger.versions("a")}
+    assert (by_run["r3"].changed, by_run["r2"].added, by_run["r1"].added) == (None, None, 1)
+    assert by_run["r1"] == _summary("r1", "2026-11-01T12:00:00+00:00")
+    # recorded again: replaced, not repeated
+    ledger.record_version(_summary("r1", "2026-11-01T12:00:00+00:00", deleted=7))
+    assert [s.deleted for s in ledger.versions("a", "datasette") if s.run_id == "r1"] == [7]
+    assert len(ledger.versions("a", "datasette")) == 3
+
+
+def test_history_entry_holds_only_what_is_known_before_the_publish() -> None:
+    entry = _summary("r1", "2026-11-01T12:00:00+00:00").history_entry()
+    assert entry == {
+        "run_id": "r1",
+        "data_version": "data-r1",
+        "added": 1,
+        "changed": 2,
+        "deleted": 3,
+        "checks_passed": 9,
+        "checks_total": 10,
+    }
+
+
+def test_a_ledger_from_before_version_summaries_gets_the_table(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    Ledger(path).record(_run("a", 0))
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE versions")  # as a ledger written before summaries were kept
+    old.commit()
+    old.close()
+    ledger = Ledger(path)
+    assert [r.run_id for r in ledger.runs("a")] == ["run-a-0"]
+    ledger.record_version(_summary("r1", "2026-11-01T12:00:00+00:00"))
+    assert [s.run_id for s in ledger.versions("a")] == ["r1"]

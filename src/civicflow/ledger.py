@@ -1,7 +1,9 @@
 """Run history: every run of every dataset, whatever its outcome, in SQLite under var/.
 
 The ledger is what stewards read to see why a run failed, and what certification
-criteria (timeliness, quality pass rate) are computed from.
+criteria (timeliness, quality pass rate) are computed from. It also keeps one summary per
+version a run published (rows added, changed and deleted, checks passed): the catalog's
+version history, which publishes send with their metadata.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from civicflow.privatefs import FILE_MODE, private_dir
 
@@ -51,6 +53,21 @@ CREATE TABLE IF NOT EXISTS started (
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
     PRIMARY KEY (dataset_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    dataset_id TEXT NOT NULL,
+    portal TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    data_version TEXT,
+    portal_version TEXT,
+    published_at TEXT,
+    rows INTEGER,
+    added INTEGER,
+    changed INTEGER,
+    deleted INTEGER,
+    checks_passed INTEGER,
+    checks_total INTEGER,
+    PRIMARY KEY (dataset_id, portal, run_id)
 );
 CREATE TABLE IF NOT EXISTS watermarks (
     dataset_id TEXT PRIMARY KEY,
@@ -106,6 +123,49 @@ class RunRecord:
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """What one published version changed: counts only, never a value.
+
+    ``added``/``changed``/``deleted`` are None when unknown (no kept copy of the version
+    before to compare with); ``changed`` is also None for a table without a primary key,
+    where a changed row counts as one deleted and one added. ``checks_*`` count the
+    publishing run's checks of both severities (None when it sent none).
+    """
+
+    dataset_id: str
+    portal: str
+    run_id: str
+    data_version: str | None
+    added: int | None
+    changed: int | None
+    deleted: int | None
+    checks_passed: int | None
+    checks_total: int | None
+    #: known once the portal made it live
+    portal_version: str | None = None
+    published_at: str | None = None
+    rows: int | None = None
+
+    #: the keys a version's entry in the published metadata has (``extra.history``):
+    #: all known before the publish, so the same version always carries the same entry
+    HISTORY_KEYS: ClassVar[tuple[str, ...]] = (
+        "run_id",
+        "data_version",
+        "added",
+        "changed",
+        "deleted",
+        "checks_passed",
+        "checks_total",
+    )
+
+    def history_entry(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.HISTORY_KEYS}
+
+
+_VERSION_COLUMNS = [f.name for f in fields(VersionSummary)]
 
 
 @dataclass(frozen=True)
@@ -320,3 +380,31 @@ class Ledger:
                 "VALUES (?, ?, ?, ?)",
                 (dataset_id, cursor, value, run_id),
             )
+
+    # -- published versions: what each changed (the catalog's version history) --------
+
+    def record_version(self, summary: VersionSummary) -> None:
+        """Keep the summary of a version a run published (again: replaced)."""
+        placeholders = ", ".join(f":{c}" for c in _VERSION_COLUMNS)
+        with self._connect() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO versions ({', '.join(_VERSION_COLUMNS)}) "
+                f"VALUES ({placeholders})",
+                asdict(summary),
+            )
+
+    def versions(
+        self, dataset_id: str, portal: str | None = None, limit: int | None = None
+    ) -> list[VersionSummary]:
+        """Summaries of the versions published of ``dataset_id`` (to one portal kind),
+        newest first."""
+        sql = "SELECT * FROM versions WHERE dataset_id = ?"
+        params: list[object] = [dataset_id]
+        if portal is not None:
+            sql += " AND portal = ?"
+            params.append(portal)
+        sql += " ORDER BY published_at DESC, run_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._connect() as db:
+            return [VersionSummary(**dict(r)) for r in db.execute(sql, params)]

@@ -23,8 +23,10 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from civicflow import published
-from civicflow.ledger import Ledger, Outcome, RunRecord
+from civicflow.changes import DiffError, diff
+from civicflow.ledger import Ledger, Outcome, RunRecord, VersionSummary
 from civicflow.portals import (
+    Portal,
     PortalConflict,
     PortalError,
     PublishedVersion,
@@ -87,9 +89,14 @@ def report_paths(settings: Settings, dataset_id: str, run_id: str) -> tuple[Path
     return folder / f"{run_id}.json", folder / f"{run_id}.privacy.json"
 
 
-def dictionary(spec: DatasetSpec) -> list[dict[str, Any]]:
+#: versions whose summaries a publish sends in its metadata (the catalog's history)
+HISTORY = 20
+
+
+def dictionary(spec: DatasetSpec, empty: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The published fields in the spec's order, structured for the catalog's data
-    dictionary: name, type, unit, description and the privacy rule with its reason."""
+    dictionary: name, type, unit, description and the privacy rule with its reason;
+    ``empty``, when given, the count of empty values in the published rows."""
     return [
         {
             "name": f.name,
@@ -101,9 +108,23 @@ def dictionary(spec: DatasetSpec) -> list[dict[str, Any]]:
                 if f.privacy
                 else None
             ),
+            **({"empty": empty[f.name]} if empty is not None and f.name in empty else {}),
         }
         for f in spec.published_fields()
     ]
+
+
+def empty_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Per column, the values that are null or empty text (vectorised, one pass each):
+    what the catalog shows as the share of empty values."""
+    counts = {}
+    for name in frame.columns:
+        column = frame[name]
+        empty = int(column.isna().sum())
+        if pd.api.types.is_string_dtype(column.dtype) or pd.api.types.is_object_dtype(column.dtype):
+            empty += int(column.eq("").sum())
+        counts[str(name)] = empty
+    return counts
 
 
 def dropped_fields(spec: DatasetSpec) -> list[dict[str, str]]:
@@ -119,11 +140,17 @@ def table_metadata(
     spec: DatasetSpec,
     column_notes: dict[str, str] | None = None,
     quality: dict[str, int] | None = None,
+    *,
+    empty: dict[str, int] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> TableMetadata:
     """Portal metadata from the spec: the dataset page and its data dictionary.
 
     ``quality``: the validation counts of the run that publishes (``_counts``: passed and
     failed checks per severity, counts only), shown as the catalog's quality status.
+    ``empty``: empty values per field of the published rows (``empty_counts``), in the
+    dictionary. ``history``: the recent versions' summaries, newest first
+    (``VersionSummary.history_entry``), the catalog's version history.
     """
     column_notes = column_notes or {}
     columns = {}
@@ -154,10 +181,151 @@ def table_metadata(
             "record_date": spec.record_date,
             "title_es": spec.title_es,
             "description_es": spec.description_es,
-            "dictionary": dictionary(spec),
+            "dictionary": dictionary(spec, empty),
             "dropped_fields": dropped_fields(spec),
             **({"quality": dict(quality)} if quality is not None else {}),
+            **({"history": [dict(h) for h in history]} if history is not None else {}),
         },
+    )
+
+
+def versioned_metadata(
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    rows: pd.DataFrame | None,
+    data_version: str,
+    base: PublishedVersion | None,
+    column_notes: dict[str, str] | None = None,
+    quality: dict[str, int] | None = None,
+    portal: Portal | None = None,
+) -> tuple[TableMetadata, VersionSummary | None]:
+    """The metadata a publish of ``rows`` (the whole table after it; None: unknown) sends:
+    the spec's, the dictionary's empty counts, and the history with this version's summary.
+
+    Nothing time-varying is added unless the publish makes a new version: when the live
+    version ``base`` already holds these rows with this metadata and the history it went
+    live with, that exact metadata is returned (and no summary), so an unchanged re-run
+    stays unchanged. Otherwise the summary (rows added/changed/deleted against the kept
+    Parquet copy of ``base``, this run's checks) heads the history, followed by the ones
+    the ledger and the live metadata hold, newest first, at most ``HISTORY``.
+    """
+    empty = empty_counts(rows) if rows is not None else None
+    live = _live_metadata(settings, spec, base, portal)
+    live_history = _history_of(live)
+    same = table_metadata(spec, column_notes, quality, empty=empty, history=live_history)
+    if base is not None and published_version(data_version, same) == base.version:
+        return same, None
+    summary = _version_summary(spec, settings, run_id, rows, data_version, base, quality)
+    recorded = Ledger(settings.ledger_path).versions(spec.id, spec.portal.kind, limit=HISTORY)
+    seen: set[Any] = set()
+    history = []
+    for entry in [summary.history_entry(), *(r.history_entry() for r in recorded)] + (
+        live_history or []
+    ):
+        if entry.get("run_id") not in seen:
+            seen.add(entry.get("run_id"))
+            history.append(entry)
+    history.sort(key=lambda e: str(e.get("run_id") or ""), reverse=True)  # ids sort by time
+    metadata = table_metadata(spec, column_notes, quality, empty=empty, history=history[:HISTORY])
+    return metadata, summary
+
+
+def _live_metadata(
+    settings: Settings, spec: DatasetSpec, base: PublishedVersion | None, portal: Any = None
+) -> dict[str, Any] | None:
+    """The metadata the live version ``base`` went live with: its kept copy's manifest has
+    it; else (the copy lags, or another var dir published it) the portal, when it serves
+    its live state (the Datasette portal's ``live_state``, without rows)."""
+    if base is None:
+        return None
+    manifest = published.latest(settings, spec.id)
+    if manifest is not None and manifest.version == base.version:
+        return manifest.metadata
+    live_state = getattr(portal, "live_state", None)
+    if live_state is None:
+        return None
+    state = live_state(spec.table, with_rows=False)
+    if state.version is None or state.version.version != base.version:
+        return None
+    return dict(state.metadata) if isinstance(state.metadata, dict) else None
+
+
+def _history_of(metadata: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    history = ((metadata or {}).get("extra") or {}).get("history")
+    if not isinstance(history, list):
+        return None
+    return [h for h in history if isinstance(h, dict)]
+
+
+def _kept_rows(settings: Settings, dataset_id: str, data_version: str | None) -> Path | None:
+    """The kept Parquet copy holding the rows ``data_version`` (the latest first)."""
+    if data_version is None:
+        return None
+    latest = published.latest(settings, dataset_id)
+    kept = [latest] if latest is not None else []
+    kept += reversed(published.versions(settings, dataset_id))
+    return next((m.path for m in kept if m.data_version == data_version and m.path.is_file()), None)
+
+
+def _version_summary(
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    rows: pd.DataFrame | None,
+    data_version: str,
+    base: PublishedVersion | None,
+    quality: dict[str, int] | None,
+) -> VersionSummary:
+    """This version's rows added, changed and deleted since ``base`` (None when the rows,
+    or a kept copy of the base's rows, are unknown), and the run's checks."""
+    counts: dict[str, int | None] = {"added": None, "changed": None, "deleted": None}
+    key = [k for k in spec.primary_key if rows is not None and k in rows.columns]
+    if rows is not None and base is None:
+        counts = {"added": len(rows), "changed": 0 if key else None, "deleted": 0}
+    elif rows is not None and base is not None and base.data_version == data_version:
+        counts = {"added": 0, "changed": 0 if key else None, "deleted": 0}
+    elif rows is not None and base is not None:
+        old = _kept_rows(settings, spec.id, base.data_version)
+        if old is None:
+            log.warning("%s: no kept copy of the live rows: the history counts no changes", spec.id)
+        else:
+            try:
+                found = diff(old, rows, key, listed=False)
+            except DiffError as exc:
+                log.warning("%s: rows not compared for the history: %s", spec.id, exc)
+            else:
+                counts = {"added": found.added, "changed": found.changed, "deleted": found.deleted}
+    passed = total = None
+    if quality:
+        passed = sum(int(v) for k, v in quality.items() if k.endswith("_passed"))
+        total = sum(int(v) for v in quality.values())
+    return VersionSummary(
+        dataset_id=spec.id,
+        portal=spec.portal.kind,
+        run_id=run_id,
+        data_version=data_version,
+        checks_passed=passed,
+        checks_total=total,
+        added=counts["added"],
+        changed=counts["changed"],
+        deleted=counts["deleted"],
+    )
+
+
+def _record_version(
+    settings: Settings, summary: VersionSummary | None, result: PublishResult
+) -> None:
+    """Keep the summary in the ledger once its version went live (this run made it)."""
+    if summary is None or not result.changed or result.run_id not in (None, summary.run_id):
+        return
+    Ledger(settings.ledger_path).record_version(
+        dataclasses.replace(
+            summary,
+            portal_version=result.version,
+            published_at=result.published_at,
+            rows=result.rows,
+        )
     )
 
 
@@ -270,11 +438,13 @@ def publish_stage(
     when another run published this table after this run began.
     """
     portal = get_portal(spec.portal.kind, settings)
-    metadata = table_metadata(spec, column_notes, quality)
     base = portal.current_version(spec.table)
     if since is not None and base is not None and base.data_version is not None:
-        return _upsert(spec, frame, settings, run_id, metadata, base)
+        return _upsert(spec, frame, settings, run_id, base, column_notes, quality)
     data_version = published.content_version(frame)
+    metadata, summary = versioned_metadata(
+        spec, settings, run_id, frame, data_version, base, column_notes, quality, portal
+    )
     if base is not None and base.version != published_version(data_version, metadata):
         _refuse_if_published_since_start(spec, base, run_id)
     result = portal.publish(
@@ -288,6 +458,7 @@ def publish_stage(
         base=base,
     )
     _sync_parquet(spec, frame, settings, result, data_version, metadata)
+    _record_version(settings, summary, result)
     _log_published(spec, result)
     return result
 
@@ -297,8 +468,9 @@ def _upsert(
     frame: pd.DataFrame,
     settings: Settings,
     run_id: str,
-    metadata: TableMetadata,
     base: PublishedVersion,
+    column_notes: dict[str, str],
+    quality: dict[str, int] | None,
 ) -> PublishResult:
     """Send an incremental run's rows as upserts; the Parquet copy gets them too.
 
@@ -311,10 +483,16 @@ def _upsert(
     key = list(spec.primary_key)
     copy = published.read_latest(settings, spec.id)
     merged = None
+    if copy is not None and copy[0].version == base.version:
+        # the whole table after the upserts: the metadata's empty counts and history
+        merged = (
+            copy[1]
+            if frame.empty
+            else published.upserted(copy[1], frame.reset_index(drop=True), key)
+        )
     if frame.empty:
         data_version = base.data_version
-    elif copy is not None and copy[0].version == base.version:
-        merged = published.upserted(copy[1], frame.reset_index(drop=True), key)
+    elif merged is not None:
         data_version = published.content_version(merged)
     else:
         log.warning(
@@ -322,7 +500,11 @@ def _upsert(
             spec.id,
         )
         data_version = published.chained_version(base.data_version, frame)
-    result = get_portal(spec.portal.kind, settings).apply_changes(
+    portal = get_portal(spec.portal.kind, settings)
+    metadata, summary = versioned_metadata(
+        spec, settings, run_id, merged, data_version, base, column_notes, quality, portal
+    )
+    result = portal.apply_changes(
         spec.table,
         RowChanges(upserts=frame, deletes=frame.iloc[:0][key]),
         fields=spec.published_fields(),
@@ -334,6 +516,7 @@ def _upsert(
     )
     if merged is not None and published.lags(settings, spec.id, result.version):
         _write_copy(spec, merged, settings, result, data_version, metadata)
+    _record_version(settings, summary, result)
     _log_published(spec, result)
     return result
 
@@ -802,18 +985,41 @@ def dry_run_dataset(
             reason = f"privacy: {protected.report.summary()}"
             return DryRun(spec.id, run_id, None, reason, report_path, privacy_path)
         frame = protected.frame
-        plan = get_portal(spec.portal.kind, settings).plan(
+        portal = get_portal(spec.portal.kind, settings)
+        plan = portal.plan(
             spec.table,
             frame,
             fields=spec.published_fields(),
             primary_key=[k for k in spec.primary_key if k in frame.columns],
             version=published.content_version(frame),
-            metadata=table_metadata(spec, protected.report.metadata_notes(), _counts(report)),
+            metadata=_planned_metadata(spec, settings, portal, protected, report),
         )
         log.info("%s: dry run: %s", spec.id, "; ".join(line.strip() for line in plan.lines()))
         return DryRun(spec.id, run_id, plan, "", report_path, privacy_path)
     finally:
         _prune(settings, spec.id)  # a dry run's raw copy and reports age out like a run's
+
+
+def _planned_metadata(
+    spec: DatasetSpec, settings: Settings, portal: Portal, protected: Any, report: Any
+) -> TableMetadata:
+    """The metadata a dry run compares: the spec's, with the live version's empty counts
+    and history. Those follow the rows (whose changes the plan counts already), so the
+    plan's metadata lists what the spec changes, and the live source plans unchanged."""
+    live = _live_metadata(settings, spec, portal.current_version(spec.table), portal)
+    extra = (live or {}).get("extra") or {}
+    empty = {
+        str(f["name"]): int(f["empty"])
+        for f in extra.get("dictionary") or []
+        if isinstance(f, dict) and isinstance(f.get("empty"), int)
+    }
+    return table_metadata(
+        spec,
+        protected.report.metadata_notes(),
+        _counts(report),
+        empty=empty or None,
+        history=_history_of({"extra": extra}),
+    )
 
 
 def publishable(specs: dict[str, DatasetSpec]) -> list[str]:

@@ -3,8 +3,11 @@
 ``_civicflow_metadata`` holds the metadata a publish sent (``pipeline.table_metadata``:
 title, description, license, source = department, column descriptions, and ``extra``
 with steward, update frequency, category, tags, provenance, the structured data
-dictionary and the privacy notes); ``_civicflow_versions`` holds one row per published
-version. Both are public (Datasette serves them to anyone); staging tables are not read.
+dictionary with each field's empty values, the privacy notes and the summaries of the
+recent versions); ``_civicflow_versions`` holds one row per published version, joined
+here with its summary (rows added, changed, deleted; checks passed) by the run that
+published it and its rows' version. Both are public (Datasette serves them to anyone);
+staging tables are not read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from civicflow.portals.publish_store import METADATA, VERSIONS
@@ -42,14 +45,42 @@ def license_url(license_id: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What one version changed, as its publish recorded it (None: not counted; a table
+    without a primary key has no ``changed``: a changed row is one deleted and one added)."""
+
+    added: int | None
+    changed: int | None
+    deleted: int | None
+    checks_passed: int | None
+    checks_total: int | None
+
+    @property
+    def keyless(self) -> bool:
+        return self.changed is None and self.added is not None
+
+    @property
+    def complete(self) -> bool:
+        """Every count known (``changed`` may be absent only for a keyless table)."""
+        counts = (self.added, self.deleted, self.checks_passed, self.checks_total)
+        return None not in counts and (self.changed is not None or self.keyless)
+
+
+@dataclass(frozen=True)
 class Version:
-    """One published version of a table (newest first in ``Entry.versions``)."""
+    """One published version of a table (newest first in ``Entry.versions``).
+
+    ``changes`` is None for a version with no summary in the live metadata: published
+    before summaries were kept, by a rollback, or older than the history the live
+    version carries.
+    """
 
     version: str
     rows: int
     run_id: str | None
     published_at: str
     data_version: str | None
+    changes: Changes | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +126,18 @@ class Entry:
             for n, d in self.columns.items()
         ]
 
+    @property
+    def empty_counts(self) -> dict[str, int] | None:
+        """Empty values per field of the live rows, counted when they were published;
+        None when some field has no count (published before they were counted)."""
+        counts = {}
+        for f in self.dictionary:
+            value = _count(f.get("empty"))
+            if value is None:
+                return None
+            counts[str(f.get("name"))] = value
+        return counts
+
 
 def _exists(conn: sqlite3.Connection, table: str) -> bool:
     found = conn.execute(
@@ -116,8 +159,32 @@ def _versions(conn: sqlite3.Connection) -> dict[str, list[Version]]:
     return out
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _changes(entry: dict[str, Any]) -> Changes:
+    keys = ("added", "changed", "deleted", "checks_passed", "checks_total")
+    return Changes(*(_count(entry.get(k)) for k in keys))
+
+
+def with_changes(versions: list[Version], history: Any) -> list[Version]:
+    """``versions`` with the summaries of ``history`` (``extra.history``) joined on: the
+    same publishing run and the same rows (``data_version``)."""
+    found = {
+        (h.get("run_id"), h.get("data_version")): _changes(h)
+        for h in (history if isinstance(history, list) else [])
+        if isinstance(h, dict) and h.get("run_id")
+    }
+    return [
+        replace(v, changes=found.get((v.run_id, v.data_version)) if v.run_id else None)
+        for v in versions
+    ]
+
+
 def _entry(table: str, metadata: dict[str, Any], versions: list[Version]) -> Entry:
     extra = metadata.get("extra") or {}
+    versions = with_changes(versions, extra.get("history"))
     return Entry(
         table=table,
         title=str(metadata.get("title") or table),

@@ -3,8 +3,11 @@ and one page per dataset (about, freshness, quality, downloads, dictionary, priv
 history, preview), in English or Spanish (``?lang=es``).
 
 Everything shown comes from the portal database (``entries``) and the published table
-itself: example values and the preview are read from the live table, which passed the
-privacy guard; nothing here reads a source, a run report or a rejected run.
+itself: example values and the preview are read from the first rows of the live table,
+which passed the privacy guard; the share of empty values and each version's changes
+come with the metadata the publish sent (a table published before they were counted is
+scanned once for its empty values). Nothing here reads a source, a run report or a
+rejected run.
 """
 
 from __future__ import annotations
@@ -251,7 +254,9 @@ def has_coordinates(entry: Entry) -> bool:
 
 
 def history(entry: Entry) -> list[dict[str, Any]]:
-    """Each published version (newest first) with its change in rows from the one before."""
+    """Each published version (newest first) with its change in rows from the one before
+    and, where its publish recorded them, rows added, changed and deleted and the checks
+    passed (``changes``; None: not recorded)."""
     out = []
     for i, version in enumerate(entry.versions):
         previous = entry.versions[i + 1] if i + 1 < len(entry.versions) else None
@@ -259,6 +264,7 @@ def history(entry: Entry) -> list[dict[str, Any]]:
             {
                 "version": version,
                 "change": None if previous is None else version.rows - previous.rows,
+                "changes": version.changes,
             }
         )
     return out
@@ -335,15 +341,25 @@ def _example(value: Any) -> str:
     return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
 
 
-def profile(conn: sqlite3.Connection, table: str, names: list[str]) -> Profile:
-    """Empty shares in one query (``sum(col is null or col = '')`` per column), example
-    values and the first rows, for the dictionary's columns the table has, in its order."""
+def profile(
+    conn: sqlite3.Connection,
+    table: str,
+    names: list[str],
+    counted: tuple[int, dict[str, int]] | None = None,
+) -> Profile:
+    """Example values and the first rows for the dictionary's columns the table has, in
+    its order, and the empty values: ``counted`` (rows, empty values per column) as the
+    publish counted them, else scanned here in one query (``sum(col is null or col = '')``
+    per column: seconds on a million rows, for tables published before they were counted)."""
     present = {row[1] for row in conn.execute(f"pragma table_info({_quote(table)})")}
     columns = [n for n in names if n in present]
-    sums = "".join(f", sum({_quote(c)} is null or {_quote(c)} = '')" for c in columns)
-    counts = conn.execute(f"select count(*){sums} from {_quote(table)}").fetchone()
-    total = int(counts[0])
-    empty = {c: int(counts[i + 1] or 0) for i, c in enumerate(columns)}
+    if counted is not None:
+        total, empty = counted[0], {c: counted[1][c] for c in columns if c in counted[1]}
+    else:
+        sums = "".join(f", sum({_quote(c)} is null or {_quote(c)} = '')" for c in columns)
+        counts = conn.execute(f"select count(*){sums} from {_quote(table)}").fetchone()
+        total = int(counts[0])
+        empty = {c: int(counts[i + 1] or 0) for i, c in enumerate(columns)}
     examples = {}
     for c in columns:
         # from the first rows only: a column with fewer distinct values than EXAMPLES
@@ -370,7 +386,11 @@ async def _profile(db: Any, entry: Entry) -> Profile:
     key = (entry.table, entry.live.version)
     if key not in _profiles:
         names = [str(f.get("name")) for f in entry.dictionary]
-        _profiles[key] = await db.execute_fn(lambda conn: profile(conn, entry.table, names))
+        empty = entry.empty_counts
+        counted = None if empty is None else (entry.rows, empty)
+        _profiles[key] = await db.execute_fn(
+            lambda conn: profile(conn, entry.table, names, counted)
+        )
     return _profiles[key]
 
 
@@ -401,6 +421,7 @@ async def dataset_view(datasette: Any, request: Any) -> Response:
     if db is None or entry is None:
         return page.render("not_found.html", status=404, table=table)
     stats = await _profile(db, entry)
+    versions = history(entry)
     fields = [
         {
             **f,
@@ -418,7 +439,9 @@ async def dataset_view(datasette: Any, request: Any) -> Response:
         stats=stats,
         fresh=freshness(entry),
         quality=quality(entry),
-        history=history(entry),
+        history=versions,
+        unrecorded=any(v.changes is None or not v.changes.complete for v in entry.versions),
+        keyless=any(v.changes is not None and v.changes.keyless for v in entry.versions),
         geojson=has_coordinates(entry),
         review=entry.get("privacy_review"),
         protected=[f for f in entry.dictionary if f.get("privacy")],
