@@ -158,3 +158,49 @@ def test_what_alerts_take_is_none_when_unknown(settings: Settings) -> None:
     publish_copy(settings, spec, published_at=NEWEST.isoformat())
     assert dataset_freshness(settings, spec, now=NEWEST).stale_if_known is False
     assert dataset_freshness(settings, spec, now=NEWEST + timedelta(days=3)).stale_if_known is True
+
+
+def _run(settings: Settings, run_id: str, outcome: str, source_modified: str | None) -> None:
+    from civicflow.ledger import Ledger, RunRecord
+
+    Ledger(settings.ledger_path).record(
+        RunRecord(
+            dataset_id="cases",
+            run_id=run_id,
+            started_at=NEWEST,
+            finished_at=NEWEST,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason="test",
+            source_modified=source_modified,
+        )
+    )
+
+
+def test_without_a_record_date_the_age_is_the_sources_last_modified_when_it_says(
+    settings: Settings,
+) -> None:
+    spec = make_spec("daily", record_date=False)
+    # published now, but the department's file was last changed ten days ago
+    publish_copy(settings, spec, published_at=(NEWEST + timedelta(days=10)).isoformat())
+    _run(settings, "run-1", "published", (NEWEST - timedelta(days=1)).isoformat())
+    _run(settings, "run-2", "unchanged", NEWEST.isoformat())
+    _run(settings, "run-3", "rejected", (NEWEST + timedelta(days=9)).isoformat())  # not live
+    found = dataset_freshness(settings, spec, now=NEWEST + timedelta(days=10))
+    assert found.state == "stale"
+    assert found.detail.startswith("daily: source last modified 2026-11-20, 10.0 days old")
+
+
+def test_extract_records_the_source_files_modification_time(tmp_path: Path) -> None:
+    import os
+
+    from civicflow.sources import extract
+    from civicflow.spec import find_dataset
+
+    settings = Settings(project_dir=PROJECT, var_dir=tmp_path / "var", env={})
+    spec = find_dataset(settings.datasets_dir, "neighborhood_councils")
+    source = tmp_path / "drop.geojson"
+    source.write_bytes((PROJECT / spec.source.path).read_bytes())  # type: ignore[union-attr]
+    stamp = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC).timestamp()
+    os.utime(source, (stamp, stamp))
+    ext = extract(spec, settings, "run-1", source)
+    assert ext.source_modified == "2026-03-04T05:06:07+00:00"

@@ -308,6 +308,17 @@ def test_an_unchanged_file_is_not_downloaded_again_once_its_run_is_committed(
     assert pull(spec, settings, "run-3").rows == 3
 
 
+def test_the_extract_carries_the_servers_last_modified_for_freshness(
+    server: FileServer, settings: Settings
+) -> None:
+    server.routes["/requests.csv"] = Resource(CSV_BODY)
+    assert pull(make_spec(f"{server.base}/requests.csv"), settings).source_modified == (
+        "2024-05-01T08:00:00+00:00"
+    )
+    server.routes["/silent.csv"] = Resource(CSV_BODY, last_modified=None)
+    assert pull(make_spec(f"{server.base}/silent.csv"), settings, "run-2").source_modified is None
+
+
 def test_a_download_whose_run_was_not_committed_is_downloaded_again(
     server: FileServer, settings: Settings
 ) -> None:

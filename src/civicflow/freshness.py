@@ -3,7 +3,9 @@
 One implementation for ``civicflow status``, freshness alerts and the scorecard's
 timeliness check. Age is read from the data (the latest value of the spec's record
 date in the published Parquet copy), so re-publishing old data does not make it fresh;
-a dataset with no record date is as old as its last published version.
+a dataset with no record date is as old as its source says it is (the file's
+modification time, an HTTP Last-Modified, as the ledger recorded them), or else as old
+as its last published version.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from civicflow import published
+from civicflow.ledger import Ledger
 from civicflow.published import Manifest
 from civicflow.settings import Settings
 from civicflow.spec.models import DatasetSpec
@@ -37,8 +40,9 @@ class RecordDate:
     field: str | None
     latest: datetime | None
     problem: str | None = None
-    #: "record": read from the data; "published": the version's publish time (no record date)
-    basis: Literal["record", "published"] = "record"
+    #: "record": read from the data; "source": the source's last-modified time;
+    #: "published": the version's publish time (no record date, source silent)
+    basis: Literal["record", "source", "published"] = "record"
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,18 @@ def latest_record(spec: DatasetSpec, manifest: Manifest) -> RecordDate:
     return RecordDate(name, latest)
 
 
-def data_date(spec: DatasetSpec, manifest: Manifest) -> RecordDate:
+def data_date(
+    spec: DatasetSpec, manifest: Manifest, source_modified: str | None = None
+) -> RecordDate:
     """The date a dataset's age is read from: its latest record, or, for a dataset with no
-    record date field, when its live version was published."""
+    record date field, when the source last changed (``source_modified``) if it said so,
+    else when its live version was published."""
     found = latest_record(spec, manifest)
     if spec.record_date_field is not None:
         return found
+    modified = _parse(source_modified)
+    if modified is not None:
+        return RecordDate(None, modified, basis="source")
     when = _parse(manifest.published_at)
     problem = None if when else "the live version's publish time is unreadable"
     return RecordDate(None, when, problem, basis="published")
@@ -133,11 +143,11 @@ def judge(
     if found.latest is None:
         why = found.problem or "no date"
         return Freshness(freq, "unknown", f"{freq}: cannot tell how current the data is: {why}")
-    seen = (
-        f"last published {found.latest:%Y-%m-%d}"
-        if found.basis == "published"
-        else f"latest record {found.latest:%Y-%m-%d} ({found.field})"
-    )
+    seen = {
+        "published": f"last published {found.latest:%Y-%m-%d}",
+        "source": f"source last modified {found.latest:%Y-%m-%d}",
+        "record": f"latest record {found.latest:%Y-%m-%d} ({found.field})",
+    }[found.basis]
     age = now - found.latest
     if allowed is None:  # irregular / static: current as published
         return Freshness(freq, "fresh", f"{freq}: {seen}", found.latest, age)
@@ -158,6 +168,8 @@ def dataset_freshness(
     latest published Parquet copy and the status allowance for its update frequency."""
     now = now or datetime.now(UTC)
     manifest = published.latest(settings, spec.id)
-    found = data_date(spec, manifest) if manifest is not None else None
+    found = None
+    if manifest is not None:
+        found = data_date(spec, manifest, Ledger(settings.ledger_path).source_modified(spec.id))
     frequency = str(spec.update_frequency)
     return judge(frequency, found, now, allowance(frequency))

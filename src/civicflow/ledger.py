@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     privacy_report_path TEXT,
     rows_quarantined INTEGER NOT NULL DEFAULT 0,
     input_key TEXT,
+    source_modified TEXT,
     PRIMARY KEY (dataset_id, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
 _ADDED_COLUMNS = {
     "rows_quarantined": "INTEGER NOT NULL DEFAULT 0",
     "input_key": "TEXT",
+    "source_modified": "TEXT",
 }
 
 #: ``PRAGMA user_version`` of a ledger whose reasons are public-safe (no source values)
@@ -116,6 +118,9 @@ class RunRecord:
     #: sha256 of what the run read (raw copy, spec, suite): an equal key later means
     #: the same input, which ends ``unchanged`` before any check or portal write
     input_key: str | None = None
+    #: when the source says its data last changed (ISO 8601, UTC: a file's modification
+    #: time, an HTTP Last-Modified), None when it does not say
+    source_modified: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -289,6 +294,16 @@ class Ledger:
                 "DELETE FROM started WHERE dataset_id = ? AND run_id = ?",
                 (run.dataset_id, run.run_id),
             )
+
+    def source_modified(self, dataset_id: str) -> str | None:
+        """The latest source modification time a good run (published or unchanged) read."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT max(source_modified) FROM runs WHERE dataset_id = ?"
+                " AND outcome IN ('published', 'unchanged')",
+                (dataset_id,),
+            ).fetchone()
+        return row[0] if row else None
 
     def unfinished(self, dataset_id: str | None = None) -> list[Unfinished]:
         """Runs that began and recorded no outcome, newest first."""

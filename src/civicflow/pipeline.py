@@ -834,6 +834,7 @@ class _Run:
             return self.reject_extract(ext.error)
         self.stats["rows_in"] = ext.rows
         self.stats["input_key"] = key = input_key(spec, settings, ext.sha256, since)
+        self.stats["source_modified"] = ext.source_modified
         same = _same_input_still_live(settings, spec, key)
         if same is not None:
             return self.finish(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from civicflow.privatefs import READ_ONLY_MODE, private_file
@@ -114,11 +115,14 @@ def extract(
     """
     source = get_source(spec.source.kind)
     raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
+    modified: datetime | None = None
     if source_path is None and isinstance(source, RemoteSource):
         settings.private_dir(raw_path.parent)
         sha256 = _write_immutable(source.pull(spec, settings, since), raw_path)
-        from civicflow.sources.http import public_url
+        from civicflow.sources.http import pending_last_modified, public_url
 
+        if isinstance(spec.source, HttpSource):
+            modified = pending_last_modified(settings, spec)
         given = (
             public_url(spec.source.url)
             if isinstance(spec.source, HttpSource)
@@ -129,6 +133,7 @@ def extract(
         if not src.is_file():
             raise ExtractError(f"{src}: source file not found (dataset {spec.id}, source.path)")
         settings.private_dir(raw_path.parent)
+        modified = datetime.fromtimestamp(src.stat().st_mtime, UTC)
         sha256 = _copy_immutable(src, raw_path)
         given = _shown(src, settings)
     try:
@@ -141,5 +146,11 @@ def extract(
 
         frame = apply_transforms(spec, frame)
     return Extract(
-        dataset_id=spec.id, run_id=run_id, raw_path=raw_path, sha256=sha256, raw=raw, frame=frame
+        dataset_id=spec.id,
+        run_id=run_id,
+        raw_path=raw_path,
+        sha256=sha256,
+        raw=raw,
+        frame=frame,
+        source_modified=modified.isoformat(timespec="seconds") if modified else None,
     )

@@ -123,6 +123,9 @@ class Extract:
     sha256: str
     raw: pa.Table
     frame: pd.DataFrame
+    #: when the source says its data last changed (the file's modification time, an HTTP
+    #: Last-Modified), ISO 8601 UTC; None when it does not say
+    source_modified: str | None = None
 
     @property
     def rows(self) -> int:

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -155,6 +156,16 @@ def _save_pending(spec: DatasetSpec, settings: Settings, response: httpx.Respons
     }
     settings.private_dir(state_path(settings, spec).parent)
     write_private(state_path(settings, spec, pending=True), json.dumps(state, indent=2))
+
+
+def pending_last_modified(settings: Settings, spec: DatasetSpec) -> datetime | None:
+    """The Last-Modified the last download answered with (None: not sent, unreadable)."""
+    try:
+        state = json.loads(state_path(settings, spec, pending=True).read_text())
+        stamp = parsedate_to_datetime(state["last_modified"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def commit_http_validators(settings: Settings, spec: DatasetSpec) -> bool:
