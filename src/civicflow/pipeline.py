@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from civicflow import published
-from civicflow.changes import DiffError, diff
+from civicflow.changes import DiffError, RowDiff, diff
 from civicflow.ledger import Ledger, Outcome, RunRecord, VersionSummary
 from civicflow.portals import (
     Portal,
@@ -91,6 +92,12 @@ def report_paths(settings: Settings, dataset_id: str, run_id: str) -> tuple[Path
 
 #: versions whose summaries a publish sends in its metadata (the catalog's history)
 HISTORY = 20
+
+#: the largest share of the live table's rows a republish sends as changes (rows added,
+#: changed and deleted, by primary key) instead of replacing the table: above a fifth,
+#: writing every row into a fresh table costs about as much as upserting and deleting
+#: that many by key, and keeps the storage order of a fresh load
+INCREMENTAL_MAX_SHARE = 0.2
 
 
 def dictionary(spec: DatasetSpec, empty: dict[str, int] | None = None) -> list[dict[str, Any]]:
@@ -199,6 +206,7 @@ def versioned_metadata(
     column_notes: dict[str, str] | None = None,
     quality: dict[str, int] | None = None,
     portal: Portal | None = None,
+    diffed: RowDiff | None | EllipsisType = ...,
 ) -> tuple[TableMetadata, VersionSummary | None]:
     """The metadata a publish of ``rows`` (the whole table after it; None: unknown) sends:
     the spec's, the dictionary's empty counts, and the history with this version's summary.
@@ -209,6 +217,8 @@ def versioned_metadata(
     stays unchanged. Otherwise the summary (rows added/changed/deleted against the kept
     Parquet copy of ``base``, this run's checks) heads the history, followed by the ones
     the ledger and the live metadata hold, newest first, at most ``HISTORY``.
+    ``diffed``: the diff of ``rows`` against the base's kept copy when the caller made
+    it already (None: tried, not comparable), so the rows are compared once.
     """
     empty = empty_counts(rows) if rows is not None else None
     live = _live_metadata(settings, spec, base, portal)
@@ -216,7 +226,7 @@ def versioned_metadata(
     same = table_metadata(spec, column_notes, quality, empty=empty, history=live_history)
     if base is not None and published_version(data_version, same) == base.version:
         return same, None
-    summary = _version_summary(spec, settings, run_id, rows, data_version, base, quality)
+    summary = _version_summary(spec, settings, run_id, rows, data_version, base, quality, diffed)
     recorded = Ledger(settings.ledger_path).versions(spec.id, spec.portal.kind, limit=HISTORY)
     seen: set[Any] = set()
     history = []
@@ -260,12 +270,20 @@ def _history_of(metadata: dict[str, Any] | None) -> list[dict[str, Any]] | None:
 
 def _kept_rows(settings: Settings, dataset_id: str, data_version: str | None) -> Path | None:
     """The kept Parquet copy holding the rows ``data_version`` (the latest first)."""
+    manifest = _kept_manifest(settings, dataset_id, data_version)
+    return manifest.path if manifest is not None else None
+
+
+def _kept_manifest(
+    settings: Settings, dataset_id: str, data_version: str | None
+) -> published.Manifest | None:
+    """The manifest of a kept Parquet copy holding the rows ``data_version``."""
     if data_version is None:
         return None
     latest = published.latest(settings, dataset_id)
     kept = [latest] if latest is not None else []
     kept += reversed(published.versions(settings, dataset_id))
-    return next((m.path for m in kept if m.data_version == data_version and m.path.is_file()), None)
+    return next((m for m in kept if m.data_version == data_version and m.path.is_file()), None)
 
 
 def _version_summary(
@@ -276,15 +294,21 @@ def _version_summary(
     data_version: str,
     base: PublishedVersion | None,
     quality: dict[str, int] | None,
+    diffed: RowDiff | None | EllipsisType = ...,
 ) -> VersionSummary:
     """This version's rows added, changed and deleted since ``base`` (None when the rows,
-    or a kept copy of the base's rows, are unknown), and the run's checks."""
+    or a kept copy of the base's rows, are unknown), and the run's checks.
+    ``diffed``: that comparison when already made (None: made, and it failed)."""
     counts: dict[str, int | None] = {"added": None, "changed": None, "deleted": None}
     key = [k for k in spec.primary_key if rows is not None and k in rows.columns]
     if rows is not None and base is None:
         counts = {"added": len(rows), "changed": 0 if key else None, "deleted": 0}
     elif rows is not None and base is not None and base.data_version == data_version:
         counts = {"added": 0, "changed": 0 if key else None, "deleted": 0}
+    elif rows is not None and base is not None and isinstance(diffed, RowDiff):
+        counts = {"added": diffed.added, "changed": diffed.changed, "deleted": diffed.deleted}
+    elif rows is not None and base is not None and diffed is None:
+        pass  # compared already, and the rows could not be (logged there)
     elif rows is not None and base is not None:
         old = _kept_rows(settings, spec.id, base.data_version)
         if old is None:
@@ -433,34 +457,135 @@ def publish_stage(
 ) -> PublishResult:
     """Publish the rows and metadata as one version; keep the Parquet copy in step.
 
-    An incremental run (``since`` set, table live) upserts its rows by primary key;
-    otherwise the table is replaced. Refused (PortalConflict, naming the other run)
-    when another run published this table after this run began.
+    An incremental run (``since`` set, table live) upserts its rows by primary key.
+    Otherwise ``frame`` is the whole new table: when only a few of its rows differ from
+    the live ones (see ``_changes_to_send``) just those are sent (``apply_changes``),
+    else the table is replaced. Both give the same version, Parquet copy and history.
+    Refused (PortalConflict, naming the other run) when another run published this
+    table after this run began; a refused or failed publish leaves the live table as it was.
     """
     portal = get_portal(spec.portal.kind, settings)
     base = portal.current_version(spec.table)
     if since is not None and base is not None and base.data_version is not None:
         return _upsert(spec, frame, settings, run_id, base, column_notes, quality)
     data_version = published.content_version(frame)
+    diffed = _live_diff(spec, settings, frame, data_version, base)
     metadata, summary = versioned_metadata(
-        spec, settings, run_id, frame, data_version, base, column_notes, quality, portal
+        spec, settings, run_id, frame, data_version, base, column_notes, quality, portal, diffed
     )
     if base is not None and base.version != published_version(data_version, metadata):
         _refuse_if_published_since_start(spec, base, run_id)
-    result = portal.publish(
-        spec.table,
-        frame,
-        fields=spec.published_fields(),
-        primary_key=[k for k in spec.primary_key if k in frame.columns],
-        version=data_version,
-        run_id=run_id,
-        metadata=metadata,
-        base=base,
-    )
+    changes = _changes_to_send(spec, settings, frame, base, diffed)
+    fields = spec.published_fields()
+    if changes is not None:
+        result = portal.apply_changes(
+            spec.table,
+            changes,
+            fields=fields,
+            primary_key=list(spec.primary_key),
+            version=data_version,
+            run_id=run_id,
+            metadata=metadata,
+            base=base,
+        )
+    else:
+        result = portal.publish(
+            spec.table,
+            frame,
+            fields=fields,
+            primary_key=[k for k in spec.primary_key if k in frame.columns],
+            version=data_version,
+            run_id=run_id,
+            metadata=metadata,
+            base=base,
+        )
     _sync_parquet(spec, frame, settings, result, data_version, metadata)
     _record_version(settings, summary, result)
     _log_published(spec, result)
     return result
+
+
+def _live_diff(
+    spec: DatasetSpec,
+    settings: Settings,
+    frame: pd.DataFrame,
+    data_version: str,
+    base: PublishedVersion | None,
+) -> RowDiff | None | EllipsisType:
+    """``frame`` against the kept Parquet copy of the live rows, by primary key, listing
+    the changes: what both the history counts and a changes-only publish need, computed
+    once. ``...`` when there is nothing to compare by key (no key, no live version, the
+    same rows, no kept copy: the history works it out as before); None when the rows
+    could not be compared (logged)."""
+    key = list(spec.primary_key)
+    if not key or any(k not in frame.columns for k in key):
+        return ...
+    if base is None or base.data_version is None or base.data_version == data_version:
+        return ...
+    old = _kept_rows(settings, spec.id, base.data_version)
+    if old is None:
+        return ...
+    try:
+        return diff(old, frame, key, listed=True)
+    except DiffError as exc:
+        log.warning("%s: rows not compared with the live version: %s", spec.id, exc)
+        return None
+
+
+def _changes_to_send(
+    spec: DatasetSpec,
+    settings: Settings,
+    frame: pd.DataFrame,
+    base: PublishedVersion | None,
+    diffed: RowDiff | None | EllipsisType,
+) -> RowChanges | None:
+    """The rows to upsert and the keys to delete when publishing only the changes gives
+    the table a full publish of ``frame`` would; None: replace the table.
+
+    Only the changes go when the table is live with a kept copy of exactly its rows
+    (the diff was made against it), the published fields (names, order, types) are the
+    ones that copy went live with, and at least one but at most ``INCREMENTAL_MAX_SHARE``
+    of the live rows were added, changed or deleted. Logged either way, counts only.
+    """
+    if base is None or base.data_version is None or not spec.primary_key:
+        return None
+    manifest = _kept_manifest(settings, spec.id, base.data_version)
+    fields = [(f.name, f.type) for f in spec.published_fields()]
+    why: str | None = None
+    if not isinstance(diffed, RowDiff):
+        if diffed is None or manifest is None:  # else: the same rows, nothing to diff
+            why = "rows not comparable" if diffed is None else "no kept copy of the live rows"
+            log.info("%s: full publish (%s)", spec.id, why)
+        return None
+    changed = diffed.added + (diffed.changed or 0) + diffed.deleted
+    if manifest is None or diffed.rows_before != base.rows or manifest.rows != base.rows:
+        why = "the kept copy does not hold the live rows"
+    elif _fields_of(manifest) != fields or list(frame.columns) != [n for n, _ in fields]:
+        why = "the published fields changed"
+    elif changed == 0:
+        why = "the same rows in another order or form"
+    elif changed > INCREMENTAL_MAX_SHARE * base.rows:
+        why = f"{changed:,} rows changed, above {INCREMENTAL_MAX_SHARE:.0%} of {base.rows:,}"
+    if why is not None:
+        log.info("%s: full publish (%s)", spec.id, why)
+        return None
+    log.info(
+        "%s: changes-only publish: %s added, %s changed, %s deleted of %s live rows",
+        spec.id,
+        f"{diffed.added:,}",
+        f"{diffed.changed or 0:,}",
+        f"{diffed.deleted:,}",
+        f"{base.rows:,}",
+    )
+    return RowChanges(upserts=diffed.upserts(frame), deletes=diffed.deletes())
+
+
+def _fields_of(manifest: published.Manifest) -> list[tuple[Any, Any]]:
+    """The published fields (name, type) a kept copy went live with (its dictionary)."""
+    extra = (manifest.metadata or {}).get("extra") or {}
+    return [
+        (f.get("name"), f.get("type")) for f in extra.get("dictionary") or [] if isinstance(f, dict)
+    ]
 
 
 def _upsert(

@@ -1,0 +1,249 @@
+"""Incremental publish (issue 13, item 4): a republish sends only the changed rows.
+
+The bundled 311 data is published to the real Datasette portal, then rows are deleted,
+updated and inserted at random and the file is published again: only the added, changed
+and deleted rows travel (``apply_changes``), and the portal, the version, the Parquet
+copy and the history come out as a full publish of the same file gives them. Too many
+changes, or no kept copy of the live rows, take the full path; a conflict leaves the
+live table as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from civicflow import pipeline, published
+from civicflow.ledger import Ledger
+from civicflow.pipeline import RunOutcome, run_dataset
+from civicflow.portals import PortalConflict, TableMetadata, get_portal, published_version
+from civicflow.settings import Settings
+from civicflow.spec import DatasetSpec, find_dataset
+from civicflow.spec.models import PortalTarget
+from tests.fixtures.portal import PROJECT_DIR, DatasetteServer, point_civicflow_at, unique_table
+
+DATASET = "la311_service_requests"
+CSV = PROJECT_DIR / "data" / DATASET / "MyLA311_Service_Request_Data_2017_Subset.csv"
+
+
+def _source() -> pd.DataFrame:
+    return pd.read_csv(CSV, dtype=str, keep_default_na=False)
+
+
+def _mutate(
+    frame: pd.DataFrame, *, deletes: int, updates: int, inserts: int, seed: int
+) -> tuple[pd.DataFrame, set[str]]:
+    """Delete, update (status and request source, from values the data has) and insert
+    (copies under fresh numbers, at random places) random rows; also the changed keys."""
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(frame), deletes + updates, replace=False)
+    gone, edited = picked[:deletes], picked[deletes:]
+    out = frame.copy()
+    for i in edited:
+        for column in ("Status", "RequestSource"):
+            others = [v for v in frame[column].unique() if v != out.at[i, column]]
+            out.at[i, column] = others[int(rng.integers(len(others)))]
+    changed = set(out.loc[edited, "SRNumber"])
+    out = out.drop(index=gone)
+    new = frame.iloc[rng.choice(len(frame), inserts, replace=False)].copy()
+    new["SRNumber"] = [f"1-9{seed:03d}{n:06d}" for n in range(inserts)]
+    for k, (_, row) in enumerate(new.iterrows()):
+        at = int(rng.integers(len(out) + 1))
+        out = pd.concat([out.iloc[:at], row.to_frame().T, out.iloc[at:]], ignore_index=True)
+        changed.add(new["SRNumber"].iloc[k])
+    changed |= set(frame.loc[gone, "SRNumber"])
+    return out.reset_index(drop=True), changed
+
+
+def _write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _spec(settings: Settings, table: str) -> DatasetSpec:
+    spec = find_dataset(settings.datasets_dir, DATASET)
+    return spec.model_copy(update={"portal": PortalTarget(kind="datasette", table=table)})
+
+
+def _rows(server: DatasetteServer, table: str) -> list[dict[str, object]]:
+    """Every live row as a resident reads it (Datasette pages a table in key order)."""
+    rows: list[dict[str, object]] = []
+    while page := server.query(
+        f'select * from "{table}" order by sr_number limit 1000 offset {len(rows)}'
+    ):
+        rows += page
+    assert len(rows) == server.row_count(table)
+    return rows
+
+
+def _live(settings: Settings, spec: DatasetSpec):  # type: ignore[no-untyped-def]
+    return get_portal("datasette", settings).current_version(spec.table)
+
+
+@pytest.fixture
+def first(
+    datasette_server: DatasetteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, DatasetSpec]:
+    """The bundled 311 data published in full to a fresh table, from a fresh var dir."""
+    settings = point_civicflow_at(datasette_server, tmp_path / "var", monkeypatch)
+    spec = _spec(settings, unique_table("inc"))
+    outcome = run_dataset(settings, DATASET, CSV, spec=spec)
+    assert outcome.outcome == "published" and outcome.result is not None
+    assert outcome.result.upserted is None  # a new table: published in full
+    return settings, spec
+
+
+def _full_publish(
+    server: DatasetteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: Path
+) -> tuple[Settings, DatasetSpec, RunOutcome]:
+    """``source`` published in full to another fresh table from another var dir."""
+    with monkeypatch.context() as mp:
+        settings = point_civicflow_at(server, tmp_path / "full-var", mp)
+        spec = _spec(settings, unique_table("full"))
+        outcome = run_dataset(settings, DATASET, source, spec=spec)
+    assert outcome.outcome == "published" and outcome.result is not None
+    assert outcome.result.upserted is None
+    return settings, spec, outcome
+
+
+def test_a_republish_sends_only_the_changed_rows_and_equals_a_full_publish(
+    first, datasette_server, tmp_path, monkeypatch, caplog
+) -> None:
+    settings, spec = first
+    variant, changed_keys = _mutate(_source(), deletes=30, updates=40, inserts=20, seed=7)
+    source = _write(tmp_path / "variant.csv", variant)
+
+    with caplog.at_level("INFO", logger="civicflow.pipeline"):
+        outcome = run_dataset(settings, DATASET, source, spec=spec)
+
+    assert outcome.outcome == "published", outcome.reason
+    result = outcome.result
+    assert result is not None and (result.upserted, result.deleted) == (60, 30)
+    assert result.rows == len(variant) == 9999 - 30 + 20
+    assert "changed rows only: 60 upserted, 30 deleted" in outcome.record.reason
+    path_log = [r.getMessage() for r in caplog.records if "changes-only publish" in r.getMessage()]
+    assert path_log == [
+        f"{DATASET}: changes-only publish: 20 added, 40 changed, 30 deleted of 9,999 live rows"
+    ]
+    assert not any(k in m for m in path_log for k in changed_keys)  # counts, never values
+
+    full_settings, full_spec, full = _full_publish(datasette_server, tmp_path, monkeypatch, source)
+    # the portal holds exactly what a full publish of the same file gives
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, full_spec.table)
+    live, full_live = _live(settings, spec), _live(full_settings, full_spec)
+    assert live is not None and full_live is not None
+    assert live.data_version == full_live.data_version  # the content hash of the new frame
+    assert live.rows == full_live.rows
+    # the version id is the one a full publish makes: the new frame's hash and the metadata
+    manifest, full_manifest = (
+        published.latest(settings, DATASET),
+        published.latest(full_settings, DATASET),
+    )
+    assert manifest is not None and full_manifest is not None and manifest.metadata
+    assert (manifest.version, manifest.data_version) == (live.version, live.data_version)
+    assert live.version == published_version(live.data_version, TableMetadata(**manifest.metadata))
+    assert manifest.run_id == outcome.record.run_id and result.version == live.version
+    # the same Parquet copy
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(manifest.path), pd.read_parquet(full_manifest.path)
+    )
+    # the ledger: the run's version and the history counts of one shared diff
+    assert outcome.record.portal_version == live.version
+    (summary, *_) = Ledger(settings.ledger_path).versions(DATASET, "datasette")
+    assert (summary.run_id, summary.portal_version) == (outcome.record.run_id, live.version)
+    assert (summary.added, summary.changed, summary.deleted, summary.rows) == (20, 40, 30, 9989)
+    history = manifest.metadata["extra"]["history"]
+    assert [h["added"] for h in history] == [20, 9999]
+
+    # and again on top of the incremental version: the kept copy it wrote is the base
+    again, _ = _mutate(variant, deletes=5, updates=5, inserts=5, seed=8)
+    second = run_dataset(settings, DATASET, _write(tmp_path / "again.csv", again), spec=spec)
+    assert second.result is not None and (second.result.upserted, second.result.deleted) == (10, 5)
+    _, check_spec, _ = _full_publish(
+        datasette_server, tmp_path / "2", monkeypatch, tmp_path / "again.csv"
+    )
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, check_spec.table)
+    assert run_dataset(settings, DATASET, tmp_path / "again.csv", spec=spec).outcome == "unchanged"
+
+
+def test_a_change_above_the_threshold_replaces_the_table(
+    first, datasette_server, tmp_path, monkeypatch
+) -> None:
+    settings, spec = first
+    share = pipeline.INCREMENTAL_MAX_SHARE
+    updates = int(9999 * share) + 50
+    variant, _ = _mutate(_source(), deletes=0, updates=updates, inserts=0, seed=3)
+    source = _write(tmp_path / "big.csv", variant)
+
+    outcome = run_dataset(settings, DATASET, source, spec=spec)
+
+    assert outcome.outcome == "published" and outcome.result is not None
+    assert outcome.result.upserted is None and outcome.result.deleted is None  # full path
+    (summary, *_) = Ledger(settings.ledger_path).versions(DATASET, "datasette")
+    assert (summary.added, summary.changed, summary.deleted) == (0, updates, 0)
+    _, full_spec, _ = _full_publish(datasette_server, tmp_path, monkeypatch, source)
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, full_spec.table)
+
+
+def test_without_a_kept_copy_of_the_live_rows_the_table_is_replaced(
+    first, datasette_server, tmp_path, monkeypatch
+) -> None:
+    settings, spec = first
+    shutil.rmtree(settings.published_dir / DATASET)
+    variant, _ = _mutate(_source(), deletes=3, updates=3, inserts=3, seed=5)
+    source = _write(tmp_path / "variant.csv", variant)
+
+    outcome = run_dataset(settings, DATASET, source, spec=spec)
+
+    assert outcome.outcome == "published" and outcome.result is not None
+    assert outcome.result.upserted is None  # full path
+    _, full_spec, _ = _full_publish(datasette_server, tmp_path, monkeypatch, source)
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, full_spec.table)
+    manifest = published.latest(settings, DATASET)
+    live = _live(settings, spec)
+    assert manifest is not None and live is not None and manifest.version == live.version
+
+
+def test_a_conflict_leaves_the_live_table_as_it_was(
+    first, datasette_server, tmp_path, monkeypatch
+) -> None:
+    """Another run publishes between this run's start and its apply: refused, untouched."""
+    settings, spec = first
+    other, _ = _mutate(_source(), deletes=2, updates=0, inserts=0, seed=11)
+    mine, _ = _mutate(_source(), deletes=0, updates=4, inserts=1, seed=12)
+    real_get_portal = pipeline.get_portal
+    published_by_other: list[str] = []
+
+    class Racing:
+        """The real portal; just before this run's apply, another run publishes."""
+
+        def __init__(self, portal):  # type: ignore[no-untyped-def]
+            self._portal = portal
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self._portal, name)
+
+        def apply_changes(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            with monkeypatch.context() as mp:
+                mp.setattr(pipeline, "get_portal", real_get_portal)
+                done = run_dataset(
+                    settings, DATASET, _write(tmp_path / "other.csv", other), spec=spec
+                )
+            published_by_other.append(done.record.run_id)
+            return self._portal.apply_changes(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "get_portal", lambda kind, s: Racing(real_get_portal(kind, s)))
+    with pytest.raises(PortalConflict):
+        run_dataset(settings, DATASET, _write(tmp_path / "mine.csv", mine), spec=spec)
+    monkeypatch.setattr(pipeline, "get_portal", real_get_portal)
+
+    live = _live(settings, spec)
+    assert live is not None and live.run_id == published_by_other[0] and live.rows == 9997
+    keys = {r["sr_number"] for r in _rows(datasette_server, spec.table)}
+    assert keys == set(other["SRNumber"])
+    manifest = published.latest(settings, DATASET)
+    assert manifest is not None and manifest.version == live.version  # copy untouched too
