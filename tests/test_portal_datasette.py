@@ -703,6 +703,10 @@ def test_instance_title_and_scorecard_link(datasette_server) -> None:
     assert "<h1>City of Los Angeles open data</h1>" in home and 'href="/scorecard/"' in home
     card = httpx.get(datasette_server.url + "/scorecard/", follow_redirects=True, timeout=30)
     assert card.status_code == 200 and "scorecard test page" in card.text
+    # the Spanish catalog links /scorecard/?lang=es: the Spanish page
+    (site / "index.es.html").write_text("<h1>página de prueba</h1>")
+    es = httpx.get(datasette_server.url + "/scorecard/?lang=es", follow_redirects=True, timeout=30)
+    assert es.status_code == 200 and "página de prueba" in es.text
 
 
 def test_the_secret_is_generated_once_private_and_reused(tmp_path: Path) -> None:

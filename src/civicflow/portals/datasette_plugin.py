@@ -103,9 +103,15 @@ def register_routes() -> list[tuple[str, Any]]:
         (base + r"/staging/(?P<table>[^/]+)$", staging_view),
         (base + r"/versions/(?P<table>[^/]+)$", version_view),
         (base + r"/live/(?P<table>[^/]+)$", live_view),
-        # Static mounts refuse directory URLs; residents follow links to /scorecard/.
-        (r"^/scorecard/?$", lambda: Response.redirect("/scorecard/index.html")),
+        # Static mounts refuse directory URLs; residents follow links to /scorecard/
+        # (the Spanish catalog's link carries ?lang=es: its page is index.es.html).
+        (r"^/scorecard/?$", _scorecard_page),
     ]
+
+
+def _scorecard_page(request: Any) -> Response:
+    page = "index.es.html" if request.args.get("lang") == "es" else "index.html"
+    return Response.redirect(f"/scorecard/{page}")
 
 
 @hookimpl
