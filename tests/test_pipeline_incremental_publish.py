@@ -35,27 +35,43 @@ def _source() -> pd.DataFrame:
 
 
 def _mutate(
-    frame: pd.DataFrame, *, deletes: int, updates: int, inserts: int, seed: int
+    frame: pd.DataFrame,
+    *,
+    deletes: int,
+    updates: int,
+    inserts: int,
+    seed: int,
+    last: bool = True,
+    within: int | None = None,
 ) -> tuple[pd.DataFrame, set[str]]:
-    """Delete, update (status and request source, from values the data has) and insert
-    (copies under fresh numbers, at random places) random rows; also the changed keys."""
+    """Delete random rows, update others (status and request source, from values the
+    data has) and insert copies under fresh numbers; also the keys that changed.
+
+    ``last``: the updated and inserted rows come last, as a source listing rows by update
+    time gives them; else updates stay in place and inserts land anywhere. ``within``:
+    update only among the last that many rows."""
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(frame), deletes + updates, replace=False)
-    gone, edited = picked[:deletes], picked[deletes:]
+    pool = np.arange(len(frame)) if within is None else np.arange(len(frame) - within, len(frame))
+    edited = rng.choice(pool, updates, replace=False)
+    rest = np.setdiff1d(np.arange(len(frame)), edited)
+    gone = rng.choice(rest, deletes, replace=False)
     out = frame.copy()
     for i in edited:
         for column in ("Status", "RequestSource"):
             others = [v for v in frame[column].unique() if v != out.at[i, column]]
             out.at[i, column] = others[int(rng.integers(len(others)))]
-    changed = set(out.loc[edited, "SRNumber"])
-    out = out.drop(index=gone)
+    changed = set(out.loc[edited, "SRNumber"]) | set(frame.loc[gone, "SRNumber"])
     new = frame.iloc[rng.choice(len(frame), inserts, replace=False)].copy()
     new["SRNumber"] = [f"1-9{seed:03d}{n:06d}" for n in range(inserts)]
-    for k, (_, row) in enumerate(new.iterrows()):
+    changed |= set(new["SRNumber"])
+    if last:
+        moved = out.loc[np.sort(edited)]
+        out = pd.concat([out.drop(index=[*gone, *edited]), moved, new], ignore_index=True)
+        return out, changed
+    out = out.drop(index=gone).reset_index(drop=True)
+    for _, row in new.iterrows():
         at = int(rng.integers(len(out) + 1))
         out = pd.concat([out.iloc[:at], row.to_frame().T, out.iloc[at:]], ignore_index=True)
-        changed.add(new["SRNumber"].iloc[k])
-    changed |= set(frame.loc[gone, "SRNumber"])
     return out.reset_index(drop=True), changed
 
 
@@ -70,10 +86,11 @@ def _spec(settings: Settings, table: str) -> DatasetSpec:
 
 
 def _rows(server: DatasetteServer, table: str) -> list[dict[str, object]]:
-    """Every live row as a resident reads it (Datasette pages a table in key order)."""
+    """Every live row as a resident reads it, in the table's order (the query API and the
+    downloads read it in storage order; Datasette's pages sort by key)."""
     rows: list[dict[str, object]] = []
     while page := server.query(
-        f'select * from "{table}" order by sr_number limit 1000 offset {len(rows)}'
+        f'select * from "{table}" order by rowid limit 1000 offset {len(rows)}'
     ):
         rows += page
     assert len(rows) == server.row_count(table)
@@ -128,6 +145,7 @@ def test_a_republish_sends_only_the_changed_rows_and_equals_a_full_publish(
     path_log = [r.getMessage() for r in caplog.records if "changes-only publish" in r.getMessage()]
     assert path_log == [
         f"{DATASET}: changes-only publish: 20 added, 40 changed, 30 deleted of 9,999 live rows"
+        " (0 unchanged rows sent again to keep the row order)"
     ]
     assert not any(k in m for m in path_log for k in changed_keys)  # counts, never values
 
@@ -187,6 +205,36 @@ def test_a_change_above_the_threshold_replaces_the_table(
     assert (summary.added, summary.changed, summary.deleted) == (0, updates, 0)
     _, full_spec, _ = _full_publish(datasette_server, tmp_path, monkeypatch, source)
     assert _rows(datasette_server, spec.table) == _rows(datasette_server, full_spec.table)
+
+
+def test_rows_changed_in_place_are_sent_from_the_first_change_on(
+    first, datasette_server, tmp_path, monkeypatch
+) -> None:
+    """The content version covers the row order, and an upsert appends: rows changed in
+    place near the end are sent with the unchanged rows after them (the live table keeps
+    the file's order); changed in place all over, that is too many: the full path."""
+    settings, spec = first
+    variant, changed = _mutate(
+        _source(), deletes=10, updates=20, inserts=0, seed=4, last=False, within=300
+    )
+    source = _write(tmp_path / "near-end.csv", variant)
+    first_changed = int(variant.index[variant["SRNumber"].isin(changed)].min())
+
+    outcome = run_dataset(settings, DATASET, source, spec=spec)
+
+    assert outcome.outcome == "published" and outcome.result is not None
+    assert outcome.result.upserted == len(variant) - first_changed < 300
+    assert outcome.result.deleted == 10
+    _, full_spec, _ = _full_publish(datasette_server, tmp_path, monkeypatch, source)
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, full_spec.table)
+    assert _live(settings, spec).data_version == published.latest(settings, DATASET).data_version
+
+    scattered, _ = _mutate(_source(), deletes=0, updates=100, inserts=0, seed=6, last=False)
+    source = _write(tmp_path / "scattered.csv", scattered)
+    outcome = run_dataset(settings, DATASET, source, spec=spec)
+    assert outcome.result is not None and outcome.result.upserted is None  # full path
+    _, check_spec, _ = _full_publish(datasette_server, tmp_path / "2", monkeypatch, source)
+    assert _rows(datasette_server, spec.table) == _rows(datasette_server, check_spec.table)
 
 
 def test_without_a_kept_copy_of_the_live_rows_the_table_is_replaced(

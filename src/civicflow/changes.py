@@ -73,6 +73,11 @@ class RowDiff:
     changed: int | None
     deleted: int
     rows: pa.Table | None
+    #: listed keyed diffs only: how many rows at the start of ``new`` are unchanged rows
+    #: of ``old`` in the same order (among themselves). A table that keeps those, deletes
+    #: the other old rows and appends the rest of ``new`` in order holds ``new`` in its
+    #: order (see :meth:`appended`); None when not listed or not keyed
+    in_order: int | None = None
 
     @property
     def keyed(self) -> bool:
@@ -111,6 +116,15 @@ class RowDiff:
     def upserts(self, new: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``new`` (the frame diffed as ``new``) that are added or changed."""
         return new.iloc[self.positions("added", "changed")]
+
+    def appended(self, new: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``new`` from the first that is not an unchanged old row in the old
+        order: every added and changed row, and the unchanged ones after the first of
+        those. Upserted (appended) after deleting the old rows not kept, they leave a table
+        stored in ``new``'s row order."""
+        if self.in_order is None:
+            raise ValueError("only a listed, keyed diff knows the rows kept in order")
+        return new.iloc[self.in_order :]
 
     def deletes(self) -> pd.DataFrame:
         """The key columns of the deleted rows (keyed diffs only)."""
@@ -236,14 +250,25 @@ def _keyed(
         )
     """
     table = None
-    if listed:  # one pass: the changes, and one more row with the count of the same rows
+    in_order = None
+    if listed:  # one pass: the changes, one row with the count of the same rows and one
+        # (code 4) with the first new row that is not an old row kept in order: a change,
+        # or a same row whose old position is before the previous new row's
         nulls = ", ".join("null" for _ in key)
         table = con.sql(
             f"{joined} select * from j where code <> 0"
             f" union all select 0, count(*), null, {nulls} from j where code = 0"
+            f" union all select 4, min(new_row), null, {nulls} from ("
+            "   select new_row, code, old_row < lag(old_row) over (order by new_row) as back"
+            "   from j where new_row is not null"
+            ") where code <> 0 or back"
         ).to_arrow_table()
-        same_at = table.column("code").to_numpy(zero_copy_only=False) == 0
-        counts = {0: int(table.column("old_row").to_numpy(zero_copy_only=False)[same_at].sum())}
+        codes = table.column("code").to_numpy(zero_copy_only=False)
+        first = table.column("old_row").to_numpy(zero_copy_only=False)
+        counts = {0: int(first[codes == 0].sum())}
+        (first_moved,) = first[codes == 4]
+        in_order = sizes[1] if pd.isna(first_moved) else int(first_moved)
+        table = table.filter(pa.compute.less(table.column("code"), 4))
         table = table.filter(pa.compute.not_equal(table.column("code"), 0))
         codes = table.column("code").to_numpy(zero_copy_only=False)
         counts |= {c: int((codes == c).sum()) for c in (1, 2, 3)}
@@ -256,7 +281,7 @@ def _keyed(
             f"a primary key ({', '.join(key)}) repeats in the old or new rows: "
             "rows cannot be matched by it"
         )
-    return RowDiff(key, before, after, added, changed, deleted, _labelled(table))
+    return RowDiff(key, before, after, added, changed, deleted, _labelled(table), in_order)
 
 
 def _whole_rows(

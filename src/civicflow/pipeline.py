@@ -545,7 +545,14 @@ def _changes_to_send(
     Only the changes go when the table is live with a kept copy of exactly its rows
     (the diff was made against it), the published fields (names, order, types) are the
     ones that copy went live with, and at least one but at most ``INCREMENTAL_MAX_SHARE``
-    of the live rows were added, changed or deleted. Logged either way, counts only.
+    of the live rows are to be sent. The row order is part of the version (the content
+    hash covers it) and readers see it (the query API and downloads read the table in
+    storage order): a portal appends upserted rows, so the rows sent are every new row
+    from the first that is not an unchanged live row in the live order
+    (``RowDiff.appended``), plus the deleted keys. A source that lists changed and new
+    rows last (by update time) sends only those; one that changes rows in place sends
+    from the first changed row on, and goes the full path when that is too many.
+    Logged either way, counts only.
     """
     if base is None or base.data_version is None or not spec.primary_key:
         return None
@@ -558,26 +565,33 @@ def _changes_to_send(
             log.info("%s: full publish (%s)", spec.id, why)
         return None
     changed = diffed.added + (diffed.changed or 0) + diffed.deleted
+    in_order = diffed.in_order if diffed.in_order is not None else 0
+    sent = len(frame) - in_order + diffed.deleted
     if manifest is None or diffed.rows_before != base.rows or manifest.rows != base.rows:
         why = "the kept copy does not hold the live rows"
     elif _fields_of(manifest) != fields or list(frame.columns) != [n for n, _ in fields]:
         why = "the published fields changed"
-    elif changed == 0:
-        why = "the same rows in another order or form"
-    elif changed > INCREMENTAL_MAX_SHARE * base.rows:
-        why = f"{changed:,} rows changed, above {INCREMENTAL_MAX_SHARE:.0%} of {base.rows:,}"
+    elif sent == 0:
+        why = "the same rows in another form"
+    elif sent > INCREMENTAL_MAX_SHARE * base.rows:
+        why = (
+            f"{changed:,} rows changed, {sent:,} to send to keep the row order: above "
+            f"{INCREMENTAL_MAX_SHARE:.0%} of {base.rows:,}"
+        )
     if why is not None:
         log.info("%s: full publish (%s)", spec.id, why)
         return None
     log.info(
-        "%s: changes-only publish: %s added, %s changed, %s deleted of %s live rows",
+        "%s: changes-only publish: %s added, %s changed, %s deleted of %s live rows "
+        "(%s unchanged rows sent again to keep the row order)",
         spec.id,
         f"{diffed.added:,}",
         f"{diffed.changed or 0:,}",
         f"{diffed.deleted:,}",
         f"{base.rows:,}",
+        f"{sent - changed:,}",
     )
-    return RowChanges(upserts=diffed.upserts(frame), deletes=diffed.deletes())
+    return RowChanges(upserts=diffed.appended(frame), deletes=diffed.deletes())
 
 
 def _fields_of(manifest: published.Manifest) -> list[tuple[Any, Any]]:
