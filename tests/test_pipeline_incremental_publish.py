@@ -295,3 +295,33 @@ def test_a_conflict_leaves_the_live_table_as_it_was(
     assert keys == set(other["SRNumber"])
     manifest = published.latest(settings, DATASET)
     assert manifest is not None and manifest.version == live.version  # copy untouched too
+
+
+@pytest.mark.parametrize(
+    ("keys", "kept", "appended"),
+    [
+        ([1, 2, 3, 4, 5], 5, []),  # the same rows
+        ([1, 2, 4, 5], 4, []),  # deletes anywhere keep the order
+        ([1, 2, 3, 4, 9, 6], 4, [9, 6]),  # 5 deleted, 9 added, 6 after it
+        ([2, 1, 3], 1, [1, 3]),  # moved
+        ([1, 3, 2, 6], 2, [2, 6]),
+        ([], 0, []),
+    ],
+)
+def test_the_rows_appended_leave_the_new_order(
+    keys: list[int], kept: int, appended: list[int]
+) -> None:
+    """Keep the first ``in_order`` new rows, delete the other old ones, append the rest:
+    the new rows in their order."""
+    from civicflow.changes import diff
+
+    old = pd.DataFrame({"k": [1, 2, 3, 4, 5], "v": list("abcde")})
+    values = dict(zip(old["k"], old["v"], strict=True))
+    new = pd.DataFrame({"k": keys, "v": [values.get(k, "z") for k in keys]}, dtype=object)
+    new["k"] = new["k"].astype("int64")
+    found = diff(old, new, ["k"])
+    assert found.in_order == kept
+    assert found.appended(new)["k"].tolist() == appended
+    survivors = old[old["k"].isin(new["k"].iloc[:kept])]
+    rebuilt = pd.concat([survivors, found.appended(new)], ignore_index=True)
+    assert rebuilt.to_dict("records") == new.to_dict("records")
