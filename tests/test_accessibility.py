@@ -150,6 +150,15 @@ def _describe(violations: list[dict[str, Any]]) -> str:
     )
 
 
+#: the innermost elements reaching past the viewport (what makes a page overflow)
+_WIDER_THAN = """(width) => [...document.querySelectorAll('*')]
+  .map(e => [e, Math.max(e.getBoundingClientRect().right, e.scrollWidth)])
+  .filter(([e, r]) => r > width + 1)
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, 6)
+  .map(([e, r]) => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(r)}px`)"""
+
+
 def _artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name
@@ -194,7 +203,8 @@ def test_no_serious_or_critical_axe_violation(
         assert errors == [], errors
         if width <= 375:
             scroll_width = page.evaluate("document.documentElement.scrollWidth")
-            assert scroll_width <= width, f"{url} overflows horizontally: {scroll_width}px"
+            wide = [] if scroll_width <= width else page.evaluate(_WIDER_THAN, width)
+            assert scroll_width <= width, f"{url} overflows horizontally: {scroll_width}px {wide}"
     finally:
         page.close()
 
