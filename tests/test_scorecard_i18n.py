@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
 from civicflow.metrics import i18n
@@ -19,6 +18,7 @@ from civicflow.metrics import scorecard as sc
 from civicflow.metrics.compute import small_count_threshold
 from civicflow.metrics.site import render_page
 from civicflow.settings import Settings
+from tests.test_catalog_i18n import assert_placeholders_kept
 from tests.test_metrics_kpis import SOURCES, publish_parquet
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -71,16 +71,7 @@ def test_every_scorecard_string_has_a_spanish_translation() -> None:
 
 
 def test_spanish_translations_keep_their_placeholders() -> None:
-    with i18n.po_path("es").open("rb") as fh:
-        catalog = read_po(fh, locale="es")
-    placeholder = re.compile(r"%\((\w+)\)s")
-    checked = 0
-    for message in catalog:
-        if message.id and message.string:
-            ids = sorted(placeholder.findall(str(message.id)))
-            assert ids == sorted(placeholder.findall(str(message.string))), message.id
-            checked += 1
-    assert checked >= len(i18n.interface_msgids())
+    assert_placeholders_kept(i18n.po_path("es"), i18n.interface_msgids())
 
 
 def test_the_scorecard_has_its_own_domain_beside_the_catalogs() -> None:
