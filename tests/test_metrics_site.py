@@ -117,16 +117,24 @@ def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
     assert len(steps) == 1
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
-    settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("site") / "var")
+def write_bundled_site(
+    var_dir: Path,
+) -> tuple[Settings, sc.Loaded, sc.Scorecard, dict[str, Path]]:
+    """The scorecard site over the bundled datasets' Parquet copies in ``var_dir``."""
+    settings = Settings(project_dir=PROJECT, var_dir=var_dir)
     for dataset_id in SOURCES:
         publish_parquet(settings, dataset_id)
     loaded = sc.load(settings)
     results = sc.compute_kpis(settings, loaded)
     sc.write_performance_csv(settings, results, small_count_threshold(loaded.catalog))
     card = sc.build(settings, loaded, results)
-    return settings, card, sc.write_site(settings, card)
+    return settings, loaded, card, sc.write_site(settings, card)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Settings, sc.Scorecard, dict[str, Path]]:
+    settings, _, card, paths = write_bundled_site(tmp_path_factory.mktemp("site") / "var")
+    return settings, card, paths
 
 
 @pytest.mark.parametrize("page", ["html", "html_es"])

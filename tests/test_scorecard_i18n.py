@@ -15,11 +15,10 @@ from babel.numbers import format_decimal
 
 from civicflow.metrics import i18n
 from civicflow.metrics import scorecard as sc
-from civicflow.metrics.compute import small_count_threshold
 from civicflow.metrics.site import render_page
 from civicflow.settings import Settings
 from tests.test_catalog_i18n import assert_placeholders_kept
-from tests.test_metrics_kpis import SOURCES, publish_parquet
+from tests.test_metrics_site import write_bundled_site
 
 PROJECT = Path(__file__).resolve().parents[1]
 CATALOG_PO = PROJECT / "src/civicflow/catalog/locales/es/LC_MESSAGES/messages.po"
@@ -50,14 +49,8 @@ def article(page: str, kpi_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> tuple[sc.Loaded, sc.Scorecard, dict[str, Path]]:
-    settings = Settings(project_dir=PROJECT, var_dir=tmp_path_factory.mktemp("i18n") / "var")
-    for dataset_id in SOURCES:
-        publish_parquet(settings, dataset_id)
-    loaded = sc.load(settings)
-    results = sc.compute_kpis(settings, loaded)
-    sc.write_performance_csv(settings, results, small_count_threshold(loaded.catalog))
-    card = sc.build(settings, loaded, results)
-    return loaded, card, sc.write_site(settings, card)
+    _, loaded, card, paths = write_bundled_site(tmp_path_factory.mktemp("i18n") / "var")
+    return loaded, card, paths
 
 
 def test_every_scorecard_string_has_a_spanish_translation() -> None:
