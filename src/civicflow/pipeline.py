@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pandas as pd
 
@@ -34,20 +34,33 @@ from civicflow.portals import (
     PublishPlan,
     PublishResult,
     RowChanges,
+    StagedRows,
+    StagingPortal,
     TableMetadata,
     get_portal,
     published_version,
 )
 from civicflow.privatefs import write_private
+from civicflow.published import empty_counts
+from civicflow.quality import quarantines
 from civicflow.quality.drift import SchemaDrift, schema_drift
 from civicflow.quality.quarantine import quarantine_bad_rows
 from civicflow.settings import Settings
-from civicflow.sources import Extract, ExtractError, SourceUnchanged, extract
+from civicflow.sources import (
+    Extract,
+    ExtractError,
+    RawCopy,
+    SourceUnchanged,
+    copy_input,
+    extract,
+    read_copy,
+)
 from civicflow.sources.http import commit_http_validators, forget_http_validators
 from civicflow.sources.incremental import later, newer_than, watermark_of
 from civicflow.sources.transforms import TransformError
 from civicflow.spec import DatasetSpec, SpecError, find_dataset
 from civicflow.spec.loader import require_suite
+from civicflow.streaming import Checked, check_batches, streams
 
 log = logging.getLogger("civicflow.pipeline")
 
@@ -100,6 +113,22 @@ HISTORY = 20
 INCREMENTAL_MAX_SHARE = 0.2
 
 
+#: a table's rows: a frame, or the Parquet file holding them (a streamed run's copy)
+Rows: TypeAlias = pd.DataFrame | Path
+
+
+def _shape(rows: Rows | None) -> tuple[int, list[str]]:
+    """How many rows, and which columns (none for None); a file's from its footer."""
+    if rows is None:
+        return 0, []
+    if isinstance(rows, pd.DataFrame):
+        return len(rows), [str(c) for c in rows.columns]
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(rows).metadata
+    return meta.num_rows, list(meta.schema.to_arrow_schema().names)
+
+
 def dictionary(spec: DatasetSpec, empty: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The published fields in the spec's order, structured for the catalog's data
     dictionary: name, type, unit, description and the privacy rule with its reason;
@@ -119,19 +148,6 @@ def dictionary(spec: DatasetSpec, empty: dict[str, int] | None = None) -> list[d
         }
         for f in spec.published_fields()
     ]
-
-
-def empty_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """Per column, the values that are null or empty text (vectorised, one pass each):
-    what the catalog shows as the share of empty values."""
-    counts = {}
-    for name in frame.columns:
-        column = frame[name]
-        empty = int(column.isna().sum())
-        if pd.api.types.is_string_dtype(column.dtype) or pd.api.types.is_object_dtype(column.dtype):
-            empty += int(column.eq("").sum())
-        counts[str(name)] = empty
-    return counts
 
 
 def dropped_fields(spec: DatasetSpec) -> list[dict[str, str]]:
@@ -200,13 +216,15 @@ def versioned_metadata(
     spec: DatasetSpec,
     settings: Settings,
     run_id: str,
-    rows: pd.DataFrame | None,
+    rows: Rows | None,
     data_version: str,
     base: PublishedVersion | None,
     column_notes: dict[str, str] | None = None,
     quality: dict[str, int] | None = None,
     portal: Portal | None = None,
     diffed: RowDiff | None | EllipsisType = ...,
+    *,
+    empty: dict[str, int] | None = None,
 ) -> tuple[TableMetadata, VersionSummary | None]:
     """The metadata a publish of ``rows`` (the whole table after it; None: unknown) sends:
     the spec's, the dictionary's empty counts, and the history with this version's summary.
@@ -219,8 +237,11 @@ def versioned_metadata(
     the ledger and the live metadata hold, newest first, at most ``HISTORY``.
     ``diffed``: the diff of ``rows`` against the base's kept copy when the caller made
     it already (None: tried, not comparable), so the rows are compared once.
+    ``rows`` may be a Parquet file of them (a streamed run's copy), with ``empty`` its
+    empty counts (``empty_counts`` of the rows; counted here from a frame).
     """
-    empty = empty_counts(rows) if rows is not None else None
+    if empty is None and isinstance(rows, pd.DataFrame):
+        empty = empty_counts(rows)
     live = _live_metadata(settings, spec, base, portal)
     live_history = _history_of(live)
     same = table_metadata(spec, column_notes, quality, empty=empty, history=live_history)
@@ -290,7 +311,7 @@ def _version_summary(
     spec: DatasetSpec,
     settings: Settings,
     run_id: str,
-    rows: pd.DataFrame | None,
+    rows: Rows | None,
     data_version: str,
     base: PublishedVersion | None,
     quality: dict[str, int] | None,
@@ -300,9 +321,10 @@ def _version_summary(
     or a kept copy of the base's rows, are unknown), and the run's checks.
     ``diffed``: that comparison when already made (None: made, and it failed)."""
     counts: dict[str, int | None] = {"added": None, "changed": None, "deleted": None}
-    key = [k for k in spec.primary_key if rows is not None and k in rows.columns]
+    count, columns = _shape(rows)
+    key = [k for k in spec.primary_key if k in columns]
     if rows is not None and base is None:
-        counts = {"added": len(rows), "changed": 0 if key else None, "deleted": 0}
+        counts = {"added": count, "changed": 0 if key else None, "deleted": 0}
     elif rows is not None and base is not None and base.data_version == data_version:
         counts = {"added": 0, "changed": 0 if key else None, "deleted": 0}
     elif rows is not None and base is not None and isinstance(diffed, RowDiff):
@@ -508,7 +530,7 @@ def publish_stage(
 def _live_diff(
     spec: DatasetSpec,
     settings: Settings,
-    frame: pd.DataFrame,
+    frame: Rows,
     data_version: str,
     base: PublishedVersion | None,
 ) -> RowDiff | None | EllipsisType:
@@ -518,7 +540,7 @@ def _live_diff(
     same rows, no kept copy: the history works it out as before); None when the rows
     could not be compared (logged)."""
     key = list(spec.primary_key)
-    if not key or any(k not in frame.columns for k in key):
+    if not key or any(k not in _shape(frame)[1] for k in key):
         return ...
     if base is None or base.data_version is None or base.data_version == data_version:
         return ...
@@ -547,12 +569,15 @@ def _changes_to_send(
     ones that copy went live with, and at least one but at most ``INCREMENTAL_MAX_SHARE``
     of the live rows are to be sent. The row order is part of the version (the content
     hash covers it) and readers see it (the query API and downloads read the table in
-    storage order): a portal appends upserted rows, so the rows sent are every new row
-    from the first that is not an unchanged live row in the live order
-    (``RowDiff.appended``), plus the deleted keys. A source that lists changed and new
-    rows last (by update time) sends only those; one that changes rows in place sends
-    from the first changed row on, and goes the full path when that is too many.
-    Logged either way, counts only.
+    storage order). A portal updates an upserted row whose key is live where it stands
+    and appends the others. So when ``frame`` is the live rows changed in place
+    (``RowDiff.in_place``: kept rows in the live order, new rows last, as a source that
+    edits a 311 request's status gives them) only the added and changed rows go, plus
+    the deleted keys. Otherwise every new row goes from the first that is not an
+    unchanged live row in the live order (``RowDiff.appended``), those that are live
+    rows deleted first so that they are appended too: a source that lists changed and
+    new rows last (by update time) sends only those. Too many rows to send: the full
+    path. Logged either way, counts only.
     """
     if base is None or base.data_version is None or not spec.primary_key:
         return None
@@ -566,7 +591,7 @@ def _changes_to_send(
         return None
     changed = diffed.added + (diffed.changed or 0) + diffed.deleted
     in_order = diffed.in_order if diffed.in_order is not None else 0
-    sent = len(frame) - in_order + diffed.deleted
+    sent = changed if diffed.in_place else len(frame) - in_order + diffed.deleted
     if manifest is None or diffed.rows_before != base.rows or manifest.rows != base.rows:
         why = "the kept copy does not hold the live rows"
     elif _fields_of(manifest) != fields or list(frame.columns) != [n for n, _ in fields]:
@@ -575,23 +600,30 @@ def _changes_to_send(
         why = "the same rows in another form"
     elif sent > INCREMENTAL_MAX_SHARE * base.rows:
         why = (
-            f"{changed:,} rows changed, {sent:,} to send to keep the row order: above "
+            f"{changed:,} rows changed, {sent:,} to send"
+            f"{' (in place)' if diffed.in_place else ' to keep the row order'}: above "
             f"{INCREMENTAL_MAX_SHARE:.0%} of {base.rows:,}"
         )
     if why is not None:
         log.info("%s: full publish (%s)", spec.id, why)
         return None
     log.info(
-        "%s: changes-only publish: %s added, %s changed, %s deleted of %s live rows "
-        "(%s unchanged rows sent again to keep the row order)",
+        "%s: changes-only publish: %s added, %s changed, %s deleted of %s live rows (%s)",
         spec.id,
         f"{diffed.added:,}",
         f"{diffed.changed or 0:,}",
         f"{diffed.deleted:,}",
         f"{base.rows:,}",
-        f"{sent - changed:,}",
+        "changed in place"
+        if diffed.in_place
+        else f"{sent - changed:,} unchanged rows sent again to keep the row order",
     )
-    return RowChanges(upserts=diffed.appended(frame), deletes=diffed.deletes())
+    if diffed.in_place:
+        return RowChanges(upserts=diffed.upserts(frame), deletes=diffed.deletes())
+    deletes, moved = diffed.deletes(), diffed.moved_keys(frame)
+    if len(moved):  # out of place: deleted first, so the upsert appends them
+        deletes = pd.concat([deletes, moved], ignore_index=True) if len(deletes) else moved
+    return RowChanges(upserts=diffed.appended(frame), deletes=deletes)
 
 
 def _fields_of(manifest: published.Manifest) -> list[tuple[Any, Any]]:
@@ -962,6 +994,8 @@ class _Run:
         if full:
             forget_http_validators(settings, spec)
         since = None if full else stored_watermark(settings, spec)
+        if streams(spec, settings, source_path, since):
+            return self.streamed(source_path)
         ext = wrap("extract", extract_stage)(spec, settings, self.run_id, source_path, since)
         if isinstance(ext, NotExtracted) and ext.unchanged:
             log.info("%s: unchanged at the source: %s", spec.id, ext.error)
@@ -1035,6 +1069,238 @@ class _Run:
         if self.stats.get("rows_quarantined"):
             reason += f"; {self.stats['rows_quarantined']:,} bad rows quarantined"
         return self.finish(outcome, reason, portal_version=result.version, result=result)
+
+    def streamed(self, source_path: Path | str | None) -> RunOutcome:
+        """``execute`` for a large file, a batch of rows at a time (``civicflow.streaming``):
+        the same outcomes, reports and version as the whole-table stages."""
+        spec, settings, wrap = self.spec, self.settings, self.wrap
+        copy = wrap("extract", copy_stage)(spec, settings, self.run_id, source_path)
+        if isinstance(copy, NotExtracted):
+            return self.reject_extract(copy.error)
+        self.stats["input_key"] = key = input_key(spec, settings, copy.sha256, None)
+        self.stats["source_modified"] = copy.source_modified
+        same = _same_input_still_live(settings, spec, key)
+        if same is not None:
+            return self.finish(
+                "unchanged",
+                "source unchanged (same content as the live version's run)",
+                portal_version=same.portal_version,
+            )
+        checked = wrap("validate-and-protect", check_stage)(spec, settings, self.run_id, copy)
+        if isinstance(checked, NotExtracted):
+            return self.reject_extract(checked.error)
+        try:
+            return self.judged_and_published(checked, copy)
+        finally:
+            checked.copy.path.unlink(missing_ok=True)  # kept (moved) when published
+
+    def judged_and_published(self, checked: Checked, copy: RawCopy) -> RunOutcome:
+        spec, settings = self.spec, self.settings
+        self.stats["rows_in"] = checked.rows_in
+        if checked.drift.rejects() or not checked.passed:
+            _discard(checked.staged)
+        if checked.drift.rejects():
+            self.paths["report_path"] = _error_report(
+                self.report_path, spec.id, self.run_id, "schema", SchemaDriftError(checked.drift)
+            )
+            log.error("%s: %s", spec.id, checked.drift.reason())
+            return self.finish("rejected", checked.drift.reason())
+        report = checked.report
+        if checked.drift.drifted:  # ignore_new: the new columns are reported, never published
+            report.notes.extend(checked.drift.lines())
+        report.write(self.report_path)
+        self.paths["report_path"] = str(self.report_path)
+        log.info("%s: %s (report %s)", spec.id, report.summary(), self.report_path)
+        self.stats.update(_counts(report))
+        if not report.passed:
+            if not quarantines(spec):
+                return self.finish("rejected", report.summary())
+            # holding bad rows back reads them from the whole table: the frame path
+            log.info("%s: checks failed with quarantine on: reading the table whole", spec.id)
+            return self.checked_and_published(read_copy(spec, self.run_id, copy), None)
+        checked.privacy.write(self.privacy_path)
+        self.paths["privacy_report_path"] = str(self.privacy_path)
+        self.stats["privacy_findings"] = len(checked.privacy.blocking)
+        log.info(
+            "%s: privacy: %s (report %s)", spec.id, checked.privacy.summary(), self.privacy_path
+        )
+        if checked.privacy.blocked:
+            return self.finish("rejected", f"privacy: {checked.privacy.summary()}")
+        quality = {k: int(self.stats[k]) for k in _QUALITY_KEYS if k in self.stats}
+        result = self.wrap("publish", publish_checked)(
+            spec, settings, self.run_id, checked, checked.privacy.metadata_notes(), quality
+        )
+        self.stats["rows_out"] = result.rows
+        outcome: Outcome = "published" if result.changed else "unchanged"
+        return self.finish(
+            outcome, _published_reason(result), portal_version=result.version, result=result
+        )
+
+
+def copy_stage(
+    spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None
+) -> RawCopy | NotExtracted:
+    """A streamed run's extract: the immutable raw copy (read batch by batch later)."""
+    try:
+        copy = copy_input(spec, settings, run_id, source_path)
+    except ExtractError as exc:
+        return NotExtracted(unchanged=False, error=exc)
+    log.info("%s: raw copy %s (sha256 %s…)", spec.id, copy.path, copy.sha256[:12])
+    return copy
+
+
+def check_stage(
+    spec: DatasetSpec, settings: Settings, run_id: str, copy: RawCopy
+) -> Checked | NotExtracted:
+    """Read, validate and protect the raw copy a batch at a time. The rows are staged on
+    the portal as they are protected when the publish will replace the table (no kept
+    copy of a live version to send only the changes against)."""
+    portal = get_portal(spec.portal.kind, settings)
+    assert isinstance(portal, StagingPortal)
+    base = portal.current_version(spec.table)
+    staged = None
+    if not _may_send_changes(spec, settings, base):
+        staged = portal.stage(
+            spec.table,
+            fields=spec.published_fields(),
+            primary_key=list(spec.primary_key),
+            run_id=run_id,
+            base=base,
+        )
+    path = settings.private_dir(settings.spool_dir / spec.id) / f"{run_id}.parquet"
+    try:
+        return check_batches(spec, settings, run_id, copy, path, staged)
+    except (ExtractError, TransformError) as exc:
+        _discard(staged)
+        return NotExtracted(unchanged=False, error=exc)
+    except BaseException:
+        _discard(staged)
+        raise
+
+
+def _may_send_changes(spec: DatasetSpec, settings: Settings, base: PublishedVersion | None) -> bool:
+    """Whether a republish may send only its changed rows: the table is live with a key
+    and a kept copy of its rows to compare with (``_changes_to_send`` decides)."""
+    if base is None or base.data_version is None or not spec.primary_key:
+        return False
+    return _kept_manifest(settings, spec.id, base.data_version) is not None
+
+
+def _discard(staged: StagedRows | None) -> None:
+    if staged is not None:
+        staged.discard()
+
+
+def publish_checked(
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    checked: Checked,
+    column_notes: dict[str, str],
+    quality: dict[str, int] | None = None,
+) -> PublishResult:
+    """``publish_stage`` for a streamed run's rows (its Parquet copy): only the changes,
+    or the staged rows swapped in (staged now from the copy when they were not, or
+    could not all be, during the checks). The copy becomes the version's kept copy."""
+    portal = get_portal(spec.portal.kind, settings)
+    assert isinstance(portal, StagingPortal)
+    base = portal.current_version(spec.table)
+    rows, data_version = checked.copy.path, checked.data_version
+    diffed = _live_diff(spec, settings, rows, data_version, base)
+    metadata, summary = versioned_metadata(
+        spec,
+        settings,
+        run_id,
+        rows,
+        data_version,
+        base,
+        column_notes,
+        quality,
+        portal,
+        diffed,
+        empty=checked.empty,
+    )
+    target = published_version(data_version, metadata)
+    if base is not None and base.version != target:
+        _refuse_if_published_since_start(spec, base, run_id)
+    same_rows = base is not None and base.data_version == data_version
+    changes = (
+        _no_changes(spec) if same_rows else _changes_to_send(spec, settings, rows, base, diffed)
+    )
+    staged = checked.staged
+    if changes is not None or (base is not None and base.version == target):
+        _discard(staged)
+        result = portal.apply_changes(
+            spec.table,
+            changes or _no_changes(spec),
+            fields=spec.published_fields(),
+            primary_key=list(spec.primary_key),
+            version=data_version,
+            run_id=run_id,
+            metadata=metadata,
+            base=base,
+        )
+    else:
+        if checked.staging_error is not None:
+            log.warning(
+                "%s: staging stopped during the checks (%s): staging again from the copy",
+                spec.id,
+                checked.staging_error,
+            )
+        if staged is None or not staged.complete or checked.staging_error is not None:
+            _discard(staged)
+            staged = _stage_copy(spec, portal, run_id, rows, base, staged)
+        result = staged.swap(version=data_version, metadata=metadata)
+    if published.lags(settings, spec.id, result.version):
+        published.keep_file(
+            settings,
+            spec.id,
+            checked.copy,
+            result.version,
+            result.run_id or "",
+            data_version=data_version,
+            metadata=dataclasses.asdict(metadata),
+            published_at=result.published_at,
+        )
+    _record_version(settings, summary, result)
+    _log_published(spec, result)
+    return result
+
+
+def _no_changes(spec: DatasetSpec) -> RowChanges:
+    """No row to upsert or delete: a new version of the live rows (new metadata)."""
+    columns = [f.name for f in spec.published_fields()]
+    return RowChanges(pd.DataFrame(columns=columns), pd.DataFrame(columns=list(spec.primary_key)))
+
+
+def _stage_copy(
+    spec: DatasetSpec,
+    portal: StagingPortal,
+    run_id: str,
+    rows: Path,
+    base: PublishedVersion | None,
+    before: StagedRows | None,
+) -> StagedRows:
+    """Stage the rows from the Parquet copy, a batch at a time; datetimes to the
+    millisecond when an earlier staging found a batch that needs them."""
+    import pyarrow.parquet as pq
+
+    unit = "ms" if before is not None and not before.complete else None
+    staged = portal.stage(
+        spec.table,
+        fields=spec.published_fields(),
+        primary_key=list(spec.primary_key),
+        run_id=run_id,
+        base=base,
+        date_unit=unit,
+    )
+    try:
+        for batch in pq.ParquetFile(rows).iter_batches(batch_size=100_000):
+            staged.load(batch.to_pandas())
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
 
 
 def _write_report_page(dataset_id: str, report_path: str | Path | None) -> None:

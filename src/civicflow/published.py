@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,11 +54,89 @@ def content_version(frame: pd.DataFrame) -> str:
 
     Hashing pandas' vectorised per-row hashes keeps this fast on a million rows.
     """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    row_hashes = pd.util.hash_pandas_object(frame, index=False, categorize=False)
-    digest.update(row_hashes.to_numpy().tobytes())
-    return digest.hexdigest()
+    hasher = ContentHasher()
+    hasher.update(frame)
+    return hasher.hexdigest()
+
+
+class ContentHasher:
+    """``content_version`` of a table fed a batch of rows at a time, in row order: the
+    same hash as the batches concatenated (the row hashes are per row)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._types: str | None = None
+
+    def update(self, frame: pd.DataFrame) -> None:
+        types = json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()])
+        if self._types is None:
+            self._types = types
+            self._digest.update(types.encode())
+        elif types != self._types:
+            raise ValueError("the batches of one table have different columns or types")
+        row_hashes = pd.util.hash_pandas_object(frame, index=False, categorize=False)
+        self._digest.update(row_hashes.to_numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def empty_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Per column, the values that are null or empty text (vectorised, one pass each):
+    what the catalog shows as the share of empty values. Counts add up over batches."""
+    counts = {}
+    for name in frame.columns:
+        column = frame[name]
+        empty = int(column.isna().sum())
+        if pd.api.types.is_string_dtype(column.dtype) or pd.api.types.is_object_dtype(column.dtype):
+            empty += int(column.eq("").sum())
+        counts[str(name)] = empty
+    return counts
+
+
+class CopyWriter:
+    """A version's Parquet copy written a batch at a time while its rows are checked
+    (bounded memory), in the form ``write_version`` gives a whole frame; ``keep_file``
+    makes it a version once the portal has it live.
+
+    Use as a context manager: the file is complete only when the block ends without an
+    error (``private_file``: written to a temporary name, renamed on success)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self.columns: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._file: Any = None
+        self._opened: Any = None
+
+    def __enter__(self) -> CopyWriter:
+        self._opened = private_file(self.path)
+        self._file = self._opened.__enter__()
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self._schema is None:
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            # a column with no value in the first batch: text, as a later batch has it
+            self._schema = pa.schema(
+                [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
+                metadata=schema.metadata,
+            )
+            self._writer = pq.ParquetWriter(self._file, self._schema, compression="zstd")
+            self.columns = [str(c) for c in frame.columns]
+        assert self._writer is not None
+        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        self._writer.write_table(table)
+        self.rows += len(frame)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._opened.__exit__(*exc)
 
 
 def _dir(settings: Settings, dataset_id: str) -> Path:
@@ -87,23 +166,78 @@ def write_version(
 
     ``published_at`` is when the portal made the version live (default: now).
     """
-    folder = _dir(settings, dataset_id)
-    path = folder / f"{version}.parquet"
+    path = _dir(settings, dataset_id) / f"{version}.parquet"
     with private_file(path) as out:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out, compression="zstd")
+    columns = [str(c) for c in frame.columns]
+    return _keep(
+        settings,
+        dataset_id,
+        path,
+        version,
+        run_id,
+        len(frame),
+        columns,
+        data_version=data_version,
+        metadata=metadata,
+        published_at=published_at,
+    )
+
+
+def keep_file(
+    settings: Settings,
+    dataset_id: str,
+    written: CopyWriter,
+    version: str,
+    run_id: str,
+    *,
+    data_version: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    published_at: str | None = None,
+) -> Manifest:
+    """``write_version`` for a copy a ``CopyWriter`` wrote (moved into place, not copied)."""
+    path = _dir(settings, dataset_id) / f"{version}.parquet"
+    settings.private_dir(path.parent)
+    os.replace(written.path, path)
+    return _keep(
+        settings,
+        dataset_id,
+        path,
+        version,
+        run_id,
+        written.rows,
+        written.columns,
+        data_version=data_version,
+        metadata=metadata,
+        published_at=published_at,
+    )
+
+
+def _keep(
+    settings: Settings,
+    dataset_id: str,
+    path: Path,
+    version: str,
+    run_id: str,
+    rows: int,
+    columns: list[str],
+    **facts: Any,
+) -> Manifest:
+    """The manifest of the copy at ``path``, written beside it and as ``latest.json``."""
     manifest = Manifest(
         dataset_id=dataset_id,
         version=version,
         run_id=run_id,
-        rows=len(frame),
+        rows=rows,
         sha256=file_sha256(path),
-        published_at=published_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        published_at=facts.get("published_at") or datetime.now(UTC).isoformat(timespec="seconds"),
         path=path,
-        columns=[str(c) for c in frame.columns],
-        data_version=data_version,
-        metadata=metadata,
+        columns=columns,
+        data_version=facts.get("data_version"),
+        metadata=facts.get("metadata"),
     )
     text = json.dumps(manifest.to_dict(), indent=2, default=str).encode()
+    folder = _dir(settings, dataset_id)
     write_private(folder / f"{version}.json", text)
     write_private(folder / "latest.json", text)
     return manifest

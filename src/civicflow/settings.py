@@ -123,6 +123,22 @@ class Settings:
         return _env_whole(self.env, "CIVICFLOW_PUBLISH_CONCURRENCY", 2, 1)
 
     @property
+    def batch_rows(self) -> int:
+        """Rows per batch of a streaming run (CIVICFLOW_BATCH_ROWS): memory holds a few."""
+        return _env_whole(self.env, "CIVICFLOW_BATCH_ROWS", 100_000, 1)
+
+    @property
+    def stream_min_bytes(self) -> int:
+        """Input files from this size up are run a batch at a time when their kind and
+        portal can (CIVICFLOW_STREAM_MIN_BYTES, default 64 MiB; 0: every such file)."""
+        return _env_whole(self.env, "CIVICFLOW_STREAM_MIN_BYTES", 64 << 20, 0)
+
+    @property
+    def spool_dir(self) -> Path:
+        """A streaming run's Parquet copy while its rows are checked (private)."""
+        return self.var_dir / "spool"
+
+    @property
     def quarantine_dir(self) -> Path:
         """Bad rows held back per run (private: they hold raw source values)."""
         return self.var_dir / "quarantine"

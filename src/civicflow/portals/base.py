@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import EllipsisType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -244,6 +244,56 @@ _REGISTRY: dict[str, PortalFactory] = {}
 #: the built-in kinds, imported on first use (each module registers itself): a command
 #: that publishes to Datasette never imports the Socrata clients
 _BUILTIN = {kind: f"civicflow.portals.{kind}" for kind in ("datasette", "socrata")}
+
+
+class StagedRows(Protocol):
+    """A new version's rows sent batch by batch to a staging table no reader sees, then
+    made live in one swap (or dropped): a streaming run uploads while it still checks."""
+
+    @property
+    def rows(self) -> int:
+        """Rows staged so far."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """False when a batch could not join the ones before (its datetimes carry a
+        finer unit than theirs): the staged rows are incomplete and must be re-staged."""
+        ...
+
+    def load(self, batch: pd.DataFrame) -> None:
+        """Stage ``batch`` (columns exactly the fields, in order) after the rows before."""
+        ...
+
+    def swap(self, *, version: str, metadata: TableMetadata) -> PublishResult:
+        """Make the staged rows the live table, as :meth:`Portal.publish` of them would
+        (``version``: their content hash); the staging table is dropped either way."""
+        ...
+
+    def discard(self) -> None:
+        """Drop the staged rows; the live table is untouched (best effort: a staging
+        table left behind is reclaimed when its lease expires)."""
+        ...
+
+
+@runtime_checkable
+class StagingPortal(Portal, Protocol):
+    """A portal that can stage a new version's rows in batches before making it live."""
+
+    def stage(
+        self,
+        table: str,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        run_id: str,
+        base: PublishedVersion | None,
+        date_unit: str | None = None,
+    ) -> StagedRows:
+        """Start staging a new version of ``table`` from ``base`` (the live version the
+        run started from; PortalConflict now if it is no longer live). ``date_unit``
+        (``s`` or ``ms``) fixes how datetimes are written; None: the first batch's."""
+        ...
 
 
 def register_portal(kind: str) -> Callable[[PortalFactory], PortalFactory]:

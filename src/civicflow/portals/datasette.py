@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +65,7 @@ from civicflow.portals.base import (
 )
 from civicflow.portals.diff import LiveState, make_plan
 from civicflow.portals.plan import PublishPlan
+from civicflow.progress import RowProgress
 from civicflow.settings import Settings
 from civicflow.spec.models import FieldSpec
 
@@ -79,7 +79,6 @@ DEFAULT_BATCH_ROWS = 50_000
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: Arrow type of each portal column type's values on the wire (text: any string type)
 WIRE_TYPES = {"integer": pa.int64(), "float": pa.float64()}
-PROGRESS_EVERY_S = 5.0
 #: a dead run's staging table is reclaimed this long after its last batch
 DEFAULT_LEASE_S = 300
 
@@ -414,22 +413,51 @@ class DatasettePortal:
         staging = self._prepare(client, step)
         try:
             self._upload(client, step, staging)
-            body: dict[str, Any] = {
-                "table": step.table,
-                "staging": staging,
-                "run_id": step.run_id,
-                "expected_rows": len(step.frame),
-                "version": versions[0],
-                "data_version": versions[1],
-                "base": step.base,
-                "metadata": metadata,
-                "indexes": step.indexes,
-            }
-            swapped: dict[str, Any] = _send(client, "POST", self._route("swap"), json=body).json()
+            return self._swap(client, step, staging, len(step.frame), versions, metadata)
         except BaseException:
             self._discard(client, step, staging)
             raise
+
+    def _swap(
+        self,
+        client: httpx.Client,
+        step: _Upload,
+        staging: str,
+        rows: int,
+        versions: tuple[str, str],
+        metadata: dict[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "table": step.table,
+            "staging": staging,
+            "run_id": step.run_id,
+            "expected_rows": rows,
+            "version": versions[0],
+            "data_version": versions[1],
+            "base": step.base,
+            "metadata": metadata,
+            "indexes": step.indexes,
+        }
+        swapped: dict[str, Any] = _send(client, "POST", self._route("swap"), json=body).json()
         return swapped
+
+    def stage(
+        self,
+        table: str,
+        *,
+        fields: list[FieldSpec],
+        primary_key: list[str],
+        run_id: str,
+        base: PublishedVersion | None,
+        date_unit: str | None = None,
+    ) -> DatasetteStage:
+        """See :meth:`civicflow.portals.base.StagingPortal.stage`."""
+        live = self.current_version(table)
+        _check_base(table, run_id, base, live)
+        indexes = index_columns(fields, primary_key)
+        empty = pd.DataFrame(columns=[f.name for f in fields])
+        step = _Upload(table, run_id, empty, fields, primary_key, _serial(base), indexes)
+        return DatasetteStage(self, step, date_unit)
 
     def _prepare(self, client: httpx.Client, step: _Upload) -> str:
         columns = [[f.name, SQL_TYPES.get(f.type, "text")] for f in step.fields]
@@ -461,12 +489,8 @@ class DatasettePortal:
         return str(prepared["staging"])
 
     def _upload(self, client: httpx.Client, step: _Upload, staging: str) -> None:
-        path = self._route("load")
         total = len(step.frame)
-        started = last_log = time.monotonic()
-        # Interim progress for people watching a terminal; CI logs get only the summary.
-        show_progress = os.environ.get("CI", "").lower() not in ("1", "true")
-        query = {"table": step.table, "staging": staging, "run_id": step.run_id}
+        progress = RowProgress(log, step.table, "uploaded", total)
         batches = load_bodies(step.frame, step.fields, self.batch_rows)
         # The next batch is converted while the portal stores this one (two processes).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="civicflow-batch") as pool:
@@ -474,33 +498,23 @@ class DatasettePortal:
             while (batch := pending.result()) is not None:
                 pending = pool.submit(next, batches, None)
                 done, rows, body = batch
-                _send(
-                    client,
-                    "POST",
-                    path,
-                    params={**query, "rows": str(rows)},
-                    content=body,
-                    headers={"content-type": ARROW_STREAM},
-                )
+                self._load_body(client, step, staging, rows, body)
                 if self.on_batch is not None:
                     self.on_batch(done, total)
-                now = time.monotonic()
-                if show_progress and now - last_log >= PROGRESS_EVERY_S:
-                    last_log = now
-                    log.info(
-                        "%s: uploaded %s/%s rows (%s rows/s)",
-                        step.table,
-                        f"{done:,}",
-                        f"{total:,}",
-                        f"{done / (now - started):,.0f}",
-                    )
-        elapsed = time.monotonic() - started
-        log.info(
-            "%s: uploaded %s rows in %.1f s (%s rows/s)",
-            step.table,
-            f"{total:,}",
-            elapsed,
-            f"{total / max(elapsed, 1e-9):,.0f}",
+                progress.step(done)
+        progress.finish(total)
+
+    def _load_body(
+        self, client: httpx.Client, step: _Upload, staging: str, rows: int, body: bytes
+    ) -> None:
+        query = {"table": step.table, "staging": staging, "run_id": step.run_id, "rows": str(rows)}
+        _send(
+            client,
+            "POST",
+            self._route("load"),
+            params=query,
+            content=body,
+            headers={"content-type": ARROW_STREAM},
         )
 
     def _discard(self, client: httpx.Client, step: _Upload, staging: str) -> None:
@@ -560,6 +574,92 @@ class DatasettePortal:
                 f"{server.secrets_dir(self.settings) / 'datasette_secret'})"
             )
         return token
+
+
+class DatasetteStage:
+    """Rows staged batch by batch on the portal (prepare once, a load per body), then
+    swapped in as one new version or discarded: see ``StagedRows``. One HTTP client for
+    the whole upload; the staging table's lease is renewed by every load."""
+
+    def __init__(self, portal: DatasettePortal, step: _Upload, date_unit: str | None) -> None:
+        self.portal, self.step, self.date_unit = portal, step, date_unit
+        self._client = httpx.Client(
+            base_url=portal.url, auth=portal._auth(step.table), timeout=portal.timeout
+        )
+        self._progress: RowProgress | None = None
+        try:
+            self.staging = portal._prepare(self._client, step)
+        except BaseException:
+            self._client.close()
+            raise
+        self._rows = 0
+        self._complete = True
+        self._open = True
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def load(self, batch: pd.DataFrame) -> None:
+        if not self._complete:
+            return
+        unit = _date_unit(batch, self.step.fields)
+        if self.date_unit is None:
+            self.date_unit = unit
+        elif unit == "ms" and self.date_unit == "s":
+            # rows before were written to the second: these cannot join them
+            self._complete = False
+            return
+        _check_frame(self.step.table, batch, self.step.fields, self.step.primary_key)
+        table = wire_batch(batch, self.step.fields, self.date_unit)
+        for offset in range(0, table.num_rows, self.portal.batch_rows):
+            for body, rows in _fitting(table.slice(offset, self.portal.batch_rows)):
+                self.portal._load_body(self._client, self.step, self.staging, rows, body)
+                self._rows += rows
+        self._progress = self._progress or RowProgress(log, self.step.table, "uploaded")
+        self._progress.step(self._rows)
+
+    def swap(self, *, version: str, metadata: TableMetadata) -> PublishResult:
+        if not self._complete:
+            raise PortalError(f"{self.step.table}: the staged rows are incomplete: stage again")
+        portal, step = self.portal, self.step
+        target = published_version(version, metadata)
+        try:
+            if self._progress is not None:
+                self._progress.finish(self._rows)
+            done = portal._swap(
+                self._client,
+                step,
+                self.staging,
+                self._rows,
+                (target, version),
+                _metadata_payload(metadata),
+            )
+        except PortalConflict:
+            self.discard()
+            now = portal.current_version(step.table)
+            if now is None or now.version != target:
+                raise
+            return portal._result(step.table, now, changed=False)
+        except BaseException:
+            self.discard()
+            raise
+        self._close()
+        log.info("%s: version %s… live with %s rows", step.table, target[:12], f"{done['rows']:,}")
+        return portal._result(step.table, _live(done), changed=True, change="data")
+
+    def discard(self) -> None:
+        if self._open:
+            self.portal._discard(self._client, self.step, self.staging)
+            self._close()
+
+    def _close(self) -> None:
+        self._open = False
+        self._client.close()
 
 
 class _PublishAuth(httpx.Auth):

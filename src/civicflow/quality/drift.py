@@ -235,19 +235,32 @@ def _renamed(
     return out
 
 
-def _retyped(spec: DatasetSpec, raw: pa.Table, frame: pd.DataFrame, f: FieldSpec) -> Retyped | None:
-    if f.type == "string":  # any text is a string
-        return None
-    present = raw.num_rows - raw[f.source_name].null_count
-    failed = int(type_error_mask(spec, raw, frame, f).sum())
-    if present and failed / present > RETYPED_SHARE:
-        return Retyped(f.name, f.source_name, str(f.type), failed, present)
-    return None
+def type_failures(
+    spec: DatasetSpec, raw: pa.Table, frame: pd.DataFrame
+) -> dict[str, tuple[int, int]]:
+    """Per declared non-string field whose column is present: (non-empty values that do
+    not parse as its type, non-empty values). Counts add up over a table's batches."""
+    out = {}
+    for f in spec.fields:
+        if f.type == "string" or f.source_name not in raw.column_names:
+            continue
+        present = raw.num_rows - raw[f.source_name].null_count
+        out[f.name] = (int(type_error_mask(spec, raw, frame, f).sum()), present)
+    return out
 
 
-def schema_drift(spec: DatasetSpec, raw: pa.Table, frame: pd.DataFrame) -> SchemaDrift:
+def schema_drift(
+    spec: DatasetSpec,
+    raw: pa.Table,
+    frame: pd.DataFrame,
+    failures: dict[str, tuple[int, int]] | None = None,
+) -> SchemaDrift:
     """Compare the extract's columns (``raw``: source headers) and types (``frame``:
-    typed, same rows) with ``spec``. Vectorised: one mask per declared column."""
+    typed, same rows) with ``spec``. Vectorised: one mask per declared column.
+
+    ``failures``: the whole table's ``type_failures`` when ``raw`` is its first batch
+    (the columns, and the sample a renamed column is told by, are the first rows')."""
+    failures = type_failures(spec, raw, frame) if failures is None else failures
     labels = list(raw.column_names)
     declared = {f.source_name for f in spec.fields}
     drift = SchemaDrift(dataset_id=spec.id, setting=spec.on_schema_change)
@@ -256,8 +269,10 @@ def schema_drift(spec: DatasetSpec, raw: pa.Table, frame: pd.DataFrame) -> Schem
     for f in spec.fields:
         if f.source_name not in present:
             drift.missing.append(MissingColumn(f.name, f.source_name))
-        elif (retyped := _retyped(spec, raw, frame, f)) is not None:
-            drift.retyped.append(retyped)
+        elif f.name in failures:
+            failed, filled = failures[f.name]
+            if filled and failed / filled > RETYPED_SHARE:
+                drift.retyped.append(Retyped(f.name, f.source_name, str(f.type), failed, filled))
     if drift.missing and drift.new:
         drift.renamed = _renamed(spec, raw, drift.missing, drift.new)
     return drift

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
 
 from civicflow.privatefs import READ_ONLY_MODE, private_file
 from civicflow.settings import Settings
 from civicflow.sources.base import (
+    BatchSource,
     Extract,
     ExtractError,
     RemoteSource,
@@ -28,11 +33,16 @@ from civicflow.spec.models import DatasetSpec, FileSource, HttpSource
 
 __all__ = [
     "Extract",
+    "RawCopy",
     "ExtractError",
     "RemoteSource",
     "Source",
     "SourceUnchanged",
+    "can_read_batches",
+    "copy_input",
     "extract",
+    "read_batches",
+    "read_copy",
     "get_source",
     "register_source",
     "registered_sources",
@@ -99,20 +109,27 @@ def _naming_the_input(exc: ExtractError, raw_path: Path, given: str) -> ExtractE
     return ExtractError(message, detail=detail)
 
 
-def extract(
+@dataclass(frozen=True)
+class RawCopy:
+    """The run's immutable copy of its input, before it is read."""
+
+    path: Path
+    sha256: str
+    #: the input as the steward knows it (a project-relative path, a public URL)
+    given: str
+    #: when the source says its data last changed (ISO 8601 UTC), None when unknown
+    source_modified: str | None
+
+
+def copy_input(
     spec: DatasetSpec,
     settings: Settings,
     run_id: str,
     source_path: Path | str | None = None,
     *,
     since: str | None = None,
-) -> Extract:
-    """Copy (or pull) the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms.
-
-    A remote kind is pulled from its service unless ``source_path`` names a file (an
-    export of it, e.g. to replay a run); ``since`` is an incremental run's watermark,
-    which a remote kind may use to pull only newer rows (the caller filters again).
-    """
+) -> RawCopy:
+    """Copy (or pull) the input to ``var/raw/<id>/<run-id>``, untouched (see ``extract``)."""
     source = get_source(spec.source.kind)
     raw_path = settings.raw_dir / spec.id / f"{run_id}{source.suffix}"
     modified: datetime | None = None
@@ -136,21 +153,77 @@ def extract(
         modified = datetime.fromtimestamp(src.stat().st_mtime, UTC)
         sha256 = _copy_immutable(src, raw_path)
         given = _shown(src, settings)
-    try:
-        raw = source.read(spec, raw_path)
-    except ExtractError as exc:
-        raise _naming_the_input(exc, raw_path, given) from None
-    frame = cast_frame(spec, raw)
+    when = modified.isoformat(timespec="seconds") if modified else None
+    return RawCopy(raw_path, sha256, given, when)
+
+
+def _typed(spec: DatasetSpec, raw: pa.Table, first_row: int = 1) -> pd.DataFrame:
+    frame = cast_frame(spec, raw, first_row)
     if spec.transforms:
         from civicflow.sources.transforms import apply_transforms
 
         frame = apply_transforms(spec, frame)
+    return frame
+
+
+def read_copy(spec: DatasetSpec, run_id: str, copy: RawCopy) -> Extract:
+    """The raw copy read whole with its source kind, typed, transforms applied."""
+    try:
+        raw = get_source(spec.source.kind).read(spec, copy.path)
+    except ExtractError as exc:
+        raise _naming_the_input(exc, copy.path, copy.given) from None
+    return _extract(spec, run_id, copy, raw, _typed(spec, raw))
+
+
+def _extract(
+    spec: DatasetSpec, run_id: str, copy: RawCopy, raw: pa.Table, frame: pd.DataFrame
+) -> Extract:
     return Extract(
         dataset_id=spec.id,
         run_id=run_id,
-        raw_path=raw_path,
-        sha256=sha256,
+        raw_path=copy.path,
+        sha256=copy.sha256,
         raw=raw,
         frame=frame,
-        source_modified=modified.isoformat(timespec="seconds") if modified else None,
+        source_modified=copy.source_modified,
     )
+
+
+def can_read_batches(spec: DatasetSpec) -> bool:
+    """Whether the spec's source kind reads a batch of rows at a time."""
+    return isinstance(get_source(spec.source.kind), BatchSource)
+
+
+def read_batches(spec: DatasetSpec, run_id: str, copy: RawCopy, rows: int) -> Iterator[Extract]:
+    """The raw copy as extracts of ``rows`` rows in file order, each typed, transforms
+    applied (every transform reads a row's own values), indexed by the table's row
+    numbers: the batches of the extract ``read_copy`` gives. Errors as ``read_copy``'s,
+    raised when the batch holding the bad input is read."""
+    source = get_source(spec.source.kind)
+    if not isinstance(source, BatchSource):
+        raise ExtractError(f"dataset {spec.id}: a {spec.source.kind} source is read whole")
+    first = 1
+    try:
+        for raw in source.read_batches(spec, copy.path, rows):
+            yield _extract(spec, run_id, copy, raw, _typed(spec, raw, first))
+            first += raw.num_rows
+    except ExtractError as exc:
+        raise _naming_the_input(exc, copy.path, copy.given) from None
+
+
+def extract(
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    source_path: Path | str | None = None,
+    *,
+    since: str | None = None,
+) -> Extract:
+    """Copy (or pull) the input to ``var/raw/<id>/<run-id>``, read it, type it, apply transforms.
+
+    A remote kind is pulled from its service unless ``source_path`` names a file (an
+    export of it, e.g. to replay a run); ``since`` is an incremental run's watermark,
+    which a remote kind may use to pull only newer rows (the caller filters again).
+    """
+    copy = copy_input(spec, settings, run_id, source_path, since=since)
+    return read_copy(spec, run_id, copy)

@@ -55,6 +55,16 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class BatchSource(Source, Protocol):
+    """A file kind that can also be read a batch of rows at a time (the streaming run)."""
+
+    def read_batches(self, spec: DatasetSpec, raw_path: Path, rows: int) -> Iterator[pa.Table]:
+        """The raw copy as all-string tables of ``rows`` rows in file order (the last may
+        be shorter): the tables ``read`` gives, concatenated, with the same errors."""
+        ...
+
+
+@runtime_checkable
 class RemoteSource(Source, Protocol):
     """A source pulled from a service (Socrata, ...) rather than read from a file.
 

@@ -61,8 +61,9 @@ _PANDAS_TYPES = {
 }
 
 
-def cast_frame(spec: DatasetSpec, raw: pa.Table) -> pd.DataFrame:
-    """The typed frame: columns renamed to field names, index = 1-based data row number.
+def cast_frame(spec: DatasetSpec, raw: pa.Table, first_row: int = 1) -> pd.DataFrame:
+    """The typed frame: columns renamed to field names, index = 1-based data row number
+    (``first_row``: the number of ``raw``'s first row, for a batch of a larger table).
 
     Fields whose source column is missing come out all-null (the structure check
     reports the missing column; casting does not fail on it).
@@ -83,5 +84,5 @@ def cast_frame(spec: DatasetSpec, raw: pa.Table) -> pd.DataFrame:
     # Integers and booleans keep pandas' nullable dtypes; floats use NaN for missing,
     # which every downstream library (GX, pyproj, DuckDB) understands.
     frame = typed.to_pandas(types_mapper=_PANDAS_TYPES.get)
-    frame.index = pd.RangeIndex(1, raw.num_rows + 1, name="row")
+    frame.index = pd.RangeIndex(first_row, first_row + raw.num_rows, name="row")
     return frame

@@ -9,7 +9,9 @@ from __future__ import annotations
 import codecs
 import csv as pycsv
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -81,56 +83,103 @@ class CsvReader:
     suffix = ".csv"
 
     def read(self, spec: DatasetSpec, raw_path: Path) -> pa.Table:
-        source = spec.source
-        assert isinstance(source, CsvSource)
-        if raw_path.stat().st_size == 0:
-            raise ExtractError(f"{raw_path}: file is empty")
-        check_encoding(raw_path, source.encoding)
-        header = read_header(raw_path, source)
-
         ragged: list[pacsv.InvalidRow] = []
-
-        def on_invalid_row(row: pacsv.InvalidRow) -> str:
-            ragged.append(row)
-            return "skip"
-
+        options = _options(spec, raw_path, ragged)
         try:
-            table = pacsv.read_csv(
-                raw_path,
-                read_options=pacsv.ReadOptions(
-                    encoding=source.encoding, column_names=header, skip_rows=1, block_size=8 << 20
-                ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=source.delimiter,
-                    newlines_in_values=True,
-                    invalid_row_handler=on_invalid_row,
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={h: pa.string() for h in header},
-                    null_values=source.null_values,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-            )
+            table = pacsv.read_csv(raw_path, **options)
         except pa.ArrowInvalid as exc:
-            # Arrow's message can quote the row's text: only the report keeps it.
-            row = re.search(r"Row #(\d+)", str(exc))
-            where = f" at row {row.group(1)}" if row else ""
-            raise ExtractError(
-                f"{raw_path}: unreadable CSV{where} (the parser's message is in the run report)",
-                detail=str(exc),
-            ) from None
-        if ragged:
-            described = [
-                f"line {_locate(raw_path, row, source.encoding)}: expected {row.expected_columns} columns, got {row.actual_columns}"
-                for row in ragged[:5]
-            ]
-            shown = "; ".join(described) + (
-                f"; and {len(ragged) - 5} more" if len(ragged) > 5 else ""
-            )
-            raise ExtractError(
-                f"{raw_path}: {len(ragged)} malformed row(s) (truncated or extra fields): {shown}"
-            )
-        if table.num_rows == 0:
-            raise ExtractError(f"{raw_path}: has a header but no data rows")
+            raise _unreadable(raw_path, exc) from None
+        _check_rows(spec, raw_path, ragged, table.num_rows)
         return table
+
+    def read_batches(self, spec: DatasetSpec, raw_path: Path, rows: int) -> Iterator[pa.Table]:
+        """The file as tables of ``rows`` rows (the last may be shorter), parsed as it is
+        read: memory holds a batch, not the file. A malformed row is found when its
+        block is parsed, so the error comes when the batches end (the caller has not
+        published anything yet): the same ExtractError as ``read``."""
+        ragged: list[pacsv.InvalidRow] = []
+        options = _options(spec, raw_path, ragged)
+        seen = 0
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        try:
+            reader = pacsv.open_csv(raw_path, **options)
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= rows:
+                    table = pa.Table.from_batches(pending).combine_chunks()
+                    yield table.slice(0, rows)
+                    seen += rows
+                    rest = table.slice(rows)
+                    pending, held = rest.to_batches(), rest.num_rows
+        except pa.ArrowInvalid as exc:
+            raise _unreadable(raw_path, exc) from None
+        if held or not seen:
+            schema = reader.schema if not pending else None
+            last = pa.Table.from_batches(pending, schema=schema)
+            _check_rows(spec, raw_path, ragged, seen + last.num_rows)
+            yield last.combine_chunks()
+        else:
+            _check_rows(spec, raw_path, ragged, seen)
+
+
+def _options(spec: DatasetSpec, raw_path: Path, ragged: list[pacsv.InvalidRow]) -> dict[str, Any]:
+    """Arrow's CSV options for the spec's source, every column as text; malformed rows
+    are collected into ``ragged`` (and reported by ``_check_rows``)."""
+    source = spec.source
+    assert isinstance(source, CsvSource)
+    if raw_path.stat().st_size == 0:
+        raise ExtractError(f"{raw_path}: file is empty")
+    check_encoding(raw_path, source.encoding)
+    header = read_header(raw_path, source)
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        ragged.append(row)
+        return "skip"
+
+    return {
+        "read_options": pacsv.ReadOptions(
+            encoding=source.encoding, column_names=header, skip_rows=1, block_size=8 << 20
+        ),
+        "parse_options": pacsv.ParseOptions(
+            delimiter=source.delimiter,
+            newlines_in_values=True,
+            invalid_row_handler=on_invalid_row,
+        ),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={h: pa.string() for h in header},
+            null_values=source.null_values,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    }
+
+
+def _unreadable(raw_path: Path, exc: pa.ArrowInvalid) -> ExtractError:
+    # Arrow's message can quote the row's text: only the report keeps it.
+    row = re.search(r"Row #(\d+)", str(exc))
+    where = f" at row {row.group(1)}" if row else ""
+    return ExtractError(
+        f"{raw_path}: unreadable CSV{where} (the parser's message is in the run report)",
+        detail=str(exc),
+    )
+
+
+def _check_rows(
+    spec: DatasetSpec, raw_path: Path, ragged: list[pacsv.InvalidRow], rows: int
+) -> None:
+    """Refuse a file with malformed rows (naming their lines) or without data rows."""
+    source = spec.source
+    assert isinstance(source, CsvSource)
+    if ragged:
+        described = [
+            f"line {_locate(raw_path, row, source.encoding)}: expected {row.expected_columns} columns, got {row.actual_columns}"
+            for row in ragged[:5]
+        ]
+        shown = "; ".join(described) + (f"; and {len(ragged) - 5} more" if len(ragged) > 5 else "")
+        raise ExtractError(
+            f"{raw_path}: {len(ragged)} malformed row(s) (truncated or extra fields): {shown}"
+        )
+    if rows == 0:
+        raise ExtractError(f"{raw_path}: has a header but no data rows")
