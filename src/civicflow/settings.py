@@ -125,7 +125,7 @@ class Settings:
     @property
     def batch_rows(self) -> int:
         """Rows per batch of a streaming run (CIVICFLOW_BATCH_ROWS): memory holds a few."""
-        return _env_whole(self.env, "CIVICFLOW_BATCH_ROWS", 100_000, 1)
+        return _env_whole(self.env, "CIVICFLOW_BATCH_ROWS", 50_000, 1)
 
     @property
     def stream_min_bytes(self) -> int:

@@ -98,7 +98,8 @@ class CsvReader:
         block is parsed, so the error comes when the batches end (the caller has not
         published anything yet): the same ExtractError as ``read``."""
         ragged: list[pacsv.InvalidRow] = []
-        options = _options(spec, raw_path, ragged)
+        # Arrow's streaming reader parses about 32 blocks ahead: small blocks bound that
+        options = _options(spec, raw_path, ragged, block_size=1 << 20)
         seen = 0
         pending: list[pa.RecordBatch] = []
         held = 0
@@ -108,7 +109,9 @@ class CsvReader:
                 pending.append(batch)
                 held += batch.num_rows
                 while held >= rows:
-                    table = pa.Table.from_batches(pending).combine_chunks()
+                    # chunked, not combined: no copy of the rows, and nothing kept of
+                    # a batch once it is handed on but the rows after it
+                    table = pa.Table.from_batches(pending)
                     yield table.slice(0, rows)
                     seen += rows
                     rest = table.slice(rows)
@@ -119,12 +122,14 @@ class CsvReader:
             schema = reader.schema if not pending else None
             last = pa.Table.from_batches(pending, schema=schema)
             _check_rows(spec, raw_path, ragged, seen + last.num_rows)
-            yield last.combine_chunks()
+            yield last
         else:
             _check_rows(spec, raw_path, ragged, seen)
 
 
-def _options(spec: DatasetSpec, raw_path: Path, ragged: list[pacsv.InvalidRow]) -> dict[str, Any]:
+def _options(
+    spec: DatasetSpec, raw_path: Path, ragged: list[pacsv.InvalidRow], block_size: int = 8 << 20
+) -> dict[str, Any]:
     """Arrow's CSV options for the spec's source, every column as text; malformed rows
     are collected into ``ragged`` (and reported by ``_check_rows``)."""
     source = spec.source
@@ -140,7 +145,7 @@ def _options(spec: DatasetSpec, raw_path: Path, ragged: list[pacsv.InvalidRow]) 
 
     return {
         "read_options": pacsv.ReadOptions(
-            encoding=source.encoding, column_names=header, skip_rows=1, block_size=8 << 20
+            encoding=source.encoding, column_names=header, skip_rows=1, block_size=block_size
         ),
         "parse_options": pacsv.ParseOptions(
             delimiter=source.delimiter,
