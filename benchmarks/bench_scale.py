@@ -23,9 +23,11 @@ For each size (default 1,000,000 and 5,000,000 rows; ``--rows`` or ``BENCH_ROWS`
    run, and the speed-up of civicflow over it.
 
 Peak RSS: the publish process's own VmHWM (sampled from /proc) and Datasette's VmHWM
-over the whole session (publishes, scorecard and load test). CLI calls use Prefect's
-temporary server, as from a fresh clone (``CIVICFLOW_PROJECT_SERVER=0``; Prefect's
-state in var/bench/prefect), unless ``PREFECT_API_URL`` names a running server.
+over the whole session (publishes, scorecard and load test). CLI calls use one Prefect
+server started for the session (state in var/bench/prefect-server), as a city runs one,
+or the one ``PREFECT_API_URL`` names; ``--temporary-prefect``: Prefect's temporary server
+per call, as from a fresh clone with nothing running (``CIVICFLOW_PROJECT_SERVER=0``;
+state in var/bench/prefect).
 
 Prints the machine, one table (metric, value, target, met?) and writes every figure
 with the machine and the judged targets to bench/results.json (``--out``). Progress on
@@ -44,7 +46,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -84,6 +87,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plain-max-rows", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per command")
     parser.add_argument("--keep", action="store_true", help="keep the run folders in var/bench")
+    parser.add_argument(
+        "--temporary-prefect",
+        action="store_true",
+        help="each CLI call starts Prefect's temporary server (as with no server up)",
+    )
     args = parser.parse_args()
     args.sizes = sorted({int(r.replace("_", "")) for r in args.rows.replace(",", " ").split()})
     if not args.sizes or min(args.sizes) < 1:
@@ -400,8 +408,39 @@ def _published(result: dict[str, Any], step: str) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def prefect_server(args: argparse.Namespace) -> Iterator[None]:
+    """A Prefect server for the session, as a city runs one (``make run`` starts the
+    project's): the CLI calls then use it instead of starting Prefect's temporary
+    server each (about 13 s each here). Not when ``PREFECT_API_URL`` names one, or with
+    ``--temporary-prefect``."""
+    if os.environ.get("PREFECT_API_URL") or args.temporary_prefect:
+        yield
+        return
+    sys.path.insert(0, str(PROJECT))
+    from flows._server import start_server, stop
+
+    home = PROJECT / "var" / "bench" / "prefect-server"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with Progress("Prefect server for the session") as progress:
+        proc, api_url = start_server(free_port(), env, home / "server.log")
+        progress.result = api_url
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        stop(proc)
+
+
 def main() -> None:
     args = parse_args()
+    with prefect_server(args):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     bench = Bench(args)
     results: dict[str, Any] = {
         "benchmark": "benchmarks/bench_scale.py (issue 13, item 5)",
