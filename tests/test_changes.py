@@ -216,3 +216,85 @@ def test_a_larger_table_counts_exactly() -> None:
     found = diff(old, new, ["id"])
     assert (found.added, found.changed, found.deleted) == (500, 2_000, 1_000)
     assert sorted(found.deletes()["id"]) == sorted(deleted)
+    assert found.in_place and len(found.upserts(new)) == 2_500  # edited in place, appended
+
+
+# -- whether new is old changed in place, and the change sets that rebuild new ----------
+
+
+def apply_by_key(
+    old: pd.DataFrame, upserts: pd.DataFrame, deletes: pd.DataFrame, key: list[str]
+) -> pd.DataFrame:
+    """What a portal's apply_changes leaves, row by row: the deleted keys go, an upserted
+    row with a live key takes that row's place, the others are appended in order."""
+    keys = [tuple(r) for r in old[key].itertuples(index=False, name=None)]
+    gone = set(deletes[key].itertuples(index=False, name=None))
+    table = {k: row for k, row in zip(keys, old.to_dict("records"), strict=True) if k not in gone}
+    for row in upserts.to_dict("records"):
+        table[tuple(row[k] for k in key)] = row  # a live key keeps its place in the dict
+    return pd.DataFrame(list(table.values()), columns=old.columns)
+
+
+@pytest.mark.parametrize(
+    ("keys", "values", "in_place", "upserted"),
+    [
+        ([1, 2, 3, 4, 5], "abcde", True, []),  # the same rows
+        ([1, 2, 3, 4, 5], "abXdY", True, [3, 5]),  # changed in place
+        ([1, 2, 4, 5], "abdZ", True, [5]),  # deletes and a change
+        ([1, 2, 3, 4, 5, 8, 9], "abcdeyz", True, [8, 9]),  # appended
+        ([1, 3, 5, 9], "aXez", True, [3, 9]),  # all three kinds, new rows last
+        ([2, 1, 3, 4, 5], "bacde", False, []),  # reordered
+        ([1, 3, 2, 4, 5], "acXde", False, [2]),  # a changed row moved
+        ([1, 2, 9, 3, 4, 5], "abzcde", False, [9]),  # inserted in the middle
+        ([9, 1, 2, 3, 4, 5], "zabcde", False, [9]),  # inserted first
+        ([], "", True, []),  # every row deleted
+        ([8, 9], "yz", True, [8, 9]),  # every row replaced by new keys
+    ],
+)
+def test_in_place_says_whether_kept_rows_keep_their_order_and_new_rows_come_last(
+    keys: list[int], values: str, in_place: bool, upserted: list[int]
+) -> None:
+    old = pd.DataFrame({"k": [1, 2, 3, 4, 5], "v": list("abcde")})
+    new = pd.DataFrame({"k": pd.array(keys, dtype="int64"), "v": list(values)})
+    found = diff(old, new, ["k"])
+    assert found.in_place is in_place
+    assert found.upserts(new)["k"].tolist() == upserted
+    rebuilt = apply_by_key(old, found.upserts(new), found.deletes(), ["k"])
+    assert (rebuilt.to_dict("records") == new.to_dict("records")) is in_place
+
+
+def test_in_place_is_only_known_by_a_listed_keyed_diff() -> None:
+    old = pd.DataFrame({"k": [1, 2], "v": ["a", "b"]})
+    assert diff(old, old, ["k"], listed=False).in_place is None
+    assert diff(old, old).in_place is None
+    assert diff(None, old, ["k"]).in_place is True  # a first version: every row appended
+
+
+@pytest.mark.parametrize("key", [["id"], ["region", "id"]])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_change_sets_rebuild_new_in_its_order(key: list[str], shuffle: bool) -> None:
+    """Random edits in place, deletes and appended rows (``shuffle``: then two old rows
+    swapped): in place, added and changed rows and deleted keys rebuild ``new``; else the
+    rows from ``in_order`` on, the moved live keys deleted first, do."""
+    rng = np.random.default_rng(11 + shuffle + len(key))
+    old = random_frame(rng, 150)
+    for round_ in range(4):
+        new = old.drop(index=old.index[rng.random(len(old)) < 0.1]).copy()
+        touched = new.index[rng.random(len(new)) < 0.1]
+        new.loc[touched, "code"] = random_frame(rng, len(touched))["code"].to_numpy()
+        added = random_frame(rng, int(rng.integers(0, 8)), start=1_000 * (round_ + 1))
+        new = pd.concat([new, added], ignore_index=True)
+        if shuffle:
+            a, b = rng.choice(len(new) - len(added), 2, replace=False)  # two old rows
+            order = np.arange(len(new))
+            order[[a, b]] = order[[b, a]]
+            new = new.iloc[order].reset_index(drop=True)
+        found = diff(old, new, key)
+        assert found.in_place is not shuffle
+        if found.in_place:
+            rebuilt = apply_by_key(old, found.upserts(new), found.deletes(), key)
+        else:
+            deletes = pd.concat([found.deletes(), found.moved_keys(new)], ignore_index=True)
+            rebuilt = apply_by_key(old, found.appended(new), deletes, key)
+        assert _rows(rebuilt, list(new.columns)) == _rows(new, list(new.columns))
+        old = new

@@ -174,3 +174,40 @@ def test_a_failed_streamed_run_leaves_the_live_version_and_nothing_staged(
     assert portal.staging(table) == []
     for var in ("v2", "v3"):
         assert not list((tmp_path / var / "spool" / DATASET).glob("*"))
+
+
+def test_a_streamed_republish_sends_only_the_rows_changed_in_place(
+    datasette_server: DatasetteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = unique_table("inplace")
+    settings, spec, first = _run(
+        datasette_server, tmp_path, monkeypatch, "v1", CSV, stream=True, table=table
+    )
+    assert first.outcome == "published"
+    source = pd.read_csv(CSV, dtype=str, keep_default_na=False)
+    edited = source.index[100:9_000:300]  # 30 rows, in several batches, changed in place
+    source.loc[edited, "Status"] = source.loc[edited, "Status"].map(
+        lambda status: "Open" if status == "Closed" else "Closed"
+    )
+    added = source.iloc[:5].assign(SRNumber=[f"1-99000000{n}" for n in range(5)])
+    variant = pd.concat([source.drop(index=[7, 4_321]), added], ignore_index=True)
+    path = tmp_path / "variant.csv"
+    variant.to_csv(path, index=False)
+
+    with monkeypatch.context() as mp:
+        again = _settings(datasette_server, tmp_path / "v1", mp, stream=True)
+        outcome = run_dataset(again, DATASET, path, spec=spec)
+    assert outcome.outcome == "published", outcome.reason
+    assert outcome.result is not None
+    assert (outcome.result.upserted, outcome.result.deleted) == (35, 2)
+    assert "changed rows only: 35 upserted, 2 deleted" in outcome.record.reason
+
+    _, full_spec, full = _run(datasette_server, tmp_path, monkeypatch, "full", path, stream=False)
+    assert full.outcome == "published"
+    assert _rows(datasette_server, table) == _rows(datasette_server, full_spec.table)
+    portal = get_portal("datasette", settings)
+    live, full_live = portal.current_version(table), portal.current_version(full_spec.table)
+    assert live is not None and full_live is not None
+    assert live.data_version == full_live.data_version
+    manifest = published.latest(again, DATASET)
+    assert manifest is not None and manifest.version == live.version and manifest.rows == 10_002

@@ -78,6 +78,12 @@ class RowDiff:
     #: the other old rows and appends the rest of ``new`` in order holds ``new`` in its
     #: order (see :meth:`appended`); None when not listed or not keyed
     in_order: int | None = None
+    #: listed keyed diffs only: whether ``new`` is ``old`` changed in place: the rows
+    #: matched by key (same or changed) keep their relative order and every added row
+    #: comes after all of them. A table that deletes the deleted rows, updates the
+    #: changed ones where they stand and appends the added ones (:meth:`upserts`) then
+    #: holds ``new`` in its order; None when not listed or not keyed
+    in_place: bool | None = None
 
     @property
     def keyed(self) -> bool:
@@ -114,7 +120,8 @@ class RowDiff:
         return np.sort(values.astype(np.int64))
 
     def upserts(self, new: pd.DataFrame) -> pd.DataFrame:
-        """The rows of ``new`` (the frame diffed as ``new``) that are added or changed."""
+        """The rows of ``new`` (the frame diffed as ``new``) that are added or changed, in
+        ``new``'s order: all a table needs when ``new`` is ``old`` changed in place."""
         return new.iloc[self.positions("added", "changed")]
 
     def appended(self, new: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +132,15 @@ class RowDiff:
         if self.in_order is None:
             raise ValueError("only a listed, keyed diff knows the rows kept in order")
         return new.iloc[self.in_order :]
+
+    def moved_keys(self, new: pd.DataFrame) -> pd.DataFrame:
+        """The key columns of the rows of :meth:`appended` that are old rows (changed, or
+        unchanged but out of the old order): deleted first, an upsert of them appends them
+        instead of updating them where they stand."""
+        if self.in_order is None:
+            raise ValueError("only a listed, keyed diff knows the rows kept in order")
+        tail = np.arange(self.in_order, len(new))
+        return new.iloc[np.setdiff1d(tail, self.positions("added"))][list(self.key)]
 
     def deletes(self) -> pd.DataFrame:
         """The key columns of the deleted rows (keyed diffs only)."""
@@ -250,24 +266,34 @@ def _keyed(
         )
     """
     table = None
-    in_order = None
+    in_order = in_place = None
     if listed:  # one pass: the changes, one row with the count of the same rows and one
-        # (code 4) with the first new row that is not an old row kept in order: a change,
-        # or a same row whose old position is before the previous new row's
+        # (code 4) with, as old_row, the first new row that is not an old row kept in
+        # order (a change, or a same row whose old position is before the previous new
+        # row's) and, as new_row, 1 if new is old changed in place: no matched row before
+        # the previous matched one in the old order, no added row before a matched one
         nulls = ", ".join("null" for _ in key)
         table = con.sql(
             f"{joined} select * from j where code <> 0"
             f" union all select 0, count(*), null, {nulls} from j where code = 0"
-            f" union all select 4, min(new_row), null, {nulls} from ("
-            "   select new_row, code, old_row < lag(old_row) over (order by new_row) as back"
+            " union all select 4, min(new_row) filter (where code <> 0 or back),"
+            "   (not coalesce(bool_or(matched_back), false) and coalesce("
+            "     max(new_row) filter (where code <> 1) < min(new_row) filter (where code = 1),"
+            f"    true))::bigint, {nulls}"
+            " from ("
+            "   select new_row, code, old_row < lag(old_row) over (order by new_row) as back,"
+            "     old_row < lag(old_row) over (partition by code = 1 order by new_row)"
+            "       as matched_back"
             "   from j where new_row is not null"
-            ") where code <> 0 or back"
+            " )"
         ).to_arrow_table()
         codes = table.column("code").to_numpy(zero_copy_only=False)
         first = table.column("old_row").to_numpy(zero_copy_only=False)
         counts = {0: int(first[codes == 0].sum())}
         (first_moved,) = first[codes == 4]
         in_order = sizes[1] if pd.isna(first_moved) else int(first_moved)
+        (in_place_flag,) = table.column("new_row").to_numpy(zero_copy_only=False)[codes == 4]
+        in_place = bool(in_place_flag)
         table = table.filter(pa.compute.less(table.column("code"), 4))
         table = table.filter(pa.compute.not_equal(table.column("code"), 0))
         codes = table.column("code").to_numpy(zero_copy_only=False)
@@ -281,7 +307,9 @@ def _keyed(
             f"a primary key ({', '.join(key)}) repeats in the old or new rows: "
             "rows cannot be matched by it"
         )
-    return RowDiff(key, before, after, added, changed, deleted, _labelled(table), in_order)
+    return RowDiff(
+        key, before, after, added, changed, deleted, _labelled(table), in_order, in_place
+    )
 
 
 def _whole_rows(

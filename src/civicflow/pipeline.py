@@ -21,6 +21,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any, TypeAlias, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from civicflow import published
@@ -557,7 +558,7 @@ def _live_diff(
 def _changes_to_send(
     spec: DatasetSpec,
     settings: Settings,
-    frame: pd.DataFrame,
+    frame: Rows,
     base: PublishedVersion | None,
     diffed: RowDiff | None | EllipsisType,
 ) -> RowChanges | None:
@@ -591,10 +592,11 @@ def _changes_to_send(
         return None
     changed = diffed.added + (diffed.changed or 0) + diffed.deleted
     in_order = diffed.in_order if diffed.in_order is not None else 0
-    sent = changed if diffed.in_place else len(frame) - in_order + diffed.deleted
+    count, columns = _shape(frame)
+    sent = changed if diffed.in_place else count - in_order + diffed.deleted
     if manifest is None or diffed.rows_before != base.rows or manifest.rows != base.rows:
         why = "the kept copy does not hold the live rows"
-    elif _fields_of(manifest) != fields or list(frame.columns) != [n for n, _ in fields]:
+    elif _fields_of(manifest) != fields or columns != [n for n, _ in fields]:
         why = "the published fields changed"
     elif sent == 0:
         why = "the same rows in another form"
@@ -619,11 +621,35 @@ def _changes_to_send(
         else f"{sent - changed:,} unchanged rows sent again to keep the row order",
     )
     if diffed.in_place:
-        return RowChanges(upserts=diffed.upserts(frame), deletes=diffed.deletes())
-    deletes, moved = diffed.deletes(), diffed.moved_keys(frame)
-    if len(moved):  # out of place: deleted first, so the upsert appends them
-        deletes = pd.concat([deletes, moved], ignore_index=True) if len(deletes) else moved
-    return RowChanges(upserts=diffed.appended(frame), deletes=deletes)
+        upserts = _rows_at(frame, diffed.positions("added", "changed"))
+        return RowChanges(upserts=upserts, deletes=diffed.deletes())
+    tail = _rows_at(frame, np.arange(in_order, count))  # RowDiff.appended, from a file too
+    moved = ~np.isin(np.arange(in_order, count), diffed.positions("added"))
+    deletes = diffed.deletes()
+    if moved.any():  # out of place: deleted first, so the upsert appends them
+        keys = tail[moved][list(diffed.key)].reset_index(drop=True)
+        deletes = pd.concat([deletes, keys], ignore_index=True) if len(deletes) else keys
+    return RowChanges(upserts=tail, deletes=deletes)
+
+
+def _rows_at(rows: Rows, positions: Any) -> pd.DataFrame:
+    """The rows at these 0-based positions, in their order; a Parquet file is read a
+    batch at a time (memory holds the rows asked for), dtypes as the file keeps them."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if isinstance(rows, pd.DataFrame):
+        return rows.iloc[positions]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(rows)
+    taken, start = [], 0
+    for batch in source.iter_batches(batch_size=65_536):
+        here = positions[(positions >= start) & (positions < start + batch.num_rows)]
+        if len(here):
+            taken.append(batch.take(pa.array(here - start)))
+        start += batch.num_rows
+    table = pa.Table.from_batches(taken, schema=source.schema_arrow)
+    return table.to_pandas().reset_index(drop=True)
 
 
 def _fields_of(manifest: published.Manifest) -> list[tuple[Any, Any]]:
@@ -1006,16 +1032,24 @@ class _Run:
         if isinstance(ext, NotExtracted):
             return self.reject_extract(ext.error)
         self.stats["rows_in"] = ext.rows
-        self.stats["input_key"] = key = input_key(spec, settings, ext.sha256, since)
-        self.stats["source_modified"] = ext.source_modified
+        same = self.same_input(ext.sha256, since, ext.source_modified)
+        return same or self.checked_and_published(ext, since)
+
+    def same_input(
+        self, sha256: str, since: str | None, source_modified: str | None
+    ) -> RunOutcome | None:
+        """Record the run's input; ``unchanged`` when the live version's run had it."""
+        spec, settings = self.spec, self.settings
+        self.stats["input_key"] = key = input_key(spec, settings, sha256, since)
+        self.stats["source_modified"] = source_modified
         same = _same_input_still_live(settings, spec, key)
-        if same is not None:
-            return self.finish(
-                "unchanged",
-                "source unchanged (same content as the live version's run)",
-                portal_version=same.portal_version,
-            )
-        return self.checked_and_published(ext, since)
+        if same is None:
+            return None
+        return self.finish(
+            "unchanged",
+            "source unchanged (same content as the live version's run)",
+            portal_version=same.portal_version,
+        )
 
     def checked_and_published(self, ext: Extract, since: str | None) -> RunOutcome:
         spec, settings, wrap = self.spec, self.settings, self.wrap
@@ -1077,15 +1111,9 @@ class _Run:
         copy = wrap("extract", copy_stage)(spec, settings, self.run_id, source_path)
         if isinstance(copy, NotExtracted):
             return self.reject_extract(copy.error)
-        self.stats["input_key"] = key = input_key(spec, settings, copy.sha256, None)
-        self.stats["source_modified"] = copy.source_modified
-        same = _same_input_still_live(settings, spec, key)
+        same = self.same_input(copy.sha256, None, copy.source_modified)
         if same is not None:
-            return self.finish(
-                "unchanged",
-                "source unchanged (same content as the live version's run)",
-                portal_version=same.portal_version,
-            )
+            return same
         checked = wrap("validate-and-protect", check_stage)(spec, settings, self.run_id, copy)
         if isinstance(checked, NotExtracted):
             return self.reject_extract(checked.error)

@@ -2,7 +2,7 @@
 
 ``pipeline.run_dataset`` streams an input file of ``Settings.stream_min_bytes`` or more
 when its source kind reads batches (CSV), its portal stages rows (Datasette) and the run
-reads the whole source (no incremental watermark). Memory then holds a few batches of
+is not of an incremental dataset (a watermark). Memory then holds a few batches of
 ``Settings.batch_rows`` rows, whatever the file's size:
 
 1. each batch is typed, validated (``quality.batches.validate_batch``) and protected
@@ -56,8 +56,9 @@ log = logging.getLogger("civicflow.streaming")
 def streams(
     spec: DatasetSpec, settings: Settings, source_path: Path | str | None, since: str | None
 ) -> bool:
-    """Whether a run of ``spec`` on this input goes batch by batch (see the module)."""
-    if since is not None or not can_read_batches(spec):
+    """Whether a run of ``spec`` on this input goes batch by batch (see the module).
+    Not an incremental dataset's: its watermark comes from the whole frame's cursor."""
+    if since is not None or spec.incremental is not None or not can_read_batches(spec):
         return False
     if not isinstance(get_portal(spec.portal.kind, settings), StagingPortal):
         return False

@@ -338,8 +338,11 @@ def apply_changes(
     ``indexes`` (column lists; None: leave them) are made to match in the same one.
 
     ``stages`` are this run's staging tables of full rows to upsert and of keys to
-    delete (None: nothing of that kind). Deletes go first; a staged row replaces the
-    live row with its key (matched by the key columns, so no unique index is needed).
+    delete (None: nothing of that kind). Deletes go first; then a staged row whose key
+    is live updates that row in place (its rowid, so its place in the storage order,
+    stays) and the others are appended in staged order. Rows are matched by the key
+    columns, so no unique index is needed. A key both deleted and upserted moves its
+    row to the end; it counts as upserted, not deleted.
     """
     ensure_schema(conn)
     upserts, deletes = stages
@@ -358,16 +361,14 @@ def apply_changes(
         )
     if deletes is not None and _column_names(conn, deletes) != keys:
         raise Refused(400, f"the delete staging table must hold the key columns {keys} only")
-    deleted = 0 if deletes is None else _delete_keys(conn, table, deletes, keys)
+    deleted = 0
+    if deletes is not None:
+        moved = 0 if upserts is None else _count_live(conn, table, (deletes, upserts), keys)
+        deleted = _delete_keys(conn, table, deletes, keys) - moved
     upserted = 0
     if upserts is not None:
-        _delete_keys(conn, table, upserts, keys)
-        names = ", ".join(map(escape_sqlite, columns))
-        cursor = conn.execute(
-            f"insert into {escape_sqlite(table)} ({names})"
-            f" select {names} from {escape_sqlite(upserts)}"
-        )
-        upserted = cursor.rowcount
+        upserted = _update_in_place(conn, table, upserts, columns, keys)
+        upserted += _append_new(conn, table, upserts, columns, keys)
     for staging in (s for s in stages if s is not None):
         conn.execute(f"drop table {escape_sqlite(staging)}")
         conn.execute(f"delete from {STAGING} where name = ?", [staging])
@@ -384,6 +385,54 @@ def _delete_keys(conn: sqlite3.Connection, table: str, staging: str, keys: list[
     cursor = conn.execute(
         f"delete from {escape_sqlite(table)} where ({key}) in"
         f" (select {key} from {escape_sqlite(staging)})"
+    )
+    return int(cursor.rowcount)
+
+
+def _count_live(
+    conn: sqlite3.Connection, table: str, stagings: Sequence[str], keys: list[str]
+) -> int:
+    """How many live rows have a key that is in every one of ``stagings``."""
+    key = ", ".join(map(escape_sqlite, keys))
+    ins = " and ".join(f"({key}) in (select {key} from {escape_sqlite(s)})" for s in stagings)
+    return int(conn.execute(f"select count(*) from {escape_sqlite(table)} where {ins}").fetchone()[0])
+
+
+def _matches(keys: list[str]) -> str:
+    return " and ".join(f"live.{k} = staged.{k}" for k in map(escape_sqlite, keys))
+
+
+def _update_in_place(
+    conn: sqlite3.Connection, table: str, staging: str, columns: list[str], keys: list[str]
+) -> int:
+    """Overwrite the live rows whose key is staged with the staged values, rowids kept:
+    one UPDATE ... FROM (SQLite 3.33+), each staged row finding its live row by the key
+    index."""
+    values = [c for c in columns if c not in keys]
+    if not values:  # only key columns: a live key already holds the staged row
+        return _count_live(conn, table, [staging], keys)
+    targets = ", ".join(map(escape_sqlite, values))
+    sources = ", ".join(f"staged.{escape_sqlite(c)}" for c in values)
+    cursor = conn.execute(
+        f"update {escape_sqlite(table)} as live set ({targets}) = ({sources})"
+        f" from {escape_sqlite(staging)} as staged where {_matches(keys)}"
+    )
+    return int(cursor.rowcount)
+
+
+def _append_new(
+    conn: sqlite3.Connection, table: str, staging: str, columns: list[str], keys: list[str]
+) -> int:
+    """Insert the staged rows whose key is not live, in staged (rowid) order: new rowids,
+    so they go after every live row."""
+    names = ", ".join(map(escape_sqlite, columns))
+    # a column may take the name rowid; SQLite has two other names for it
+    rowid = next(n for n in ("rowid", "_rowid_", "oid") if n not in columns)
+    cursor = conn.execute(
+        f"insert into {escape_sqlite(table)} ({names})"
+        f" select {names} from {escape_sqlite(staging)} as staged"
+        f" where not exists (select 1 from {escape_sqlite(table)} as live where {_matches(keys)})"
+        f" order by staged.{rowid}"
     )
     return int(cursor.rowcount)
 

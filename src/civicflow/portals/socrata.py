@@ -15,9 +15,12 @@ new dataset public: socrata_soda.py).
 A change set (:meth:`apply_changes`) that fits one chunk (``chunk_rows``, 10,000 as
 Socrata's DataSync sends) goes as ONE sodapy upsert by row identifier, deletes as
 rows with ``":deleted": true``, which Socrata applies whole; then the version record
-is updated in the view metadata. A larger change set, a composite key or a schema or
-column-description change goes as a replace revision of the live rows with the changes
-merged in, atomic like any publish. The dataset's four-by-four id is civicflow state,
+is updated in the view metadata. A larger change set, a composite key, a key both
+deleted and upserted (a row moved to the end: the order of one upsert's rows is not
+documented), or a schema or column-description change goes as a replace revision of
+the live rows with the changes merged in, atomic like any publish. Either way a row
+upserted under a live key keeps its place (Socrata updates it in place) and new rows
+come last. The dataset's four-by-four id is civicflow state,
 kept privately under ``var/socrata/<host>/<table>.json``.
 
 Compare-and-swap: Socrata has no conditional apply, so the live version is compared
@@ -432,7 +435,8 @@ class SocrataPortal:
 
     def _fits_one_upsert(self, step: _ChangeSet) -> bool:
         """Rows only (same columns, types and column descriptions), keyed by the dataset's
-        row identifier, and no more than one chunk of rows."""
+        row identifier, no more than one chunk of rows, and no key both deleted and
+        upserted."""
         view, fields, primary_key = step.view, step.fields, step.primary_key
         stored = view["metadata"]["civicflow"]
         ids = {c["fieldName"]: c.get("id") for c in view.get("columns", [])}
@@ -444,6 +448,7 @@ class SocrataPortal:
             and stored.get("types") == {f.name: str(f.type) for f in fields}
             and list(ids) == [f.name for f in fields]
             and (stored.get("metadata") or {}).get("columns") == dict(step.metadata.columns)
+            and not _moves_rows(step.changes, [f for f in fields if f.name in primary_key])
         )
 
     def _upsert(self, step: _ChangeSet, live: PublishedVersion) -> tuple[int, int]:
@@ -764,6 +769,15 @@ class _ChangeSet:
     metadata: TableMetadata
     #: the version record to store (``rows`` is filled in once known)
     record: dict[str, Any]
+
+
+def _moves_rows(changes: RowChanges, key_fields: list[FieldSpec]) -> bool:
+    """Whether a key is both deleted and upserted (compared as Socrata text)."""
+    if not len(changes.deletes) or not len(changes.upserts):
+        return False
+    gone = wire_table(changes.deletes, key_fields)
+    written = wire_table(changes.upserts[[f.name for f in key_fields]], key_fields)
+    return bool(gone.join(written, [f.name for f in key_fields], join_type="inner").num_rows)
 
 
 def _typed(output: Any, fields: list[FieldSpec], primary_key: list[str]) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,20 +67,32 @@ def wire_table(frame: pd.DataFrame, fields: list[FieldSpec]) -> pa.Table:
 def merge_changes(
     live: pa.Table, upserts: pa.Table, deletes: pa.Table, key: list[str]
 ) -> tuple[pa.Table, int]:
-    """The live rows (Socrata's CSV text) with the rows of ``upserts`` and ``deletes``
-    removed by key, then ``upserts`` appended; and how many live rows ``deletes`` removed.
+    """The live rows (Socrata's CSV text) as deleting ``deletes`` and then upserting
+    ``upserts`` by key leaves them, in order: an upserted row whose key is still live
+    takes that row's place (Socrata's upsert updates a row where it stands), the others
+    are appended in their order. Also how many live rows ``deletes`` removed; a key
+    deleted and upserted again moves its row to the end and is not counted.
 
     Keys are compared as text, with a trailing ``.000`` (Socrata's milliseconds) dropped.
     """
     names = upserts.column_names
     schema = pa.schema([(n, pa.string()) for n in names])
-    live = live.select(names).cast(schema)
+    live, upserts = live.select(names).cast(schema), upserts.cast(schema)
+    upsert_keys = _key_text(upserts, key).combine_chunks()
     live_keys = _key_text(live, key)
-    gone = pc.is_in(live_keys, value_set=_key_text(deletes, key))
-    replaced = pc.is_in(live_keys, value_set=_key_text(upserts, key))
-    kept = live.filter(pc.invert(pc.or_(gone, replaced)))
-    deleted = int(pc.sum(gone).as_py() or 0)
-    return pa.concat_tables([kept, upserts.cast(schema)]), deleted
+    gone = pc.is_in(live_keys, value_set=_key_text(deletes, key).combine_chunks())
+    moved = pc.and_(gone, pc.is_in(live_keys, value_set=upsert_keys))
+    deleted = int(pc.sum(gone).as_py() or 0) - int(pc.sum(moved).as_py() or 0)
+    live = live.filter(pc.invert(gone))
+    live_keys = _key_text(live, key).combine_chunks()
+    # Rows of live ++ upserts to take: per live row itself or the upsert with its key,
+    # then the upserts whose key is not live.
+    replaced_by = pc.fill_null(pc.index_in(live_keys, value_set=upsert_keys), -1).to_numpy()
+    kept = np.arange(live.num_rows)
+    at = np.where(replaced_by < 0, kept, replaced_by + live.num_rows)
+    new = pc.invert(pc.is_in(upsert_keys, value_set=live_keys)).to_numpy(zero_copy_only=False)
+    order = np.concatenate([at, np.flatnonzero(new) + live.num_rows])
+    return pa.concat_tables([live, upserts]).take(pa.array(order, pa.int64())), deleted
 
 
 def _key_text(table: pa.Table, key: list[str]) -> pa.ChunkedArray:
