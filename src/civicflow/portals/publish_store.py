@@ -395,7 +395,9 @@ def _count_live(
     """How many live rows have a key that is in every one of ``stagings``."""
     key = ", ".join(map(escape_sqlite, keys))
     ins = " and ".join(f"({key}) in (select {key} from {escape_sqlite(s)})" for s in stagings)
-    return int(conn.execute(f"select count(*) from {escape_sqlite(table)} where {ins}").fetchone()[0])
+    return int(
+        conn.execute(f"select count(*) from {escape_sqlite(table)} where {ins}").fetchone()[0]
+    )
 
 
 def _matches(keys: list[str]) -> str:
