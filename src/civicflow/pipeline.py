@@ -499,23 +499,13 @@ def publish_stage(
     if base is not None and base.version != published_version(data_version, metadata):
         _refuse_if_published_since_start(spec, base, run_id)
     changes = _changes_to_send(spec, settings, frame, base, diffed)
-    fields = spec.published_fields()
     if changes is not None:
-        result = portal.apply_changes(
-            spec.table,
-            changes,
-            fields=fields,
-            primary_key=list(spec.primary_key),
-            version=data_version,
-            run_id=run_id,
-            metadata=metadata,
-            base=base,
-        )
+        result = _apply(portal, spec, changes, data_version, run_id, metadata, base)
     else:
         result = portal.publish(
             spec.table,
             frame,
-            fields=fields,
+            fields=spec.published_fields(),
             primary_key=[k for k in spec.primary_key if k in frame.columns],
             version=data_version,
             run_id=run_id,
@@ -701,16 +691,8 @@ def _upsert(
     metadata, summary = versioned_metadata(
         spec, settings, run_id, merged, data_version, base, column_notes, quality, portal
     )
-    result = portal.apply_changes(
-        spec.table,
-        RowChanges(upserts=frame, deletes=frame.iloc[:0][key]),
-        fields=spec.published_fields(),
-        primary_key=key,
-        version=data_version,
-        run_id=run_id,
-        metadata=metadata,
-        base=base,
-    )
+    changes = RowChanges(upserts=frame, deletes=frame.iloc[:0][key])
+    result = _apply(portal, spec, changes, data_version, run_id, metadata, base)
     if merged is not None and published.lags(settings, spec.id, result.version):
         _write_copy(spec, merged, settings, result, data_version, metadata)
     _record_version(settings, summary, result)
@@ -1125,7 +1107,7 @@ class _Run:
     def judged_and_published(self, checked: Checked, copy: RawCopy) -> RunOutcome:
         spec, settings = self.spec, self.settings
         self.stats["rows_in"] = checked.rows_in
-        if checked.drift.rejects() or not checked.passed:
+        if not checked.passed:
             _discard(checked.staged)
         if checked.drift.rejects():
             self.paths["report_path"] = _error_report(
@@ -1252,33 +1234,25 @@ def publish_checked(
     if base is not None and base.version != target:
         _refuse_if_published_since_start(spec, base, run_id)
     same_rows = base is not None and base.data_version == data_version
-    changes = (
-        _no_changes(spec) if same_rows else _changes_to_send(spec, settings, rows, base, diffed)
-    )
-    staged = checked.staged
-    if changes is not None or (base is not None and base.version == target):
-        _discard(staged)
-        result = portal.apply_changes(
+    if same_rows and not spec.primary_key:
+        # no key to apply an empty change set by: the portal relabels (or keeps) the
+        # live rows given them again, read whole from the copy (rare: the same rows in
+        # a file with other bytes)
+        _discard(checked.staged)
+        result = portal.publish(
             spec.table,
-            changes or _no_changes(spec),
+            pd.read_parquet(rows),
             fields=spec.published_fields(),
-            primary_key=list(spec.primary_key),
+            primary_key=[],
             version=data_version,
             run_id=run_id,
             metadata=metadata,
             base=base,
         )
     else:
-        if checked.staging_error is not None:
-            log.warning(
-                "%s: staging stopped during the checks (%s): staging again from the copy",
-                spec.id,
-                checked.staging_error,
-            )
-        if staged is None or not staged.complete or checked.staging_error is not None:
-            _discard(staged)
-            staged = _stage_copy(spec, portal, run_id, rows, base, staged)
-        result = staged.swap(version=data_version, metadata=metadata)
+        result = _changed_or_swapped(
+            spec, settings, portal, checked, run_id, base, diffed, metadata, same_rows
+        )
     if published.lags(settings, spec.id, result.version):
         published.keep_file(
             settings,
@@ -1293,6 +1267,74 @@ def publish_checked(
     _record_version(settings, summary, result)
     _log_published(spec, result)
     return result
+
+
+def _changed_or_swapped(
+    spec: DatasetSpec,
+    settings: Settings,
+    portal: StagingPortal,
+    checked: Checked,
+    run_id: str,
+    base: PublishedVersion | None,
+    diffed: RowDiff | None | EllipsisType,
+    metadata: TableMetadata,
+    same_rows: bool,
+) -> PublishResult:
+    """The live rows relabelled or changed by key (an empty or small change set), else
+    the whole table's staged rows swapped in."""
+    rows, data_version = checked.copy.path, checked.data_version
+    changes = (
+        _no_changes(spec) if same_rows else _changes_to_send(spec, settings, rows, base, diffed)
+    )
+    if changes is not None:
+        _discard(checked.staged)
+        return _apply(portal, spec, changes, data_version, run_id, metadata, base)
+    staged = _staged_in_full(spec, portal, checked, run_id, base)
+    return staged.swap(version=data_version, metadata=metadata)
+
+
+def _apply(
+    portal: Portal,
+    spec: DatasetSpec,
+    changes: RowChanges,
+    data_version: str,
+    run_id: str,
+    metadata: TableMetadata,
+    base: PublishedVersion | None,
+) -> PublishResult:
+    """``changes`` applied by the spec's primary key as the version ``data_version``."""
+    return portal.apply_changes(
+        spec.table,
+        changes,
+        fields=spec.published_fields(),
+        primary_key=list(spec.primary_key),
+        version=data_version,
+        run_id=run_id,
+        metadata=metadata,
+        base=base,
+    )
+
+
+def _staged_in_full(
+    spec: DatasetSpec,
+    portal: StagingPortal,
+    checked: Checked,
+    run_id: str,
+    base: PublishedVersion | None,
+) -> StagedRows:
+    """The rows staged during the checks, or staged now from the copy when they were
+    not (a republish that could have sent only changes) or not all of them were."""
+    staged = checked.staged
+    if checked.staging_error is not None:
+        log.warning(
+            "%s: staging stopped during the checks (%s): staging again from the copy",
+            spec.id,
+            checked.staging_error,
+        )
+    if staged is not None and staged.complete and checked.staging_error is None:
+        return staged
+    _discard(staged)
+    return _stage_copy(spec, portal, run_id, checked.copy.path, base, staged)
 
 
 def _no_changes(spec: DatasetSpec) -> RowChanges:
