@@ -6,6 +6,9 @@ scorecard never branches on how it was defined:
     period DATE, dimension VARCHAR, group_key VARCHAR, group_label VARCHAR, value DOUBLE, n BIGINT
 
 ``dimension`` is null on the overall rows and otherwise names the dimension's column.
+A declarative KPI's overall rows cover every period, its group rows only the reporting
+period (the latest in the whole dataset), the only one whose groups are shown: groups of
+a year of days (medians among them) would cost most of the query for rows thrown away.
 Datasets are tables (views over their latest published Parquet) named by dataset id.
 Filter values travel as query parameters, never spliced into the SQL text.
 """
@@ -188,8 +191,16 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
             labelled_cols.append(f"CAST(NULL AS VARCHAR) AS l{i}")
     agg, n_agg = aggregate_sql(measure, param)
 
-    sets = ["(period)"] + [f"(period, d{i}, l{i})" for i in range(len(kpi.dimensions))]
+    series = (
+        "SELECT period, CAST(NULL AS VARCHAR) AS dimension, CAST(NULL AS VARCHAR) AS group_key, "
+        f"CAST(NULL AS VARCHAR) AS group_label,\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
+        "FROM base\nWHERE period IS NOT NULL\nGROUP BY period"
+    )
+    parts = [series]
     if kpi.dimensions:
+        # Groups only for the reporting period (the latest in the whole dataset): the page
+        # and performance_metrics show no other period's groups, so none is computed.
+        sets = [f"(period, d{i}, l{i})" for i in range(len(kpi.dimensions))]
         dim_case = " ".join(
             f"WHEN GROUPING(d{i}) = 0 THEN '{d.column}'" for i, d in enumerate(kpi.dimensions)
         )
@@ -200,15 +211,23 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
             f"WHEN GROUPING(d{i}) = 0 THEN l{i}" for i in range(len(kpi.dimensions))
         )
         dim_cols = f"CASE {dim_case} END AS dimension, CASE {key_case} END AS group_key, CASE {label_case} END AS group_label"
-    else:
-        dim_cols = "CAST(NULL AS VARCHAR) AS dimension, CAST(NULL AS VARCHAR) AS group_key, CAST(NULL AS VARCHAR) AS group_label"
+        parts.append(
+            f"SELECT period, {dim_cols},\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
+            f"FROM labelled\nGROUP BY GROUPING SETS ({', '.join(sets)})"
+        )
     newline = "\n"
+    ctes = [f"base AS (\n  SELECT {', '.join(base_cols)}\n  FROM {table}\n  WHERE {where}\n)"]
+    if kpi.dimensions:
+        latest = f"date_trunc('{kpi.period.grain}', max({ident(kpi.period.column)}))"
+        ctes.append(f"reporting AS (\n  SELECT CAST({latest} AS DATE) AS period FROM {table}\n)")
+        ctes.append(
+            f"labelled AS (\n  SELECT {', '.join(labelled_cols)}\n  FROM base"
+            f"{newline + '  ' if joins else ''}{(newline + '  ').join(joins)}\n"
+            "  WHERE base.period = (SELECT period FROM reporting)\n)"
+        )
     sql = (
-        f"WITH base AS (\n  SELECT {', '.join(base_cols)}\n  FROM {table}\n  WHERE {where}\n),\n"
-        f"labelled AS (\n  SELECT {', '.join(labelled_cols)}\n  FROM base{newline + '  ' if joins else ''}{(newline + '  ').join(joins)}\n)\n"
-        f"SELECT period, {dim_cols},\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
-        f"FROM labelled\nWHERE period IS NOT NULL\n"
-        f"GROUP BY GROUPING SETS ({', '.join(sets)})\n"
-        f"ORDER BY period, dimension NULLS FIRST, group_key"
+        f"WITH {', '.join(ctes)}\n"
+        + "\nUNION ALL\n".join(parts)
+        + "\nORDER BY period, dimension NULLS FIRST, group_key"
     )
     return CompiledKpi(kpi.id, sql, param.values, period_sql)

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache, lru_cache
 from pathlib import Path
 
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal
+from babel import Locale
+from babel.dates import format_date as _babel_date
+from babel.dates import format_datetime
+from babel.numbers import format_decimal as _babel_decimal
 
 from civicflow import i18n_core
 from civicflow.i18n_core import DEFAULT, LANGUAGES, N_, NAMES
@@ -56,11 +59,28 @@ def _pattern(decimals: int) -> str:
     return "#,##0" + ("." + "0" * decimals if decimals else "")
 
 
+# A page formats thousands of numbers and dates (every point of every trend, in the
+# chart and its table): Babel parses the locale name on every call unless given a
+# Locale, and a day's name is asked for several times per page, so both are cached.
+@cache
+def _locale(lang: str) -> Locale:
+    return Locale.parse(lang)
+
+
+def _format_decimal(value: float, pattern: str, locale: str) -> str:
+    return str(_babel_decimal(value, pattern, locale=_locale(locale)))
+
+
+@lru_cache(maxsize=65536)
+def _format_date(day: date, pattern: str, locale: str) -> str:
+    return str(_babel_date(day, pattern, locale=_locale(locale)))
+
+
 def number(value: float, decimals: int, lang: str = DEFAULT) -> str:
     """``value`` with ``decimals`` decimals and grouped thousands, in ``lang``'s form."""
     if lang == DEFAULT:
         return f"{value:,.{decimals}f}"
-    return str(format_decimal(value, _pattern(decimals), locale=lang))
+    return _format_decimal(value, _pattern(decimals), lang)
 
 
 def compact(value: float, lang: str = DEFAULT) -> str:
@@ -73,10 +93,10 @@ def compact(value: float, lang: str = DEFAULT) -> str:
             return f"{value / 1_000:g}k"
         return f"{value:g}"
     if magnitude >= 1_000_000:
-        return str(format_decimal(value / 1_000_000, "#,##0.##", locale=lang)) + "\u00a0M"
+        return _format_decimal(value / 1_000_000, "#,##0.##", lang) + "\u00a0M"
     if magnitude >= 1_000:
-        return str(format_decimal(value / 1_000, "#,##0.##", locale=lang)) + "\u00a0mil"
-    return str(format_decimal(value, "#,##0.####", locale=lang))
+        return _format_decimal(value / 1_000, "#,##0.##", lang) + "\u00a0mil"
+    return _format_decimal(value, "#,##0.####", lang)
 
 
 @dataclass(frozen=True)
@@ -107,15 +127,13 @@ class Tr:
         if self.english:
             return period_label(period, grain)
         if grain == "day":
-            return str(format_date(period, "d MMM y", locale=self.lang))
+            return str(_format_date(period, "d MMM y", self.lang))
         if grain == "week":
-            return self._("week of %(date)s") % {
-                "date": format_date(period, "d MMM y", locale=self.lang)
-            }
+            return self._("week of %(date)s") % {"date": _format_date(period, "d MMM y", self.lang)}
         if grain == "month":
-            return str(format_date(period, "LLL y", locale=self.lang))
+            return str(_format_date(period, "LLL y", self.lang))
         if grain == "quarter":
-            return str(format_date(period, "QQQ y", locale=self.lang))
+            return str(_format_date(period, "QQQ y", self.lang))
         return str(period.year)
 
     def axis(self, period: date, grain: str) -> str:
@@ -123,7 +141,7 @@ class Tr:
         if self.english:
             return axis_label(period, grain)
         if grain in ("day", "week"):
-            return str(format_date(period, "d MMM", locale=self.lang))
+            return str(_format_date(period, "d MMM", self.lang))
         return self.period(period, grain)
 
     def grain(self, grain: str) -> str:
@@ -133,7 +151,9 @@ class Tr:
         """A time in UTC: 2024-05-01 13:05 UTC (Spanish: 1 may 2024, 13:05 UTC)."""
         if self.english:
             return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return str(format_datetime(moment, "d MMM y, HH:mm 'UTC'", tzinfo=UTC, locale=self.lang))
+        return str(
+            format_datetime(moment, "d MMM y, HH:mm 'UTC'", tzinfo=UTC, locale=_locale(self.lang))
+        )
 
     def when_iso(self, iso: str) -> str:
         try:
