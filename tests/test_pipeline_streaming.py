@@ -11,6 +11,7 @@ staging table or spool file behind.
 from __future__ import annotations
 
 import json
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from civicflow import published
+from civicflow import published, streaming
+from civicflow.ledger import Ledger
 from civicflow.pipeline import RunOutcome, run_dataset
 from civicflow.portals import get_portal
 from civicflow.settings import Settings
@@ -38,10 +40,16 @@ def _spec(settings: Settings, table: str) -> DatasetSpec:
 
 
 def _settings(
-    server: DatasetteServer, var: Path, monkeypatch: pytest.MonkeyPatch, *, stream: bool
+    server: DatasetteServer,
+    var: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    stream: bool,
+    workers: int = 1,
 ) -> Settings:
     monkeypatch.setenv("CIVICFLOW_STREAM_MIN_BYTES", "0" if stream else str(1 << 40))
     monkeypatch.setenv("CIVICFLOW_BATCH_ROWS", str(BATCH))
+    monkeypatch.setenv("CIVICFLOW_CHECK_WORKERS", str(workers))
     return point_civicflow_at(server, var, monkeypatch)
 
 
@@ -54,9 +62,10 @@ def _run(
     *,
     stream: bool,
     table: str | None = None,
+    workers: int = 1,
 ) -> tuple[Settings, DatasetSpec, RunOutcome]:
     with monkeypatch.context() as mp:
-        settings = _settings(server, tmp_path / name, mp, stream=stream)
+        settings = _settings(server, tmp_path / name, mp, stream=stream, workers=workers)
         spec = _spec(settings, table or unique_table(name))
         return settings, spec, run_dataset(settings, DATASET, source, spec=spec)
 
@@ -101,12 +110,17 @@ def test_content_hash_over_batches_is_the_whole_tables() -> None:
         hasher.update(frame.astype({"k": float}))
 
 
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "check-worker"])
 def test_a_streamed_run_publishes_what_the_whole_table_run_does(
-    datasette_server: DatasetteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+    datasette_server: DatasetteServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog,
+    workers: int,
 ) -> None:
     with caplog.at_level("INFO", logger="civicflow"):
         settings, spec, streamed = _run(
-            datasette_server, tmp_path, monkeypatch, "streamed", CSV, stream=True
+            datasette_server, tmp_path, monkeypatch, "streamed", CSV, stream=True, workers=workers
         )
     whole_settings, whole_spec, whole = _run(
         datasette_server, tmp_path, monkeypatch, "whole", CSV, stream=False
@@ -174,6 +188,42 @@ def test_a_failed_streamed_run_leaves_the_live_version_and_nothing_staged(
     assert portal.staging(table) == []
     for var in ("v2", "v3"):
         assert not list((tmp_path / var / "spool" / DATASET).glob("*"))
+
+
+def test_a_check_worker_that_dies_fails_the_run_and_leaves_the_live_version(
+    datasette_server: DatasetteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = unique_table("worker")
+    settings, spec, first = _run(
+        datasette_server, tmp_path, monkeypatch, "v1", CSV, stream=True, table=table
+    )
+    assert first.outcome == "published", first.reason
+    before = _rows(datasette_server, table)
+    submit = streaming._Validator.submit
+
+    def killing_the_worker(self: streaming._Validator, batch: Any) -> None:
+        submit(self, batch)
+        assert self._pool is not None  # the run validates in a worker process
+        for process in list(self._pool._processes.values()):
+            process.kill()
+
+    changed = pd.read_csv(CSV, dtype=str, keep_default_na=False)
+    changed["Status"] = "Closed"  # another file: the run checks it
+    source = tmp_path / "changed.csv"
+    changed.to_csv(source, index=False)
+    monkeypatch.setattr(streaming._Validator, "submit", killing_the_worker)
+    # a new var dir: no kept copy, so the rows are staged while they are checked
+    with pytest.raises(BrokenProcessPool):
+        _run(datasette_server, tmp_path, monkeypatch, "v2", source, stream=True, table=table)
+    portal = get_portal("datasette", settings)
+    live = portal.current_version(table)
+    assert live is not None and live.run_id == first.record.run_id
+    assert _rows(datasette_server, table) == before
+    assert portal.staging(table) == []
+    assert not list((tmp_path / "v2" / "spool" / DATASET).glob("*"))
+    ledger = Ledger(tmp_path / "v2" / "ledger.db")
+    failed = ledger.last(DATASET, "failed")
+    assert failed is not None and "BrokenProcessPool" in failed.reason
 
 
 def test_a_streamed_republish_sends_only_the_rows_changed_in_place(

@@ -128,6 +128,13 @@ class Settings:
         return _env_whole(self.env, "CIVICFLOW_BATCH_ROWS", 50_000, 1)
 
     @property
+    def check_workers(self) -> int:
+        """Processes that validate a streaming run's batches while this one protects them
+        (CIVICFLOW_CHECK_WORKERS; default 1 on two cores or more, else 0: in process)."""
+        default = 1 if (os.cpu_count() or 1) >= 2 else 0
+        return _env_whole(self.env, "CIVICFLOW_CHECK_WORKERS", default, 0)
+
+    @property
     def stream_min_bytes(self) -> int:
         """Input files from this size up are run a batch at a time when their kind and
         portal can (CIVICFLOW_STREAM_MIN_BYTES, default 64 MiB; 0: every such file)."""

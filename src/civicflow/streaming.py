@@ -5,7 +5,9 @@ when its source kind reads batches (CSV), its portal stages rows (Datasette) and
 is not of an incremental dataset (a watermark). Memory then holds a few batches of
 ``Settings.batch_rows`` rows, whatever the file's size:
 
-1. each batch is typed, validated (``quality.batches.validate_batch``) and protected
+1. each batch is typed, validated (``quality.batches.validate_batch``, in a worker
+   process when ``Settings.check_workers``: GX is pure Python, so the second core
+   validates while this process protects) and protected
    (``privacy.batches.protect_batch``); its protected rows go to the version's Parquet
    copy (``published.CopyWriter``), the content hash and the empty counts, and, when
    the caller staged a new table, to the portal's private staging table from a second
@@ -20,9 +22,11 @@ Nothing goes live here: a run whose checks fail discards what it staged.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +52,7 @@ from civicflow.quality.drift import SAMPLE_ROWS, SchemaDrift, schema_drift, type
 from civicflow.quality.report import QualityReport
 from civicflow.settings import Settings
 from civicflow.sources import RawCopy, can_read_batches, read_batches, resolve_source_path
+from civicflow.sources.base import Extract
 from civicflow.spec import DatasetSpec
 
 log = logging.getLogger("civicflow.streaming")
@@ -122,6 +127,48 @@ class _Uploader:
         return self.error
 
 
+def _warm() -> None:
+    """A check worker's imports, made while the parent copies and plans."""
+    import great_expectations  # noqa: F401
+
+
+class _Validator:
+    """``validate_batch`` of each batch in a worker process (``workers`` of them), at
+    most one batch queued per worker besides the one it validates, or here when ``workers`` is 0. ``parts()``
+    gives the results in batch order; a worker's exception is raised there."""
+
+    def __init__(self, plan: ValidationPlan | None, workers: int) -> None:
+        self.plan = plan
+        self.workers = workers
+        self._done: list[BatchPart] = []
+        self._pending: deque[Future[BatchPart]] = deque()
+        self._pool = None
+        if workers:
+            # spawn, not fork: the parent runs threads (staging, Prefect) whose locks a
+            # forked child could inherit held
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(workers, mp_context=context)
+            self._pool.submit(_warm)  # start the workers now, not at the first batch
+
+    def submit(self, batch: Extract) -> None:
+        assert self.plan is not None
+        if self._pool is None:
+            self._done.append(validate_batch(self.plan, batch))
+            return
+        while len(self._pending) > self.workers:
+            self._done.append(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(validate_batch, self.plan, batch))
+
+    def parts(self) -> list[BatchPart]:
+        while self._pending:
+            self._done.append(self._pending.popleft().result())
+        return self._done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class _Tally:
     """What the merge needs of every batch; never the batches themselves."""
@@ -147,7 +194,24 @@ def check_batches(
     """Read, type, validate and protect ``copy`` a batch at a time (see the module);
     the protected rows go to ``copy_path`` (Parquet) and to ``staged`` when given.
     Raises ExtractError when the file cannot be read (after the rows before it)."""
-    plan = plan_validation(spec, settings.expectations_dir)
+    validator = _Validator(None, settings.check_workers)
+    try:
+        validator.plan = plan_validation(spec, settings.expectations_dir)
+        return _checked(spec, settings, run_id, copy, copy_path, staged, validator)
+    finally:
+        validator.close()
+
+
+def _checked(
+    spec: DatasetSpec,
+    settings: Settings,
+    run_id: str,
+    copy: RawCopy,
+    copy_path: Path,
+    staged: StagedRows | None,
+    validator: _Validator,
+) -> Checked:
+    assert validator.plan is not None
     hash_key = spec_hash_key(spec, settings)  # resolved once, not per batch
     tally = _Tally([], [], Counter(), Counter(), Counter())
     hasher = ContentHasher()
@@ -161,7 +225,7 @@ def check_batches(
                 for name, (failed, filled) in type_failures(spec, batch.raw, batch.frame).items():
                     tally.failures[name] += failed
                     tally.filled[name] += filled
-                tally.validation.append(validate_batch(plan, batch))
+                validator.submit(batch)
                 part = protect_batch(spec, batch.frame, settings, hash_key=hash_key)
                 protected, part.frame = part.frame, None
                 tally.privacy.append(part)
@@ -173,13 +237,14 @@ def check_batches(
                     uploader.put(protected)
                 tally.rows += batch.rows
                 progress.step(tally.rows)
+        tally.validation = validator.parts()
     finally:
         error = uploader.close() if uploader is not None else None
     progress.finish(tally.rows)
     return Checked(
         rows_in=tally.rows,
         drift=_drift(spec, tally),
-        report=_merged_report(spec, settings, plan, tally, run_id, copy),
+        report=_merged_report(spec, settings, validator.plan, tally, run_id, copy),
         privacy=merge_privacy(spec, tally.privacy),
         copy=writer,
         data_version=hasher.hexdigest(),
