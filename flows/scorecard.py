@@ -4,6 +4,10 @@ certification from catalog and ledger, then the leadership page.
 Every step is a ``civicflow.metrics.scorecard`` function run as a task; publishing
 ``performance_metrics`` reuses the pipeline (extract → validate → protect → publish)
 with each stage a task, exactly as the publish flow does.
+
+The catalog, the metrics files and the KPI results go to their tasks ``quote``d:
+Prefect otherwise walks every argument looking for futures to wait on, and walking
+a year of daily points of every KPI, and every spec, cost more than a second.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
+from prefect.utilities.annotations import quote
 
 from civicflow import pipeline
 from civicflow.metrics import scorecard as sc
@@ -32,12 +37,12 @@ def scorecard(publish: bool = True) -> State:
 
     loaded = as_task("load-metrics", sc.load)(settings)
     t = time.perf_counter()
-    results = as_task("compute-kpis", sc.compute_kpis)(settings, loaded)
+    results = as_task("compute-kpis", sc.compute_kpis)(settings, quote(loaded))
     timings["compute_kpis_s"] = time.perf_counter() - t
     for r in results:
         logger.info("%s", sc.kpi_log_line(r))
     csv_path = as_task("write-performance-csv", sc.write_performance_csv)(
-        settings, results, small_count_threshold(loaded.catalog)
+        settings, quote(results), small_count_threshold(loaded.catalog)
     )
 
     publish_summary: dict[str, Any] | None = None
@@ -69,8 +74,8 @@ def scorecard(publish: bool = True) -> State:
     # Public only after it passed: the published version, never the staged file.
     public_csv = as_task("export-performance-csv", sc.export_performance_csv)(settings)
     t = time.perf_counter()
-    card = as_task("certify", sc.build)(settings, loaded, results)
-    paths = as_task("write-site", sc.write_site)(settings, card)
+    card = as_task("certify", sc.build)(settings, quote(loaded), quote(results))
+    paths = as_task("write-site", sc.write_site)(settings, quote(card), sc.page_text(loaded))
     timings["certify_and_render_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     cert = card.certification

@@ -174,17 +174,21 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
         base_cols.append(
             "(" + " AND ".join(filter_sql(f, param) for f in measure.where) + ") AS hit"
         )
+    # Dimensions are read as they are stored and cast to text only in the reporting
+    # period's rows (the cast of every row was a good part of the query).
+    labelled_cols = ["base.period"] + (["base.v"] if value is not None else [])
+    labelled_cols += ["base.hit"] if measure.kind == "share_where" else []
     joins: list[str] = []
     for i, dim in enumerate(kpi.dimensions):
-        base_cols.append(f"CAST({ident(dim.column)} AS VARCHAR) AS d{i}")
+        base_cols.append(f"{ident(dim.column)} AS r{i}")
+        labelled_cols.append(f"CAST(base.r{i} AS VARCHAR) AS d{i}")
     where = " AND ".join(filter_sql(f, param) for f in kpi.filters) or "TRUE"
-    labelled_cols = ["base.*"]
     for i, dim in enumerate(kpi.dimensions):
         if dim.lookup is not None:
             lk = dim.lookup
             joins.append(
                 f"LEFT JOIN (SELECT CAST({ident(lk.key)} AS VARCHAR) AS lookup_key, min(CAST({ident(lk.label)} AS VARCHAR)) AS lookup_label "
-                f"FROM {ident(lk.dataset)} GROUP BY 1) AS lk{i} ON lk{i}.lookup_key = base.d{i}"
+                f"FROM {ident(lk.dataset)} GROUP BY 1) AS lk{i} ON lk{i}.lookup_key = CAST(base.r{i} AS VARCHAR)"
             )
             labelled_cols.append(f"lk{i}.lookup_label AS l{i}")
         else:
