@@ -51,7 +51,7 @@ import asyncio
 import json
 import sqlite3
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -137,8 +137,12 @@ def _scorecard_page(request: Any) -> Response:
 
 #: streamed response bodies are sent in chunks of at least this many bytes
 STREAM_CHUNK_BYTES = 64 * 1024
-#: streamed exports served at once (see ExportSlots)
+#: streamed exports served at once, the chunks they are sent in, and how long one
+#: waits after a chunk while interactive requests are in flight (see Exports)
 EXPORT_SLOTS = 1
+EXPORT_CHUNK_BYTES = 16 * 1024
+EXPORT_MAX_PAUSE_S = 0.05
+EXPORT_POLL_S = 0.002
 
 
 def count_sql(from_sql: str, limit: int) -> str:
@@ -203,11 +207,14 @@ def with_stream_page_size(scope: dict[str, Any]) -> dict[str, Any]:
     return {**scope, "query_string": joined.encode("latin-1")}
 
 
-def chunked_send(send: Any, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Any:
+def chunked_send(
+    send: Any,
+    chunk_bytes: int = STREAM_CHUNK_BYTES,
+    between_chunks: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
     """``send`` that joins a streamed body's small messages into ``chunk_bytes`` ones
-    (the last message, and everything else, passes at once) and lets the event loop run
-    other requests after each chunk: a long export then never holds it for more than
-    one chunk's worth of rows."""
+    (the last message, and everything else, passes at once), awaiting
+    ``between_chunks`` after each chunk it sends."""
     held: list[bytes] = []
     size = 0
 
@@ -224,7 +231,8 @@ def chunked_send(send: Any, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Any:
                 held.clear()
                 size = 0
                 await send(message)
-                await asyncio.sleep(0)
+                if between_chunks is not None:
+                    await between_chunks()
                 return
             if held:
                 message = {**message, "body": b"".join([*held, body])}
@@ -235,41 +243,59 @@ def chunked_send(send: Any, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Any:
     return buffered
 
 
-class ExportSlots:
-    """At most ``slots`` streamed exports run at once; the rest wait their turn.
+class Exports:
+    """Streamed exports go behind interactive requests.
 
     An export of tens of thousands of rows is seconds of Python work (rows to CSV) on
-    the one event loop and GIL that every other request needs: a few at once made each
-    filtered JSON query wait behind all of them. Queued, exports still run back to back
-    at the speed the process can give them, and interactive queries go between chunks.
+    the one event loop and GIL every other request needs, and it hands the loop back
+    only between its writes: each of the two dozen steps of a filtered JSON query (SQL
+    on a thread, permission checks, rendering) waited for a stretch of CSV rows, and
+    for every export running at once. So at most ``slots`` exports run at once (the
+    rest wait their turn; they run back to back at the speed the process can give
+    them), and after each chunk an export waits while interactive requests are in
+    flight, up to ``max_pause_s``, so it still moves under a steady stream of them.
     One semaphore per event loop (tests run several loops)."""
 
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._by_loop = weakref.WeakKeyDictionary()
+    def __init__(self, slots: int = EXPORT_SLOTS, max_pause_s: float = EXPORT_MAX_PAUSE_S):
+        self.slots, self.max_pause_s = slots, max_pause_s
+        #: requests in flight that are not streamed exports
+        self.interactive = 0
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._slots = weakref.WeakKeyDictionary()
 
-    def __call__(self) -> asyncio.Semaphore:
+    def slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        semaphore = self._by_loop.get(loop)
+        semaphore = self._slots.get(loop)
         if semaphore is None:
-            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.slots)
+            semaphore = self._slots[loop] = asyncio.Semaphore(self.slots)
         return semaphore
+
+    async def between_chunks(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_pause_s
+        await asyncio.sleep(0)
+        while self.interactive and loop.time() < deadline:
+            await asyncio.sleep(EXPORT_POLL_S)
 
 
 @hookimpl
 def asgi_wrapper(datasette: Any) -> Callable[[Any], Any]:
-    slots = ExportSlots(EXPORT_SLOTS)
+    exports = Exports()
 
     def wrap(app: Any) -> Any:
         async def portal_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope.get("type") != "http":
                 await app(scope, receive, send)
             elif is_streamed_export(scope):
-                async with slots():
-                    await app(with_stream_page_size(scope), receive, chunked_send(send))
+                async with exports.slot():
+                    chunked = chunked_send(send, EXPORT_CHUNK_BYTES, exports.between_chunks)
+                    await app(with_stream_page_size(scope), receive, chunked)
             else:
-                await app(scope, receive, chunked_send(send))
+                exports.interactive += 1
+                try:
+                    await app(scope, receive, chunked_send(send))
+                finally:
+                    exports.interactive -= 1
 
         return portal_app
 
