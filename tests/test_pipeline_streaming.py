@@ -11,6 +11,7 @@ staging table or spool file behind.
 from __future__ import annotations
 
 import json
+import pickle
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,19 @@ def test_batches_of_a_csv_are_the_file_read_whole(project: Settings) -> None:
         assert pa.concat_tables([b.raw for b in batches]).equals(whole.raw)
         frame = pd.concat([b.frame for b in batches])
         pd.testing.assert_frame_equal(frame, whole.frame)  # row numbers kept
+
+
+def test_a_batch_shipped_to_a_check_worker_arrives_whole(project: Settings) -> None:
+    spec = find_dataset(project.datasets_dir, DATASET)
+    copy = copy_input(spec, project, "ship-test", CSV)
+    for batch in read_batches(spec, "ship-test", copy, 4_000):
+        shipped = streaming._ship(spec, batch)
+        assert shipped.shared  # the text columns travel once
+        assert set(shipped.shared).isdisjoint(shipped.batch.raw.column_names)
+        arrived = pickle.loads(pickle.dumps(shipped))
+        rebuilt = streaming._unship(arrived)
+        assert rebuilt.raw.equals(batch.raw)
+        pd.testing.assert_frame_equal(rebuilt.frame, batch.frame)
 
 
 def test_content_hash_over_batches_is_the_whole_tables() -> None:

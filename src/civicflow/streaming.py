@@ -21,6 +21,7 @@ Nothing goes live here: a run whose checks fail discards what it staged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import queue
@@ -127,6 +128,45 @@ class _Uploader:
         return self.error
 
 
+@dataclass
+class _Shipped:
+    """A batch as sent to a check worker: a raw column equal to its typed text column
+    travels once, as that column (half the bytes to pickle)."""
+
+    batch: Extract
+    #: raw column name -> the frame column holding the same text
+    shared: dict[str, str]
+    order: list[str]
+
+
+def _ship(spec: DatasetSpec, batch: Extract) -> _Shipped:
+    raw, frame, shared = batch.raw, batch.frame, {}
+    for f in spec.fields:
+        source = f.source_name
+        if f.type != "string" or source not in raw.column_names or f.name not in frame:
+            continue
+        text = pa.chunked_array(pa.array(frame[f.name], from_pandas=True)).cast(raw[source].type)
+        if text.equals(raw[source]):  # exactly: the worker rebuilds raw from it
+            shared[source] = f.name
+    kept = raw.drop_columns(list(shared))
+    return _Shipped(dataclasses.replace(batch, raw=kept), shared, raw.column_names)
+
+
+def _unship(shipped: _Shipped) -> Extract:
+    batch = shipped.batch
+    columns = {name: batch.raw[name] for name in batch.raw.column_names}
+    for source, name in shipped.shared.items():
+        typed = batch.frame[name]
+        columns[source] = pa.chunked_array(pa.array(typed, from_pandas=True)).cast(pa.string())
+    raw = pa.table({name: columns[name] for name in shipped.order})
+    return dataclasses.replace(batch, raw=raw)
+
+
+def _validate_shipped(plan: ValidationPlan, shipped: _Shipped) -> BatchPart:
+    """``validate_batch`` in a check worker."""
+    return validate_batch(plan, _unship(shipped))
+
+
 def _warm() -> None:
     """A check worker's imports, made while the parent copies and plans."""
     import great_expectations  # noqa: F401
@@ -157,7 +197,8 @@ class _Validator:
             return
         while len(self._pending) > self.workers:
             self._done.append(self._pending.popleft().result())
-        self._pending.append(self._pool.submit(validate_batch, self.plan, batch))
+        shipped = _ship(self.plan.spec, batch)
+        self._pending.append(self._pool.submit(_validate_shipped, self.plan, shipped))
 
     def parts(self) -> list[BatchPart]:
         while self._pending:
