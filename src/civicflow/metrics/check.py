@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from civicflow.metrics.compile import RESULT_COLUMNS, compile_kpi, ident
+from civicflow.metrics.compile import compile_kpi, ident
 from civicflow.metrics.loader import (
     ATTESTATIONS_FILE,
     CERTIFICATION_FILE,
@@ -198,8 +198,8 @@ def kpi_problems(
             con.execute(compiled.open_sql, compiled.open_params)
         except duckdb.Error as exc:
             add(("still_open",), f"DuckDB cannot run the still-open query: {_first_line(exc)}")
-    if tuple(names) != RESULT_COLUMNS:
-        add(("sql",), f"query must return {', '.join(RESULT_COLUMNS)}; got {', '.join(names)}")
+    if tuple(names) != compiled.columns:
+        add(("sql",), f"query must return {', '.join(compiled.columns)}; got {', '.join(names)}")
     return problems
 
 

@@ -15,6 +15,7 @@ Filter values travel as query parameters, never spliced into the SQL text.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from civicflow.metrics.models import Filter, Kpi, Measure
 
 RESULT_COLUMNS = ("period", "dimension", "group_key", "group_label", "value", "n")
+#: a declarative KPI that tracks records still open adds each period's share of them
+OPEN_COLUMNS = (*RESULT_COLUMNS, "open_share")
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,12 @@ class CompiledKpi:
     params: dict[str, Any] = field(default_factory=dict)
     #: latest period present in the whole (unfiltered) dataset: the reporting period
     period_sql: str = ""
-    #: per period: percent of records still open and how many records (see ``StillOpen``)
+    #: per period: percent of records still open and how many records (see ``StillOpen``);
+    #: only for a raw-SQL KPI (a declarative one answers it in ``sql``'s ``open_share``)
     open_sql: str = ""
     open_params: dict[str, Any] = field(default_factory=dict)
+    #: the columns ``sql`` returns
+    columns: tuple[str, ...] = RESULT_COLUMNS
 
 
 def ident(name: str) -> str:
@@ -139,10 +145,10 @@ def open_share_sql(kpi: Kpi) -> tuple[str, dict[str, Any]]:
 def compile_kpi(kpi: Kpi) -> CompiledKpi:
     """The KPI's query in the long result shape (see module docstring)."""
     compiled = _compile_value(kpi)
+    if kpi.sql is None:
+        return compiled
     open_sql, open_params = open_share_sql(kpi)
-    return CompiledKpi(
-        compiled.kpi_id, compiled.sql, compiled.params, compiled.period_sql, open_sql, open_params
-    )
+    return dataclasses.replace(compiled, open_sql=open_sql, open_params=open_params)
 
 
 def _compile_value(kpi: Kpi) -> CompiledKpi:
@@ -183,6 +189,19 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
         base_cols.append(f"{ident(dim.column)} AS r{i}")
         labelled_cols.append(f"CAST(base.r{i} AS VARCHAR) AS d{i}")
     where = " AND ".join(filter_sql(f, param) for f in kpi.filters) or "TRUE"
+    # Records still open: their share per period comes from the same scan. Over other
+    # rows than the value's (``among``), the scan reads both and each aggregate keeps its own.
+    still = kpi.still_open
+    among = still.among if still is not None else None
+    kept = counted = ""
+    if still is not None:
+        if among is not None:
+            among_where = " AND ".join(filter_sql(f, param) for f in among) or "TRUE"
+            base_cols += [f"({where}) AS kept", f"({among_where}) AS counted"]
+            where = f"({where}) OR ({among_where})"
+            kept, counted = " FILTER (WHERE kept)", " FILTER (WHERE counted)"
+        is_open = " AND ".join(filter_sql(f, param) for f in still.where)
+        base_cols.append(f"({is_open}) AS still_open")
     for i, dim in enumerate(kpi.dimensions):
         if dim.lookup is not None:
             lk = dim.lookup
@@ -195,10 +214,16 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
             labelled_cols.append(f"CAST(NULL AS VARCHAR) AS l{i}")
     agg, n_agg = aggregate_sql(measure, param)
 
+    open_col = no_open = ""
+    if still is not None:
+        share = f"100.0 * avg(CASE WHEN still_open THEN 1.0 ELSE 0.0 END){counted}"
+        open_col, no_open = f", {share} AS open_share", ", CAST(NULL AS DOUBLE) AS open_share"
     series = (
         "SELECT period, CAST(NULL AS VARCHAR) AS dimension, CAST(NULL AS VARCHAR) AS group_key, "
-        f"CAST(NULL AS VARCHAR) AS group_label,\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
+        f"CAST(NULL AS VARCHAR) AS group_label,\n  CAST({agg}{kept} AS DOUBLE) AS value, CAST({n_agg}{kept} AS BIGINT) AS n{open_col}\n"
         "FROM base\nWHERE period IS NOT NULL\nGROUP BY period"
+        # a period none of whose rows the value counts has no point (only open ones)
+        + ("\nHAVING count(*) FILTER (WHERE kept) > 0" if kept else "")
     )
     parts = [series]
     if kpi.dimensions:
@@ -216,7 +241,7 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
         )
         dim_cols = f"CASE {dim_case} END AS dimension, CASE {key_case} END AS group_key, CASE {label_case} END AS group_label"
         parts.append(
-            f"SELECT period, {dim_cols},\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n\n"
+            f"SELECT period, {dim_cols},\n  CAST({agg} AS DOUBLE) AS value, CAST({n_agg} AS BIGINT) AS n{no_open}\n"
             f"FROM labelled\nGROUP BY GROUPING SETS ({', '.join(sets)})"
         )
     newline = "\n"
@@ -227,11 +252,14 @@ def _compile_value(kpi: Kpi) -> CompiledKpi:
         ctes.append(
             f"labelled AS (\n  SELECT {', '.join(labelled_cols)}\n  FROM base"
             f"{newline + '  ' if joins else ''}{(newline + '  ').join(joins)}\n"
-            "  WHERE base.period = (SELECT period FROM reporting)\n)"
+            "  WHERE base.period = (SELECT period FROM reporting)"
+            + (" AND base.kept" if kept else "")
+            + "\n)"
         )
     sql = (
         f"WITH {', '.join(ctes)}\n"
         + "\nUNION ALL\n".join(parts)
         + "\nORDER BY period, dimension NULLS FIRST, group_key"
     )
-    return CompiledKpi(kpi.id, sql, param.values, period_sql)
+    columns = OPEN_COLUMNS if still is not None else RESULT_COLUMNS
+    return CompiledKpi(kpi.id, sql, param.values, period_sql, columns=columns)

@@ -268,12 +268,14 @@ def compute_kpi(
     series: list[Point] = []
     groups: dict[str, list[Group]] = {d.column: [] for d in kpi.dimensions}
     dims = {d.column: d for d in kpi.dimensions}
-    for r_period, dimension, key, label, value, n in rows:
+    for row in rows:
+        r_period, dimension, key, label, value, n = row[:6]
         n = int(n or 0)
         hidden = suppressed(n)
         value = None if hidden else _number(value)
         if dimension is None:
-            series.append(Point(r_period, value, n, hidden, open_shares.get(r_period)))
+            share = _share(row[6]) if len(row) > 6 else open_shares.get(r_period)
+            series.append(Point(r_period, value, n, hidden, share))
         elif r_period == period:
             if dimension not in dims:
                 raise MetricUnavailable(
@@ -321,7 +323,12 @@ def compute_kpi(
     return result
 
 
+def _share(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _open_shares(data: PublishedData, compiled: CompiledKpi) -> dict[date, float]:
+    """A raw-SQL KPI's open shares (a declarative KPI's come with its values)."""
     if not compiled.open_sql:
         return {}
     rows = data.con.execute(compiled.open_sql, compiled.open_params).fetchall()
