@@ -26,7 +26,7 @@ from datasette.tracer import capture_traces
 from datasette.views import table_extras
 
 from civicflow import published
-from civicflow.portals import datasette_plugin, get_portal
+from civicflow.portals import datasette_plugin, get_portal, server
 from civicflow.portals.datasette import DatasettePortal
 from tests.fixtures.portal import (
     SAMPLE_FIELDS,
@@ -173,12 +173,16 @@ def test_a_streamed_export_pages_at_max_returned_rows_and_holds_every_row(
     datasette_server: DatasetteServer, table: str
 ) -> None:
     path = f"/portal/{table}.csv?label=a&_stream=on"
-    statements = [s for s, _ in _traced_sql(datasette_server, path) if _on_table(s, table)]
-    rows_queries = [s for s in statements if not s.lower().startswith("select count(*)")]
-    # 11,200 rows in pages of max_returned_rows (1,000) + 1, never the default 100
-    assert rows_queries and all(s.rstrip().endswith("limit 1001") for s in rows_queries), (
-        rows_queries
-    )
+    traced = [(s, p) for s, p in _traced_sql(datasette_server, path) if _on_table(s, table)]
+    pages = {(s, repr(sorted((p or {}).items()))) for s, p in traced}  # the view reads page 1 twice
+    rows_queries = [s for s, _ in pages if not s.lower().startswith("select count(*)")]
+    settings = httpx.get(f"{datasette_server.url}/-/settings.json", timeout=30).json()
+    page = settings["max_returned_rows"]
+    assert page > settings["default_page_size"]
+    # 11,200 rows in pages of max_returned_rows (+ 1 to see if there is more), never at
+    # the default page size
+    assert len(rows_queries) == -(-by_label_a(datasette_server, table) // page)
+    assert all(s.rstrip().endswith(f"limit {page + 1}") for s in rows_queries), rows_queries
     response = httpx.get(datasette_server.url + path, timeout=60)
     assert response.status_code == 200
     got = list(csv.reader(io.StringIO(response.text)))
@@ -190,6 +194,19 @@ def test_a_streamed_export_pages_at_max_returned_rows_and_holds_every_row(
     assert datasette_plugin.with_stream_page_size(
         {"type": "http", "path": path, "query_string": b"label=a&_stream=on&_size=10"}
     )["query_string"].endswith(b"_size=10")
+
+
+def by_label_a(server: DatasetteServer, table: str) -> int:
+    with sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True) as conn:
+        return int(conn.execute(f"select count(*) from {table} where label = 'a'").fetchone()[0])
+
+
+def test_the_portal_runs_with_its_read_settings(datasette_server: DatasetteServer) -> None:
+    settings = httpx.get(f"{datasette_server.url}/-/settings.json", timeout=30).json()
+    assert settings["num_sql_threads"] == server.SQL_THREADS
+    assert settings["suggest_facets"] is False  # no facet query per column per page
+    assert settings["sql_time_limit_ms"] == 5000
+    assert settings["allow_csv_stream"] is True
 
 
 def test_exports_at_once_queue_and_each_arrives_whole(
