@@ -124,6 +124,24 @@ def test_content_hash_over_batches_is_the_whole_tables() -> None:
         hasher.update(frame.astype({"k": float}))
 
 
+def test_row_hashes_tell_rows_apart_by_every_value() -> None:
+    frame = pd.DataFrame(
+        {
+            "k": pd.array([1, 2, None, 2], dtype="Int64"),
+            "v": pd.array(["a", None, "", "a"], dtype="str"),
+            "t": pd.to_datetime(["2024-01-01", None, "2024-01-02", "2024-01-01"]),
+        }
+    )
+    hashes = published.row_hashes(frame)
+    assert hashes.dtype == "uint64" and len(hashes) == 4
+    assert len(set(hashes[:3])) == 3  # a null, an empty text and a value differ
+    assert hashes[1] != published.row_hashes(frame.fillna({"v": ""}))[1]
+    assert (published.row_hashes(frame.iloc[2:]) == hashes[2:]).all()  # per row, not per batch
+    # a column Arrow cannot hold (mixed Python objects) is still hashed, row by row
+    mixed = pd.DataFrame({"o": [1, "a", None]})
+    assert len(set(published.row_hashes(mixed))) == 3
+
+
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "check-worker"])
 def test_a_streamed_run_publishes_what_the_whole_table_run_does(
     datasette_server: DatasetteServer,
