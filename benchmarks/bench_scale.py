@@ -402,7 +402,10 @@ def _published(result: dict[str, Any], step: str) -> dict[str, Any]:
     return {
         "wall_s": result["wall_s"],
         "outcome": outcome[:300],
-        "pipeline_peak_rss_mib": result["peak_rss_mib"],
+        # the publish process and its check workers (each at its own peak)
+        "pipeline_peak_rss_mib": result["with_workers_peak_rss_mib"],
+        "process_peak_rss_mib": result["peak_rss_mib"],
+        "workers_peak_rss_mib": result["workers_peak_rss_mib"],
         "tree_peak_rss_mib": result["tree_peak_rss_mib"],
         "log": _relative(result["log"]),
     }

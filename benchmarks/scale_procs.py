@@ -5,7 +5,9 @@ and the portal load test.
   time, exit code, and peak RSS two ways: the process's own ``VmHWM`` from /proc
   (sampled every 0.1 s; it only grows, so the last sample is the peak) and
   ``wait4``'s ``ru_maxrss`` (the largest of the process and the children it waited
-  for, e.g. Prefect's temporary server). Whatever of its session is left is stopped.
+  for, e.g. Prefect's temporary server), and the check workers' (the run's
+  ``multiprocessing`` children, each one's own ``VmHWM``): the pipeline's memory is the
+  process's and its workers' together. Whatever of its session is left is stopped.
 - ``Portal``: ``civicflow portal serve`` as the product starts it, in the project's
   environment; the Datasette process it runs is found among its children for its
   ``VmHWM``.
@@ -65,6 +67,22 @@ def children(pid: int) -> list[int]:
         if len(fields) > 1 and int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def worker_peaks(pid: int, peaks: dict[int, float]) -> None:
+    """Record the VmHWM of each ``multiprocessing`` process under ``pid`` (check workers)."""
+    for child in descendants(pid):
+        if "multiprocessing" in cmdline(child):
+            peaks[child] = max(peaks.get(child, 0.0), vmhwm_mib(child) or 0.0)
 
 
 def cmdline(pid: int) -> str:
@@ -160,12 +178,14 @@ def run_measured(
             start_new_session=True,
         )
         peak = 0.0
+        workers: dict[int, float] = {}
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak = max(peak, vmhwm_mib(proc.pid) or 0.0)
+            worker_peaks(proc.pid, workers)
             if time.perf_counter() - started > timeout and not timed_out:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -179,6 +199,8 @@ def run_measured(
         "exit": proc.returncode,
         "timed_out": timed_out,
         "peak_rss_mib": round(peak, 1) if peak else None,
+        "workers_peak_rss_mib": round(sum(workers.values()), 1),
+        "with_workers_peak_rss_mib": round(peak + sum(workers.values()), 1) if peak else None,
         "tree_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "log": str(log),
         "output": output,

@@ -281,6 +281,7 @@ def table_rows(
             row("  between stages", ("stages", "between_s"), "s")
             row("  run_dataset total", ("stages", "total_s"), "s")
             row("  run_dataset peak RSS", ("stages", "peak_rss_mib"), "MiB")
+            row("  run_dataset check worker peak RSS", ("stages", "worker_peak_rss_mib"), "MiB")
         if lookup(size, ("plain",)) is not None:
             row("plain script (pandas + GX + sqlite-utils)", ("plain", "wall_s"), "s")
             row("  plain script peak RSS", ("plain", "peak_rss_mib"), "MiB")
@@ -288,7 +289,7 @@ def table_rows(
         row("incremental 1 % republish", ("incremental", "wall_s"), "s")
         row("incremental / full", ("incremental", "share_of_full_pct"), "%")
         row("scorecard flow time", ("scorecard", "flow_s"), "s")
-        row("peak RSS pipeline (civicflow publish process)", ("rss", "pipeline_mib"), "MiB")
+        row("peak RSS pipeline (publish process + check workers)", ("rss", "pipeline_mib"), "MiB")
         row("peak RSS portal (Datasette process)", ("rss", "portal_mib"), "MiB")
         if lookup(size, ("load",)) is not None:
             for kind, what in (("json", "filtered JSON"), ("csv", "filtered CSV export")):

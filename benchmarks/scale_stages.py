@@ -62,6 +62,10 @@ def main() -> None:
                 "between_s": round(total - sum(timings.values()), 3),
                 "import_s": round(imported, 3),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                # the check worker, waited for when the run ends (the largest, if several)
+                "worker_peak_rss_mib": round(
+                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+                ),
             }
         )
     )
