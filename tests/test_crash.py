@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from civicflow.cli import app
 from civicflow.ledger import Ledger
-from civicflow.pipeline import run_dataset
+from civicflow.pipeline import run_dataset, spool_path
 from tests.fixtures.portal import DatasetteServer, point_civicflow_at
 
 DATASET = "la311_service_requests"
@@ -47,8 +47,15 @@ def test_a_killed_run_shows_as_crashed_and_is_recorded_by_the_next(
     assert shown.exit_code == 0, shown.output
     assert "crashed" in shown.output and f"pid {proc.pid}" in shown.output
 
+    # as a streamed run killed mid-check leaves them: its checked rows, and another's
+    left, other = (spool_path(settings, DATASET, run) for run in (dead.run_id, "other-run"))
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"checked rows")
+    other.write_bytes(b"a live run's rows")
+
     after = run_dataset(settings, DATASET)
     assert after.outcome in ("published", "unchanged"), after.reason
     assert ledger.unfinished(DATASET) == []
+    assert not left.exists() and other.exists()  # only the crashed run's rows go
     crashed = next(r for r in ledger.runs(DATASET) if r.run_id == dead.run_id)
     assert crashed.outcome == "failed" and crashed.reason.startswith("crashed:")

@@ -940,6 +940,8 @@ class _Run:
 
         for crashed in ledger.record_crashes(self.spec.id, self.started):
             log.warning("%s: run %s %s", self.spec.id, crashed.run_id, crashed.reason)
+            # a streamed run killed mid-check leaves its checked rows: nobody else will
+            spool_path(self.settings, self.spec.id, crashed.run_id).unlink(missing_ok=True)
             notify_run(self.settings, self.spec, crashed)
         ledger.begin(self.spec.id, self.run_id, self.started)
 
@@ -1147,6 +1149,11 @@ class _Run:
         )
 
 
+def spool_path(settings: Settings, dataset_id: str, run_id: str) -> Path:
+    """Where a streamed run keeps its checked rows (private) until they are published."""
+    return settings.spool_dir / dataset_id / f"{run_id}.parquet"
+
+
 def copy_stage(
     spec: DatasetSpec, settings: Settings, run_id: str, source_path: Path | str | None
 ) -> RawCopy | NotExtracted:
@@ -1177,7 +1184,8 @@ def check_stage(
             run_id=run_id,
             base=base,
         )
-    path = settings.private_dir(settings.spool_dir / spec.id) / f"{run_id}.parquet"
+    path = spool_path(settings, spec.id, run_id)
+    settings.private_dir(path.parent)
     try:
         return check_batches(spec, settings, run_id, copy, path, staged)
     except (ExtractError, TransformError) as exc:
