@@ -72,8 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
 
-    with tempfile.TemporaryDirectory() as tmp, datasette(Path(tmp), 5_000) as started:
-        settings, portal = started.settings, started.portal
+    with tempfile.TemporaryDirectory() as tmp, datasette(Path(tmp), 5_000) as portal_up:
+        settings, portal = portal_up.settings, portal_up.portal
         frame, fields = city_frame(settings, args.rows)
         spec = find_dataset(settings.datasets_dir, DATASET)
         started = time.perf_counter()
