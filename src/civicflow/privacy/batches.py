@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from civicflow.privacy.consistency import Level, finest_locations
+from civicflow.privacy.consistency import Level
 from civicflow.privacy.detectors import COORDINATE, FINER_LOCATION
 from civicflow.privacy.guard import ProtectResult, allow_findings, protect, spec_hash_key
 from civicflow.privacy.keys import HashKey
@@ -81,7 +81,7 @@ def protect_batch(
         report=result.report,
         frame=published if keep_frame else None,
         dtypes={str(c): published[c].dtype for c in published.columns},
-        levels=finest_locations(spec, published),
+        levels=result.levels,
     )
     for name in published.columns:
         column, f = str(name), spec.field(str(name))

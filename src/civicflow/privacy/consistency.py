@@ -88,17 +88,28 @@ def row_decimals(values: pd.Series, field: FieldSpec) -> np.ndarray | None:
     return np.where(present, levels, -1)
 
 
-def finest_locations(spec: DatasetSpec, frame: pd.DataFrame) -> list[Level]:
-    """Every published location column with the finest location it gives, finest first."""
-    levels = []
+def location_decimals(spec: DatasetSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per published location column, ``row_decimals`` of its values: computed once per
+    frame, since the consistency findings and the finest locations both read them."""
+    found = {}
     for name in frame.columns:
-        found = row_decimals(frame[name], spec.field(str(name)))
-        if found is not None:
-            field = spec.field(str(name))
-            is_address = field.semantic == "address" or bool(
-                HOUSE_NUMBER_NAME.fullmatch(field.name)
-            )
-            levels.append(Level(str(name), int(found.max(initial=-1)), is_address))
+        decimals = row_decimals(frame[name], spec.field(str(name)))
+        if decimals is not None:
+            found[str(name)] = decimals
+    return found
+
+
+def finest_locations(
+    spec: DatasetSpec, frame: pd.DataFrame, decimals: dict[str, np.ndarray] | None = None
+) -> list[Level]:
+    """Every published location column with the finest location it gives, finest first
+    (``decimals``: ``location_decimals`` of the frame, when the caller has them)."""
+    found = location_decimals(spec, frame) if decimals is None else decimals
+    levels = []
+    for name, column in found.items():
+        field = spec.field(name)
+        is_address = field.semantic == "address" or bool(HOUSE_NUMBER_NAME.fullmatch(field.name))
+        levels.append(Level(name, int(column.max(initial=-1)), is_address))
     return sorted(levels, key=lambda lv: -lv.decimals)
 
 
@@ -108,20 +119,21 @@ def target_decimals(spec: DatasetSpec) -> int | None:
     return min(found) if found else None
 
 
-def consistency_hits(spec: DatasetSpec, frame: pd.DataFrame) -> dict[str, Hits]:
-    """Per column, the rows that publish a location finer than the dataset's target."""
+def consistency_hits(
+    spec: DatasetSpec, frame: pd.DataFrame, decimals: dict[str, np.ndarray] | None = None
+) -> dict[str, Hits]:
+    """Per column, the rows that publish a location finer than the dataset's target
+    (``decimals``: ``location_decimals`` of the frame, when the caller has them)."""
     target = target_decimals(spec)
     if target is None:
         return {}
+    found = location_decimals(spec, frame) if decimals is None else decimals
     hits = {}
-    for name in frame.columns:
-        found = row_decimals(frame[name], spec.field(str(name)))
-        if found is None:
-            continue
-        finer = found > target
+    for name, column in found.items():
+        finer = column > target
         if finer.any():
             shown = [
                 mask(str(v)) for v in frame[name].to_numpy()[np.flatnonzero(finer)[:MAX_EXAMPLES]]
             ]
-            hits[str(name)] = Hits(FINER_LOCATION, finer, shown)
+            hits[name] = Hits(FINER_LOCATION, finer, shown)
     return hits

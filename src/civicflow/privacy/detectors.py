@@ -496,6 +496,16 @@ def as_text(values: pd.Series) -> pa.Array:
     )
 
 
+def on_distinct(values: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """``fn(values)``, computed once per distinct value when the values repeat (at most
+    half as many distinct as rows: addresses, locations). ``fn`` maps element-wise and
+    null to null."""
+    encoded = pc.dictionary_encode(values)
+    if len(encoded.dictionary) > len(values) // 2:
+        return fn(values)
+    return fn(encoded.dictionary).take(encoded.indices)
+
+
 #: one number, or two as a ``(lat, lon)`` pair (the parentheses optional)
 NUMBER_PAIR = (
     r"^\s*\(?\s*(?P<first>[-+]?\d+(?:\.\d+)?)\s*"
@@ -509,7 +519,12 @@ def number_parts(values: pd.Series) -> tuple[pa.Array, pa.Array]:
     Arrow's RE2 over the whole column: a Python regex per row (pandas ``str.extract``)
     took 5 s per million geopoints, and location columns are read several times.
     """
-    parts = pc.extract_regex(as_text(values), NUMBER_PAIR)
+    return text_number_parts(as_text(values))
+
+
+def text_number_parts(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``number_parts`` of an Arrow string array."""
+    parts = on_distinct(text, lambda distinct: pc.extract_regex(distinct, NUMBER_PAIR))
     first, second = (pc.struct_field(parts, name) for name in ("first", "second"))
     # An optional group that did not take part comes back as "", not null.
     second = pc.if_else(pc.equal(second, ""), pa.scalar(None, pa.string()), second)

@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 
 from civicflow.privacy.detectors import (
     as_text,
-    number_parts,
+    on_distinct,
     shield_numbered_streets,
+    text_number_parts,
     unshield_numbered_streets,
 )
 from civicflow.privacy.errors import PrivacyError
@@ -68,7 +69,8 @@ def hundred_block_text(values: pa.Array) -> pa.Array:
 
 @register_generaliser("hundred_block", ("string",))
 def hundred_block(values: pd.Series, rule: PrivacyRule) -> pd.Series:
-    return _string_series(hundred_block_text(as_text(values)), values.index, values.name)
+    text = on_distinct(as_text(values), hundred_block_text)
+    return _string_series(text, values.index, values.name)
 
 
 def _decimals_of(step: float) -> int:
@@ -90,12 +92,16 @@ def _on_coordinates(values: pd.Series, fn: Callable[[np.ndarray], np.ndarray]) -
     if pd.api.types.is_numeric_dtype(values.dtype):
         out = fn(values.to_numpy(dtype="float64", na_value=np.nan))
         return pd.Series(out, index=values.index, name=values.name)
-    first, second = number_parts(values)
+    text = on_distinct(as_text(values), lambda distinct: _on_pairs(distinct, fn))
+    return _string_series(text, values.index, values.name)
+
+
+def _on_pairs(text: pa.Array, fn: Callable[[np.ndarray], np.ndarray]) -> pa.Array:
+    first, second = text_number_parts(text)
     pair = second.is_valid()  # a geopoint has both halves; anything else becomes empty
     lat = _shortest_text(fn(_floats(pc.if_else(pair, first, None))))
     lon = _shortest_text(fn(_floats(second)))
-    text = pc.binary_join_element_wise("(", lat, ", ", lon, ")", "")  # last argument: the separator
-    return _string_series(text, values.index, values.name)
+    return pc.binary_join_element_wise("(", lat, ", ", lon, ")", "")  # last argument: the separator
 
 
 @register_generaliser("round", ("number", "geopoint"))

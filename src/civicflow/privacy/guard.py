@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from civicflow.privacy.consistency import consistency_hits, finest_locations
+from civicflow.privacy.consistency import (
+    Level,
+    consistency_hits,
+    finest_locations,
+    location_decimals,
+)
 from civicflow.privacy.detectors import as_text, detector_names
 from civicflow.privacy.errors import PrivacyError
 from civicflow.privacy.generalise import ACCEPTS, GENERALISERS, INVALID
@@ -32,6 +37,8 @@ from civicflow.spec.models import DatasetSpec, FieldSpec, FieldType
 class ProtectResult:
     frame: pd.DataFrame  # only published fields, in spec order, index = data row number
     report: PrivacyReport
+    #: the finest location each published location column gives, finest first
+    levels: list[Level] = field(default_factory=list)
 
 
 def published_type(field: FieldSpec) -> str:
@@ -172,12 +179,14 @@ def protect(
     )
 
     started = time.perf_counter()
-    findings = scan(spec, published) + consistency_findings(spec, published)
+    decimals = location_decimals(spec, published)
+    findings = scan(spec, published, decimals) + consistency_findings(spec, published, decimals)
     report.scan_seconds = round(time.perf_counter() - started, 4)
-    report.finest_location = [lv.describe() for lv in finest_locations(spec, published)]
+    levels = finest_locations(spec, published, decimals)
+    report.finest_location = [lv.describe() for lv in levels]
     report.allowances = allow_findings(spec, findings)
     report.findings = invalid + findings
-    return ProtectResult(frame=published, report=report)
+    return ProtectResult(frame=published, report=report, levels=levels)
 
 
 def allow_findings(spec: DatasetSpec, findings: list[Finding]) -> list[Allowance]:
@@ -195,7 +204,9 @@ def allow_findings(spec: DatasetSpec, findings: list[Finding]) -> list[Allowance
     return allowances
 
 
-def consistency_findings(spec: DatasetSpec, published: pd.DataFrame) -> list[Finding]:
+def consistency_findings(
+    spec: DatasetSpec, published: pd.DataFrame, decimals: dict[str, np.ndarray] | None = None
+) -> list[Finding]:
     """Location columns finer than the location the dataset generalises to."""
     rows = published.index.to_numpy()
     return [
@@ -207,7 +218,7 @@ def consistency_findings(spec: DatasetSpec, published: pd.DataFrame) -> list[Fin
             example_rows=[int(r) for r in rows[np.flatnonzero(hit.mask)[:MAX_EXAMPLES]]],
             examples=hit.examples,
         )
-        for column, hit in consistency_hits(spec, published).items()
+        for column, hit in consistency_hits(spec, published, decimals).items()
     ]
 
 

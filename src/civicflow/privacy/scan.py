@@ -33,6 +33,7 @@ from civicflow.privacy.detectors import (
     as_text,
     mask,
     number_parts,
+    on_distinct,
 )
 from civicflow.privacy.hits import Hits
 from civicflow.privacy.numbers import birth_date_hits, integer_hits
@@ -77,7 +78,8 @@ def _number_text(values: pd.Series) -> tuple[pa.Array, pa.Array]:
     """Numbers as their shortest exact decimal text: a value rounded to 3 decimals prints 3."""
     if pd.api.types.is_numeric_dtype(values.dtype):
         arr = pa.array(values.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
-        return pc.cast(arr, pa.string()), pa.nulls(len(values), pa.string())
+        text = on_distinct(arr, lambda distinct: pc.cast(distinct, pa.string()))
+        return text, pa.nulls(len(values), pa.string())
     return number_parts(values)
 
 
@@ -146,16 +148,21 @@ def coordinate_shape(values: pd.Series, field: FieldSpec) -> CoordinateShape | N
 
 
 def coordinate_hits(
-    values: pd.Series, field: FieldSpec, looks_like: bool | None = None
+    values: pd.Series,
+    field: FieldSpec,
+    looks_like: bool | None = None,
+    decimals: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows whose coordinates carry more decimals than the spec allows.
 
     ``looks_like``: whether an undeclared float column holds coordinates, when the
     caller decided it from the whole column's ``CoordinateShape`` (``values`` being a
-    batch of it); None decides from ``values``.
+    batch of it); None decides from ``values``. ``decimals``: ``coordinate_decimals`` of
+    ``values``, when the caller has them.
     """
     declared = field.semantic in _COORD_FIELD_SEMANTICS
-    decimals = coordinate_decimals(values)
+    if decimals is None:
+        decimals = coordinate_decimals(values)
     if declared:
         # A coordinate column without a declared precision is held to the default, never waved through.
         return decimals > allowed_decimals(field)
@@ -239,8 +246,14 @@ def text_hits(text: pa.Array, detectors: list[Detector]) -> list[Hits]:
     return hits
 
 
-def scan_column(values: pd.Series, field: FieldSpec, looks_like: bool | None = None) -> list[Hits]:
-    """Every detector that fires on one column (``looks_like``: see coordinate_hits)."""
+def scan_column(
+    values: pd.Series,
+    field: FieldSpec,
+    looks_like: bool | None = None,
+    decimals: np.ndarray | None = None,
+) -> list[Hits]:
+    """Every detector that fires on one column (``looks_like``, ``decimals``: see
+    coordinate_hits)."""
     hits: list[Hits] = []
     dtype = values.dtype
     if field.semantic == "birth_date":
@@ -248,7 +261,7 @@ def scan_column(values: pd.Series, field: FieldSpec, looks_like: bool | None = N
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return hits
     if pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS:
-        found = coordinate_hits(values, field, looks_like)
+        found = coordinate_hits(values, field, looks_like, decimals)
         if found.any():
             shown = [mask(str(v)) for v in values.to_numpy()[np.flatnonzero(found)[:MAX_EXAMPLES]]]
             hits.append(Hits(COORDINATE, found, shown))
@@ -312,11 +325,19 @@ def column_findings(dataset: str, column: str, hits: list[Hits], rows: np.ndarra
     return findings
 
 
-def scan(spec: DatasetSpec, frame: pd.DataFrame) -> list[Finding]:
-    """Findings over the published frame (its index is the data row number)."""
+def scan(
+    spec: DatasetSpec, frame: pd.DataFrame, decimals: dict[str, np.ndarray] | None = None
+) -> list[Finding]:
+    """Findings over the published frame (its index is the data row number).
+    ``decimals``: per column, ``coordinate_decimals`` of a declared coordinate column's
+    values, when the caller has them."""
     findings: list[Finding] = []
     rows = frame.index.to_numpy()
     for name in frame.columns:
-        hits = scan_column(frame[name], spec.field(str(name)))
+        field = spec.field(str(name))
+        known = (
+            (decimals or {}).get(str(name)) if field.semantic in _COORD_FIELD_SEMANTICS else None
+        )
+        hits = scan_column(frame[name], field, decimals=known)
         findings.extend(column_findings(spec.id, str(name), hits, rows))
     return findings
