@@ -74,7 +74,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, datasette(Path(tmp), 5_000) as portal_up:
         settings, portal = portal_up.settings, portal_up.portal
-        frame, fields = city_frame(settings, args.rows)
+        frame, fields = city_frame(settings, args.rows, None)
         spec = find_dataset(settings.datasets_dir, DATASET)
         started = time.perf_counter()
         result = portal.publish(

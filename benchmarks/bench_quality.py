@@ -24,6 +24,7 @@ from civicflow.sources.cast import cast_frame
 from civicflow.sources.csv import CsvReader
 from civicflow.spec import load_dataset
 from civicflow.spec.loader import suite_file
+from civicflow.spec.models import CsvSource
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,7 @@ def peak_mib() -> float:
 
 def build_extract(rows: int) -> Extract:
     spec = load_dataset(PROJECT_DIR / "datasets" / "la311_service_requests.yaml")
+    assert isinstance(spec.source, CsvSource), "the 311 spec reads a bundled CSV"
     path = PROJECT_DIR / spec.source.path
     real = CsvReader().read(spec, path)
     raw = real.take(pa.array(np.arange(rows) % real.num_rows))

@@ -82,8 +82,9 @@ def main() -> None:
     columns = list(clean.columns)
     rows = (dict(zip(columns, r, strict=True)) for r in clean.itertuples(index=False, name=None))
     table = spec.get("portal", {}).get("table") or spec["id"]
-    db[table].insert_all(rows, pk=spec["primary_key"][0])
-    inserted = db[table].count
+    target = db.table(table)
+    target.insert_all(rows, pk=spec["primary_key"][0])
+    inserted = target.count
     db.close()
     timings["insert_s"] = time.perf_counter() - t
 
