@@ -216,15 +216,23 @@ class Bench:
         with Portal(self.civicflow, env, port, logs / "stages-portal.log") as portal:
             portal.wait_up()
             command = [sys.executable, str(HERE / "scale_stages.py"), DATASET, str(source)]
+            portal_cpu = portal.cpu_s()
             result = self.run(
                 f"{label(rows)}: stages (run_dataset)", command, env, logs / "stages.log", cwd=proj
             )
+            portal_cpu = _delta(portal.cpu_s(), portal_cpu)
             size["portal_peaks"].append(portal.peak_rss_mib())
         found = _last_json(result["output"])
         if found.get("outcome") != "published":
             raise StepFailed(f"stages: outcome {found.get('outcome')}: {found.get('reason')}")
         found["wall_s"] = result["wall_s"]
         found["portal_peak_rss_mib"] = size["portal_peaks"][-1]
+        # where the CPU went on the machine's cores: what bounds the wall time
+        found["cpu_s"] = {
+            "publish_process": result["cpu_s"],
+            "check_workers": result["workers_cpu_s"],
+            "portal": portal_cpu,
+        }
         size["stages"] = found
 
     def product(self, rows: int, source: Path, changed: Path, size: dict[str, Any]) -> None:
@@ -378,6 +386,10 @@ class Bench:
         if not self.args.keep:
             shutil.rmtree(self.dir / "runs" / f"{rows}-{self.args.seed}", ignore_errors=True)
         return size
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return round(after - before, 1) if after is not None and before is not None else None
 
 
 def _last_json(output: str) -> dict[str, Any]:

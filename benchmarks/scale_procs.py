@@ -53,6 +53,16 @@ def vmhwm_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used so far, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # fields[0] is the state, field 3 of stat(5)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -78,11 +88,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def worker_peaks(pid: int, peaks: dict[int, float]) -> None:
-    """Record the VmHWM of each ``multiprocessing`` process under ``pid`` (check workers)."""
+def worker_peaks(pid: int, peaks: dict[int, float], cpu: dict[int, float]) -> None:
+    """Record the VmHWM and CPU seconds of each ``multiprocessing`` process under ``pid``
+    (check workers); both only grow, so the last sample is the nearest to the end."""
     for child in descendants(pid):
         if "multiprocessing" in cmdline(child):
             peaks[child] = max(peaks.get(child, 0.0), vmhwm_mib(child) or 0.0)
+            cpu[child] = max(cpu.get(child, 0.0), cpu_s(child) or 0.0)
 
 
 def cmdline(pid: int) -> str:
@@ -179,13 +191,16 @@ def run_measured(
         )
         peak = 0.0
         workers: dict[int, float] = {}
+        workers_cpu: dict[int, float] = {}
+        own_cpu = 0.0
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak = max(peak, vmhwm_mib(proc.pid) or 0.0)
-            worker_peaks(proc.pid, workers)
+            own_cpu = cpu_s(proc.pid) or own_cpu  # its own, without children; lags ≤ 0.1 s
+            worker_peaks(proc.pid, workers, workers_cpu)
             if time.perf_counter() - started > timeout and not timed_out:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -202,6 +217,8 @@ def run_measured(
         "workers_peak_rss_mib": round(sum(workers.values()), 1),
         "with_workers_peak_rss_mib": round(peak + sum(workers.values()), 1) if peak else None,
         "tree_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "cpu_s": round(own_cpu, 1),
+        "workers_cpu_s": round(sum(workers_cpu.values()), 1),
         "log": str(log),
         "output": output,
     }
@@ -250,6 +267,10 @@ class Portal:
         pid = self.datasette_pid()
         value = vmhwm_mib(pid) if pid is not None else None
         return round(value, 1) if value is not None else None
+
+    def cpu_s(self) -> float | None:
+        pid = self.datasette_pid()
+        return cpu_s(pid) if pid is not None else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -10,7 +10,8 @@ Results shape (every figure may be missing when its measurement failed)::
     {"machine": {...}, "config": {...},
      "sizes": {"1000000": {"rows": 1000000,
                            "publish": {"wall_s", "pipeline_peak_rss_mib", ...},
-                           "stages": {"timings_s": {"extract": ...}, "total_s", ...},
+                           "stages": {"timings_s": {"extract": ...}, "total_s",
+                                      "cpu_s": {"publish_process", ...}, ...},
                            "incremental": {"wall_s", "share_of_full", ...},
                            "scorecard": {"flow_s", "wall_s"},
                            "rss": {"pipeline_mib", "portal_mib"},
@@ -282,6 +283,9 @@ def table_rows(
             row("  run_dataset total", ("stages", "total_s"), "s")
             row("  run_dataset peak RSS", ("stages", "peak_rss_mib"), "MiB")
             row("  run_dataset check worker peak RSS", ("stages", "worker_peak_rss_mib"), "MiB")
+            for who in ("publish_process", "check_workers", "portal"):
+                what = who.replace("_", " ")
+                row(f"  run_dataset CPU, {what}", ("stages", "cpu_s", who), "s")
         if lookup(size, ("plain",)) is not None:
             row("plain script (pandas + GX + sqlite-utils)", ("plain", "wall_s"), "s")
             row("  plain script peak RSS", ("plain", "peak_rss_mib"), "MiB")
