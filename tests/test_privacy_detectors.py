@@ -19,6 +19,7 @@ from civicflow.privacy.detectors import (
     card_ok,
     luhn_ok,
     mask,
+    on_distinct,
     vin_ok,
 )
 from civicflow.privacy.evaluate import found_by_detector, load_labelled, mistakes, score
@@ -190,3 +191,21 @@ def test_number_parts_reads_one_number_or_a_pair_and_nothing_else() -> None:
     first, second = number_parts(values)
     assert first.to_pylist() == ["34.12345", "1", "12.5", None, None, None]
     assert second.to_pylist() == ["-118.2", "2", None, None, None, None]
+
+
+@NO_DEADLINE
+@given(
+    st.lists(
+        st.one_of(
+            st.none(), st.sampled_from(["1200 W 3RD ST", "99 MAIN ST", "", "(34.05, -118.24)"])
+        ),
+        max_size=40,
+    ),
+    st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=40),
+)
+def test_on_distinct_equals_the_function_over_every_value(repeated, unique) -> None:
+    """Repeating values (at most half distinct: computed once each, then taken back) and
+    mostly distinct ones (computed directly) give what the function gives row by row."""
+    for values in (repeated, unique, repeated + unique):
+        array = pa.array(values, pa.string())
+        assert on_distinct(array, hundred_block_text).equals(hundred_block_text(array))
