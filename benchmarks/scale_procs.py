@@ -88,7 +88,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def worker_peaks(pid: int, peaks: dict[int, float], cpu: dict[int, float]) -> None:
+def sample_workers(pid: int, peaks: dict[int, float], cpu: dict[int, float]) -> None:
     """Record the VmHWM and CPU seconds of each ``multiprocessing`` process under ``pid``
     (check workers); both only grow, so the last sample is the nearest to the end."""
     for child in descendants(pid):
@@ -200,7 +200,7 @@ def run_measured(
                 break
             peak = max(peak, vmhwm_mib(proc.pid) or 0.0)
             own_cpu = cpu_s(proc.pid) or own_cpu  # its own, without children; lags ≤ 0.1 s
-            worker_peaks(proc.pid, workers, workers_cpu)
+            sample_workers(proc.pid, workers, workers_cpu)
             if time.perf_counter() - started > timeout and not timed_out:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)

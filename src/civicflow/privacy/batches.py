@@ -204,7 +204,9 @@ def protect_batches(
     key = hash_key or spec_hash_key(spec, settings)  # resolved once, not per batch
     parts = [protect_batch(spec, frame, settings, hash_key=key) for frame in frames]
     protected = pd.concat([p.frame for p in parts if p.frame is not None])
-    return ProtectResult(frame=protected, report=merge_privacy(spec, parts))
+    return ProtectResult(
+        frame=protected, report=merge_privacy(spec, parts), levels=_levels(spec, parts)
+    )
 
 
 def frame_batches(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:

@@ -21,14 +21,13 @@ import pandas as pd
 from civicflow.privacy.detectors import ADDRESS_IN_ADDRESS_COLUMN, FINER_LOCATION, as_text, mask
 from civicflow.privacy.hits import Hits
 from civicflow.privacy.report import MAX_EXAMPLES
-from civicflow.privacy.scan import coordinate_decimals
+from civicflow.privacy.scan import COORDINATE_SEMANTICS, coordinate_decimals
 from civicflow.spec.models import DatasetSpec, FieldSpec
 
 #: a hundred block is about 100 m: 3 decimals of a degree of latitude (111 m)
 BLOCK_DECIMALS = 3
 #: an exact house number pins one building: finer than anything generalised
 EXACT_DECIMALS = 6
-_COORDINATES = ("latitude", "longitude", "geopoint")
 #: a column named like a house number is read as one even if the spec forgot its semantic
 HOUSE_NUMBER_NAME = re.compile(r"(?:house|street|building|address)_?(?:number|num|no|nbr)")
 
@@ -64,16 +63,16 @@ def generalised_decimals(field: FieldSpec) -> int | None:
         return None
     if rule.method == "hundred_block":
         return BLOCK_DECIMALS
-    if field.semantic in _COORDINATES and rule.method == "round":
+    if field.semantic in COORDINATE_SEMANTICS and rule.method == "round":
         return int(rule.decimals or 0)
-    if field.semantic in _COORDINATES and rule.method == "grid":
+    if field.semantic in COORDINATE_SEMANTICS and rule.method == "grid":
         return max(0, math.ceil(-math.log10(float(rule.grid_size or 1))))
     return None
 
 
 def row_decimals(values: pd.Series, field: FieldSpec) -> np.ndarray | None:
     """Per row, the decimals of the location the value gives (None: not a location column)."""
-    if field.semantic in _COORDINATES:
+    if field.semantic in COORDINATE_SEMANTICS:
         return coordinate_decimals(values)
     if field.semantic != "address" and not HOUSE_NUMBER_NAME.fullmatch(field.name):
         return None

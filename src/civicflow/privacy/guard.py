@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ class ProtectResult:
     frame: pd.DataFrame  # only published fields, in spec order, index = data row number
     report: PrivacyReport
     #: the finest location each published location column gives, finest first
-    levels: list[Level] = field(default_factory=list)
+    levels: list[Level]
 
 
 def published_type(field: FieldSpec) -> str:

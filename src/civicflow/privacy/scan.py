@@ -42,7 +42,7 @@ from civicflow.spec.models import DatasetSpec, FieldSpec
 
 #: decimals a coordinate may carry in a column that does not declare a precision (~100 m)
 UNDECLARED_COORDINATE_DECIMALS = 3
-_COORD_FIELD_SEMANTICS = ("latitude", "longitude", "geopoint")
+COORDINATE_SEMANTICS = ("latitude", "longitude", "geopoint")
 _WKT_TYPES = (
     r"(?i:POINT|LINESTRING|POLYGON|MULTIPOINT|MULTILINESTRING|MULTIPOLYGON|GEOMETRYCOLLECTION)"
 )
@@ -122,9 +122,7 @@ class CoordinateShape:
 
 
 def _undeclared_float(values: pd.Series, field: FieldSpec) -> bool:
-    return field.semantic not in _COORD_FIELD_SEMANTICS and pd.api.types.is_float_dtype(
-        values.dtype
-    )
+    return field.semantic not in COORDINATE_SEMANTICS and pd.api.types.is_float_dtype(values.dtype)
 
 
 def _shape(numbers: np.ndarray, fine: np.ndarray) -> CoordinateShape:
@@ -160,7 +158,7 @@ def coordinate_hits(
     batch of it); None decides from ``values``. ``decimals``: ``coordinate_decimals`` of
     ``values``, when the caller has them.
     """
-    declared = field.semantic in _COORD_FIELD_SEMANTICS
+    declared = field.semantic in COORDINATE_SEMANTICS
     if decimals is None:
         decimals = coordinate_decimals(values)
     if declared:
@@ -186,7 +184,7 @@ def _text_detectors(field: FieldSpec) -> list[Detector]:
         detectors = [
             ADDRESS_IN_ADDRESS_COLUMN if d.name == "street_address" else d for d in detectors
         ]
-    if field.semantic not in _COORD_FIELD_SEMANTICS:
+    if field.semantic not in COORDINATE_SEMANTICS:
         detectors.extend(coordinate_text_detectors(allowed_decimals(field)))
     return detectors
 
@@ -260,7 +258,7 @@ def scan_column(
         return birth_date_hits(values)
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return hits
-    if pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS:
+    if pd.api.types.is_float_dtype(dtype) or field.semantic in COORDINATE_SEMANTICS:
         found = coordinate_hits(values, field, looks_like, decimals)
         if found.any():
             shown = [mask(str(v)) for v in values.to_numpy()[np.flatnonzero(found)[:MAX_EXAMPLES]]]
@@ -299,9 +297,7 @@ def detector_rank(dtype: Any, field: FieldSpec) -> dict[str, int]:
     """The order ``scan`` reports one column's detectors in (what scan_column runs,
     first appearance kept by merge_hits): the registered text detectors in order, with
     coordinates first in a number or declared coordinate column and last elsewhere."""
-    coordinates_first = (
-        pd.api.types.is_float_dtype(dtype) or field.semantic in _COORD_FIELD_SEMANTICS
-    )
+    coordinates_first = pd.api.types.is_float_dtype(dtype) or field.semantic in COORDINATE_SEMANTICS
     names = [n for n in DETECTORS if n != COORDINATE]
     ordered = [COORDINATE, *names] if coordinates_first else [*names, COORDINATE]
     return {name: i for i, name in enumerate(ordered)}
@@ -335,8 +331,9 @@ def scan(
     rows = frame.index.to_numpy()
     for name in frame.columns:
         field = spec.field(str(name))
+        # location_decimals of a coordinate column are its coordinate_decimals
         known = (
-            (decimals or {}).get(str(name)) if field.semantic in _COORD_FIELD_SEMANTICS else None
+            decimals.get(str(name)) if decimals and field.semantic in COORDINATE_SEMANTICS else None
         )
         hits = scan_column(frame[name], field, decimals=known)
         findings.extend(column_findings(spec.id, str(name), hits, rows))
